@@ -1,0 +1,359 @@
+"""Inverted attention: a fixed set of M units seeks messages; each unit rests after it fires.
+
+Vanilla attention is supply-driven: every token scores every earlier token (n x n).
+Here tokens *post* messages and a fixed set of M processing units takes them in:
+
+1. Local channel. ``local = causal_depthwise_conv(x)`` (width w) is private to the
+   token and gives order and the predecessor (key -> value is asymmetric).
+   ``h = x + local``. Multi-timescale context ``c = EMA_lambda(x)`` (channel groups with
+   different lambda) gives the gates a sense of time; ``feat = [h; c]``.
+2. Salience (demand-driven). ``p_t = sigmoid(w_s . feat_t)``; the token posts a message
+   iff ``p_t > 1/2`` (straight-through gradient). A price ``write_price * mean(p)`` is added
+   to the loss: computation scales with information need.
+3. Seeking by pools (normalization). Units are split into ``n_pools`` pools; a posted
+   message goes to the pool whose learned interest bids highest (softmax over pools: the
+   competition runs on the unit side, straight-through gradient).
+4. Refractory gain (amplification). Within the pool the most rested unit takes the
+   message: ``gain_m(t) = (writes to m's pool since m last fired) / pool_size``; a unit
+   that just fired has gain 0 and recovers as its pool works. The winner is
+   ``argmax_m gain_m(t)``, which is exactly a ring pointer ``(pool_count - 1) mod pool_size``:
+   so the allocation is a cumulative sum, exact and parallel. ``refractory=False`` ablates
+   it: the unit is then chosen by content bids alone and similar messages overwrite.
+5. Write. Unit m holds the (key, value) of the last token written to it. The key carries
+   content ``W_k h_s`` and the message's ordinal (its write count) as a rotary code, so
+   units also keep a sense of time. The value is ``W_v x_s`` (token identity).
+6. Read. Token t scores the M units with ``<q_t, k_m>/sqrt(d_k)`` plus an ordinal term that
+   compares each unit's ordinal with the token's read pointer ``cumsum(advance gate)``
+   (addressing by recency / FIFO); keeps the top ``read_topk`` and mixes their values.
+   Output ``W_o read + local`` is added to the residual stream: token identity is kept.
+
+Parallel form: O(T * M * d) time and memory, a fixed number of cumsum/cummax/gather ops,
+plus a log-depth scan for the EMA; no T x T tensor. Recurrent form (``step``): state of
+constant size O(M * d), cost per token independent of t, equal to the parallel form.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.config import ConfigError
+from workbench.hooks import HookPoint
+from workbench.mixers.base import Mixer
+
+# ----------------------------------------------------------------------------- small ops
+
+
+def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
+    """Forward value exactly ``hard``; gradient of ``soft``."""
+    return hard + (soft - soft.detach())
+
+
+def ema_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
+    """y_t = decay * y_{t-1} + (1 - decay) * x_t along dim 1, by a log-depth (Hillis-Steele) scan.
+
+    ``decay`` has shape (d,). ceil(log2 T) vectorized sweeps, no loop over positions.
+    """
+    y = (1 - decay) * x
+    power = decay.clone()
+    shift = 1
+    while shift < x.shape[1]:
+        y = torch.cat([y[:, :shift], y[:, shift:] + power * y[:, :-shift]], dim=1)
+        power = power * power
+        shift *= 2
+    return y
+
+
+def ordinal_code(ordinal: torch.Tensor, n_freq: int, period: int) -> torch.Tensor:
+    """Rotary code [cos(w_f o), sin(w_f o)] with w_f = 2 pi f / period: periodic with the ring."""
+    freqs = 2 * math.pi * torch.arange(1, n_freq + 1, device=ordinal.device, dtype=torch.float32) / period
+    angles = ordinal.to(torch.float32)[..., None] * freqs
+    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+
+
+def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, period: int) -> torch.Tensor:
+    """Query such that <query, ordinal_code(o)> = sum_f zc_f cos(w_f (p - o)) + zs_f sin(w_f (p - o))."""
+    code = ordinal_code(pointer, n_freq, period)
+    cos, sin = code[..., :n_freq], code[..., n_freq:]
+    zc, zs = z[..., :n_freq], z[..., n_freq:]
+    return torch.cat([zc * cos + zs * sin, zc * sin - zs * cos], dim=-1)
+
+
+# ----------------------------------------------------------------------------- the mixer
+
+
+@dataclass
+class InvertedOptions:
+    n_units: int = 64  # M: fixed, independent of sequence length
+    n_pools: int = 1  # normalization pools; messages are routed to a pool by content
+    read_topk: int = 2  # k: units each token reads (n_units = dense softmax read)
+    d_key: int = 32
+    conv_width: int = 4  # local private channel; 0 switches it off
+    refractory: bool = True  # rest-based allocation; False = content-only (ablation)
+    timescales: tuple[float, ...] = (0.9, 0.99, 0.999)  # multi-timescale context; () = off
+    ordinal_read: bool = True  # address units by ordinal (recency) as well as content
+    n_freq: int = 16  # frequencies of the ordinal code
+    write_price: float = 0.1  # loss per unit of mean salience
+    write_bias: float = 0.0  # initial salience logit
+
+
+class InvertedMixer(Mixer):
+    Options = InvertedOptions
+
+    @classmethod
+    def check_options(cls, o: InvertedOptions, d_model: int) -> None:
+        def positive(name: str) -> None:
+            value = getattr(o, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"inverted.{name} must be a positive integer, got {value!r}")
+
+        for name in ("n_units", "n_pools", "read_topk", "d_key", "n_freq"):
+            positive(name)
+        if o.read_topk > o.n_units:
+            raise ConfigError(f"inverted.read_topk={o.read_topk} cannot exceed n_units={o.n_units}")
+        if o.n_units % o.n_pools:
+            raise ConfigError(f"inverted.n_units={o.n_units} must divide into n_pools={o.n_pools} equal pools")
+        if not isinstance(o.conv_width, int) or o.conv_width < 0:
+            raise ConfigError(f"inverted.conv_width must be an integer >= 0, got {o.conv_width!r}")
+        if any(not 0 < lam < 1 for lam in o.timescales):
+            raise ConfigError(f"inverted.timescales must lie in (0, 1), got {o.timescales!r}")
+        if len(o.timescales) > d_model:
+            raise ConfigError("inverted.timescales cannot outnumber d_model channels")
+        if o.write_price < 0:
+            raise ConfigError(f"inverted.write_price must be >= 0, got {o.write_price!r}")
+
+    def __init__(self, d_model: int, options: InvertedOptions | None = None) -> None:
+        super().__init__()
+        o = options or InvertedOptions()
+        o.timescales = tuple(o.timescales)
+        self.check_options(o, d_model)
+        self.o, self.d_model = o, d_model
+        self.pool_size = o.n_units // o.n_pools
+        self.n_freq = o.n_freq if o.ordinal_read else 0
+        if o.conv_width:
+            self.conv = nn.Conv1d(d_model, d_model, o.conv_width, groups=d_model)
+            nn.init.normal_(self.conv.weight, std=0.1)
+            nn.init.zeros_(self.conv.bias)
+        if o.timescales:
+            groups = torch.arange(d_model) * len(o.timescales) // d_model
+            self.register_buffer("decay", torch.tensor(o.timescales)[groups], persistent=False)
+        d_feat = d_model * (2 if o.timescales else 1)
+        self.gates = nn.Linear(d_feat, 2)  # salience (write) and read-pointer advance
+        nn.init.zeros_(self.gates.weight)
+        nn.init.constant_(self.gates.bias, o.write_bias)
+        n_route = o.n_pools if o.refractory else o.n_units
+        self.router = nn.Linear(d_feat, n_route, bias=False) if n_route > 1 else None
+        self.query = nn.Linear(d_model, o.d_key, bias=False)
+        self.key = nn.Linear(d_model, o.d_key, bias=False)
+        self.value = nn.Linear(d_model, d_model, bias=False)
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        if self.n_freq:
+            self.ordinal_query = nn.Linear(d_feat, 2 * self.n_freq)
+            nn.init.zeros_(self.ordinal_query.weight)
+            nn.init.zeros_(self.ordinal_query.bias)
+        # Hook points for the notebooks (routing, rest, read-back).
+        self.hook_salience = HookPoint()  # (B, T) write probability
+        self.hook_unit = HookPoint()  # (B, T) unit written, -1 if none
+        self.hook_gain = HookPoint()  # (B, T, M) refractory gain in [0, 1]
+        self.hook_occupant = HookPoint()  # (B, T, M) position held by each unit, -1 if empty
+        self.hook_read_weights = HookPoint()  # (B, T, M) read-back weights
+        self.hook_read_pointer = HookPoint()  # (B, T)
+        self.stats: dict[str, float] = {}
+
+    # ------------------------------------------------------------------ pieces shared by both forms
+
+    def _features(self, x: torch.Tensor, local: torch.Tensor, ema: torch.Tensor | None):
+        h = x + local
+        feat = torch.cat([h, ema], dim=-1) if ema is not None else h
+        return h, feat
+
+    def _gates(self, feat: torch.Tensor):
+        probs = torch.sigmoid(self.gates(feat))
+        p_write, p_advance = probs[..., 0], probs[..., 1]
+        write = straight_through((p_write > 0.5).to(feat.dtype), p_write)
+        advance = straight_through((p_advance > 0.5).to(feat.dtype), p_advance)
+        return p_write, write, advance
+
+    def _route(self, feat: torch.Tensor):
+        """Pool (refractory) or unit (content-only) chosen by learned interest, with ST scale."""
+        if self.router is None:
+            choice = torch.zeros(feat.shape[:-1], dtype=torch.long, device=feat.device)
+            return choice, torch.ones(feat.shape[:-1], device=feat.device, dtype=feat.dtype)
+        probs = self.router(feat).softmax(-1)
+        choice = probs.argmax(-1)
+        chosen = probs.gather(-1, choice[..., None])[..., 0]
+        return choice, chosen / chosen.detach()
+
+    def _message(self, x: torch.Tensor, h: torch.Tensor, ordinal: torch.Tensor, scale: torch.Tensor):
+        key = self.key(h) / math.sqrt(self.o.d_key)
+        if self.n_freq:
+            key = torch.cat([key, ordinal_code(ordinal, self.n_freq, self.o.n_units).to(key.dtype)], -1)
+        return key * scale[..., None], self.value(x) * scale[..., None]
+
+    def _query(self, h: torch.Tensor, feat: torch.Tensor, pointer: torch.Tensor):
+        q = self.query(h)
+        if self.n_freq:
+            z = self.ordinal_query(feat)
+            q = torch.cat([q, rotate_ordinal_query(z, pointer, self.n_freq, self.o.n_units).to(q.dtype)], -1)
+        return q
+
+    def _read(self, scores: torch.Tensor, occupied: torch.Tensor):
+        """Top-k normalization over units; empty units never read; all-empty reads zero."""
+        scores = scores.masked_fill(~occupied, -1e9)
+        k = self.o.read_topk
+        top = scores.topk(k, dim=-1) if k < scores.shape[-1] else None
+        if top is None:
+            return scores.softmax(-1) * occupied, None
+        weights = top.values.softmax(-1) * occupied.gather(-1, top.indices)
+        return weights, top.indices
+
+    # ------------------------------------------------------------------ parallel form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        o, m = self.o, self.o.n_units
+        if o.conv_width:
+            local = self.conv(F.pad(x.transpose(1, 2), (o.conv_width - 1, 0))).transpose(1, 2)
+        else:
+            local = torch.zeros_like(x)
+        ema = ema_scan(x, self.decay) if o.timescales else None
+        h, feat = self._features(x, local, ema)
+        p_write, write, advance = self._gates(feat)
+        self.hook_salience(p_write)
+
+        count = write.cumsum(1)  # writes so far (float; exact integers in the forward pass)
+        ordinal = count - 1
+        pointer = self.hook_read_pointer(advance.cumsum(1) - 1)
+        choice, route_scale = self._route(feat)
+        written = write.detach() > 0.5
+        if o.refractory:
+            pool_onehot = F.one_hot(choice, o.n_pools).to(x.dtype) * written[..., None]
+            pool_counts = pool_onehot.cumsum(1)  # (B, T, n_pools)
+            own_count = pool_counts.gather(-1, choice[..., None])[..., 0].long()
+            unit = choice * self.pool_size + (own_count - 1) % self.pool_size
+        else:
+            pool_counts = count.detach()[..., None]
+            unit = choice
+        unit = torch.where(written, unit, torch.full_like(unit, -1))
+        self.hook_unit(unit)
+
+        # Occupant table: for every (t, m), the last position s <= t written to unit m.
+        positions = torch.arange(t, device=x.device)
+        posted = torch.where(unit[..., None] == torch.arange(m, device=x.device), positions[:, None], -1)
+        occupant = self.hook_occupant(posted.cummax(dim=1).values)  # (B, T, M)
+        occupied = occupant >= 0
+        held = occupant.clamp_min(0)
+        batch = torch.arange(b, device=x.device)[:, None, None]
+
+        # Refractory gain of every unit at every step (for the notebooks; allocation used it above).
+        unit_pool = torch.arange(m, device=x.device) // (self.pool_size if o.refractory else m)
+        current = pool_counts.gather(-1, unit_pool.expand(b, t, m)) if o.refractory else pool_counts.expand(b, t, m)
+        at_fire = current[batch, held, torch.arange(m, device=x.device)]
+        period = self.pool_size if o.refractory else m
+        gain = torch.where(occupied, ((current - at_fire) / period).clamp(0, 1), torch.ones_like(current))
+        self.hook_gain(gain)
+
+        key, value = self._message(x, h, ordinal, write * route_scale)
+        query = self._query(h, feat, pointer)
+        scores = torch.einsum("btme,bte->btm", key[batch, held], query)
+        weights, top = self._read(scores, occupied)
+        if top is None:
+            read = torch.einsum("btm,btmd->btd", weights, value[batch, held])
+            dense = weights
+        else:
+            read = torch.einsum("btk,btkd->btd", weights, value[batch, held.gather(-1, top)])
+            dense = torch.zeros_like(scores).scatter(-1, top, weights)
+        self.hook_read_weights(dense)
+
+        self.aux_loss = o.write_price * p_write.mean() if o.write_price else None
+        self.stats = {
+            "write_fraction": float(written.float().mean()),
+            "advance_fraction": float((advance.detach() > 0.5).float().mean()),
+        }
+        return self.out(read) + local
+
+    # ------------------------------------------------------------------ recurrent form
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, Any]:
+        o, m, d = self.o, self.o.n_units, self.d_model
+        key_dim = o.d_key + 2 * self.n_freq
+        zeros = dict(device=device, dtype=dtype or torch.float32)
+        return {
+            "conv": torch.zeros(batch_size, max(o.conv_width - 1, 0), d, **zeros),
+            "ema": torch.zeros(batch_size, d, **zeros) if o.timescales else None,
+            "count": torch.zeros(batch_size, **zeros),
+            "pointer": torch.full((batch_size,), -1.0, **zeros),
+            "pool_counts": torch.zeros(batch_size, o.n_pools if o.refractory else 1, **zeros),
+            "keys": torch.zeros(batch_size, m, key_dim, **zeros),
+            "values": torch.zeros(batch_size, m, d, **zeros),
+            "occupied": torch.zeros(batch_size, m, dtype=torch.bool, device=device),
+            "fired_at": torch.zeros(batch_size, m, **zeros),
+        }
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        o, m = self.o, self.o.n_units
+        if o.conv_width:
+            window = torch.cat([state["conv"], x_t[:, None]], dim=1)  # (B, w, d)
+            local = (window * self.conv.weight[:, 0, :].T).sum(1) + self.conv.bias
+            conv_state = window[:, 1:]
+        else:
+            local, conv_state = torch.zeros_like(x_t), state["conv"]
+        ema = None
+        if o.timescales:
+            ema = self.decay * state["ema"] + (1 - self.decay) * x_t
+        h, feat = self._features(x_t, local, ema)
+        _, write, advance = self._gates(feat)
+        count = state["count"] + write
+        pointer = state["pointer"] + advance
+        choice, route_scale = self._route(feat)
+        written = write.detach() > 0.5
+        if o.refractory:
+            pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(x_t.dtype) * written[:, None]
+            own = pool_counts.gather(-1, choice[:, None])[:, 0].long()
+            unit = choice * self.pool_size + (own - 1) % self.pool_size
+            fired_value = pool_counts.gather(-1, choice[:, None])[:, 0]
+        else:
+            pool_counts = count.detach()[:, None]
+            unit = choice
+            fired_value = count.detach()
+        key, value = self._message(x_t, h, count - 1, write * route_scale)
+        slot = F.one_hot(unit, m).bool() & written[:, None]  # (B, M)
+        keep = (~slot).to(x_t.dtype)[..., None]
+        keys = state["keys"] * keep + slot.to(x_t.dtype)[..., None] * key[:, None]
+        values = state["values"] * keep + slot.to(x_t.dtype)[..., None] * value[:, None]
+        occupied = state["occupied"] | slot
+        fired_at = torch.where(slot, fired_value[:, None].expand(-1, m), state["fired_at"])
+
+        query = self._query(h, feat, pointer)
+        scores = torch.einsum("bme,be->bm", keys, query)
+        weights, top = self._read(scores, occupied)
+        if top is None:
+            read = torch.einsum("bm,bmd->bd", weights, values)
+        else:
+            read = torch.einsum("bk,bkd->bd", weights, values.gather(1, top[..., None].expand(-1, -1, values.shape[-1])))
+        new_state = {
+            "conv": conv_state,
+            "ema": ema,
+            "count": count,
+            "pointer": pointer,
+            "pool_counts": pool_counts,
+            "keys": keys,
+            "values": values,
+            "occupied": occupied,
+            "fired_at": fired_at,
+        }
+        return self.out(read) + local, new_state
+
+    def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:
+        """Reference: the recurrent form looped over time (plain, for tests; differentiable)."""
+        state = self.init_state(x.shape[0], x.device, x.dtype)
+        outputs = []
+        for t in range(x.shape[1]):
+            y, state = self.step(x[:, t], state)
+            outputs.append(y)
+        return torch.stack(outputs, dim=1)

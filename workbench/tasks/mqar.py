@@ -1,0 +1,86 @@
+"""Multi-query associative recall with Zoology's generator semantics.
+
+Keys come from the first half of the vocabulary, values from the second, both unique
+within an example. All key-value pairs come first (``k1 v1 k2 v2 ...``); then each
+key is queried once, at gaps drawn from a power law (near queries are likelier); the
+label at a query is its paired value, every other position carries no loss. Filler
+positions hold random tokens.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from workbench.model import IGNORE, Model, TaskIO
+from workbench.tasks.base import Batch, Task, lm_accuracy
+
+
+def make_mqar_examples(
+    n: int, seq_len: int, kv_pairs: int, vocab_size: int, rng: np.random.Generator, power_a: float = 0.01
+) -> Batch:
+    context = 2 * kv_pairs
+    half = vocab_size // 2
+    if seq_len < 4 * kv_pairs:
+        raise ValueError(f"seq_len={seq_len} is too short for {kv_pairs} pairs and their queries")
+    if kv_pairs >= half:
+        raise ValueError(f"vocab_size={vocab_size} has too few keys for {kv_pairs} pairs")
+    keys = np.stack([rng.choice(np.arange(1, half), kv_pairs, replace=False) for _ in range(n)])
+    values = np.stack([rng.choice(np.arange(half, vocab_size), kv_pairs, replace=False) for _ in range(n)])
+    kvs = np.empty((n, context), dtype=np.int64)
+    kvs[:, 0::2], kvs[:, 1::2] = keys, values
+
+    space = (seq_len - context) // 2
+    p = power_a * np.arange(1, space + 1) ** (power_a - 1)
+    p = p / p.sum()
+    gaps = np.stack([rng.choice(space, kv_pairs, replace=False, p=p) for _ in range(n)])
+
+    queries = np.zeros((n, seq_len - context + 1), dtype=np.int64)
+    labels = np.full((n, seq_len - context + 1), IGNORE, dtype=np.int64)
+    rows = np.arange(n)[:, None]
+    queries[rows, gaps * 2] = keys
+    labels[rows, gaps * 2 + 1] = values
+
+    examples = np.concatenate([kvs, queries], axis=1)
+    labels = np.concatenate([np.full((n, context), IGNORE, dtype=np.int64), labels], axis=1)
+    inputs, targets = examples[:, :-1], labels[:, 1:]
+    filler = inputs == 0
+    inputs[filler] = rng.integers(0, vocab_size, size=int(filler.sum()))
+    return Batch(torch.from_numpy(inputs.copy()), torch.from_numpy(targets.copy()))
+
+
+class MQARTask(Task):
+    name = "mqar"
+    metric = "accuracy"
+
+    def __init__(
+        self,
+        seq_len: int = 64,
+        kv_pairs: int = 4,
+        vocab_size: int = 512,
+        n_eval: int = 1000,
+        eval_seed: int = 777,
+        long_config: tuple[int, int] | None = (1024, 64),
+    ) -> None:
+        self.seq_len, self.kv_pairs, self.vocab_size = seq_len, kv_pairs, vocab_size
+        self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=vocab_size)
+        self.eval_seed, self.n_eval = eval_seed, n_eval
+        self.long_config = tuple(long_config) if long_config else None
+        rng = np.random.default_rng([eval_seed, seq_len, kv_pairs])
+        self.eval_batch = make_mqar_examples(n_eval, seq_len, kv_pairs, vocab_size, rng)
+
+    def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
+        seed = int(torch.randint(0, 2**62, (1,), generator=generator))
+        rng = np.random.default_rng(seed)
+        return make_mqar_examples(batch_size, self.seq_len, self.kv_pairs, self.vocab_size, rng)
+
+    def evaluate(self, model: Model, final: bool = False) -> dict[str, float]:
+        correct, counted, _ = lm_accuracy(model, self.eval_batch.inputs, self.eval_batch.targets)
+        metrics = {"accuracy": correct / counted}
+        if final and self.long_config:
+            seq_len, kv_pairs = self.long_config
+            rng = np.random.default_rng([self.eval_seed, seq_len, kv_pairs])
+            batch = make_mqar_examples(self.n_eval, seq_len, kv_pairs, self.vocab_size, rng)
+            correct, counted, _ = lm_accuracy(model, batch.inputs, batch.targets, batch_size=50)
+            metrics[f"accuracy@{seq_len}x{kv_pairs}"] = correct / counted
+        return metrics

@@ -1,0 +1,224 @@
+"""Training and evaluation harness: one function, ``train(config)``, used by the CLI,
+``compare``, the notebooks and the tests.
+
+Resume is exact: the data stream is a pure function of (seed, step), and checkpoints
+hold model, optimizer, step, RNG state and history, written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import platform
+import subprocess
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+from tqdm.auto import tqdm
+
+from workbench.config import RunConfig
+from workbench.model import Model, parameter_report
+from workbench.tasks import Task, build_task, step_generator
+
+CHECKPOINT_FORMAT = 1
+
+
+class CheckpointError(RuntimeError):
+    """A checkpoint is missing, corrupt, or belongs to another model."""
+
+
+def learning_rate(config: RunConfig, step: int, elapsed_s: float) -> float:
+    """Linear warm-up, then cosine to 10% of the peak; follows time under a time budget."""
+    train = config.train
+    warm = min(1.0, (step + 1) / train.warmup_steps) if train.warmup_steps else 1.0
+    progress = step / train.steps
+    if train.time_budget_s:
+        progress = max(progress, elapsed_s / train.time_budget_s)
+    cosine = 0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * min(1.0, progress)))
+    return train.lr * warm * cosine
+
+
+def build_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
+    decay = [p for p in model.parameters() if p.dim() >= 2]
+    no_decay = [p for p in model.parameters() if p.dim() < 2]
+    groups = [
+        {"params": decay, "weight_decay": config.train.weight_decay},
+        {"params": no_decay, "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98))
+
+
+def git_commit() -> str:
+    try:
+        root = Path(__file__).resolve().parent.parent
+        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
+        return out.stdout.strip() or "unknown"
+    except Exception:
+        return "unknown"
+
+
+def device_name(device: torch.device) -> str:
+    if device.type == "cuda":
+        return torch.cuda.get_device_name(device)
+    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
+
+
+# ----------------------------------------------------------------------------- checkpoints
+
+
+def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
+    """Write to a temp file then rename: a kill mid-write never leaves a half checkpoint."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    torch.save(payload, tmp)
+    with open(tmp, "rb") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, path)
+
+
+def load_checkpoint(path: str | Path) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise CheckpointError(f"checkpoint {path} does not exist")
+    try:
+        payload = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:
+        raise CheckpointError(f"checkpoint {path} is corrupt or not a workbench checkpoint ({type(exc).__name__})") from None
+    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
+        raise CheckpointError(f"checkpoint {path} is not a workbench checkpoint (format {CHECKPOINT_FORMAT})")
+    return payload
+
+
+def model_from_checkpoint(path: str | Path) -> tuple[Model, RunConfig, Task, dict[str, Any]]:
+    """Rebuild model, config and task from a checkpoint (the task from its saved options)."""
+    payload = load_checkpoint(path)
+    config = RunConfig.from_dict(payload["config"])
+    task = build_task(config.task.name, config.task.options)
+    model = Model(config.model, task.io)
+    try:
+        model.load_state_dict(payload["model"])
+    except RuntimeError as exc:
+        first = str(exc).splitlines()[0]
+        raise CheckpointError(f"checkpoint {path} does not match its model config: {first}") from None
+    model.eval()
+    return model, config, task, payload
+
+
+# ----------------------------------------------------------------------------- training
+
+
+def train(
+    config: RunConfig,
+    out_dir: str | Path | None = None,
+    resume: bool = False,
+    progress: bool = True,
+    device: str | None = None,
+    task: Task | None = None,
+) -> dict[str, Any]:
+    """Train, evaluate, checkpoint; return (and write to out_dir/result.json) the run record."""
+    config.validate()
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    task = task or build_task(config.task.name, config.task.options)
+    torch.manual_seed(config.train.seed)
+    model = Model(config.model, task.io).to(dev)
+    optimizer = build_optimizer(model, config)
+    out = Path(out_dir) if out_dir else None
+    ckpt_path = out / "checkpoint.pt" if out else None
+
+    step, history, train_time, tokens = 0, [], 0.0, 0
+    if resume and ckpt_path and ckpt_path.is_file():
+        payload = load_checkpoint(ckpt_path)
+        if payload["config"] != config.to_dict():
+            raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it")
+        model.load_state_dict(payload["model"])
+        optimizer.load_state_dict(payload["optimizer"])
+        torch.set_rng_state(payload["rng"])
+        step, history = payload["step"], payload["history"]
+        train_time, tokens = payload["train_time"], payload["tokens"]
+
+    def checkpoint() -> None:
+        if ckpt_path:
+            save_checkpoint(
+                ckpt_path,
+                {
+                    "format": CHECKPOINT_FORMAT,
+                    "config": config.to_dict(),
+                    "task_state": task.state(),
+                    "model": model.state_dict(),
+                    "optimizer": optimizer.state_dict(),
+                    "rng": torch.get_rng_state(),
+                    "step": step,
+                    "history": history,
+                    "train_time": train_time,
+                    "tokens": tokens,
+                },
+            )
+
+    def evaluate(final: bool = False) -> dict[str, float]:
+        model.eval()
+        metrics = task.evaluate(model, final=final)
+        model.train()
+        return metrics
+
+    target = config.train.target_metric
+    reached = bool(history) and target is not None and history[-1]["metrics"][task.metric] >= target
+    bar = tqdm(total=config.train.steps, initial=step, disable=not progress, desc=f"{task.name}/{config.model.mixer}", leave=False)
+    model.train()
+    while step < config.train.steps and not reached:
+        if config.train.time_budget_s and train_time >= config.train.time_budget_s:
+            break
+        started = time.perf_counter()
+        batch = task.train_batch(step_generator(config.train.seed, step), config.train.batch_size)
+        lr = learning_rate(config, step, train_time)
+        for group in optimizer.param_groups:
+            group["lr"] = lr
+        loss = model.loss(batch.inputs.to(dev), batch.targets.to(dev), None if batch.mask is None else batch.mask.to(dev))
+        if not torch.isfinite(loss):
+            raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a lower train.lr")
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        if config.train.grad_clip:
+            torch.nn.utils.clip_grad_norm_(model.parameters(), config.train.grad_clip)
+        optimizer.step()
+        step += 1
+        train_time += time.perf_counter() - started
+        tokens += batch.inputs.shape[0] * batch.inputs.shape[1]
+        bar.update(1)
+        if step % config.train.eval_every == 0 or step == config.train.steps:
+            metrics = evaluate()
+            history.append({"step": step, "loss": float(loss), "lr": lr, "time_s": train_time, "metrics": metrics})
+            bar.set_postfix(loss=f"{float(loss):.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
+            reached = target is not None and metrics[task.metric] >= target
+        if step % config.train.checkpoint_every == 0:
+            checkpoint()
+    bar.close()
+    checkpoint()
+
+    final = evaluate(final=True)
+    result = {
+        "task": task.name,
+        "task_options": config.task.options,
+        "mixer": config.model.mixer,
+        "config": config.to_dict(),
+        "parameters": parameter_report(model),
+        "metrics": final,
+        "metric": task.metric,
+        "steps": step,
+        "reached_target": target is not None and final[task.metric] >= target,
+        "history": history,
+        "train_time_s": train_time,
+        "tokens": tokens,
+        "tokens_per_s": tokens / train_time if train_time else 0.0,
+        "seed": config.train.seed,
+        "git_commit": git_commit(),
+        "torch": torch.__version__,
+        "device": device_name(dev),
+    }
+    if out:
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "result.json").write_text(json.dumps(result, indent=2))
+    result["model"] = model  # for in-process callers (notebooks); not serialized
+    return result
