@@ -189,8 +189,8 @@ def train(
         bar.update(1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
             metrics = evaluate()
-            history.append({"step": step, "loss": float(loss), "lr": lr, "time_s": train_time, "metrics": metrics})
-            bar.set_postfix(loss=f"{float(loss):.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
+            history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics})
+            bar.set_postfix(loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
             reached = target is not None and metrics[task.metric] >= target
         if step % config.train.checkpoint_every == 0:
             checkpoint()

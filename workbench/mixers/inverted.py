@@ -8,8 +8,9 @@ Here tokens *post* messages and a fixed set of M processing units takes them in:
    ``h = x + local``. Multi-timescale context ``c = EMA_lambda(x)`` (channel groups with
    different lambda) gives the gates a sense of time; ``feat = [h; c]``.
 2. Salience (demand-driven). ``p_t = sigmoid(w_s . feat_t)``; the token posts a message
-   iff ``p_t > 1/2`` (straight-through gradient). A price ``write_price * mean(p)`` is added
-   to the loss: computation scales with information need.
+   iff ``p_t > 1/2`` (straight-through gradient). Writing is free while the M units have
+   room; past capacity each write evicts a message, so ``write_price * relu(sum_t p_t - M) / T``
+   is added to the loss: the units' capacity, not the sequence length, bounds the work.
 3. Seeking by pools (normalization). Units are split into ``n_pools`` pools; a posted
    message goes to the pool whose learned interest bids highest (softmax over pools: the
    competition runs on the unit side, straight-through gradient).
@@ -47,6 +48,11 @@ from workbench.hooks import HookPoint
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
+
+
+def _hooked(hook: nn.Module) -> bool:
+    """True when someone listens at this hook point (skip work nobody reads)."""
+    return bool(hook._forward_hooks)
 
 
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
@@ -98,8 +104,9 @@ class InvertedOptions:
     timescales: tuple[float, ...] = (0.9, 0.99, 0.999)  # multi-timescale context; () = off
     ordinal_read: bool = True  # address units by ordinal (recency) as well as content
     n_freq: int = 16  # frequencies of the ordinal code
-    write_price: float = 0.1  # loss per unit of mean salience
-    write_bias: float = 0.0  # initial salience logit
+    write_price: float = 1.0  # loss per expected write beyond capacity, per token
+    write_bias: float = 2.0  # initial salience logit: start by writing, let the price prune
+    chunk_size: int = 64  # chunk length of the chunked parallel form (speed only)
 
 
 class InvertedMixer(Mixer):
@@ -112,7 +119,7 @@ class InvertedMixer(Mixer):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"inverted.{name} must be a positive integer, got {value!r}")
 
-        for name in ("n_units", "n_pools", "read_topk", "d_key", "n_freq"):
+        for name in ("n_units", "n_pools", "read_topk", "d_key", "n_freq", "chunk_size"):
             positive(name)
         if o.read_topk > o.n_units:
             raise ConfigError(f"inverted.read_topk={o.read_topk} cannot exceed n_units={o.n_units}")
@@ -144,7 +151,7 @@ class InvertedMixer(Mixer):
             self.register_buffer("decay", torch.tensor(o.timescales)[groups], persistent=False)
         d_feat = d_model * (2 if o.timescales else 1)
         self.gates = nn.Linear(d_feat, 2)  # salience (write) and read-pointer advance
-        nn.init.zeros_(self.gates.weight)
+        nn.init.normal_(self.gates.weight, std=0.02)
         nn.init.constant_(self.gates.bias, o.write_bias)
         n_route = o.n_pools if o.refractory else o.n_units
         self.router = nn.Linear(d_feat, n_route, bias=False) if n_route > 1 else None
@@ -164,6 +171,7 @@ class InvertedMixer(Mixer):
         self.hook_read_weights = HookPoint()  # (B, T, M) read-back weights
         self.hook_read_pointer = HookPoint()  # (B, T)
         self.stats: dict[str, float] = {}
+        self.impl = "chunked"  # "chunked" (default), "naive" (reference); set by the dispatcher
 
     # ------------------------------------------------------------------ pieces shared by both forms
 
@@ -245,37 +253,97 @@ class InvertedMixer(Mixer):
         # Occupant table: for every (t, m), the last position s <= t written to unit m.
         positions = torch.arange(t, device=x.device)
         posted = torch.where(unit[..., None] == torch.arange(m, device=x.device), positions[:, None], -1)
-        occupant = self.hook_occupant(posted.cummax(dim=1).values)  # (B, T, M)
-        occupied = occupant >= 0
-        held = occupant.clamp_min(0)
-        batch = torch.arange(b, device=x.device)[:, None, None]
+        occupant = self.hook_occupant(posted.cummax(dim=1).values)  # (B, T, M) integers
 
-        # Refractory gain of every unit at every step (for the notebooks; allocation used it above).
-        unit_pool = torch.arange(m, device=x.device) // (self.pool_size if o.refractory else m)
-        current = pool_counts.gather(-1, unit_pool.expand(b, t, m)) if o.refractory else pool_counts.expand(b, t, m)
-        at_fire = current[batch, held, torch.arange(m, device=x.device)]
-        period = self.pool_size if o.refractory else m
-        gain = torch.where(occupied, ((current - at_fire) / period).clamp(0, 1), torch.ones_like(current))
-        self.hook_gain(gain)
-
+        if _hooked(self.hook_gain):
+            self.hook_gain(self._gain(occupant, pool_counts))
         key, value = self._message(x, h, ordinal, write * route_scale)
         query = self._query(h, feat, pointer)
-        scores = torch.einsum("btme,bte->btm", key[batch, held], query)
-        weights, top = self._read(scores, occupied)
-        if top is None:
-            read = torch.einsum("btm,btmd->btd", weights, value[batch, held])
-            dense = weights
+        if self.impl == "naive":
+            read, dense = self._mix_naive(query, key, value, occupant)
         else:
-            read = torch.einsum("btk,btkd->btd", weights, value[batch, held.gather(-1, top)])
-            dense = torch.zeros_like(scores).scatter(-1, top, weights)
-        self.hook_read_weights(dense)
+            read, dense = self._mix_chunked(query, key, value, occupant, unit)
+        if dense is not None:
+            self.hook_read_weights(dense)
 
-        self.aux_loss = o.write_price * p_write.mean() if o.write_price else None
+        # Writing is free while the units have room; past capacity every write evicts a
+        # message, so the expected excess is priced (per token, averaged over the batch).
+        excess = (p_write.sum(1) - m).clamp_min(0) / t
+        self.aux_loss = o.write_price * excess.mean() if o.write_price else None
         self.stats = {
             "write_fraction": float(written.float().mean()),
             "advance_fraction": float((advance.detach() > 0.5).float().mean()),
         }
         return self.out(read) + local
+
+    def _gain(self, occupant: torch.Tensor, pool_counts: torch.Tensor) -> torch.Tensor:
+        """Refractory gain in [0, 1]: writes to the unit's pool since it last fired / pool size."""
+        b, t, m = occupant.shape
+        arange_m = torch.arange(m, device=occupant.device)
+        if self.o.refractory:
+            period = self.pool_size
+            current = pool_counts.gather(-1, (arange_m // period).expand(b, t, m))
+        else:
+            period = m
+            current = pool_counts.expand(b, t, m)
+        batch = torch.arange(b, device=occupant.device)[:, None, None]
+        at_fire = current[batch, occupant.clamp_min(0), arange_m]
+        gain = ((current - at_fire) / period).clamp(0, 1)
+        return torch.where(occupant >= 0, gain, torch.ones_like(gain))
+
+    def _mix_naive(self, query, key, value, occupant):
+        """Reference parallel read: gather every unit's message at every step, O(T*M*d) memory."""
+        b = query.shape[0]
+        batch = torch.arange(b, device=query.device)[:, None, None]
+        occupied, held = occupant >= 0, occupant.clamp_min(0)
+        scores = torch.einsum("btme,bte->btm", key[batch, held], query)
+        weights, top = self._read(scores, occupied)
+        if top is None:
+            return torch.einsum("btm,btmd->btd", weights, value[batch, held]), weights
+        read = torch.einsum("btk,btkd->btd", weights, value[batch, held.gather(-1, top)])
+        return read, torch.zeros_like(scores).scatter(-1, top, weights)
+
+    def _mix_chunked(self, query, key, value, occupant, unit):
+        """Chunked parallel read: same result, dense matmuls, gathers only at chunk starts.
+
+        Within chunk j the candidates of token t are (a) the M units as they stood at the
+        chunk start, valid while not overwritten inside the chunk up to t, and (b) tokens
+        s <= t of the chunk that still occupy their unit at t. Exactly the M occupants.
+        All chunks are processed at once (batched), so there is no loop over time.
+        """
+        b, t, e = query.shape
+        m, c = self.o.n_units, min(self.o.chunk_size, t)
+        pad = (-t) % c
+        if pad:
+            query, key, value = (F.pad(z, (0, 0, 0, pad)) for z in (query, key, value))
+            occupant = torch.cat([occupant, occupant[:, -1:].expand(b, pad, m)], dim=1)
+            unit = F.pad(unit, (0, pad), value=-1)
+        n = (t + pad) // c
+        occ = occupant.view(b, n, c, m)
+        start = torch.cat([torch.full_like(occ[:, :1, 0], -1), occ[:, :-1, -1]], dim=1)  # (B, n, M)
+        batch = torch.arange(b, device=query.device)[:, None, None]
+        state_key, state_value = key[batch, start.clamp_min(0)], value[batch, start.clamp_min(0)]
+        state_ok = (occ == start[:, :, None, :]) & (start[:, :, None, :] >= 0)  # (B, n, C, M)
+        positions = torch.arange(t + pad, device=query.device).view(1, n, 1, c)
+        chunk_unit = unit.view(b, n, 1, c)
+        holder = occ.gather(-1, chunk_unit.clamp_min(0).expand(b, n, c, c))  # occupant of s's unit at t
+        chunk_ok = (holder == positions) & (chunk_unit >= 0)  # (B, n, C, C)
+
+        q = query.view(b, n, c, e)
+        scores = torch.cat(
+            [q @ state_key.transpose(-1, -2), q @ key.view(b, n, c, e).transpose(-1, -2)], dim=-1
+        )
+        weights, top = self._read(scores, torch.cat([state_ok, chunk_ok], dim=-1))
+        if top is not None:
+            weights = torch.zeros_like(scores).scatter(-1, top, weights)
+        read = weights[..., :m] @ state_value + weights[..., m:] @ value.view(b, n, c, -1)
+        read = read.reshape(b, n * c, -1)[:, :t]
+        dense = None
+        if _hooked(self.hook_read_weights):  # fold chunk candidates back onto their units
+            dense = weights[..., :m].clone()
+            dense.scatter_add_(-1, chunk_unit.clamp_min(0).expand(b, n, c, c), weights[..., m:])
+            dense = dense.reshape(b, n * c, m)[:, :t]
+        return read, dense
 
     # ------------------------------------------------------------------ recurrent form
 

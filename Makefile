@@ -1,0 +1,52 @@
+# Two set-up commands on a fresh machine: `make demo` and `make test`.
+# Every target creates the virtual environment first when it is missing.
+
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+
+# Data directory: an explicit WORKBENCH_DATA_DIR wins; else ../shared/data when it exists.
+ifeq ($(origin WORKBENCH_DATA_DIR), undefined)
+  ifneq ($(wildcard ../shared/data),)
+    export WORKBENCH_DATA_DIR := $(abspath ../shared/data)
+  endif
+endif
+
+.PHONY: venv demo test test-slow lab notebooks figures bench bench-scaling lint clean
+
+venv: $(STAMP)
+
+$(STAMP): pyproject.toml
+	test -x $(PY) || python3 -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	# torch pinned: this machine's on-disk CPU build (a bare `torch` would pull CUDA).
+	$(PY) -m pip install -q torch==2.13.0
+	$(PY) -m pip install -q -e '.[notebooks,kernels,dev]'
+	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
+	touch $(STAMP)
+
+demo: venv  ## the main job, small: both mixers on copy, MQAR and char-LM (< 10 min on 2 cores)
+	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm --mixers transformer,inverted --budget demo --seeds 1
+
+test: venv  ## the full default suite (slow-marked tests excluded)
+	$(PY) -m pytest -q
+
+test-slow: venv
+	$(PY) -m pytest -q -m slow
+
+lab: venv
+	$(VENV)/bin/jupyter lab notebooks/
+
+notebooks: venv  ## re-run every notebook with papermill at full parameters
+	$(PY) -m workbench.cli notebooks run
+
+figures: notebooks
+
+bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped)
+	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
+
+lint: venv
+	$(VENV)/bin/ruff check workbench tests notebooks
+
+clean:
+	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed

@@ -1,0 +1,163 @@
+"""Command line: ``workbench train | eval | generate | compare | notebooks | bench | report``.
+
+Errors a user can cause (bad config, missing data, corrupt checkpoint, unknown
+characters) print one clear line and exit with status 2, never a deep traceback.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from workbench.config import ConfigError, RunConfig
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", type=Path, help="JSON or YAML run config")
+    parser.add_argument("--task", help="task name (copy, mqar, charlm, digits, diabetes)")
+    parser.add_argument("--mixer", help="sequence mixer (transformer, inverted)")
+    parser.add_argument("--steps", type=int)
+    parser.add_argument("--seed", type=int)
+    parser.add_argument("--data", help="text file for charlm (any UTF-8 text)")
+    parser.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                        help="override, e.g. --set model.d_model=64 --set model.mixer_options.n_units=32")
+
+
+def _config_from_args(args: argparse.Namespace) -> RunConfig:
+    config = RunConfig.load(args.config) if args.config else RunConfig()
+    overrides = list(args.set)
+    if args.task:
+        overrides.insert(0, f"task.name={json.dumps(args.task)}")
+    if args.mixer:
+        overrides.insert(0, f"model.mixer={json.dumps(args.mixer)}")
+    if args.steps is not None:
+        overrides.append(f"train.steps={args.steps}")
+    if args.seed is not None:
+        overrides.append(f"train.seed={args.seed}")
+    if args.data:
+        overrides.append(f"task.options.path={json.dumps(args.data)}")
+    return config.with_overrides(overrides)
+
+
+def cmd_train(args: argparse.Namespace) -> None:
+    from workbench.train import train
+
+    config = _config_from_args(args)
+    out = args.out or Path("results/checkpoints") / f"{config.task.name}-{config.model.mixer}-s{config.train.seed}"
+    result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
+    result.pop("model")
+    print(json.dumps({k: result[k] for k in ("task", "mixer", "parameters", "metrics", "steps", "tokens_per_s")}, indent=2))
+    print(f"checkpoint and result.json in {out}")
+
+
+def cmd_eval(args: argparse.Namespace) -> None:
+    from workbench.train import model_from_checkpoint
+
+    model, config, task, _ = model_from_checkpoint(args.checkpoint)
+    print(json.dumps(task.evaluate(model, final=args.final), indent=2))
+
+
+def cmd_generate(args: argparse.Namespace) -> None:
+    import torch
+
+    from workbench.tasks.charlm import CharVocab
+    from workbench.train import model_from_checkpoint
+
+    model, config, task, payload = model_from_checkpoint(args.checkpoint)
+    chars = payload.get("task_state", {}).get("chars")
+    if config.task.name != "charlm" or not chars:
+        raise ConfigError("generate needs a char-LM checkpoint (trained with --task charlm)")
+    if not args.prompt:
+        raise ConfigError("the prompt is empty; give at least one character with --prompt")
+    vocab = CharVocab(chars)
+    prompt = vocab.encode(args.prompt)[None, :]
+    generator = torch.Generator().manual_seed(args.seed)
+    out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator)
+    print(vocab.decode(out[0]))
+
+
+def cmd_compare(args: argparse.Namespace) -> None:
+    from rich.console import Console
+
+    from workbench.compare import compare, format_table
+
+    summary = compare(
+        tasks=[t for t in args.tasks.split(",") if t],
+        mixers=[m for m in args.mixers.split(",") if m],
+        budget=args.budget,
+        seeds=args.seeds,
+        results=args.results,
+        progress=not args.quiet,
+    )
+    Console(width=160).print(format_table(summary))
+    print(f"wrote {Path(args.results) / f'compare-{args.budget}.json'}")
+
+
+def cmd_notebooks(args: argparse.Namespace) -> None:
+    from workbench.notebooks import run_notebooks
+
+    for path in run_notebooks(args.names or None, smoke=args.smoke):
+        print(f"executed {path}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="workbench", description="Inverted-attention research workbench")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("train", help="train one model")
+    _add_config_args(p)
+    p.add_argument("--out", type=Path, help="run directory (checkpoint.pt, result.json)")
+    p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_train)
+
+    p = sub.add_parser("eval", help="evaluate a checkpoint on its task")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--final", action="store_true", help="include length-generalization extras")
+    p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("generate", help="sample text from a char-LM checkpoint (recurrent mode)")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--prompt", default="\n")
+    p.add_argument("--n", type=int, default=300)
+    p.add_argument("--temperature", type=float, default=0.8)
+    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--seed", type=int, default=0)
+    p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("compare", help="run the benchmark protocol and print a table")
+    p.add_argument("--tasks", default="copy,mqar,charlm")
+    p.add_argument("--mixers", default="transformer,inverted",
+                   help="comma list; variants as name:key=value, e.g. inverted:refractory=false")
+    p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
+    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--results", default="results")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("notebooks", help="notebook tools")
+    nb = p.add_subparsers(dest="notebooks_command", required=True)
+    run = nb.add_parser("run", help="execute notebooks with papermill")
+    run.add_argument("names", nargs="*", help="notebook names (default: all)")
+    run.add_argument("--smoke", action="store_true", help="tiny parameters (what the tests use)")
+    run.set_defaults(func=cmd_notebooks)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    from workbench.data import DataError
+    from workbench.train import CheckpointError
+
+    args = build_parser().parse_args(argv)
+    try:
+        args.func(args)
+    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as exc:
+        print(f"workbench: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

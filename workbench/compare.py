@@ -1,0 +1,195 @@
+"""Benchmark protocol v1: the same model config for every task, budgets in steps.
+
+``compare(tasks, mixers, budget, seeds)`` runs every (task config, mixer, seed) that has
+no result yet - each writes ``results/runs/<budget>/<run>/result.json`` - then aggregates
+whatever runs exist (mean and std over seeds) into ``results/compare-<budget>.json``.
+So a full run that takes hours can be stopped and restarted at will.
+"""
+
+from __future__ import annotations
+
+import json
+import statistics
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from workbench.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
+
+MQAR_CONFIGS = [(64, 4), (128, 8), (256, 16), (512, 32)]
+
+
+@dataclass
+class RunSpec:
+    """One cell of the protocol: a task configuration and its training budget."""
+
+    label: str  # e.g. "mqar-256x16"
+    task: str
+    task_options: dict[str, Any]
+    train: dict[str, Any]
+    metrics: list[str] = field(default_factory=list)  # what the table shows, primary first
+
+
+def protocol(task: str, budget: str) -> list[RunSpec]:
+    """The runs that make up ``task`` under ``budget`` ("smoke", "demo" or "full")."""
+    if budget not in ("smoke", "demo", "full"):
+        raise ConfigError(f"unknown budget {budget!r}; choose smoke, demo or full")
+    smoke, demo = budget == "smoke", budget == "demo"
+    if task == "copy":
+        steps = {"smoke": 20, "demo": 400, "full": 5000}[budget]
+        options = {"n_eval": 64, "long_lengths": [], "n_eval_long": 16} if smoke else {}
+        if demo:
+            options = {"n_eval": 200, "long_lengths": [128], "n_eval_long": 100}
+        train = {"steps": steps, "batch_size": 16 if smoke else (32 if demo else 64), "target_metric": 0.99,
+                 "eval_every": 10 if smoke else (100 if demo else 250), "warmup_steps": min(100, steps // 10)}
+        return [RunSpec("copy", "copy", options, train, ["exact_match", "token_accuracy", "exact_match@L128", "exact_match@L256"])]
+    if task == "mqar":
+        configs = MQAR_CONFIGS if budget == "full" else [(64, 4)]
+        specs = []
+        for seq_len, kv in configs:
+            options: dict[str, Any] = {"seq_len": seq_len, "kv_pairs": kv}
+            if smoke:
+                options |= {"n_eval": 32, "long_config": None}
+            elif demo:
+                options |= {"n_eval": 200, "long_config": [128, 8]}
+            steps = {"smoke": 20, "demo": 600, "full": 5000}[budget]
+            train = {"steps": steps, "batch_size": 16 if smoke else 64, "target_metric": 0.99,
+                     "eval_every": 10 if smoke else (100 if demo else 250), "warmup_steps": min(100, steps // 10)}
+            long_key = "accuracy@128x8" if demo else "accuracy@1024x64"
+            specs.append(RunSpec(f"mqar-{seq_len}x{kv}", "mqar", options, train, ["accuracy", long_key]))
+        return specs
+    if task in ("charlm", "charlm-600s"):
+        options = {"max_eval_windows": 4} if smoke else ({"max_eval_windows": 60} if demo else {})
+        steps = {"smoke": 20, "demo": 300, "full": 3000}[budget]
+        train = {"steps": steps, "batch_size": 8 if smoke else 32, "eval_every": 10 if smoke else (100 if demo else 500),
+                 "warmup_steps": min(100, steps // 10)}
+        if task == "charlm-600s":
+            seconds = {"smoke": 5, "demo": 60, "full": 600}[budget]
+            train |= {"steps": 1_000_000, "time_budget_s": seconds, "eval_every": 10 if smoke else 500}
+        return [RunSpec(task, "charlm", options, train, ["bpc"])]
+    if task in ("digits", "diabetes"):
+        steps = {"smoke": 20, "demo": 300, "full": 1000}[budget]
+        train = {"steps": steps, "batch_size": 64, "eval_every": 10 if smoke else 100, "warmup_steps": min(50, steps // 10)}
+        return [RunSpec(task, task, {}, train, ["accuracy"] if task == "digits" else ["r2", "mse"])]
+    raise ConfigError(f"unknown compare task {task!r}; choose from copy, mqar, charlm, charlm-600s, digits, diabetes")
+
+
+def parse_mixer(spec: str) -> tuple[str, str, dict[str, Any]]:
+    """``inverted`` or ``inverted:refractory=false:n_units=32`` -> (label, mixer, options)."""
+    name, *pairs = spec.split(":")
+    options: dict[str, Any] = {}
+    for pair in pairs:
+        if "=" not in pair:
+            raise ConfigError(f"mixer variant {spec!r}: expected name:key=value[:key=value]")
+        key, raw = pair.split("=", 1)
+        try:
+            options[key] = json.loads(raw)
+        except json.JSONDecodeError:
+            options[key] = raw
+    ModelConfig(mixer=name, mixer_options=options).validate()
+    return spec, name, options
+
+
+def run_config(spec: RunSpec, mixer: str, mixer_options: dict[str, Any], seed: int) -> RunConfig:
+    """Protocol v1's model: d_model 128, one block, the mixer's default options for every task."""
+    return RunConfig(
+        task=TaskConfig(spec.task, dict(spec.task_options)),
+        model=ModelConfig(mixer=mixer, d_model=128, n_layers=1, mixer_options=dict(mixer_options)),
+        train=TrainConfig(**{**spec.train, "seed": seed}),
+    ).validate()
+
+
+def run_dir(results: Path, budget: str, spec: RunSpec, mixer_label: str, seed: int) -> Path:
+    safe = mixer_label.replace(":", "_").replace("=", "-").replace("/", "-")
+    return results / "runs" / budget / f"{spec.label}--{safe}--s{seed}"
+
+
+def compare(
+    tasks: list[str],
+    mixers: list[str],
+    budget: str = "demo",
+    seeds: int = 1,
+    results: str | Path = "results",
+    progress: bool = True,
+    device: str | None = None,
+) -> dict[str, Any]:
+    from workbench.train import train
+
+    results = Path(results)
+    variants = [parse_mixer(m) for m in mixers]
+    specs = [spec for task in tasks for spec in protocol(task, budget)]
+    for spec in specs:
+        for label, mixer, options in variants:
+            for seed in range(seeds):
+                out = run_dir(results, budget, spec, label, seed)
+                if (out / "result.json").is_file():
+                    continue
+                if progress:
+                    print(f"[{budget}] {spec.label} / {label} / seed {seed}", flush=True)
+                record = train(run_config(spec, mixer, options, seed), out_dir=out, resume=True, progress=progress, device=device)
+                record.pop("model", None)
+                (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
+                record["budget"], record["label"], record["mixer_label"] = budget, spec.label, label
+                (out / "result.json").write_text(json.dumps(record, indent=2))
+    summary = aggregate(results, budget, [s.label for s in specs], [v[0] for v in variants], specs)
+    return summary
+
+
+def aggregate(results: Path, budget: str, labels: list[str], mixer_labels: list[str], specs: list[RunSpec]) -> dict[str, Any]:
+    """Mean and std over whatever seeds exist for each (task config, mixer)."""
+    metric_names = {s.label: s.metrics for s in specs}
+    rows = []
+    for label in labels:
+        for mixer_label in mixer_labels:
+            runs = []
+            for path in sorted((results / "runs" / budget).glob(f"{label}--*--s*/result.json")):
+                record = json.loads(path.read_text())
+                if record.get("mixer_label", record["mixer"]) == mixer_label:
+                    runs.append(record)
+            if not runs:
+                continue
+            row: dict[str, Any] = {"label": label, "mixer": mixer_label, "seeds": len(runs), "metrics": {}}
+            for name in metric_names[label]:
+                values = [r["metrics"][name] for r in runs if name in r["metrics"]]
+                if values:
+                    row["metrics"][name] = _stats(values)
+            row["steps"] = _stats([r["steps"] for r in runs])
+            row["reached_target"] = sum(bool(r.get("reached_target")) for r in runs)
+            row["train_time_s"] = _stats([r["train_time_s"] for r in runs])
+            row["tokens_per_s"] = _stats([r["tokens_per_s"] for r in runs])
+            row["parameters"] = runs[0]["parameters"]
+            row["device"] = runs[0]["device"]
+            rows.append(row)
+    summary = {"budget": budget, "rows": rows}
+    results.mkdir(parents=True, exist_ok=True)
+    (results / f"compare-{budget}.json").write_text(json.dumps(summary, indent=2))
+    return summary
+
+
+def _stats(values: list[float]) -> dict[str, float]:
+    return {
+        "mean": statistics.fmean(values),
+        "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+        "n": len(values),
+    }
+
+
+def format_table(summary: dict[str, Any]):
+    """A rich table: one row per (task config, mixer)."""
+    from rich.table import Table
+
+    table = Table(title=f"workbench compare - budget {summary['budget']}")
+    for column in ("task", "mixer", "seeds", "metrics (mean ± std)", "steps", "params (mixer/total)", "tokens/s"):
+        table.add_column(column)
+    for row in summary["rows"]:
+        metrics = ", ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in row["metrics"].items())
+        table.add_row(
+            row["label"],
+            row["mixer"],
+            str(row["seeds"]),
+            metrics,
+            f"{row['steps']['mean']:.0f}",
+            f"{row['parameters']['mixer']:,}/{row['parameters']['total']:,}",
+            f"{row['tokens_per_s']['mean']:,.0f}",
+        )
+    return table
