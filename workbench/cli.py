@@ -102,6 +102,18 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
         print(f"executed {path}")
 
 
+def cmd_report(args: argparse.Namespace) -> None:
+    from workbench.report import render_blocks, update_markdown
+
+    blocks = render_blocks(Path(args.results))
+    for name, body in blocks.items():
+        if args.print:
+            print(f"## {name}\n\n{body}\n")
+    for target in args.files:
+        replaced = update_markdown(Path(target), blocks)
+        print(f"{target}: updated {', '.join(replaced) or 'nothing'}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Inverted-attention research workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -136,6 +148,12 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("report", help="render result tables from results/*.json into markdown files")
+    p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md"])
+    p.add_argument("--results", default="results")
+    p.add_argument("--print", action="store_true", help="also print the tables")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("notebooks", help="notebook tools")
     nb = p.add_subparsers(dest="notebooks_command", required=True)

@@ -120,6 +120,9 @@ def train(
 ) -> dict[str, Any]:
     """Train, evaluate, checkpoint; return (and write to out_dir/result.json) the run record."""
     config.validate()
+    # Denormal floats (tiny gradients, Adam moments of zero-initialised layers) are ~10x
+    # slower on CPUs; flushing them to zero changes nothing measurable in training.
+    torch.set_flush_denormal(True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     task = task or build_task(config.task.name, config.task.options)
     torch.manual_seed(config.train.seed)

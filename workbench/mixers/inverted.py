@@ -106,7 +106,8 @@ class InvertedOptions:
     n_freq: int = 16  # frequencies of the ordinal code
     write_price: float = 1.0  # loss per expected write beyond capacity, per token
     write_bias: float = 2.0  # initial salience logit: start by writing, let the price prune
-    chunk_size: int = 64  # chunk length of the chunked parallel form (speed only)
+    chunk_size: int = 64  # chunk length of the chunked parallel form (speed; surrogate window)
+    write_surrogate: bool = True  # training-only gradient path for tokens that did not write
 
 
 class InvertedMixer(Mixer):
@@ -159,6 +160,7 @@ class InvertedMixer(Mixer):
         self.key = nn.Linear(d_model, o.d_key, bias=False)
         self.value = nn.Linear(d_model, d_model, bias=False)
         self.out = nn.Linear(d_model, d_model, bias=False)
+        nn.init.zeros_(self.out.weight)  # reads start harmless, so early noise cannot shut the gate
         if self.n_freq:
             self.ordinal_query = nn.Linear(d_feat, 2 * self.n_freq)
             nn.init.zeros_(self.ordinal_query.weight)
@@ -197,11 +199,32 @@ class InvertedMixer(Mixer):
         chosen = probs.gather(-1, choice[..., None])[..., 0]
         return choice, chosen / chosen.detach()
 
-    def _message(self, x: torch.Tensor, h: torch.Tensor, ordinal: torch.Tensor, scale: torch.Tensor):
+    def _message(self, x: torch.Tensor, h: torch.Tensor, ordinal: torch.Tensor):
         key = self.key(h) / math.sqrt(self.o.d_key)
         if self.n_freq:
             key = torch.cat([key, ordinal_code(ordinal, self.n_freq, self.o.n_units).to(key.dtype)], -1)
-        return key * scale[..., None], self.value(x) * scale[..., None]
+        return key, self.value(x)
+
+    def _surrogate(self, query, raw_key, scaled_value, written, lse):
+        """Gradient path for tokens that did not write; adds exactly zero to the forward pass.
+
+        A hard gate that closes gets no signal from reads it never serves, and dies. Here
+        each unwritten token s of t's chunk (s <= t) is offered with the weight it would
+        have had, exp(<q_t, k_s> - lse_t), times its value scaled by the straight-through
+        gate (0 forward, dp gradient backward): "would writing s have helped t?".
+        """
+        b, t, e = query.shape
+        c = min(self.o.chunk_size, t)
+        pad = (-t) % c
+        if pad:
+            query, raw_key, scaled_value = (F.pad(z, (0, 0, 0, pad)) for z in (query, raw_key, scaled_value))
+            written, lse = F.pad(written, (0, pad), value=True), F.pad(lse, (0, pad))
+        n = (t + pad) // c
+        scores = query.view(b, n, c, e) @ raw_key.view(b, n, c, e).transpose(-1, -2)
+        weight = (scores - lse.view(b, n, c, 1)).clamp(max=0).exp().detach()
+        causal = torch.ones(c, c, dtype=torch.bool, device=query.device).tril()
+        weight = weight * (causal & ~written.view(b, n, 1, c))
+        return (weight @ scaled_value.view(b, n, c, -1)).reshape(b, n * c, -1)[:, :t]
 
     def _query(self, h: torch.Tensor, feat: torch.Tensor, pointer: torch.Tensor):
         q = self.query(h)
@@ -216,9 +239,9 @@ class InvertedMixer(Mixer):
         k = self.o.read_topk
         top = scores.topk(k, dim=-1) if k < scores.shape[-1] else None
         if top is None:
-            return scores.softmax(-1) * occupied, None
+            return scores.softmax(-1) * occupied, None, scores.logsumexp(-1)
         weights = top.values.softmax(-1) * occupied.gather(-1, top.indices)
-        return weights, top.indices
+        return weights, top.indices, top.values.logsumexp(-1)
 
     # ------------------------------------------------------------------ parallel form
 
@@ -257,14 +280,18 @@ class InvertedMixer(Mixer):
 
         if _hooked(self.hook_gain):
             self.hook_gain(self._gain(occupant, pool_counts))
-        key, value = self._message(x, h, ordinal, write * route_scale)
+        scale = write * route_scale
+        raw_key, raw_value = self._message(x, h, ordinal)
+        key, value = raw_key * scale[..., None], raw_value * scale[..., None]
         query = self._query(h, feat, pointer)
         if self.impl == "naive":
-            read, dense = self._mix_naive(query, key, value, occupant)
+            read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
-            read, dense = self._mix_chunked(query, key, value, occupant, unit)
+            read, dense, lse = self._mix_chunked(query, key, value, occupant, unit)
         if dense is not None:
             self.hook_read_weights(dense)
+        if o.write_surrogate and self.training and torch.is_grad_enabled():
+            read = read + self._surrogate(query, raw_key, raw_value * scale[..., None], written, lse)
 
         # Writing is free while the units have room; past capacity every write evicts a
         # message, so the expected excess is priced (per token, averaged over the batch).
@@ -297,11 +324,11 @@ class InvertedMixer(Mixer):
         batch = torch.arange(b, device=query.device)[:, None, None]
         occupied, held = occupant >= 0, occupant.clamp_min(0)
         scores = torch.einsum("btme,bte->btm", key[batch, held], query)
-        weights, top = self._read(scores, occupied)
+        weights, top, lse = self._read(scores, occupied)
         if top is None:
-            return torch.einsum("btm,btmd->btd", weights, value[batch, held]), weights
+            return torch.einsum("btm,btmd->btd", weights, value[batch, held]), weights, lse
         read = torch.einsum("btk,btkd->btd", weights, value[batch, held.gather(-1, top)])
-        return read, torch.zeros_like(scores).scatter(-1, top, weights)
+        return read, torch.zeros_like(scores).scatter(-1, top, weights), lse
 
     def _mix_chunked(self, query, key, value, occupant, unit):
         """Chunked parallel read: same result, dense matmuls, gathers only at chunk starts.
@@ -333,7 +360,7 @@ class InvertedMixer(Mixer):
         scores = torch.cat(
             [q @ state_key.transpose(-1, -2), q @ key.view(b, n, c, e).transpose(-1, -2)], dim=-1
         )
-        weights, top = self._read(scores, torch.cat([state_ok, chunk_ok], dim=-1))
+        weights, top, lse = self._read(scores, torch.cat([state_ok, chunk_ok], dim=-1))
         if top is not None:
             weights = torch.zeros_like(scores).scatter(-1, top, weights)
         read = weights[..., :m] @ state_value + weights[..., m:] @ value.view(b, n, c, -1)
@@ -343,7 +370,7 @@ class InvertedMixer(Mixer):
             dense = weights[..., :m].clone()
             dense.scatter_add_(-1, chunk_unit.clamp_min(0).expand(b, n, c, c), weights[..., m:])
             dense = dense.reshape(b, n * c, m)[:, :t]
-        return read, dense
+        return read, dense, lse.reshape(b, n * c)[:, :t]
 
     # ------------------------------------------------------------------ recurrent form
 
@@ -389,7 +416,9 @@ class InvertedMixer(Mixer):
             pool_counts = count.detach()[:, None]
             unit = choice
             fired_value = count.detach()
-        key, value = self._message(x_t, h, count - 1, write * route_scale)
+        raw_key, raw_value = self._message(x_t, h, count - 1)
+        scale = (write * route_scale)[:, None]
+        key, value = raw_key * scale, raw_value * scale
         slot = F.one_hot(unit, m).bool() & written[:, None]  # (B, M)
         keep = (~slot).to(x_t.dtype)[..., None]
         keys = state["keys"] * keep + slot.to(x_t.dtype)[..., None] * key[:, None]
@@ -399,7 +428,7 @@ class InvertedMixer(Mixer):
 
         query = self._query(h, feat, pointer)
         scores = torch.einsum("bme,be->bm", keys, query)
-        weights, top = self._read(scores, occupied)
+        weights, top, _ = self._read(scores, occupied)
         if top is None:
             read = torch.einsum("bm,bmd->bd", weights, values)
         else:

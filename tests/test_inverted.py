@@ -1,0 +1,166 @@
+"""The inverted mixer: its three forms agree, it never builds a T x T tensor, its state is constant."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch.utils._python_dispatch import TorchDispatchMode
+
+from workbench.config import ConfigError, ModelConfig
+from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
+
+VARIANTS = {
+    "ring": dict(n_units=8, read_topk=2, chunk_size=5),
+    "pools-dense-read": dict(n_units=8, n_pools=2, read_topk=8, chunk_size=7),
+    "content-only": dict(n_units=8, refractory=False, read_topk=3, n_freq=4, chunk_size=4),
+    "no-local-no-time": dict(n_units=6, conv_width=0, timescales=(), ordinal_read=False, chunk_size=64),
+}
+
+
+def make_mixer(seed: int = 0, **options) -> InvertedMixer:
+    torch.manual_seed(seed)
+    mixer = InvertedMixer(16, InvertedOptions(write_bias=0.0, **options)).double()
+    for p in mixer.parameters():  # large random weights: gates flip, rings wrap, units get evicted
+        torch.nn.init.normal_(p, std=0.4)
+    return mixer
+
+
+def run(mixer: InvertedMixer, impl: str, x: torch.Tensor):
+    if impl == "recurrent":
+        y = mixer.forward_recurrent(x)
+    else:
+        mixer.impl = impl
+        y = mixer(x)
+    grads = torch.autograd.grad((y * torch.sin(y)).sum(), [x, *mixer.parameters()])
+    return y, grads
+
+
+def assert_close_grads(ga, gb, rtol=1e-9):
+    for a, b in zip(ga, gb):
+        assert torch.allclose(a, b, rtol=rtol, atol=rtol * (a.abs().max() + 1e-30)), (a - b).abs().max()
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_parallel_equals_recurrent_values_and_gradients(name):
+    mixer = make_mixer(write_surrogate=False, **VARIANTS[name])
+    x = torch.randn(3, 23, 16, dtype=torch.float64, requires_grad=True)
+    y_ref, g_ref = run(mixer, "recurrent", x)
+    for impl in ("naive", "chunked"):
+        y, g = run(mixer, impl, x)
+        assert torch.allclose(y, y_ref, atol=1e-10), (impl, (y - y_ref).abs().max())
+        assert_close_grads(g, g_ref)
+    # The run really exercised writes, skips and evictions.
+    assert 0.2 < mixer.stats["write_fraction"] < 0.9
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_write_surrogate_changes_gradients_not_values(name):
+    mixer = make_mixer(write_surrogate=True, **VARIANTS[name])
+    x = torch.randn(2, 19, 16, dtype=torch.float64, requires_grad=True)
+    y_naive, g_naive = run(mixer, "naive", x)
+    y_chunk, g_chunk = run(mixer, "chunked", x)
+    y_rec, g_rec = run(mixer, "recurrent", x)
+    assert torch.allclose(y_naive, y_rec, atol=1e-10) and torch.allclose(y_chunk, y_rec, atol=1e-10)
+    assert_close_grads(g_naive, g_chunk)
+    gate_grad = dict(zip(["x", *[n for n, _ in mixer.named_parameters()]], g_chunk))["gates.weight"]
+    rec_gate_grad = dict(zip(["x", *[n for n, _ in mixer.named_parameters()]], g_rec))["gates.weight"]
+    assert not torch.allclose(gate_grad, rec_gate_grad)  # unwritten tokens now get a signal
+
+
+def test_chunked_matches_naive_in_float32_at_odd_lengths():
+    torch.manual_seed(1)
+    mixer = InvertedMixer(32, InvertedOptions(n_units=16, chunk_size=8, write_bias=0.0))
+    for p in mixer.parameters():
+        torch.nn.init.normal_(p, std=0.3)
+    for length in (1, 7, 8, 9, 33):
+        x = torch.randn(2, length, 32)
+        mixer.impl = "naive"
+        y_naive = mixer(x)
+        mixer.impl = "chunked"
+        assert torch.allclose(mixer(x), y_naive, atol=1e-5), length
+
+
+class ShapeRecorder(TorchDispatchMode):
+    def __init__(self):
+        super().__init__()
+        self.shapes: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(tensor, torch.Tensor):
+                self.shapes.append((str(func), tuple(tensor.shape)))
+        return out
+
+
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward():
+    t = 300  # longer than the units (64) and the chunk (64)
+    mixer = InvertedMixer(32, InvertedOptions())
+    x = torch.randn(2, t, 32, requires_grad=True)
+    with ShapeRecorder() as recorder:
+        mixer(x).square().sum().backward()
+    offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
+    assert recorder.shapes and not offenders, offenders[:5]
+
+
+def test_recurrent_state_has_constant_size():
+    mixer = InvertedMixer(32, InvertedOptions(n_units=8))
+    state = mixer.init_state(2)
+    sizes = None
+    with torch.no_grad():
+        for step in range(40):
+            _, state = mixer.step(torch.randn(2, 32), state)
+            now = {k: tuple(v.shape) for k, v in state.items() if isinstance(v, torch.Tensor)}
+            if step == 0:
+                sizes = now
+            assert now == sizes
+
+
+def test_deterministic_given_seed():
+    x = torch.randn(2, 50, 16, dtype=torch.float64)
+    assert torch.equal(make_mixer(seed=3)(x), make_mixer(seed=3)(x))
+
+
+def test_ema_scan_matches_recurrence():
+    x = torch.randn(2, 37, 6, dtype=torch.float64)
+    decay = torch.tensor([0.5, 0.9, 0.99, 0.3, 0.0, 0.999], dtype=torch.float64)
+    y, expected = ema_scan(x, decay), torch.zeros(2, 6, dtype=torch.float64)
+    for t in range(37):
+        expected = decay * expected + (1 - decay) * x[:, t]
+        assert torch.allclose(y[:, t], expected)
+
+
+def test_refractory_ring_allocates_units_in_turn_and_gain_recovers():
+    from workbench.hooks import capture
+
+    mixer = InvertedMixer(16, InvertedOptions(n_units=4, write_bias=10.0))  # every token writes
+    with capture(mixer) as cache:
+        mixer(torch.randn(1, 10, 16))
+    assert cache["hook_unit"][0].tolist() == [0, 1, 2, 3, 0, 1, 2, 3, 0, 1]
+    gain = cache["hook_gain"][0]  # (T, M): 0 right after firing, then rising by 1/M per write
+    assert gain[4, 0] == 0 and gain[5, 0] == 0.25 and gain[7, 0] == 0.75 and gain[0, 3] == 1.0
+
+
+@pytest.mark.parametrize(
+    "options, message",
+    [
+        ({"n_units": 4, "read_topk": 5}, "cannot exceed"),
+        ({"n_units": 6, "n_pools": 4}, "equal pools"),
+        ({"n_units": -1}, "positive integer"),
+        ({"timescales": [1.5]}, "(0, 1)"),
+        ({"write_price": -1}, ">= 0"),
+        ({"no_such_option": 1}, "unknown options"),
+    ],
+)
+def test_bad_options_are_rejected_clearly(options, message):
+    with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
+        ModelConfig(mixer="inverted", d_model=32, mixer_options=options).validate()
+
+
+def test_fewer_parameters_than_the_transformer_at_the_same_width():
+    from workbench.mixers.transformer import SoftmaxAttention
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    assert count(InvertedMixer(128)) < count(SoftmaxAttention(128))
