@@ -166,12 +166,13 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from workbench.data import DataError
+    from workbench.notebooks import NotebookError
     from workbench.train import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
         args.func(args)
-    except (ConfigError, DataError, CheckpointError, ValueError, FileNotFoundError) as exc:
+    except (ConfigError, DataError, CheckpointError, NotebookError, ValueError, FileNotFoundError) as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
     return 0

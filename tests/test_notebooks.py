@@ -1,0 +1,90 @@
+"""Every notebook runs end to end at its smoke parameters, and writes its figures."""
+
+from __future__ import annotations
+
+import re
+import sys
+from pathlib import Path
+
+import nbformat
+import pytest
+
+from workbench.notebooks import NOTEBOOKS_DIR, NotebookError, execute_notebook, list_notebooks, run_notebooks
+
+pytest.importorskip("papermill")
+pytest.importorskip("jupytext")
+pytest.importorskip("plotly")
+
+NOTEBOOK_SOURCES = sorted(NOTEBOOKS_DIR.glob("*.py"))
+PARAMETERS_CELL = re.compile(r'^# %%.*\btags\s*=\s*\[[^\]]*["\']parameters["\']', re.MULTILINE)
+
+
+@pytest.fixture
+def kernel_env(tmp_path, monkeypatch):
+    """Figures into a temp dir; one torch thread (tiny models, and a shared 2-core machine)."""
+    figures = tmp_path / "figures"
+    monkeypatch.setenv("WORKBENCH_FIGURES_DIR", str(figures))
+    monkeypatch.setenv("OMP_NUM_THREADS", "1")
+    return figures
+
+
+def error_outputs(nb: dict) -> list[str]:
+    errors = []
+    for index, cell in enumerate(nb["cells"]):
+        for output in cell.get("outputs", []):
+            if output.get("output_type") == "error":
+                errors.append(f"cell {index}: {output.get('ename')}: {output.get('evalue')}")
+    return errors
+
+
+def test_there_are_notebooks():
+    assert list_notebooks(), f"no NN_*.py notebooks in {NOTEBOOKS_DIR}"
+
+
+@pytest.mark.parametrize("source", NOTEBOOK_SOURCES, ids=lambda p: p.name)
+def test_notebook_has_parameters_cell(source: Path):
+    text = source.read_text()
+    assert PARAMETERS_CELL.search(text), f'{source.name} needs a cell marked # %% tags=["parameters"]'
+    assert re.search(r"^smoke\s*=\s*False\b", text, re.MULTILINE), (
+        f"{source.name}: the parameters cell must set smoke = False"
+    )
+
+
+@pytest.mark.parametrize("name", list_notebooks())
+def test_notebook_runs_at_smoke_parameters(name: str, tmp_path: Path, kernel_env: Path):
+    out_dir = tmp_path / "executed"
+    [executed] = run_notebooks([name], smoke=True, out_dir=out_dir, progress=False)
+    assert executed == out_dir / f"{name}.ipynb"
+    assert executed.is_file()
+    nb = nbformat.read(executed, as_version=4)
+    assert not error_outputs(nb), error_outputs(nb)
+    injected = [c for c in nb["cells"] if "injected-parameters" in c.metadata.get("tags", [])]
+    assert injected and "smoke = True" in injected[0].source
+    assert nb["metadata"]["kernelspec"]["name"] == "python3"
+    figures = sorted(p.name for p in kernel_env.glob(f"{name}_*.html"))
+    assert figures, f"{name} wrote no figures/{name}_*.html"
+    for figure in figures:
+        assert (kernel_env / figure).stat().st_size > 100_000, f"{figure} should embed plotly.js (self-contained)"
+
+
+def test_failing_cell_is_named(tmp_path: Path, kernel_env: Path):
+    """A failure names the notebook, the cell and the error - and the kernel is this venv."""
+    source = tmp_path / "99_broken.py"
+    source.write_text(
+        '# %% tags=["parameters"]\nsmoke = False\n\n'
+        "# %%\nimport sys\nimport workbench.notebooks as wn\n"
+        "print('EXE', sys.executable)\nprint('PKG', wn.REPO_ROOT)\n\n"
+        "# %%\nraise ValueError('boom in cell two')\n"
+    )
+    output = tmp_path / "out" / "99_broken.ipynb"
+    with pytest.raises(NotebookError, match=r"99_broken\.py failed in cell \d+ .*ValueError: boom in cell two"):
+        execute_notebook(source, output, {"smoke": True}, progress=False)
+    nb = nbformat.read(output, as_version=4)
+    printed = "".join(o.get("text", "") for c in nb["cells"] for o in c.get("outputs", []) if o.get("name") == "stdout")
+    assert f"EXE {sys.executable}" in printed
+    assert f"PKG {NOTEBOOKS_DIR.parent}" in printed
+
+
+def test_unknown_notebook_name_is_a_clear_error():
+    with pytest.raises(ValueError, match="matches no notebook"):
+        run_notebooks(["no_such_notebook"], smoke=True)
