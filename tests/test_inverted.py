@@ -164,3 +164,23 @@ def test_fewer_parameters_than_the_transformer_at_the_same_width():
         return sum(p.numel() for p in module.parameters())
 
     assert count(InvertedMixer(128)) < count(SoftmaxAttention(128))
+
+
+def test_glossary_functions_are_the_mechanism():
+    from workbench.mixers.inverted import adaptive_scale, attention_compress, compute_weights, memory_state_update
+
+    mixer = make_mixer(n_units=8, read_topk=2)
+    x = torch.randn(2, 12, 16, dtype=torch.float64)
+    outputs, state = attention_compress(mixer, x)
+    mixer.impl = "chunked"
+    assert torch.allclose(outputs, mixer(x), atol=1e-10)
+    assert state["keys"].shape[1] == 8  # M units hold the compressed context, whatever T is
+    y, next_state = memory_state_update(mixer, state, x[:, 0])
+    weights = compute_weights(mixer, state, x[:, 0])
+    assert weights.shape == (2, 8) and torch.allclose(weights.sum(-1), torch.ones(2, dtype=torch.float64))
+    assert (weights > 0).sum(-1).max() <= 2  # top-k read
+    small, large = adaptive_scale(1_000), adaptive_scale(1_000_000)
+    assert small["macs_per_token"] == large["macs_per_token"] and small["state_floats"] == large["state_floats"]
+    assert large["total_macs"] == 1000 * small["total_macs"]
+    with pytest.raises(ValueError):
+        adaptive_scale(0)

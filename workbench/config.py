@@ -36,7 +36,14 @@ class ModelConfig:
 
         if self.mixer not in MIXERS:
             raise ConfigError(f"unknown mixer {self.mixer!r}; choose one of {sorted(MIXERS)}")
-        MIXERS[self.mixer].options_from(self.mixer_options, self.d_model)
+        if not isinstance(self.mixer_options, dict):
+            raise ConfigError(f"model.mixer_options must be a mapping, got {self.mixer_options!r}")
+        try:
+            MIXERS[self.mixer].options_from(self.mixer_options, self.d_model)
+        except ConfigError:
+            raise
+        except (TypeError, ValueError) as exc:  # e.g. a string where a number belongs
+            raise ConfigError(f"bad model.mixer_options for mixer {self.mixer!r}: {exc}") from None
 
 
 @dataclass
@@ -60,6 +67,14 @@ class TrainConfig:
             value = getattr(self, name)
             if not isinstance(value, int) or value <= 0:
                 raise ConfigError(f"train.{name} must be a positive integer, got {value!r}")
+        if not isinstance(self.seed, int) or isinstance(self.seed, bool):
+            raise ConfigError(f"train.seed must be an integer, got {self.seed!r}")
+        for name in ("lr", "weight_decay", "warmup_steps", "grad_clip", "target_metric", "time_budget_s"):
+            value = getattr(self, name)
+            if value is None and name in ("target_metric", "time_budget_s"):
+                continue
+            if not isinstance(value, (int, float)) or isinstance(value, bool):
+                raise ConfigError(f"train.{name} must be a number, got {value!r}")
         if not self.lr > 0:
             raise ConfigError(f"train.lr must be > 0, got {self.lr!r}")
         if self.warmup_steps < 0 or self.weight_decay < 0 or self.grad_clip < 0:
@@ -78,6 +93,8 @@ class TaskConfig:
 
         if self.name not in TASKS:
             raise ConfigError(f"unknown task {self.name!r}; choose one of {sorted(TASKS)}")
+        if not isinstance(self.options, dict):
+            raise ConfigError(f"task.options must be a mapping, got {self.options!r}")
 
 
 @dataclass

@@ -199,7 +199,8 @@ class Model(nn.Module):
         for block, block_state in zip(self.blocks, state):
             x, block_state = block.step(x, block_state)
             new_state.append(block_state)
-        return self.head(self.norm_final(x)[:, None, :])[:, 0], new_state
+        out = self.head(self.norm_final(x)[:, None, :])  # lm: (B, 1, V); pooled heads: (B, n_outputs)
+        return (out[:, 0] if self.io.head == "lm" else out), new_state
 
     @torch.no_grad()
     def generate(

@@ -75,16 +75,20 @@ def ema_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
     return y
 
 
-def ordinal_code(ordinal: torch.Tensor, n_freq: int, period: int) -> torch.Tensor:
-    """Rotary code [cos(w_f o), sin(w_f o)] with w_f = 2 pi f / period: periodic with the ring."""
-    freqs = 2 * math.pi * torch.arange(1, n_freq + 1, device=ordinal.device, dtype=torch.float32) / period
+def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
+    """Rotary code [cos(w_f o), sin(w_f o)], w_f from 1 down to 1/span (geometric).
+
+    The fastest frequency separates neighbouring ordinals, the slowest spans the M units.
+    """
+    exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float32) / max(n_freq - 1, 1)
+    freqs = float(span) ** -exponents
     angles = ordinal.to(torch.float32)[..., None] * freqs
     return torch.cat([angles.cos(), angles.sin()], dim=-1)
 
 
-def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, period: int) -> torch.Tensor:
+def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
     """Query such that <query, ordinal_code(o)> = sum_f zc_f cos(w_f (p - o)) + zs_f sin(w_f (p - o))."""
-    code = ordinal_code(pointer, n_freq, period)
+    code = ordinal_code(pointer, n_freq, span)
     cos, sin = code[..., :n_freq], code[..., n_freq:]
     zc, zs = z[..., :n_freq], z[..., n_freq:]
     return torch.cat([zc * cos + zs * sin, zc * sin - zs * cos], dim=-1)
@@ -95,7 +99,7 @@ def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, pe
 
 @dataclass
 class InvertedOptions:
-    n_units: int = 64  # M: fixed, independent of sequence length
+    n_units: int = 128  # M: fixed, independent of sequence length
     n_pools: int = 1  # normalization pools; messages are routed to a pool by content
     read_topk: int = 2  # k: units each token reads (n_units = dense softmax read)
     d_key: int = 32
@@ -295,7 +299,9 @@ class InvertedMixer(Mixer):
 
         # Writing is free while the units have room; past capacity every write evicts a
         # message, so the expected excess is priced (per token, averaged over the batch).
-        excess = (p_write.sum(1) - m).clamp_min(0) / t
+        # The count is the hard one (straight-through), so once writes fit the units the price is
+        # exactly zero and cannot push the gate shut; beyond capacity every token's p feels it.
+        excess = (write.sum(1) - m).clamp_min(0) / t
         self.aux_loss = o.write_price * excess.mean() if o.write_price else None
         self.stats = {
             "write_fraction": float(written.float().mean()),
@@ -433,6 +439,8 @@ class InvertedMixer(Mixer):
             read = torch.einsum("bm,bmd->bd", weights, values)
         else:
             read = torch.einsum("bk,bkd->bd", weights, values.gather(1, top[..., None].expand(-1, -1, values.shape[-1])))
+        if _hooked(self.hook_read_weights):
+            self.hook_read_weights(weights if top is None else torch.zeros_like(scores).scatter(-1, top, weights))
         new_state = {
             "conv": conv_state,
             "ema": ema,
@@ -454,3 +462,67 @@ class InvertedMixer(Mixer):
             y, state = self.step(x[:, t], state)
             outputs.append(y)
         return torch.stack(outputs, dim=1)
+
+
+# ----------------------------------------------------------------------------- the user's glossary names
+# Seed 004 names four functions; each is a thin, tested alias over the mechanism above.
+
+
+def attention_compress(mixer: InvertedMixer, input_sequence: torch.Tensor, context_length: int | None = None):
+    """Core mechanism: read a sequence (B, T, d) through M units; return (outputs, final unit state).
+
+    The state is the compressed context: M messages, whatever T was. ``context_length``
+    (optional) keeps only the last ``context_length`` positions, as a prompt window would.
+    """
+    if context_length is not None:
+        if context_length <= 0:
+            raise ValueError("context_length must be positive")
+        input_sequence = input_sequence[:, -context_length:]
+    state = mixer.init_state(input_sequence.shape[0], input_sequence.device, input_sequence.dtype)
+    outputs = []
+    for t in range(input_sequence.shape[1]):  # the recurrent form, to return the state too
+        y, state = mixer.step(input_sequence[:, t], state)
+        outputs.append(y)
+    return torch.stack(outputs, dim=1), state
+
+
+def memory_state_update(mixer: InvertedMixer, previous_states: dict[str, Any], new_input: torch.Tensor):
+    """State management: one token in, (output, next state) out, at constant cost and size."""
+    return mixer.step(new_input, previous_states)
+
+
+def compute_weights(mixer: InvertedMixer, distributed_context: dict[str, Any], query_input: torch.Tensor):
+    """Weight calculation: read-back weights (B, M) of a new token over the units' messages.
+
+    ``distributed_context`` is a unit state (what ``memory_state_update`` returns); the token
+    is scored against every occupied unit, the top ``read_topk`` kept and normalized.
+    The state passed in is not modified.
+    """
+    from workbench.hooks import capture
+
+    with capture(mixer, ["hook_read_weights"]) as cache:
+        mixer.step(query_input, distributed_context)
+    return cache["hook_read_weights"]
+
+
+def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None, d_model: int = 128) -> dict[str, int]:
+    """Dynamic complexity: what the mechanism spends for a sequence of this length.
+
+    Per-token work and state do not grow with the length; only the total grows, linearly.
+    Returns the chunk used by the parallel form, the candidates each token scores, the
+    recurrent state size in floats and an approximate multiply-add count per token.
+    """
+    if sequence_length <= 0:
+        raise ValueError("sequence_length must be positive")
+    o = options or InvertedOptions()
+    chunk = min(o.chunk_size, sequence_length)
+    key_dim = o.d_key + 2 * (o.n_freq if o.ordinal_read else 0)
+    state = o.n_units * (key_dim + d_model + 2) + d_model * (max(o.conv_width - 1, 0) + 1) + 3
+    per_token = 2 * d_model * d_model + 2 * d_model * o.d_key + (o.n_units + chunk) * key_dim + o.read_topk * d_model
+    return {
+        "chunk": chunk,
+        "candidates_per_token": o.n_units + chunk,
+        "state_floats": state,
+        "macs_per_token": per_token,
+        "total_macs": per_token * sequence_length,
+    }

@@ -1,0 +1,113 @@
+"""Shared fixtures: tiny models, small task options and a self-made text corpus.
+
+Nothing here depends on tiny-shakespeare or the network: char-LM tests write their
+own UTF-8 file under ``tmp_path`` and pass it as the task's ``path`` option.
+"""
+
+from __future__ import annotations
+
+import random
+from pathlib import Path
+
+import pytest
+import torch
+
+from workbench.config import RunConfig
+from workbench.mixers import MIXERS
+
+# Tiny models: OpenMP thread start-up and spinning cost more than the maths, and the
+# test machine is a shared 2-core box. One thread keeps the suite fast and steady.
+torch.set_num_threads(1)
+
+# Small options per mixer; the inverted ones wrap its ring (8 units) and cross chunk
+# boundaries (chunk 6) within the short sequences the tests use.
+SMALL_MIXER_OPTIONS: dict[str, dict] = {
+    "transformer": {"n_heads": 4},
+    "inverted": {"n_units": 8, "read_topk": 2, "write_bias": 2.0, "chunk_size": 6},
+}
+
+
+def small_mixer_options(mixer: str) -> dict:
+    """Small options for ``mixer`` (its defaults for a mixer added after these tests)."""
+    return dict(SMALL_MIXER_OPTIONS.get(mixer, {}))
+
+# Fast evaluation for every task: small held-out sets, no length-generalization extras.
+SMALL_TASK_OPTIONS: dict[str, dict] = {
+    "copy": {"max_len": 6, "n_eval": 32, "long_lengths": []},
+    "mqar": {"seq_len": 32, "kv_pairs": 4, "vocab_size": 64, "n_eval": 32, "long_config": None},
+    "digits": {},
+    "diabetes": {},
+}
+
+
+@pytest.fixture(params=sorted(MIXERS))
+def mixer_name(request) -> str:
+    """Every registered mixer, one test per mixer."""
+    return request.param
+
+
+@pytest.fixture
+def small_config():
+    """Factory: a validated tiny RunConfig (d_model 32, one layer) for a task and mixer."""
+
+    def make(task: str = "copy", mixer: str = "transformer", task_options: dict | None = None, **train) -> RunConfig:
+        train_section = {"steps": 4, "batch_size": 8, "warmup_steps": 2, "eval_every": 2, "checkpoint_every": 2}
+        train_section.update(train)
+        return RunConfig.from_dict(
+            {
+                "task": {"name": task, "options": dict(SMALL_TASK_OPTIONS.get(task, {}), **(task_options or {}))},
+                "model": {
+                    "mixer": mixer,
+                    "d_model": 32,
+                    "n_layers": 1,
+                    "mlp_ratio": 2,
+                    "mixer_options": small_mixer_options(mixer),
+                },
+                "train": train_section,
+            }
+        )
+
+    return make
+
+
+def make_text(n_chars: int, seed: int = 0) -> str:
+    """Deterministic pseudo-English with some non-ASCII characters, ``n_chars`` long."""
+    rng = random.Random(seed)
+    words = ["the", "king", "queen", "sword", "crown", "night", "day", "über", "café", "naïve", "love", "war"]
+    parts: list[str] = []
+    length = 0
+    while length < n_chars:
+        word = rng.choice(words)
+        sep = rng.choice([" ", " ", " ", ",\n", ".\n"])
+        parts.append(word + sep)
+        length += len(word) + len(sep)
+    return "".join(parts)[:n_chars]
+
+
+@pytest.fixture
+def text_file(tmp_path: Path) -> Path:
+    """A 4,000-character UTF-8 corpus (enough for char-LM contexts up to 199)."""
+    path = tmp_path / "corpus.txt"
+    path.write_text(make_text(4000), encoding="utf-8")
+    return path
+
+
+def scramble(module: torch.nn.Module, std: float = 0.4, seed: int = 0) -> torch.nn.Module:
+    """Large random weights so gates flip, units get evicted and no path is silently zero."""
+    gen = torch.Generator().manual_seed(seed)
+    with torch.no_grad():
+        for p in module.parameters():
+            p.copy_(torch.randn(p.shape, generator=gen, dtype=p.dtype) * std)
+    return module
+
+
+@pytest.fixture
+def scrambled():
+    """The ``scramble`` helper, as a fixture."""
+    return scramble
+
+
+@pytest.fixture
+def mixer_options():
+    """The ``small_mixer_options`` helper, as a fixture."""
+    return small_mixer_options
