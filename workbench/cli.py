@@ -90,6 +90,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
         seeds=args.seeds,
         results=args.results,
         progress=not args.quiet,
+        labels=[x for x in args.labels.split(",") if x] if args.labels else None,
     )
     Console(width=160).print(format_table(summary))
     print(f"wrote {Path(args.results) / f'compare-{args.budget}.json'}")
@@ -146,6 +147,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--results", default="results")
+    p.add_argument("--labels", help="only these cells, e.g. mqar-64x4,mqar-128x8 (the table says what ran)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 

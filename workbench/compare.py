@@ -112,12 +112,19 @@ def compare(
     results: str | Path = "results",
     progress: bool = True,
     device: str | None = None,
+    labels: list[str] | None = None,
 ) -> dict[str, Any]:
+    """Run missing cells (all, or only those whose label is in ``labels``), then aggregate."""
     from workbench.train import train
 
     results = Path(results)
     variants = [parse_mixer(m) for m in mixers]
     specs = [spec for task in tasks for spec in protocol(task, budget)]
+    if labels:
+        unknown = set(labels) - {s.label for s in specs}
+        if unknown:
+            raise ConfigError(f"unknown labels {sorted(unknown)}; these tasks have {[s.label for s in specs]}")
+        specs = [s for s in specs if s.label in labels]
     for spec in specs:
         for label, mixer, options in variants:
             for seed in range(seeds):
