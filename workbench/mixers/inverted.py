@@ -80,10 +80,11 @@ def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
 
     The fastest frequency separates neighbouring ordinals, the slowest spans the M units.
     """
-    exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float32) / max(n_freq - 1, 1)
+    exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float64) / max(n_freq - 1, 1)
     freqs = float(span) ** -exponents
-    angles = ordinal.to(torch.float32)[..., None] * freqs
-    return torch.cat([angles.cos(), angles.sin()], dim=-1)
+    # Angles in float64, reduced mod 2*pi before the cast: exact for counts far beyond 2**24.
+    angles = torch.remainder(ordinal.to(torch.float64)[..., None] * freqs, 2 * math.pi)
+    return torch.cat([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
 
 
 def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
@@ -384,16 +385,18 @@ class InvertedMixer(Mixer):
         o, m, d = self.o, self.o.n_units, self.d_model
         key_dim = o.d_key + 2 * self.n_freq
         zeros = dict(device=device, dtype=dtype or torch.float32)
+        # Counters stay float64 whatever the model dtype: bf16 stops counting at 256, fp32 at 2**24.
+        counter = dict(device=device, dtype=torch.float64)
         return {
             "conv": torch.zeros(batch_size, max(o.conv_width - 1, 0), d, **zeros),
             "ema": torch.zeros(batch_size, d, **zeros) if o.timescales else None,
-            "count": torch.zeros(batch_size, **zeros),
-            "pointer": torch.full((batch_size,), -1.0, **zeros),
-            "pool_counts": torch.zeros(batch_size, o.n_pools if o.refractory else 1, **zeros),
+            "count": torch.zeros(batch_size, **counter),
+            "pointer": torch.full((batch_size,), -1.0, **counter),
+            "pool_counts": torch.zeros(batch_size, o.n_pools if o.refractory else 1, **counter),
             "keys": torch.zeros(batch_size, m, key_dim, **zeros),
             "values": torch.zeros(batch_size, m, d, **zeros),
             "occupied": torch.zeros(batch_size, m, dtype=torch.bool, device=device),
-            "fired_at": torch.zeros(batch_size, m, **zeros),
+            "fired_at": torch.zeros(batch_size, m, **counter),
         }
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -414,7 +417,7 @@ class InvertedMixer(Mixer):
         choice, route_scale = self._route(feat)
         written = write.detach() > 0.5
         if o.refractory:
-            pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(x_t.dtype) * written[:, None]
+            pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(torch.float64) * written[:, None]
             own = pool_counts.gather(-1, choice[:, None])[:, 0].long()
             unit = choice * self.pool_size + (own - 1) % self.pool_size
             fired_value = pool_counts.gather(-1, choice[:, None])[:, 0]
