@@ -107,7 +107,50 @@ def model_from_checkpoint(path: str | Path) -> tuple[Model, RunConfig, Task, dic
     return model, config, task, payload
 
 
+# ----------------------------------------------------------------------------- distributed
+
+
+class _LossModule(torch.nn.Module):
+    """What DDP wraps: forward returns the loss, so gradient sync hooks see every parameter."""
+
+    def __init__(self, model: Model) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, inputs, targets, mask=None):
+        return self.model.loss(inputs, targets, mask)
+
+
+def _distributed(dev: torch.device) -> tuple[int, int]:
+    """(rank, world size); starts the process group when launched by torchrun."""
+    world = int(os.environ.get("WORLD_SIZE", "1"))
+    if world <= 1:
+        return 0, 1
+    import torch.distributed as dist
+
+    if not dist.is_initialized():
+        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+    return dist.get_rank(), world
+
+
+def _shard(tensor: torch.Tensor | None, rank: int, world: int) -> torch.Tensor | None:
+    if tensor is None or world == 1:
+        return tensor
+    size = tensor.shape[0] // world
+    return tensor[rank * size : (rank + 1) * size]
+
+
 # ----------------------------------------------------------------------------- training
+
+
+def _out_of_time(elapsed: float, budget: float, world: int, dev: torch.device) -> bool:
+    """Under a wall-clock budget all ranks must stop together: rank 0's clock decides."""
+    done = torch.tensor([float(elapsed >= budget)], device=dev)
+    if world > 1:
+        import torch.distributed as dist
+
+        dist.broadcast(done, src=0)
+    return bool(done.item())
 
 
 def train(
@@ -118,18 +161,31 @@ def train(
     device: str | None = None,
     task: Task | None = None,
 ) -> dict[str, Any]:
-    """Train, evaluate, checkpoint; return (and write to out_dir/result.json) the run record."""
+    """Train, evaluate, checkpoint; return (and write to out_dir/result.json) the run record.
+
+    Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (gloo on CPU,
+    nccl on GPU): ``train.batch_size`` is the global batch, each rank takes 1/N of it, every
+    rank evaluates (so early stopping agrees), and only rank 0 writes checkpoints and results.
+    """
     config.validate()
     # Denormal floats (tiny gradients, Adam moments of zero-initialised layers) are ~10x
     # slower on CPUs; flushing them to zero changes nothing measurable in training.
     torch.set_flush_denormal(True)
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
+        dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
+    rank, world = _distributed(dev)
+    if config.train.batch_size % world:
+        raise ValueError(f"train.batch_size={config.train.batch_size} must divide among {world} processes")
     task = task or build_task(config.task.name, config.task.options)
     torch.manual_seed(config.train.seed)
     model = Model(config.model, task.io).to(dev)
     optimizer = build_optimizer(model, config)
-    out = Path(out_dir) if out_dir else None
-    ckpt_path = out / "checkpoint.pt" if out else None
+    compute_loss: torch.nn.Module = _LossModule(model)
+    if world > 1:  # every rank draws the same global batch and trains on its shard
+        compute_loss = torch.nn.parallel.DistributedDataParallel(compute_loss)
+    out = Path(out_dir) if out_dir and rank == 0 else None
+    ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir else None
 
     step, history, train_time, tokens = 0, [], 0.0, 0
     if resume and ckpt_path and ckpt_path.is_file():
@@ -143,7 +199,7 @@ def train(
         train_time, tokens = payload["train_time"], payload["tokens"]
 
     def checkpoint() -> None:
-        if ckpt_path:
+        if ckpt_path and rank == 0:
             save_checkpoint(
                 ckpt_path,
                 {
@@ -168,17 +224,19 @@ def train(
 
     target = config.train.target_metric
     reached = bool(history) and target is not None and history[-1]["metrics"][task.metric] >= target
-    bar = tqdm(total=config.train.steps, initial=step, disable=not progress, desc=f"{task.name}/{config.model.mixer}", leave=False)
+    bar = tqdm(total=config.train.steps, initial=step, disable=not progress or rank != 0,
+               desc=f"{task.name}/{config.model.mixer}", leave=False)
     model.train()
     while step < config.train.steps and not reached:
-        if config.train.time_budget_s and train_time >= config.train.time_budget_s:
+        if config.train.time_budget_s and _out_of_time(train_time, config.train.time_budget_s, world, dev):
             break
         started = time.perf_counter()
         batch = task.train_batch(step_generator(config.train.seed, step), config.train.batch_size)
         lr = learning_rate(config, step, train_time)
         for group in optimizer.param_groups:
             group["lr"] = lr
-        loss = model.loss(batch.inputs.to(dev), batch.targets.to(dev), None if batch.mask is None else batch.mask.to(dev))
+        inputs, targets, mask = (_shard(t, rank, world) for t in (batch.inputs, batch.targets, batch.mask))
+        loss = compute_loss(inputs.to(dev), targets.to(dev), None if mask is None else mask.to(dev))
         if not torch.isfinite(loss):
             raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a lower train.lr")
         optimizer.zero_grad(set_to_none=True)
@@ -188,7 +246,7 @@ def train(
         optimizer.step()
         step += 1
         train_time += time.perf_counter() - started
-        tokens += batch.inputs.shape[0] * batch.inputs.shape[1]
+        tokens += batch.inputs.shape[0] * batch.inputs.shape[1]  # the global batch
         bar.update(1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
             metrics = evaluate()
@@ -219,6 +277,7 @@ def train(
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "device": device_name(dev),
+        "world_size": world,
     }
     if out:
         out.mkdir(parents=True, exist_ok=True)
