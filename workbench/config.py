@@ -34,7 +34,7 @@ class ModelConfig:
                 raise ConfigError(f"model.{name} must be a positive integer, got {value!r}")
         from workbench.mixers import MIXERS
 
-        if self.mixer not in MIXERS:
+        if not isinstance(self.mixer, str) or self.mixer not in MIXERS:
             raise ConfigError(f"unknown mixer {self.mixer!r}; choose one of {sorted(MIXERS)}")
         if not isinstance(self.mixer_options, dict):
             raise ConfigError(f"model.mixer_options must be a mapping, got {self.mixer_options!r}")
@@ -91,7 +91,7 @@ class TaskConfig:
     def validate(self) -> None:
         from workbench.tasks import TASKS
 
-        if self.name not in TASKS:
+        if not isinstance(self.name, str) or self.name not in TASKS:
             raise ConfigError(f"unknown task {self.name!r}; choose one of {sorted(TASKS)}")
         if not isinstance(self.options, dict):
             raise ConfigError(f"task.options must be a mapping, got {self.options!r}")
