@@ -94,8 +94,8 @@ class ShapeRecorder(TorchDispatchMode):
 
 
 def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward():
-    t = 300  # longer than the units (64) and the chunk (64)
-    mixer = InvertedMixer(32, InvertedOptions())
+    t = 100  # longer than the units (32) and the chunk (32)
+    mixer = InvertedMixer(32, InvertedOptions(n_units=32, chunk_size=32))
     x = torch.randn(2, t, 32, requires_grad=True)
     with ShapeRecorder() as recorder:
         mixer(x).square().sum().backward()
