@@ -45,6 +45,11 @@ figures: notebooks
 bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped)
 	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
 
+SCALING_ARGS ?= --long 1000000
+
+bench-scaling: venv  ## time, memory and ESTIMATED energy vs length, both mixers -> results/scaling-<device>.json
+	$(PY) -m workbench.cli bench scaling $(SCALING_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check workbench tests notebooks
 

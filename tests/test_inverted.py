@@ -180,8 +180,11 @@ def test_glossary_functions_are_the_mechanism():
     assert weights.shape == (2, 8) and torch.allclose(weights.sum(-1), torch.ones(2, dtype=torch.float64))
     assert (weights > 0).sum(-1).max() <= 2  # top-k read
     small, large = adaptive_scale(1_000), adaptive_scale(1_000_000)
-    assert small["macs_per_token"] == large["macs_per_token"] and small["state_floats"] == large["state_floats"]
-    assert large["total_macs"] == 1000 * small["total_macs"]
+    for key in ("macs_per_token_parallel", "macs_per_token_step", "state_floats"):
+        assert small[key] == large[key]
+    assert large["total_macs_parallel"] == 1000 * small["total_macs_parallel"]
+    state_numbers = sum(v[0].numel() for v in state.values() if torch.is_tensor(v))  # per sequence
+    assert adaptive_scale(12, mixer.o, 16)["state_floats"] == state_numbers
     with pytest.raises(ValueError):
         adaptive_scale(0)
 

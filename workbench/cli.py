@@ -115,6 +115,12 @@ def cmd_report(args: argparse.Namespace) -> None:
         print(f"{target}: updated {', '.join(replaced) or 'nothing'}")
 
 
+def cmd_bench(args: argparse.Namespace) -> None:
+    from workbench.bench.scaling import run_scaling_cli
+
+    run_scaling_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Inverted-attention research workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -163,6 +169,14 @@ def build_parser() -> argparse.ArgumentParser:
     run.add_argument("names", nargs="*", help="notebook names (default: all)")
     run.add_argument("--smoke", action="store_true", help="tiny parameters (what the tests use)")
     run.set_defaults(func=cmd_notebooks)
+
+    from workbench.bench.scaling import add_scaling_arguments
+
+    p = sub.add_parser("bench", help="performance benchmarks")
+    bench = p.add_subparsers(dest="bench_command", required=True)
+    scaling = bench.add_parser("scaling", help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
+    add_scaling_arguments(scaling)
+    scaling.set_defaults(func=cmd_bench)
     return parser
 
 

@@ -511,21 +511,31 @@ def compute_weights(mixer: InvertedMixer, distributed_context: dict[str, Any], q
 def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None, d_model: int = 128) -> dict[str, int]:
     """Dynamic complexity: what the mechanism spends for a sequence of this length.
 
-    Per-token work and state do not grow with the length; only the total grows, linearly.
-    Returns the chunk used by the parallel form, the candidates each token scores, the
-    recurrent state size in floats and an approximate multiply-add count per token.
+    Exact matrix multiply-adds per token of the chunked parallel form (forward, eval mode) and
+    of one recurrent step, and the recurrent state in numbers. Per-token work and state do not
+    grow with the length; only the total does, linearly. (Element-wise work - the convolution,
+    gates' nonlinearities, and the log-depth EMA scan, O(d log T) per token - is not counted.)
     """
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")
     o = options or InvertedOptions()
+    n_freq = o.n_freq if o.ordinal_read else 0
     chunk = min(o.chunk_size, sequence_length)
-    key_dim = o.d_key + 2 * (o.n_freq if o.ordinal_read else 0)
-    state = o.n_units * (key_dim + d_model + 2) + d_model * (max(o.conv_width - 1, 0) + 1) + 3
-    per_token = 2 * d_model * d_model + 2 * d_model * o.d_key + (o.n_units + chunk) * key_dim + o.read_topk * d_model
+    key_dim = o.d_key + 2 * n_freq
+    d_feat = d_model * (2 if o.timescales else 1)
+    routes = (o.n_pools if o.refractory else o.n_units) if (o.n_pools > 1 or not o.refractory) else 0
+    projections = d_feat * (2 + 2 * n_freq + routes) + 2 * d_model * o.d_key + 2 * d_model * d_model
+    candidates = o.n_units + chunk
+    step = projections + o.n_units * key_dim + o.read_topk * d_model
+    # Chunked form: the convolution runs as conv1d, and the read mixes values as a dense matmul.
+    parallel = o.conv_width * d_model + projections + candidates * key_dim + candidates * d_model
+    counters = 2 + (o.n_pools if o.refractory else 1)
+    state = o.n_units * (key_dim + d_model + 2) + d_model * (max(o.conv_width - 1, 0) + (1 if o.timescales else 0)) + counters
     return {
         "chunk": chunk,
-        "candidates_per_token": o.n_units + chunk,
+        "candidates_per_token": candidates,
+        "macs_per_token_parallel": parallel,
+        "macs_per_token_step": step,
+        "total_macs_parallel": parallel * sequence_length,
         "state_floats": state,
-        "macs_per_token": per_token,
-        "total_macs": per_token * sequence_length,
     }
