@@ -133,40 +133,43 @@ def compare(
                     continue
                 if progress:
                     print(f"[{budget}] {spec.label} / {label} / seed {seed}", flush=True)
-                record = train(run_config(spec, mixer, options, seed), out_dir=out, resume=True, progress=progress, device=device)
-                record.pop("model", None)
+                extra = {"budget": budget, "label": spec.label, "mixer_label": label}
+                config = run_config(spec, mixer, options, seed)
+                train(config, out_dir=out, resume=True, progress=progress, device=device, extra=extra)
                 (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
-                record["budget"], record["label"], record["mixer_label"] = budget, spec.label, label
-                (out / "result.json").write_text(json.dumps(record, indent=2))
-    summary = aggregate(results, budget, [s.label for s in specs], [v[0] for v in variants], specs)
-    return summary
+    return aggregate(results, budget)
 
 
-def aggregate(results: Path, budget: str, labels: list[str], mixer_labels: list[str], specs: list[RunSpec]) -> dict[str, Any]:
-    """Mean and std over whatever seeds exist for each (task config, mixer)."""
-    metric_names = {s.label: s.metrics for s in specs}
+ALL_TASKS = ["copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes"]
+
+
+def aggregate(results: Path, budget: str) -> dict[str, Any]:
+    """Mean and std over whatever seeds exist for every (task config, mixer) run under this budget."""
+    order = [s for task in ALL_TASKS for s in protocol(task, budget)]
+    metric_names = {s.label: s.metrics for s in order}
+    groups: dict[tuple[str, str], list[dict[str, Any]]] = {}
+    for path in sorted((results / "runs" / budget).glob("*/result.json")):
+        record = json.loads(path.read_text())
+        if "label" not in record or "mixer_label" not in record:
+            continue  # not written by compare
+        groups.setdefault((record["label"], record["mixer_label"]), []).append(record)
+    label_rank = {s.label: i for i, s in enumerate(order)}
+    keys = sorted(groups, key=lambda k: (label_rank.get(k[0], len(order)), ":" in k[1], k[1] != "transformer", k[1]))
     rows = []
-    for label in labels:
-        for mixer_label in mixer_labels:
-            runs = []
-            for path in sorted((results / "runs" / budget).glob(f"{label}--*--s*/result.json")):
-                record = json.loads(path.read_text())
-                if record.get("mixer_label", record["mixer"]) == mixer_label:
-                    runs.append(record)
-            if not runs:
-                continue
-            row: dict[str, Any] = {"label": label, "mixer": mixer_label, "seeds": len(runs), "metrics": {}}
-            for name in metric_names[label]:
-                values = [r["metrics"][name] for r in runs if name in r["metrics"]]
-                if values:
-                    row["metrics"][name] = _stats(values)
-            row["steps"] = _stats([r["steps"] for r in runs])
-            row["reached_target"] = sum(bool(r.get("reached_target")) for r in runs)
-            row["train_time_s"] = _stats([r["train_time_s"] for r in runs])
-            row["tokens_per_s"] = _stats([r["tokens_per_s"] for r in runs])
-            row["parameters"] = runs[0]["parameters"]
-            row["device"] = runs[0]["device"]
-            rows.append(row)
+    for label, mixer_label in keys:
+        runs = groups[(label, mixer_label)]
+        row: dict[str, Any] = {"label": label, "mixer": mixer_label, "seeds": len(runs), "metrics": {}}
+        for name in metric_names.get(label, [runs[0]["metric"]]):
+            values = [r["metrics"][name] for r in runs if name in r["metrics"]]
+            if values:
+                row["metrics"][name] = _stats(values)
+        row["steps"] = _stats([r["steps"] for r in runs])
+        row["reached_target"] = sum(bool(r.get("reached_target")) for r in runs)
+        row["train_time_s"] = _stats([r["train_time_s"] for r in runs])
+        row["tokens_per_s"] = _stats([r["tokens_per_s"] for r in runs])
+        row["parameters"] = runs[0]["parameters"]
+        row["device"] = runs[0]["device"]
+        rows.append(row)
     summary = {"budget": budget, "rows": rows}
     results.mkdir(parents=True, exist_ok=True)
     (results / f"compare-{budget}.json").write_text(json.dumps(summary, indent=2))

@@ -160,8 +160,12 @@ def train(
     progress: bool = True,
     device: str | None = None,
     task: Task | None = None,
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
     """Train, evaluate, checkpoint; return (and write to out_dir/result.json) the run record.
+
+    ``extra`` fields are merged into the record before it is written (once, atomically), so
+    a result.json on disk is always complete.
 
     Under ``torchrun --nproc_per_node=N`` it trains with DistributedDataParallel (gloo on CPU,
     nccl on GPU): ``train.batch_size`` is the global batch, each rank takes 1/N of it, every
@@ -279,8 +283,11 @@ def train(
         "device": device_name(dev),
         "world_size": world,
     }
+    result.update(extra or {})
     if out:
         out.mkdir(parents=True, exist_ok=True)
-        (out / "result.json").write_text(json.dumps(result, indent=2))
+        tmp = out / "result.json.tmp"
+        tmp.write_text(json.dumps(result, indent=2))
+        os.replace(tmp, out / "result.json")
     result["model"] = model  # for in-process callers (notebooks); not serialized
     return result

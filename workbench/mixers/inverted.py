@@ -45,6 +45,7 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
+from workbench.kernels.dispatch import get_impl
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
@@ -179,6 +180,7 @@ class InvertedMixer(Mixer):
         self.hook_read_pointer = HookPoint()  # (B, T)
         self.stats: dict[str, float] = {}
         self.impl = "chunked"  # "chunked" (default), "naive" (reference); set by the dispatcher
+        self.kernels: str | None = None  # kernel backend: None = $WORKBENCH_KERNELS or auto; "torch", "triton", "naive"
 
     # ------------------------------------------------------------------ pieces shared by both forms
 
@@ -257,7 +259,7 @@ class InvertedMixer(Mixer):
             local = self.conv(F.pad(x.transpose(1, 2), (o.conv_width - 1, 0))).transpose(1, 2)
         else:
             local = torch.zeros_like(x)
-        ema = ema_scan(x, self.decay) if o.timescales else None
+        ema = get_impl("ema", x.device, self.kernels)(x, self.decay) if o.timescales else None
         h, feat = self._features(x, local, ema)
         p_write, write, advance = self._gates(feat)
         self.hook_salience(p_write)
@@ -363,17 +365,15 @@ class InvertedMixer(Mixer):
         holder = occ.gather(-1, chunk_unit.clamp_min(0).expand(b, n, c, c))  # occupant of s's unit at t
         chunk_ok = (holder == positions) & (chunk_unit >= 0)  # (B, n, C, C)
 
-        q = query.view(b, n, c, e)
-        scores = torch.cat(
-            [q @ state_key.transpose(-1, -2), q @ key.view(b, n, c, e).transpose(-1, -2)], dim=-1
-        )
-        weights, top, lse = self._read(scores, torch.cat([state_ok, chunk_ok], dim=-1))
-        if top is not None:
-            weights = torch.zeros_like(scores).scatter(-1, top, weights)
-        read = weights[..., :m] @ state_value + weights[..., m:] @ value.view(b, n, c, -1)
+        hooked = _hooked(self.hook_read_weights)
+        chunk_read = get_impl("chunk_read", query.device, self.kernels)
+        read, lse, weights = chunk_read(
+            query.view(b, n, c, e), state_key, key.view(b, n, c, e), state_value, value.view(b, n, c, -1),
+            torch.cat([state_ok, chunk_ok], dim=-1), self.o.read_topk, need_weights=hooked,
+        )  # fmt: skip
         read = read.reshape(b, n * c, -1)[:, :t]
         dense = None
-        if _hooked(self.hook_read_weights):  # fold chunk candidates back onto their units
+        if hooked:  # fold chunk candidates back onto their units
             dense = weights[..., :m].clone()
             dense.scatter_add_(-1, chunk_unit.clamp_min(0).expand(b, n, c, c), weights[..., m:])
             dense = dense.reshape(b, n * c, m)[:, :t]
