@@ -8,6 +8,7 @@ from workbench.config import ConfigError
 from workbench.tasks.base import Batch, Task, step_generator
 from workbench.tasks.charlm import CharLMTask
 from workbench.tasks.copy import CopyTask
+from workbench.tasks.majority import MajorityTask
 from workbench.tasks.mqar import MQARTask
 from workbench.tasks.tabular import DiabetesTask, DigitsTask
 
@@ -17,7 +18,12 @@ TASKS: dict[str, type[Task]] = {
     "charlm": CharLMTask,
     "digits": DigitsTask,
     "diabetes": DiabetesTask,
+    "majority": MajorityTask,
 }
+
+# System 2's token-form reasoning tasks (hops, kinship, temporal, concepts): importing the
+# module adds them to TASKS (it registers itself, so either import order works).
+import workbench.symbolic.tasks  # noqa: E402,F401
 
 
 def build_task(name: str, options: dict[str, Any] | None = None) -> Task:

@@ -1,0 +1,652 @@
+# ---
+# jupyter:
+#   jupytext:
+#     text_representation:
+#       extension: .py
+#       format_name: percent
+#       format_version: '1.3'
+#       jupytext_version: 1.19.6
+#   kernelspec:
+#     display_name: Python 3 (ipykernel)
+#     language: python
+#     name: python3
+# ---
+
+# %% [markdown]
+# # 02 · Routing: which unit takes which message, and who reads it back
+#
+# In the inverted mixer a fixed set of **M units** takes in messages that tokens post
+# (see `workbench/mixers/inverted.py`):
+#
+# * **write gate (salience)** - token t posts a message only when `p_t > 1/2`;
+# * **routing** - a posted message goes to a pool (the pool whose learned interest bids
+#   highest; with one pool there is nothing to choose), and inside the pool the *most rested*
+#   unit takes it and then rests (refractory gain). That is a ring pointer: with one pool,
+#   **the unit is fixed by the message's ordinal** (unit = number of earlier writes mod M);
+# * **read-back** - every token scores the units' messages by content and by ordinal and mixes
+#   the values of its top `k` units.
+#
+# This notebook trains (or loads) a small model on character-level tiny-shakespeare and
+# looks inside, through the mixer's hook points:
+#
+# 1. **sparsity** - how many tokens write, how many units each token reads;
+# 2. **what units hold** across a validation batch - do units specialise (by character, by
+#    context, by position), and by how much beyond chance;
+# 3. an **explorer** for one text: the token -> unit write map with per-token salience, the
+#    read-back weights (token x unit, and mapped back to source tokens), and a card per unit;
+# 4. optionally the same questions on **MQAR** (associative recall), where we know which
+#    tokens matter: do keys and values write, do queries read the right unit?
+#
+# Run it in JupyterLab for the widgets (dropdowns, sliders and a text box driving plotly
+# figures). Headless (`workbench notebooks run 02_routing`) it draws the default selection
+# and saves every figure to `figures/02_routing_*.html`.
+
+# %% tags=["parameters"]
+smoke = False  # True: a tiny run (what the tests use); the numbers are then meaningless
+checkpoint = ""  # a char-LM inverted checkpoint.pt to load; if the path ends in checkpoint.pt and is missing, training writes it
+steps = 800  # char-LM training steps (protocol v1 config otherwise: d_model 128, one block, mixer defaults)
+mixer_options = {}  # overrides of the inverted mixer's defaults, e.g. {"n_pools": 4} or {"refractory": False}
+seed = 0
+layer = 0  # which block's mixer to inspect
+n_windows = 64  # validation windows (of the training context) for the across-batch statistics
+snippet_len = 160  # characters per validation snippet in the explorer
+mqar = True  # also train a small MQAR model and check its routing
+mqar_steps = 600
+mqar_mixer_options = {}  # e.g. {"n_units": 8}: fewer units than tokens, so the gate must choose what to write
+
+# %%
+import time
+from collections import Counter
+from pathlib import Path
+
+import ipywidgets as widgets
+import numpy as np
+import plotly.graph_objects as go
+import torch
+from IPython.display import display
+from plotly.subplots import make_subplots
+
+from workbench.analysis import entropy_bits, mutual_information_bits, overwrite_stats, shuffled_mutual_information_bits
+from workbench.compare import protocol, run_config
+from workbench.hooks import capture
+from workbench.model import IGNORE
+from workbench.plotting import save_figure
+from workbench.tasks import build_task
+from workbench.train import model_from_checkpoint, train
+
+budget = "smoke" if smoke else "full"
+if smoke:
+    steps, mqar_steps = min(steps, 20), min(mqar_steps, 20)
+    n_windows, snippet_len = min(n_windows, 4), min(snippet_len, 48)
+n_shuffles = 2 if smoke else 5
+
+spec = protocol("charlm", budget)[0]  # protocol v1's char-LM cell: context 256, batch 32 (smoke: 8)
+spec.train.update(steps=steps, eval_every=max(1, steps // 4), warmup_steps=min(100, steps // 10))
+config = run_config(spec, "inverted", mixer_options, seed)
+if smoke:  # a much smaller model, so the smoke run takes seconds
+    config.task.options["context"] = 64
+    config.model.d_model = 32
+    config.model.mixer_options = {"n_units": 16, **mixer_options}
+    config.validate()
+config.to_dict()
+
+# %% [markdown]
+# ## Train, or load a checkpoint
+#
+# With `checkpoint` pointing at an existing `checkpoint.pt` (for instance one written by
+# `workbench train --task charlm --mixer inverted`), the model, its config and its task are
+# rebuilt from it and nothing is trained. Otherwise the config above is trained here.
+
+# %%
+ckpt = Path(checkpoint).expanduser() if checkpoint else None
+started = time.perf_counter()
+if ckpt is not None and ckpt.is_file():
+    model, config, task, payload = model_from_checkpoint(ckpt)
+    if config.model.mixer != "inverted" or config.task.name != "charlm":
+        raise ValueError(f"{ckpt} holds a {config.model.mixer} model for {config.task.name}; this notebook needs inverted on charlm")
+    history = payload["history"]
+    metrics = task.evaluate(model)
+    print(f"loaded {ckpt} (step {payload['step']})")
+else:
+    task = build_task(config.task.name, config.task.options)
+    out_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint.pt" else None
+    if ckpt is not None and out_dir is None:
+        print(f"{ckpt} does not exist; training here without saving (name it .../checkpoint.pt to keep the run)")
+    result = train(config, out_dir=out_dir, progress=not smoke, task=task)
+    model, history, metrics = result["model"], result["history"], result["metrics"]
+    print(f"trained {result['steps']} steps in {time.perf_counter() - started:.0f}s on {result['device']}")
+    if out_dir is not None:
+        print(f"checkpoint written to {out_dir / 'checkpoint.pt'}; set checkpoint to it to skip training next time")
+model.eval()
+device = next(model.parameters()).device
+vocab = task.vocab
+mixer = model.blocks[layer].mixer
+M, K, pool_size = mixer.o.n_units, mixer.o.read_topk, mixer.pool_size
+context = task.context
+print(f"validation bits per character: {metrics['bpc']:.3f}")
+print(f"mixer: M={M} units in {mixer.o.n_pools} pool(s) of {pool_size}, reads top k={K}, "
+      f"refractory={mixer.o.refractory}, write_price={mixer.o.write_price}, training context {context}")
+
+# %%
+fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (incl. write price)", "validation bits per character"))
+hist_steps = [h["step"] for h in history]
+fig.add_trace(go.Scatter(x=hist_steps, y=[h["loss"] for h in history], mode="lines+markers", name="loss"), row=1, col=1)
+fig.add_trace(go.Scatter(x=hist_steps, y=[h["metrics"]["bpc"] for h in history], mode="lines+markers", name="bpc"), row=1, col=2)
+fig.update_xaxes(title_text="step")
+fig.update_yaxes(title_text="nats per character", row=1, col=1)
+fig.update_yaxes(title_text="bits per character", row=1, col=2)
+fig.update_layout(title=f"char-LM, inverted mixer (M={M}, k={K}): training", height=350, width=950)
+save_figure(fig, "02_routing_training")
+fig.show()
+
+# %% [markdown]
+# ## Looking inside: the hook points
+#
+# One forward pass with `workbench.hooks.capture` records, per token, the write probability
+# (`hook_salience`), the unit written (`hook_unit`, -1 for no write), every unit's refractory
+# gain and occupant (the position of the message it holds), and the read-back weights over the
+# units. We run it on `n_windows` validation windows of the training context.
+
+# %%
+PREFIX = f"blocks.{layer}.mixer."
+NAMES = {"salience": "hook_salience", "unit": "hook_unit", "gain": "hook_gain", "occupant": "hook_occupant",
+         "read": "hook_read_weights", "pointer": "hook_read_pointer"}
+
+
+def run_hooks(ids: torch.Tensor) -> dict[str, np.ndarray]:
+    """Mixer internals for a (B, T) batch of token ids, as numpy arrays."""
+    with torch.no_grad(), capture(model, [PREFIX + "hook_"]) as cache:
+        model(ids.to(device))
+    return {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+
+
+def show_char(c: str) -> str:
+    return {"\n": "⏎", " ": "␣", "\t": "⇥"}.get(c, c)
+
+
+val = task.val_windows()
+full_windows = (val.targets != IGNORE).all(dim=1)
+inputs = val.inputs[full_windows][:n_windows]
+tokens = inputs.numpy()
+batch = run_hooks(inputs)
+B, T = tokens.shape
+wrote = batch["unit"] >= 0
+print(f"{B} windows x {T} characters; captured: " + ", ".join(f"{k} {v.shape}" for k, v in batch.items()))
+
+# %% [markdown]
+# ## Sparsity: who writes, how much is read
+#
+# * **Write fraction**: tokens whose gate opened. The write price only bites past M writes per
+#   window, so the dashed line (M / T) is the fraction at which the units are exactly full.
+# * **P(write | character)**: salience is per token *in context*, but its average per
+#   character shows what the gate learned to care about.
+# * **Writes and reads by position** (right): the fraction of tokens that write at each
+#   position of the window (the gate's multi-timescale context starts empty at position 0, so
+#   look for a start-of-window effect), the fraction of units occupied, and the fraction a token
+#   reads - its top k of the *occupied* units, so k/M once k units hold messages.
+#
+# Evictions count writes that replaced a message still held; with fewer writes than units per
+# window there are none and every message survives to the end of the window.
+
+# %%
+read = batch["read"]
+n_read = (read > 0).sum(-1)
+read_entropy = entropy_bits(read, axis=-1)
+occupied = (batch["occupant"] >= 0).sum(-1)
+overwrites = overwrite_stats(batch["unit"], tokens)
+write_fraction = wrote.mean()
+summary = {
+    "fraction of tokens that write": write_fraction,
+    "mean salience p_t": batch["salience"].mean(),
+    "writes per window (mean)": wrote.sum(1).mean(),
+    "units M (capacity per window)": M,
+    "writes that evict a held message": overwrites.eviction_fraction,
+    "fraction of units read per token (measured)": n_read.mean() / M,
+    "fraction of units read per token (nominal k/M)": K / M,
+    "effective units read per token, 2^H(read weights)": (2**read_entropy).mean(),
+    "units occupied at the last position (mean)": occupied[:, -1].mean(),
+    "read-pointer advances per token (mean)": (batch["pointer"][:, -1] + 1).mean() / T,
+    "windows with more writes than units": (wrote.sum(1) > M).mean(),
+}
+for name, value in summary.items():
+    print(f"{name:>52s}: {value}" if isinstance(value, (int, np.integer)) else f"{name:>52s}: {float(value):.3f}")
+if (wrote.sum(1) <= M).all():
+    print(f"\nno window wrote more than M={M} messages: the write price was zero throughout, nothing was evicted, "
+          f"and on average {M - occupied[:, -1].mean():.0f} of the {M} units stayed empty to the end of a window")
+
+char_counts = np.bincount(tokens.ravel(), minlength=len(vocab.chars))
+frequent = np.argsort(-char_counts)[:24]
+write_rate = np.array([wrote[tokens == c].mean() for c in frequent])
+fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.1,
+                    subplot_titles=("write fraction per window", "P(write | character), 24 most frequent",
+                                    "writes and reads by position"))
+fig.add_trace(go.Histogram(x=wrote.mean(1), xbins=dict(start=0, end=1.0001, size=0.025), name="windows", showlegend=False),
+              row=1, col=1)
+fig.add_vline(x=min(1.0, M / T), line_dash="dash", line_color="grey", annotation_text="M/T (units full)", row=1, col=1)
+fig.add_trace(go.Bar(x=[show_char(vocab.chars[c]) for c in frequent], y=write_rate, name="P(write | char)", showlegend=False),
+              row=1, col=2)
+fig.add_hline(y=write_fraction, line_dash="dot", line_color="grey", annotation_text="all characters",
+              annotation_position="top left", row=1, col=2)
+positions = np.arange(T)
+fig.add_trace(go.Scatter(x=positions, y=wrote.mean(0), name="tokens that write (fraction)"), row=1, col=3)
+fig.add_trace(go.Scatter(x=positions, y=n_read.mean(0) / M, name="units read / M (measured)"), row=1, col=3)
+fig.add_trace(go.Scatter(x=positions, y=occupied.mean(0) / M, name="units occupied / M"), row=1, col=3)
+fig.add_hline(y=K / M, line_dash="dash", line_color="grey", annotation_text="k/M", row=1, col=3)
+fig.update_xaxes(title_text="fraction of tokens that write", range=[0, 1.02], row=1, col=1)
+fig.update_yaxes(title_text="windows", row=1, col=1)
+fig.update_xaxes(title_text="character", tickmode="array", tickvals=[show_char(vocab.chars[c]) for c in frequent],
+                 tickangle=0, row=1, col=2)
+fig.update_yaxes(title_text="write probability", range=[0, 1.02], row=1, col=2)
+fig.update_xaxes(title_text="position in window", row=1, col=3)
+fig.update_yaxes(title_text="fraction (of tokens, or of the M units)", type="log", row=1, col=3)
+fig.update_layout(title=f"sparsity over {B} validation windows (M={M}, k={K})", height=420, width=1300,
+                  legend=dict(x=1.0, y=0.2))
+save_figure(fig, "02_routing_sparsity")
+fig.show()
+
+# %% [markdown]
+# ## Do units specialise?
+#
+# Every write is labelled with the unit that took it. If units specialised by *content*,
+# knowing the unit would tell us about the character written (or the character before it -
+# the message's key is built from the token and its local window): the mutual information
+# MI(unit; character) would sit clearly above what the same counts give with the unit labels
+# shuffled. With **one pool and the refractory ring**, the unit is a function of the write's
+# ordinal (unit = ordinal mod pool size), so MI(unit; ordinal) equals the unit's entropy by
+# construction and content can only show up through whatever ties content to ordinal (e.g.
+# the first writes of a window). Content routing needs `n_pools > 1` (pools bid by content)
+# or `refractory=False` (each unit bids by content; the ablation).
+#
+# The heatmap shows P(character | unit) for the most written characters; the top row is the
+# distribution over all writes. Rows that look like the top row mean: no specialisation.
+
+# %%
+b_idx, t_idx = np.nonzero(wrote)
+w_unit, w_char = batch["unit"][b_idx, t_idx], tokens[b_idx, t_idx]
+w_prev = np.where(t_idx > 0, tokens[b_idx, np.maximum(t_idx - 1, 0)], -1)
+w_ordinal = (np.cumsum(wrote, axis=1) - 1)[b_idx, t_idx]
+rng = np.random.default_rng(seed)
+features = {
+    "character written": w_char,
+    "previous character": w_prev,
+    "position (bucket of 16)": t_idx // 16,
+    "write ordinal in window": w_ordinal,
+}
+h_unit = float(entropy_bits(np.bincount(w_unit, minlength=M)))
+mi = {name: mutual_information_bits(w_unit, f) for name, f in features.items()}
+mi_null = {name: shuffled_mutual_information_bits(w_unit, f, n_shuffles, rng) for name, f in features.items()}
+print(f"{len(w_unit)} writes; H(unit) = {h_unit:.2f} bits (log2 M = {np.log2(M):.2f})")
+for name in features:
+    h_feature = float(entropy_bits(np.unique(features[name], return_counts=True)[1]))
+    excess = mi[name] - mi_null[name]
+    print(f"MI(unit; {name:>24s}) = {mi[name]:.3f} bits, shuffled {mi_null[name]:.3f}, "
+          f"excess {excess:+.3f} = {excess / max(h_feature, 1e-9):.1%} of H({name}) = {h_feature:.2f}")
+content_excess = (mi["character written"] - mi_null["character written"]) / max(mi["write ordinal in window"], 1e-9)
+print(f"\ncontent vs. ordinal: the excess MI with the character written is {content_excess:.1%} of the MI with the ordinal")
+
+top_chars = np.argsort(-np.bincount(w_char, minlength=len(vocab.chars)))[:30]
+joint = np.zeros((M, len(vocab.chars)))
+np.add.at(joint, (w_unit, w_char), 1.0)
+min_writes = 5 if not smoke else 1
+shown_units = np.nonzero(joint.sum(1) >= min_writes)[0]
+p_char_given_unit = joint[shown_units][:, top_chars] / joint[shown_units].sum(1, keepdims=True)
+overall = joint.sum(0)[top_chars] / joint.sum()
+print(f"{len(shown_units)} of {M} units took at least {min_writes} writes in the batch; "
+      f"{int((joint.sum(1) == 0).sum())} took none")
+fig = make_subplots(rows=1, cols=2, column_widths=[0.68, 0.32], horizontal_spacing=0.14,
+                    subplot_titles=("P(character | unit); top row: all writes", "MI(unit; feature) vs shuffled units"))
+labels = [show_char(vocab.chars[c]) for c in top_chars]
+fig.add_trace(go.Heatmap(z=np.vstack([overall, p_char_given_unit]), x=labels, y=["all"] + [str(m) for m in shown_units],
+                         colorscale="Viridis", colorbar=dict(title="P", x=0.6, xanchor="left", thickness=12),
+                         hovertemplate="unit %{y}, char %{x}: %{z:.2f}<extra></extra>"), row=1, col=1)
+fig.add_trace(go.Bar(x=list(features), y=[mi[n] for n in features], name="MI"), row=1, col=2)
+fig.add_trace(go.Bar(x=list(features), y=[mi_null[n] for n in features], name="shuffled units"), row=1, col=2)
+fig.add_hline(y=h_unit, line_dash="dash", line_color="grey", annotation_text="H(unit)", row=1, col=2)
+fig.update_yaxes(title_text="unit", autorange="reversed", type="category", row=1, col=1)
+fig.update_xaxes(title_text="character written", row=1, col=1)
+fig.update_yaxes(title_text="bits", row=1, col=2)
+fig.update_layout(title=f"what the units hold over {B} validation windows ({len(w_unit)} writes; "
+                        f"units with at least {min_writes} writes)", height=max(450, 9 * len(shown_units) + 170),
+                  width=1250, barmode="group", legend=dict(x=1.0, y=1.0))
+save_figure(fig, "02_routing_units")
+fig.show()
+
+# %% [markdown]
+# ## One text, one unit: the explorer's figures
+#
+# Three views of a single text (a validation snippet by default):
+#
+# * **writes** - top: salience `p_t` per token (red: it wrote). Bottom: units x positions;
+#   the shading is the age of the message each unit holds (hover for the character), the
+#   markers are the writes: which unit absorbed which token.
+# * **reads** - left: the read-back weights, token t (x) over units (y); right: the same
+#   weights mapped to the *source* token each unit held at t - the inverted mixer's
+#   equivalent of an attention map (it has at most k entries per column, all on tokens that
+#   wrote and still held). Red ticks: the message whose ordinal equals the read pointer
+#   (`hook_read_pointer`, the cumulative advance gate). The ordinal part of a read score
+#   depends on pointer - ordinal, so reads that track the ticks (at any fixed offset) follow
+#   the pointer, reads hugging the diagonal follow recency. Ticks are drawn only where a message
+#   with that ordinal exists: when the pointer advances faster than tokens write (compare the
+#   two rates in the sparsity printout), they stop after the first positions.
+# * **unit card** - the chosen unit in this text (its gain waxing and waning, when it fired,
+#   how much each token read from it) and across the validation batch (what it held, in which
+#   contexts, and who read it, each next to the all-unit baseline).
+#
+# Per-unit statistics across the batch, computed once:
+
+# %%
+width = max(mixer.o.conv_width, 1)
+held_contexts = [Counter() for _ in range(M)]
+for b, t in zip(b_idx.tolist(), t_idx.tolist()):
+    window = vocab.decode(tokens[b, max(0, t - width + 1) : t + 1])
+    held_contexts[batch["unit"][b, t]]["".join(show_char(c) for c in window)] += 1
+reader_onehot = np.eye(len(vocab.chars))[tokens]  # (B, T, V)
+reader_mass = np.einsum("btm,btv->mv", read, reader_onehot)  # read mass unit m receives from char v
+writes_per_unit = joint.sum(1)
+
+
+def text_record(text: str) -> dict[str, np.ndarray]:
+    ids = vocab.encode(text)[None]
+    record = {k: v[0] for k, v in run_hooks(ids).items()}
+    record["text"] = text
+    return record
+
+
+def blank(keep: np.ndarray, values: np.ndarray) -> np.ndarray:
+    """``values`` where ``keep``, else None (an empty heatmap cell; widgets cannot send NaN)."""
+    return np.where(keep, values, None)
+
+
+def position_axis(fig, text, row, col):
+    if len(text) <= 100:
+        fig.update_xaxes(tickmode="array", tickvals=list(range(len(text))), ticktext=[show_char(c) for c in text],
+                         tickfont=dict(size=9), tickangle=0, row=row, col=col)
+    fig.update_xaxes(title_text="position t (hover for the character)", row=row, col=col)
+
+
+def unit_range(rec) -> list[float]:
+    """Reversed y-range covering the units this text touched (the rest stay empty)."""
+    used = np.concatenate([np.nonzero((rec["occupant"] >= 0).any(0))[0], np.nonzero((rec["read"] > 0).any(0))[0], [0]])
+    return [min(M - 1, int(used.max()) + 2) + 0.5, -0.5]
+
+
+def fig_writes(rec) -> go.Figure:
+    text, unit, sal, occ = rec["text"], rec["unit"], rec["salience"], rec["occupant"]
+    pos, chars = np.arange(len(text)), np.array([show_char(c) for c in text])
+    w = unit >= 0
+    fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.25, 0.75], vertical_spacing=0.06,
+                        subplot_titles=("salience p_t (red: the token wrote)", "units: age of the held message; x = writes"))
+    fig.add_trace(go.Bar(x=pos, y=sal, marker_color=np.where(w, "#d62728", "#9e9e9e"), customdata=chars, showlegend=False,
+                         hovertemplate="t=%{x} '%{customdata}'<br>p=%{y:.2f}<extra></extra>"), row=1, col=1)
+    fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=1, col=1)
+    age = blank(occ >= 0, pos[:, None] - occ).T  # (M, T)
+    held = np.where(occ >= 0, chars[np.maximum(occ, 0)], "").T
+    fig.add_trace(go.Heatmap(z=age, x=pos, y=np.arange(M), colorscale="Blues", reversescale=True, customdata=held,
+                             colorbar=dict(title="age", len=0.7, y=0.35),
+                             hovertemplate="unit %{y}, t=%{x}: holds '%{customdata}' (age %{z})<extra></extra>"), row=2, col=1)
+    fig.add_trace(go.Scatter(x=pos[w], y=unit[w], mode="markers+text", marker=dict(symbol="x", size=7, color="#d62728"),
+                             text=chars[w], textposition="middle left", textfont=dict(size=9, color="#d62728"),
+                             customdata=chars[w], name="write", showlegend=False,
+                             hovertemplate="t=%{x} '%{customdata}' -> unit %{y}<extra></extra>"), row=2, col=1)
+    fig.update_yaxes(title_text="p_t", range=[0, 1], row=1, col=1)
+    fig.update_yaxes(title_text="unit", range=unit_range(rec), row=2, col=1)
+    position_axis(fig, text, 2, 1)
+    fig.update_layout(title=f"token -> unit writes: {int(w.sum())} of {len(text)} tokens wrote", height=650, width=1100)
+    return fig
+
+
+def fig_reads(rec) -> go.Figure:
+    text, weights, occ = rec["text"], rec["read"], rec["occupant"]
+    n = len(text)
+    pos, chars = np.arange(n), np.array([show_char(c) for c in text])
+    source = np.zeros((n, n))  # [reader t, source s]
+    rows, units = np.nonzero((weights > 0) & (occ >= 0))
+    np.add.at(source, (rows, occ[rows, units]), weights[rows, units])
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1,
+                        subplot_titles=("read-back weights: token t -> unit m", "mapped to the source token s the unit held"))
+    fig.add_trace(go.Heatmap(z=blank(weights.T > 0, weights.T), x=pos, y=np.arange(M), colorscale="Viridis",
+                             zmin=0, zmax=1, colorbar=dict(title="weight", x=1.0),
+                             hovertemplate="token t=%{x} reads unit %{y}: %{z:.2f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Heatmap(z=blank(source.T > 0, source.T), x=pos, y=pos, colorscale="Viridis", zmin=0, zmax=1,
+                             customdata=np.broadcast_to(chars[:, None], (n, n)), showscale=False,
+                             hovertemplate="t=%{x} reads the message of s=%{y} '%{customdata}': %{z:.2f}<extra></extra>"),
+                  row=1, col=2)
+    # The read pointer (cumulative advance gate) is the reference of the ordinal read score: draw
+    # the source position of the message whose ordinal equals it, where that message exists by then.
+    write_pos = np.nonzero(rec["unit"] >= 0)[0]
+    ordinal = np.floor(rec["pointer"]).astype(int)
+    ok = (ordinal >= 0) & (ordinal < len(write_pos))
+    ok[ok] &= write_pos[ordinal[ok]] <= pos[ok]
+    fig.add_trace(go.Scatter(x=pos[ok], y=write_pos[ordinal[ok]], mode="markers", name="message at the read pointer's ordinal",
+                             marker=dict(symbol="line-ew-open", size=7, color="#d62728")), row=1, col=2)
+    fig.update_yaxes(title_text="unit m", range=unit_range(rec), row=1, col=1)
+    fig.update_yaxes(title_text="source position s", autorange="reversed", row=1, col=2)
+    position_axis(fig, text, 1, 1)
+    fig.update_xaxes(title_text="reading position t", row=1, col=2)
+    fig.update_layout(title=f"read-back: each token reads k={K} of M={M} units "
+                            f"({(weights > 0).sum(-1).mean():.2f} on average in this text)", height=520, width=1150,
+                      showlegend=True, legend=dict(x=0.56, y=1.1, orientation="h"))
+    return fig
+
+
+def fig_unit(rec, m: int) -> go.Figure:
+    text, gain, weights, unit = rec["text"], rec["gain"][:, m], rec["read"][:, m], rec["unit"]
+    pos = np.arange(len(text))
+    fires = np.nonzero(unit == m)[0]
+    fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1,
+                        subplot_titles=(f"unit {m} in this text: gain, fires, read weight", "characters it held (validation batch)",
+                                        f"contexts it held (last {width} characters)", "who reads it (share of its read mass)"))
+    fig.add_trace(go.Bar(x=pos, y=weights, name="read weight on the unit", marker_color="#1f77b4",
+                         customdata=[show_char(c) for c in text],
+                         hovertemplate="t=%{x} '%{customdata}' reads %{y:.2f}<extra></extra>"), row=1, col=1)
+    fig.add_trace(go.Scatter(x=pos, y=gain, mode="lines", name="refractory gain", line=dict(color="#2ca02c")), row=1, col=1)
+    fig.add_trace(go.Scatter(x=fires, y=np.full(len(fires), 1.08), mode="markers+text", name="fires (takes a message)",
+                             text=[show_char(text[t]) for t in fires], textposition="top center",
+                             marker=dict(symbol="triangle-down", size=10, color="#d62728")), row=1, col=1)
+    held = joint[m]
+    order = np.argsort(-held)[:12]
+    share = held[order] / max(held.sum(), 1)
+    base = joint.sum(0)[order] / joint.sum()
+    names = [show_char(vocab.chars[c]) for c in order]
+    fig.add_trace(go.Bar(x=names, y=share, name=f"unit {m}", marker_color="#d62728"), row=1, col=2)
+    fig.add_trace(go.Bar(x=names, y=base, name="all units", marker_color="#9e9e9e"), row=1, col=2)
+    top = held_contexts[m].most_common(10)[::-1]
+    fig.add_trace(go.Bar(x=[c for _, c in top], y=[f"«{s}»" for s, _ in top], orientation="h", name="contexts held",
+                         marker_color="#d62728", showlegend=False), row=2, col=1)
+    mass = reader_mass[m]
+    order = np.argsort(-mass)[:12]
+    all_mass = reader_mass.sum(0)
+    fig.add_trace(go.Bar(x=[show_char(vocab.chars[c]) for c in order], y=mass[order] / max(mass.sum(), 1e-12),
+                         name=f"reads of unit {m}", marker_color="#1f77b4"), row=2, col=2)
+    fig.add_trace(go.Bar(x=[show_char(vocab.chars[c]) for c in order], y=all_mass[order] / max(all_mass.sum(), 1e-12),
+                         name="reads of all units", marker_color="#c7c7c7"), row=2, col=2)
+    position_axis(fig, text, 1, 1)
+    fig.update_yaxes(title_text="gain / weight", range=[0, 1.25], row=1, col=1)
+    fig.update_yaxes(title_text="share of its writes", row=1, col=2)
+    fig.update_xaxes(title_text="character", row=1, col=2)
+    fig.update_xaxes(title_text="times held", row=2, col=1)
+    fig.update_yaxes(title_text="share of read mass", row=2, col=2)
+    fig.update_xaxes(title_text="reading character", row=2, col=2)
+    fig.update_layout(title=f"unit {m}: {int(writes_per_unit[m])} of {len(w_unit)} writes in the batch "
+                            f"({writes_per_unit[m] / max(len(w_unit), 1):.1%}; even share 1/M = {1 / M:.1%})",
+                      height=720, width=1200, barmode="group")
+    return fig
+
+
+# Validation snippets: starts of speeches (after a blank line), evenly spread over the split.
+val_text = vocab.decode(task.val_data)
+starts = [i + 2 for i in range(len(val_text) - snippet_len - 2) if val_text[i : i + 2] == "\n\n"]
+starts = starts or list(range(0, len(val_text) - snippet_len, max(1, (len(val_text) - snippet_len) // 12)))
+starts = [starts[i] for i in np.linspace(0, len(starts) - 1, min(12, len(starts))).astype(int)]
+snippets = [val_text[s : s + snippet_len] for s in starts]
+
+default = text_record(snippets[0])
+default_unit = int(default["read"].sum(0).argmax())
+print(f"default selection: snippet 0 ({snippet_len} characters), unit {default_unit} (the unit read most in it)")
+print(repr(snippets[0]))
+for name, figure in (("writes", fig_writes(default)), ("reads", fig_reads(default)), ("unit", fig_unit(default, default_unit))):
+    save_figure(figure, f"02_routing_{name}")
+    figure.show()
+
+# %% [markdown]
+# ## Explorer
+#
+# Pick a validation snippet or type your own text (characters must be in the model's
+# vocabulary; press Enter), and pick a unit. The three figures above redraw for the choice.
+# Without a live kernel (a saved notebook, a headless run) only the initial state shows.
+
+# %%
+def refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
+    with widget.batch_update():
+        widget.data = ()
+        widget.layout = figure.layout
+    widget.add_traces(list(figure.data))
+
+
+state = {"record": default}
+snippet_picker = widgets.Dropdown(options=[(f"{i}: {s[:50]!r}", i) for i, s in enumerate(snippets)], value=0,
+                                  description="snippet", layout=widgets.Layout(width="520px"))
+typed = widgets.Text(value="", placeholder="or type a text here and press Enter", continuous_update=False,
+                     layout=widgets.Layout(width="520px"))
+unit_slider = widgets.IntSlider(value=default_unit, min=0, max=M - 1, description="unit", continuous_update=False,
+                                layout=widgets.Layout(width="520px"))
+status = widgets.HTML()
+writes_widget, reads_widget, unit_widget = (go.FigureWidget(fig_writes(default)), go.FigureWidget(fig_reads(default)),
+                                            go.FigureWidget(fig_unit(default, default_unit)))
+
+
+def show_text(text: str) -> None:
+    state["record"] = text_record(text)
+    refresh(writes_widget, fig_writes(state["record"]))
+    refresh(reads_widget, fig_reads(state["record"]))
+    refresh(unit_widget, fig_unit(state["record"], unit_slider.value))
+    status.value = f"{len(text)} characters, {int((state['record']['unit'] >= 0).sum())} writes"
+
+
+def on_snippet(change) -> None:
+    show_text(snippets[change["new"]])
+
+
+def on_typed(change) -> None:
+    text = change["new"]
+    if not text:
+        return
+    try:
+        vocab.encode(text)
+    except ValueError as exc:
+        status.value = f"<span style='color:#b00'>{exc}</span>"
+        return
+    show_text(text)
+
+
+def on_unit(change) -> None:
+    refresh(unit_widget, fig_unit(state["record"], change["new"]))
+
+
+snippet_picker.observe(on_snippet, names="value")
+typed.observe(on_typed, names="value")
+unit_slider.observe(on_unit, names="value")
+display(widgets.VBox([snippet_picker, typed, unit_slider, status, writes_widget, reads_widget, unit_widget]))
+
+# %% [markdown]
+# ## MQAR: does routing find the pairs?
+#
+# Multi-query associative recall (`workbench/tasks/mqar.py`): `k1 v1 k2 v2 ...` pairs, then
+# each key is queried once among random filler, and the model must answer with its value.
+# Here we know what matters, so routing can be checked against it:
+#
+# * **salience by role** - a good gate writes the pairs (the value token's message carries the
+#   key through the local window, so writing values suffices) and skips the filler;
+# * **read mass at the queries** - the share of a query's read weight landing on the unit that
+#   holds its own pair's value (or key) message, versus other pairs and filler messages.
+#
+# Same model config (protocol v1 with the mixer's defaults), protocol's MQAR 64 x 4 cell.
+
+# %%
+if mqar:
+    mspec = protocol("mqar", "smoke" if smoke else "demo")[0]
+    mspec.task_options["long_config"] = None
+    mspec.train.update(steps=mqar_steps, eval_every=max(1, mqar_steps // 4), warmup_steps=min(100, mqar_steps // 10))
+    mconfig = run_config(mspec, "inverted", {**mixer_options, **mqar_mixer_options}, seed)
+    if smoke:
+        mconfig.model.d_model = 32
+        mconfig.model.mixer_options = {"n_units": 16, **mixer_options, **mqar_mixer_options}
+        mconfig.validate()
+    mtask = build_task(mconfig.task.name, mconfig.task.options)
+    started = time.perf_counter()
+    mresult = train(mconfig, progress=not smoke, task=mtask)
+    mmodel = mresult["model"].eval()
+    print(f"MQAR {mspec.label}: {mresult['steps']} steps in {time.perf_counter() - started:.0f}s, "
+          f"held-out accuracy {mresult['metrics']['accuracy']:.3f}")
+
+    kv, mM = mtask.kv_pairs, mmodel.blocks[layer].mixer.o.n_units
+    if mM >= mtask.seq_len:
+        print(f"note: M={mM} units >= {mtask.seq_len} tokens per sequence, so writing is free (the price never binds) "
+              f"and the gate has no reason to skip filler; set mqar_mixer_options={{'n_units': 8}} to make it choose")
+    minputs, mtargets = mtask.eval_batch.inputs[:256], mtask.eval_batch.targets[:256]
+    with torch.no_grad(), capture(mmodel, [PREFIX + "hook_"]) as cache:
+        correct = (mmodel(minputs.to(device)).argmax(-1).cpu() == mtargets).numpy()
+    mrec = {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+    mx, my = minputs.numpy(), mtargets.numpy()
+    positions = np.arange(mx.shape[1])
+    role = np.full(mx.shape, "filler", dtype=object)
+    role[:, : 2 * kv : 2], role[:, 1 : 2 * kv : 2] = "key", "value"
+    role[my != IGNORE] = "query"
+    roles = ["key", "value", "query", "filler"]
+    role_write = {r: (mrec["unit"] >= 0)[role == r].mean() for r in roles}
+
+    landing = {"own value": [], "own key": [], "other pairs": [], "query/filler": []}
+    value_held = []
+    for b, t in zip(*np.nonzero(my != IGNORE)):
+        key_pos = int(np.nonzero(mx[b, : 2 * kv : 2] == mx[b, t])[0][0]) * 2
+        holder = mrec["occupant"][b, t]  # (M,) source position held by each unit
+        w = mrec["read"][b, t]
+        landing["own value"].append(w[holder == key_pos + 1].sum())
+        landing["own key"].append(w[holder == key_pos].sum())
+        other = (holder >= 0) & (holder < 2 * kv) & (holder != key_pos) & (holder != key_pos + 1)
+        landing["other pairs"].append(w[other].sum())
+        landing["query/filler"].append(w[holder >= 2 * kv].sum())
+        value_held.append((holder == key_pos + 1).any())
+    query_acc = correct[my != IGNORE].mean()
+    print(f"accuracy at the {len(value_held)} queries of this batch: {query_acc:.3f}; "
+          f"the own value's message is still held at {np.mean(value_held):.1%} of them")
+    for r in roles:
+        print(f"  write fraction of {r:>6s} tokens: {role_write[r]:.3f}")
+    for name, values in landing.items():
+        print(f"  mean read mass of a query on messages from {name:>12s}: {np.mean(values):.3f}")
+
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("write fraction by token role", "where a query's read mass lands"))
+    fig.add_trace(go.Bar(x=roles, y=[role_write[r] for r in roles], showlegend=False, marker_color="#d62728"), row=1, col=1)
+    fig.add_trace(go.Bar(x=list(landing), y=[np.mean(v) for v in landing.values()], showlegend=False,
+                         marker_color="#1f77b4"), row=1, col=2)
+    fig.update_yaxes(title_text="fraction of tokens that write", range=[0, 1.02], row=1, col=1)
+    fig.update_yaxes(title_text="mean read weight", range=[0, 1.02], row=1, col=2)
+    fig.update_xaxes(title_text="role", row=1, col=1)
+    fig.update_xaxes(title_text="message read (by the source it came from)", row=1, col=2)
+    fig.update_layout(title=f"MQAR {mspec.label}, inverted (M={mM}): "
+                            f"query accuracy {query_acc:.2f}", height=400, width=1000)
+    save_figure(fig, "02_routing_mqar")
+    fig.show()
+
+    mfirst = {k: v[0] for k, v in mrec.items()}
+    mfirst["text"] = "".join("KVQ."[roles.index(r)] for r in role[0])
+    fig = fig_writes(mfirst)
+    fig.update_layout(title="MQAR example 0: writes (tokens labelled K key, V value, Q query, . filler)")
+    save_figure(fig, "02_routing_mqar_writes")
+    fig.show()
+
+# %% [markdown]
+# ## What to take from this
+#
+# * The sparsity printout tells you how selective the gate became under the write price: if
+#   writes per window stay below M, no message is ever evicted and the price is zero - the
+#   gate then closes only where writing does not help the loss - and the units that stay empty
+#   are capacity this model does not use at this context length.
+# * If the heatmap rows look like the top row and MI(unit; character) is close to its shuffle
+#   baseline, **the units do not specialise by content** in this model; the ordinal MI shows
+#   what they do encode (with one pool: exactly the write order). That is by design of the
+#   refractory ring, not a failure to learn - try `mixer_options={"n_pools": 4}` or
+#   `{"refractory": False}` to give content a say, and compare the numbers.
+# * The read maps show whether tokens read recent messages (a band near the diagonal of the
+#   source map) or specific older ones (isolated bright cells); on MQAR the read-mass split
+#   says directly whether queries find their own pair.
