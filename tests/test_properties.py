@@ -14,7 +14,7 @@ from workbench.tasks.mqar import make_mqar_examples
 
 KEYS = ["model.d_model", "model.n_layers", "model.mixer", "model.mixer_options.n_units", "model.mixer_options.read_topk",
         "train.lr", "train.steps", "train.batch_size", "task.name", "nonsense.key", "model", "train.lr.x", ""]
-VALUES = st.one_of(st.integers(-5, 300), st.floats(allow_nan=True), st.text(max_size=6), st.booleans(), st.none(),
+VALUES = st.one_of(st.integers(-5, 300), st.floats(allow_nan=True, allow_subnormal=False), st.text(max_size=6), st.booleans(), st.none(),
                    st.lists(st.integers(), max_size=2))
 
 

@@ -173,8 +173,16 @@ def train(
     """
     config.validate()
     # Denormal floats (tiny gradients, Adam moments of zero-initialised layers) are ~10x
-    # slower on CPUs; flushing them to zero changes nothing measurable in training.
+    # slower on CPUs; flushing them to zero changes nothing measurable in training. It is
+    # process-wide processor state, so it is switched back off when training returns.
     torch.set_flush_denormal(True)
+    try:
+        return _train(config, out_dir, resume, progress, device, task, extra)
+    finally:
+        torch.set_flush_denormal(False)
+
+
+def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, Any]:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
