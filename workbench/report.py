@@ -55,6 +55,12 @@ def compare_table(summary: dict[str, Any]) -> str:
 
 
 def render_blocks(results: Path) -> dict[str, str]:
+    """Re-aggregate every budget's run files, then render one table per budget."""
+    from workbench.compare import aggregate
+
+    for budget_dir in sorted((results / "runs").glob("*")):
+        if budget_dir.is_dir() and budget_dir.name in ("smoke", "demo", "full"):
+            aggregate(results, budget_dir.name)
     blocks = {}
     for path in sorted(results.glob("compare-*.json")):
         summary = json.loads(path.read_text())
