@@ -191,7 +191,7 @@ def test_reinforce_improves_reward_on_a_small_seeded_run():
 
 def test_query_signatures_collapse_repeated_operators():
     entities = {"a", "b"}
-    assert parse_query(["a", ">", ">", ">"], entities.__contains__) == (("E", ">"), ["a"], [">", ">", ">"])
+    assert parse_query([">", ">", ">", "a"], entities.__contains__) == ((">", "E"), ["a"], [">", ">", ">"])
     assert parse_query(["first", "a", "b"], entities.__contains__)[0] == ("first", "E", "E")
 
 
@@ -246,7 +246,7 @@ def test_hops_and_temporal_answers_are_correct():
         for e in hops.episodes(5, 0, s):
             store = Store.from_tokens(e.context)
             for i in range(len(e)):
-                start, *ops = e.query(i)
+                *ops, start = e.query(i)
                 node = start
                 for _ in ops:
                     (node,) = store.lookup("binds", node)

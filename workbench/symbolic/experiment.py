@@ -120,22 +120,29 @@ def run_task(name: str, budget: str, seeds: int, device: str | None = None, prog
                 print(f"[system2/{budget}] {name} seed {seed}: {label} trained in {record['seconds'][label]:.0f}s", flush=True)
 
         # System 2: rules, then the program policy, both by reinforcement
-        t0 = time.perf_counter()
-        s2 = System2(seed=seed)
-        if name == "concepts":
-            s2.grounding, record["concepts"] = _grounding(models["inverted"], task, control_episodes, seed)
-        s2.learn_rules(train_items)
-        rewards = s2.train(train_items, epochs=cfg["epochs"])
-        slow = {s: [s2.answer(i.context, i.query) for i in answered(evals[s])] for s in slices}
-        slow_control = [s2.answer(i.context, i.query) for i in control_items]
-        record["seconds"]["system2"] = time.perf_counter() - t0
-        record["system2"] = {"slow": slow, "slow_control": slow_control, "rewards": rewards, "s2": s2}
+        record["system2"] = fit_system2(train_items, evals, control_items, seed, epochs=cfg["epochs"])
+        record["seconds"]["system2"] = record["system2"]["seconds"]
+        if name == "concepts":  # again, with System 1's grounded concepts (inverted model's codebook)
+            grounding, record["concepts"] = _grounding(models["inverted"], task, control_episodes, seed)
+            record["system2_grounded"] = fit_system2(train_items, evals, control_items, seed, grounding, cfg["epochs"])
         record["items"] = {s: answered(evals[s]) for s in slices}
         record["control_items"] = control_items
         per_seed.append(record)
         if progress:
             print(f"[system2/{budget}] {name} seed {seed}: System 2 in {record['seconds']['system2']:.0f}s", flush=True)
     return summarize(task, slices, per_seed)
+
+
+def fit_system2(train_items, evals, control_items, seed: int, grounding: dict | None = None,
+                epochs: int | None = None) -> dict:
+    t0 = time.perf_counter()
+    s2 = System2(seed=seed, grounding=grounding or {})
+    s2.learn_rules(train_items)
+    rewards = s2.train(train_items, epochs=epochs or 2)
+    slow = {s: [s2.answer(i.context, i.query) for i in answered(episodes)] for s, episodes in evals.items()}
+    slow_control = [s2.answer(i.context, i.query) for i in control_items]
+    return {"slow": slow, "slow_control": slow_control, "rewards": rewards, "s2": s2,
+            "seconds": time.perf_counter() - t0}
 
 
 def _choices(items, fast, slow) -> list[Choice]:
@@ -153,9 +160,12 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
     curves: dict[str, list] = {}
     for record in per_seed:
         items, slow = record["items"], record["system2"]["slow"]
-        for s in slices:
-            put("system2", "accuracy", s, float(np.mean([r.answer == i.answer for r, i in zip(slow[s], items[s])])))
-            put("system2", "steps", s, float(np.mean([r.steps for r in slow[s]])))
+        for key, system in (("system2", "system2"), ("system2_grounded", "system2+S1-concepts")):
+            if key in record:
+                for s in slices:
+                    answers = record[key]["slow"][s]
+                    put(system, "accuracy", s, float(np.mean([r.answer == i.answer for r, i in zip(answers, items[s])])))
+                    put(system, "steps", s, float(np.mean([r.steps for r in answers])))
         for label, s1 in record["system1"].items():
             control = _choices(record["control_items"], s1["control"], record["system2"]["slow_control"])
             controller = Controller(COST, seed=0).fit(control)
@@ -172,22 +182,19 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
     table = []
     for system, metrics in rows.items():
         table.append({"system": system, **{k: {s: _stats(v) for s, v in by_slice.items()} for k, by_slice in metrics.items()}})
-    order = list(SYSTEM1) + ["system2"] + [f"{label}+system2" for label in SYSTEM1]
+    order = list(SYSTEM1) + ["system2", "system2+S1-concepts"] + [f"{label}+system2" for label in SYSTEM1]
     table.sort(key=lambda r: order.index(r["system"]))
 
     last = per_seed[-1]
     s2: System2 = last["system2"]["s2"]
-    grounded = {"alike"}  # rules through System 1's concepts: no counterpart in the generator's truth
-    kept = [h for h in s2.rules.kept() if h.kind != "fact"]
-    learned = [h for h in kept if not grounded & {r.lstrip("~") for r in h.args}]
+    learned = [h for h in s2.rules.kept() if h.kind != "fact"]
     out: dict[str, Any] = {
         "slices": slices,
         "train_slices": list(task.train_slices),
         "rows": table,
         "tradeoff": {label: [{k: statistics.fmean(p[i][k] for p in runs) for k in runs[0][i]} for i in range(len(COSTS))]
                      for label, runs in curves.items()},
-        "rules": {"text": s2.rules.describe(limit_facts=30), "compare": compare_rules(learned, task.true_rules()),
-                  "through_system1": sorted(str(h) for h in kept if h not in learned)},
+        "rules": {"text": s2.rules.describe(limit_facts=30), "compare": compare_rules(learned, task.true_rules())},
         "policy": s2.policy.describe(),
         "system2_reward": {"first_200": float(np.mean(last["system2"]["rewards"][:200])),
                            "last_200": float(np.mean(last["system2"]["rewards"][-200:]))},
@@ -200,8 +207,11 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
         out["facts"] = compare_rules(facts, task.true_facts())
         out["facts"]["extra"] = out["facts"]["extra"][:20]
         out["facts"]["missing"] = out["facts"]["missing"][:20]
-    if "concepts" in last:
-        out["concepts"] = last["concepts"]
+    if "system2_grounded" in last:
+        grounded_s2: System2 = last["system2_grounded"]["s2"]
+        out["concepts"] = {**last["concepts"], "rules_with_grounding": grounded_s2.rules.describe(limit_facts=10),
+                           "rules_through_system1": sorted(str(h) for h in grounded_s2.rules.kept()
+                                                           if "alike" in {r.lstrip("~") for r in h.args})}
     return out
 
 
@@ -279,3 +289,31 @@ def format_table(summary: dict):
             table.add_row(row["system"], *cells)
         tables.append(table)
     return tables
+
+
+def main(argv: list[str] | None = None) -> None:
+    """``python -m workbench.symbolic.experiment --budget demo`` (until the CLI wires it in)."""
+    import argparse
+
+    from rich.console import Console
+
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--budget", choices=sorted(BUDGETS), default="smoke")
+    parser.add_argument("--seeds", type=int, default=1)
+    parser.add_argument("--results", type=Path, default=Path("results"))
+    parser.add_argument("--tasks", default=",".join(SYMBOLIC_TASKS))
+    args = parser.parse_args(argv)
+    summary = run_system2(args.budget, args.seeds, args.results, tasks=tuple(t for t in args.tasks.split(",") if t))
+    console = Console(width=200)
+    for table in format_table(summary):
+        console.print(table)
+    for name, result in summary["tasks"].items():
+        scores = result["rules"]["compare"]
+        console.print(f"{name}: rules precision {scores['precision']:.2f} recall {scores['recall']:.2f} "
+                      f"({scores['correct']}/{scores['true']} true rules, {scores['learned']} kept)")
+    console.print(json.dumps(summary["targets"]))
+    print(f"wrote {args.results / f'system2-{args.budget}.json'}")
+
+
+if __name__ == "__main__":
+    main()

@@ -38,7 +38,8 @@ def softmax(logits: Sequence[float]) -> np.ndarray:
 
 def parse_query(query: Sequence[str], is_entity) -> tuple[tuple[str, ...], list[str], list[str]]:
     """(signature, entity arguments, operator words). Entities become ``E`` in the signature and
-    repeats of an operator collapse, so ``a > >`` and ``a > > > >`` share the signature ``(E, >)``."""
+    repeats of an operator collapse, so ``> > a`` and ``> > > > a`` share the signature ``(>, E)``:
+    what is learned on two hops applies to six."""
     signature: list[str] = []
     args, ops = [], []
     for token in query:
@@ -54,6 +55,8 @@ def parse_query(query: Sequence[str], is_entity) -> tuple[tuple[str, ...], list[
 
 @dataclass
 class ProgramPolicy:
+    """Softmax policies: template | query signature, and relation | operator word (or signature)."""
+
     lr: float = 0.5
     name_prior: float = 2.0
     template_logits: dict[tuple, dict[str, float]] = field(default_factory=lambda: defaultdict(dict))
@@ -135,7 +138,7 @@ class RuleLearner:
     """
 
     rules: RuleBase = field(default_factory=RuleBase)
-    price: float = 0.9  # the precision a rule must beat to be worth keeping
+    price: float = 0.95  # the precision a rule must beat to be worth keeping
     lr: float = 1.0
     lr_task: float = 0.3
     seed: int = 0

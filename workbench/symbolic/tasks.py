@@ -5,7 +5,8 @@ context clauses ended by ``.``, then queries ``? q1 .. qn answer``. The lm head 
 answer token only (the label); every other position carries no loss.
 
 * ``hops`` - multi-hop recall. Chains a -> b -> c ... stated as shuffled ``k v`` pairs; the
-  query ``? a > > >`` asks for the third successor. Train 1-2 hops, test 3-6.
+  query ``? > > > a`` asks for a's third successor (the key comes last, so one hop is plain
+  associative recall, predicted at the key). Train 1-2 hops, test 3-6.
 * ``kinship`` - CLUTRR-style (Sinha et al., 2019). A random family tree, a chain of kinship
   facts through it (some stated backwards with the inverse relation, some restated, plus
   distractor relatives); ``? x z`` asks the relation of z to x. Train chains 2-3, test 4-10.
@@ -206,7 +207,7 @@ class HopsTask(SymbolicTask):
             hops = int(slice_name[4:]) if slice_name else int(rng.integers(1, self.train_hops + 1))
             chain = chains[rng.integers(self.n_chains)]
             start = int(rng.integers(0, self.chain_len - hops + 1))
-            queries.append(([chain[start]] + [">"] * hops, chain[start + hops], {"slice": f"hops{hops}", "hops": hops}))
+            queries.append(([">"] * hops + [chain[start]], chain[start + hops], {"slice": f"hops{hops}", "hops": hops}))
         return make_episode(clauses, queries)
 
 
