@@ -329,9 +329,8 @@ def _wired() -> bool:
 
 @needs_triton
 def test_wired_mixer_backends_agree_interpreted(interpreted):
-    """Once ``InvertedMixer.kernels`` selects the backend, all three give the same mixer, values and gradients."""
-    if not _wired():
-        pytest.skip("the dispatcher is not wired into InvertedMixer yet (no `kernels` attribute)")
+    """``InvertedMixer.kernels`` selects the backend; all three give the same mixer, values and gradients."""
+    assert _wired(), "the dispatcher must be wired into InvertedMixer (a `kernels` attribute)"
     from workbench.hooks import capture
 
     torch.manual_seed(0)
