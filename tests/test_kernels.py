@@ -30,6 +30,7 @@ from workbench.kernels.reference import (
     chunk_candidates,
     chunk_read_naive,
     chunk_read_torch,
+    ema_chunked,
     ema_naive,
 )
 from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
@@ -123,6 +124,28 @@ def check_ema(fn, x, decay, tol):
 def test_ema_scan_matches_naive(t):
     x, decay = ema_inputs(2, t, 5, torch.float64)
     check_ema(ema_scan, x, decay, 1e-12)
+
+
+@pytest.mark.parametrize("t", [1, 5, 8, 9, 40, 130])
+@pytest.mark.parametrize("channels", [5, 12], ids=["distinct-decays", "per-channel"])
+def test_ema_chunked_matches_naive(t, channels):
+    """Chunk 8: T below, at and across chunk boundaries; <= 8 distinct decays use the grouped path."""
+    x, decay = ema_inputs(2, t, channels, torch.float64)
+    check_ema(lambda x, a: ema_chunked(x, a, chunk_size=8), x, decay, 1e-12)
+
+
+@pytest.mark.parametrize("groups", ["contiguous", "interleaved"])
+def test_ema_chunked_grouped_timescales_match_naive(groups):
+    """The mixer's layout: a few timescales shared by groups of channels (contiguous or not)."""
+    x, _ = ema_inputs(2, 70, 9, torch.float64)
+    scales = torch.tensor([0.9, 0.99, 0.999], dtype=torch.float64)
+    index = torch.arange(9) // 3 if groups == "contiguous" else torch.arange(9) % 3
+    decay = scales[index]  # a fixed buffer, as in the mixer: the grouped path
+    y = ema_chunked(x, decay, chunk_size=16)
+    gy = torch.randn_like(y)
+    y_ref = ema_naive(x, decay)
+    assert_close(y, y_ref, 1e-12, "y")
+    assert_close(torch.autograd.grad(y, x, gy)[0], torch.autograd.grad(y_ref, x, gy)[0], 1e-11, "dx")
 
 
 EMA_SHAPES = [(2, 1, 3), (2, 19, 5), (1, 33, 130)]  # T odd / 1; D = 130 spans two channel blocks, masked
@@ -267,10 +290,14 @@ def mixer_read_inputs(b, t, m, e, dv, dtype, device="cpu", seed=0):
 
 
 def mixer_read(mixer, query, key, value, occupant, unit):
-    """``InvertedMixer._mix_chunked`` with the read-weights hook on (so it also returns the weights)."""
+    """``InvertedMixer._mix_chunked`` with the read-weights hook on (so it also returns the weights).
+
+    The mixer builds its candidate tables from ``unit`` alone (``chunk_tables``); the factored
+    read below derives them from the occupant table instead, so comparing the two checks both.
+    """
     handle = mixer.hook_read_weights.register_forward_hook(lambda *_: None)
     try:
-        return mixer._mix_chunked(query, key, value, occupant, unit)
+        return mixer._mix_chunked(query, key, value, unit)
     finally:
         handle.remove()
 
@@ -357,13 +384,13 @@ def test_wired_mixer_backends_agree_interpreted(interpreted):
 def test_dispatch_cpu_defaults_and_overrides(monkeypatch):
     monkeypatch.delenv(dispatch.ENV_VAR, raising=False)
     cpu = torch.device("cpu")
-    assert dispatch.get_impl("ema", cpu) is ema_scan
+    assert dispatch.get_impl("ema", cpu) is ema_chunked
     assert dispatch.get_impl("chunk_read", "cpu") is chunk_read_torch
     assert dispatch.get_impl("ema", cpu, "naive") is ema_naive
     assert dispatch.get_impl("chunk_read", cpu, "naive") is chunk_read_naive
     monkeypatch.setenv(dispatch.ENV_VAR, "naive")
     assert dispatch.get_impl("ema", cpu) is ema_naive
-    assert dispatch.get_impl("ema", cpu, "torch") is ema_scan  # the argument wins over the environment
+    assert dispatch.get_impl("ema", cpu, "torch") is ema_chunked  # the argument wins over the environment
     monkeypatch.setenv(dispatch.ENV_VAR, "fast")
     with pytest.raises(ValueError, match="WORKBENCH_KERNELS"):
         dispatch.get_impl("ema", cpu)

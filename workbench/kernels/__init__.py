@@ -11,7 +11,7 @@ Importing this package does not import triton; the kernel modules load on first 
 """
 
 from workbench.kernels.dispatch import CHOICES, ENV_VAR, OPS, get_impl, resolve, triton_available
-from workbench.kernels.reference import chunk_read_naive, chunk_read_torch, ema_naive
+from workbench.kernels.reference import chunk_read_naive, chunk_read_torch, chunk_tables, ema_chunked, ema_naive
 
 __all__ = [
     "CHOICES",
@@ -19,6 +19,8 @@ __all__ = [
     "OPS",
     "chunk_read_naive",
     "chunk_read_torch",
+    "chunk_tables",
+    "ema_chunked",
     "ema_naive",
     "get_impl",
     "resolve",

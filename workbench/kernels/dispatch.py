@@ -5,7 +5,7 @@ Backends per op (every callable has the op's contract, see ``reference.py``):
 ============  ===========================  ==================================  =========================
 op            naive (tests, clarity)       torch (CPU fast path)               triton (CUDA)
 ============  ===========================  ==================================  =========================
-ema           ``reference.ema_naive``      ``inverted.ema_scan`` (log-depth)   ``ema.ema_triton``
+ema           ``reference.ema_naive``      ``reference.ema_chunked``           ``ema.ema_triton``
 chunk_read    ``reference.chunk_read_naive``  ``reference.chunk_read_torch``   ``chunk_read.chunk_read_triton``
 ============  ===========================  ==================================  =========================
 
@@ -72,9 +72,9 @@ def _ema(backend: str) -> Callable:
 
         return ema_naive
     if backend == "torch":
-        from workbench.mixers.inverted import ema_scan
+        from workbench.kernels.reference import ema_chunked
 
-        return ema_scan
+        return ema_chunked
     from workbench.kernels.ema import ema_triton
 
     return ema_triton

@@ -4,7 +4,10 @@ Two ops, each with a plain reference (``*_naive``: loops, for clarity and tests)
 PyTorch form the inverted mixer runs today (the CPU fast path):
 
 * ``ema``: ``y_t = a * y_{t-1} + (1 - a) * x_t`` per channel, ``y_{-1} = 0``.
-  Naive: :func:`ema_naive`. Fast CPU path: ``workbench.mixers.inverted.ema_scan`` (log-depth scan).
+  Naive: :func:`ema_naive`. Fast CPU path: :func:`ema_chunked` (a C x C decay matrix per
+  chunk as a dense matmul, then a log-depth scan over the T / C chunk carries). The
+  log-depth scan over all T positions, ``workbench.mixers.inverted.ema_scan``, is kept as a
+  third form for the tests (it moves O(T d log T) bytes, which is what made it slow).
 * ``chunk_read``: the top-k read of ``InvertedMixer._mix_chunked`` from the scores on.
   Naive: :func:`chunk_read_naive`. Fast CPU path: :func:`chunk_read_torch`.
 
@@ -29,6 +32,7 @@ all-invalid row reads exactly zero); ``lse`` is the logsumexp of the kept (maske
 from __future__ import annotations
 
 import torch
+import torch.nn.functional as F
 
 MASK_VALUE = -1e9  # what InvertedMixer._read writes into invalid scores
 
@@ -44,6 +48,99 @@ def ema_naive(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
         y = decay * y + (1 - decay) * x[:, t]
         out.append(y)
     return torch.stack(out, dim=1) if out else x.clone()
+
+
+def _carry_scan(last: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """h_j = factor * h_{j-1} + last_j along dim 1 (h_{-1} = 0), by a log-depth (Hillis-Steele) scan."""
+    h, power, shift = last, factor, 1
+    while shift < last.shape[1]:
+        h = torch.cat([h[:, :shift], h[:, shift:] + power * h[:, :-shift]], dim=1)
+        power, shift = power * power, shift * 2
+    return h
+
+
+def ema_chunked(x: torch.Tensor, decay: torch.Tensor, chunk_size: int = 64) -> torch.Tensor:
+    """The EMA of :func:`ema_naive`, chunked: dense matmuls inside chunks, a short scan across them.
+
+    Inside chunk j (zero initial state) ``y = L_a @ x`` with ``L_a[i, s] = (1 - a) a^(i - s)``
+    for s <= i: a (C, C) matmul per distinct decay value (the mixer has one per timescale), or one
+    matrix per channel when there are more than ``_MAX_GROUPS`` values or ``decay`` needs a gradient. The state entering chunk
+    j is a scan over the n = T / C chunk ends with factor a^C (log2(n) sweeps over n * d numbers),
+    added as ``a^(i + 1) * h_{j-1}``. Cost O(T * C * d) in matmuls; no loop over positions.
+    """
+    b, t, d = x.shape
+    if t == 0:
+        return x.clone()
+    c = min(chunk_size, t)
+    pad = (-t) % c
+    n = (t + pad) // c
+    xc = F.pad(x, (0, 0, 0, pad)).view(b, n, c, d)
+    decay = decay.to(x.dtype)
+    lag = torch.arange(c, device=x.device)
+    lag = lag[:, None] - lag[None, :]  # (C, C): i - s
+    causal = lag >= 0
+    values, group = torch.unique(decay.detach(), return_inverse=True)
+    # Grouping shares one matrix between channels, so a trainable decay (a gradient per channel)
+    # takes the per-channel path; the mixer's decays are fixed buffers.
+    if len(values) <= _MAX_GROUPS and not decay.requires_grad:
+        y = torch.empty_like(xc)
+        for g in range(len(values)):  # a fixed number of groups, not a loop over time
+            channels = (group == g).nonzero()[:, 0]
+            lo, hi = int(channels[0]), int(channels[-1]) + 1
+            index = slice(lo, hi) if hi - lo == len(channels) else channels
+            a = values[g]
+            mat = torch.where(causal, (1 - a) * a ** lag.clamp_min(0).to(x.dtype), 0.0)
+            y[..., index] = mat @ xc[..., index]
+    else:
+        mat = torch.where(causal, (1 - decay[:, None, None]) * decay[:, None, None] ** lag.clamp_min(0), 0.0)
+        y = torch.einsum("dis,bnsd->bnid", mat, xc)
+    if n > 1:
+        carried = _carry_scan(y[:, :, -1], decay**c)  # (B, n, d): the state at each chunk end
+        entering = torch.cat([torch.zeros_like(carried[:, :1]), carried[:, :-1]], dim=1)
+        powers = decay ** torch.arange(1, c + 1, device=x.device, dtype=x.dtype)[:, None]  # (C, d)
+        y = y + powers * entering[:, :, None, :]
+    return y.reshape(b, n * c, d)[:, :t]
+
+
+_MAX_GROUPS = 8
+
+
+def chunk_tables(unit: torch.Tensor, n_units: int, chunk_size: int):
+    """Which of the M + C candidates each token may read, from the write table alone.
+
+    ``unit`` (B, T): the unit each token wrote to, -1 if none. With C = min(chunk_size, T) and
+    n = ceil(T / C) chunks, returns ``(start (B, n, M), valid (B, n, C, M + C))``:
+
+    * ``start[j, m]``: the last position before chunk j that wrote unit m (-1: empty);
+    * ``valid[j, i, m]``: unit m still holds ``start[j, m]`` at row i (not rewritten inside the
+      chunk up to i, and not empty);
+    * ``valid[j, i, M + s]``: token s of the chunk wrote, s <= i, and its unit is not rewritten
+      in (s, i].
+
+    The same tables as the occupant table ``cummax`` of the naive form gives (see
+    :func:`chunk_candidates`), but built with O(T * (M + C)) booleans and O(T) scatters
+    instead of an O(T * M) integer scan.
+    """
+    b, t = unit.shape
+    m, c = n_units, min(chunk_size, t)
+    pad = (-t) % c
+    n = (t + pad) // c
+    unit = F.pad(unit, (0, pad), value=-1).view(b, n, c)
+    slot = torch.where(unit >= 0, unit, m)  # no write -> a spare slot M, dropped below
+    row = torch.arange(c, device=unit.device)
+    position = (torch.arange(n, device=unit.device)[:, None] * c + row).expand(b, n, c)
+    last = torch.full((b, n, m + 1), -1, dtype=torch.long, device=unit.device)
+    last = last.scatter_reduce(-1, slot, position, "amax")[..., :m]
+    ended = last.cummax(dim=1).values  # occupant of each unit at each chunk end
+    start = torch.cat([torch.full_like(ended[:, :1], -1), ended[:, :-1]], dim=1)
+    first = torch.full((b, n, m + 1), c, dtype=torch.long, device=unit.device)
+    first = first.scatter_reduce(-1, slot, row.expand(b, n, c), "amin")[..., :m]  # first rewrite in chunk
+    state_ok = (row[:, None] < first[:, :, None, :]) & (start[:, :, None, :] >= 0)  # (B, n, C, M)
+    wrote = unit >= 0
+    same = (unit[..., :, None] == unit[..., None, :]) & (row[None, :] > row[:, None])  # s' > s, same unit
+    following = torch.where(same, row, c).amin(-1)  # (B, n, C): next rewrite of s's unit in the chunk
+    chunk_ok = (row[:, None] >= row[None, :]) & (row[:, None] < following[:, :, None, :]) & wrote[:, :, None, :]
+    return start, torch.cat([state_ok, chunk_ok], dim=-1)
 
 
 def _scores(q, state_key, chunk_key):

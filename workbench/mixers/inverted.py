@@ -46,6 +46,7 @@ from torch import nn
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
 from workbench.kernels.dispatch import get_impl
+from workbench.kernels.reference import chunk_tables
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
@@ -280,11 +281,13 @@ class InvertedMixer(Mixer):
         unit = torch.where(written, unit, torch.full_like(unit, -1))
         self.hook_unit(unit)
 
-        # Occupant table: for every (t, m), the last position s <= t written to unit m.
-        positions = torch.arange(t, device=x.device)
-        posted = torch.where(unit[..., None] == torch.arange(m, device=x.device), positions[:, None], -1)
-        occupant = self.hook_occupant(posted.cummax(dim=1).values)  # (B, T, M) integers
-
+        # Occupant table: for every (t, m), the last position s <= t written to unit m. An
+        # O(T * M) integer scan: the naive form and the hooks need it, the chunked form does not.
+        occupant = None
+        if self.impl == "naive" or _hooked(self.hook_occupant) or _hooked(self.hook_gain):
+            positions = torch.arange(t, device=x.device)
+            posted = torch.where(unit[..., None] == torch.arange(m, device=x.device), positions[:, None], -1)
+            occupant = self.hook_occupant(posted.cummax(dim=1).values)  # (B, T, M) integers
         if _hooked(self.hook_gain):
             self.hook_gain(self._gain(occupant, pool_counts))
         scale = write * route_scale
@@ -294,7 +297,7 @@ class InvertedMixer(Mixer):
         if self.impl == "naive":
             read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
-            read, dense, lse = self._mix_chunked(query, key, value, occupant, unit)
+            read, dense, lse = self._mix_chunked(query, key, value, unit)
         if dense is not None:
             self.hook_read_weights(dense)
         if o.write_surrogate and self.training and torch.is_grad_enabled():
@@ -339,37 +342,32 @@ class InvertedMixer(Mixer):
         read = torch.einsum("btk,btkd->btd", weights, value[batch, held.gather(-1, top)])
         return read, torch.zeros_like(scores).scatter(-1, top, weights), lse
 
-    def _mix_chunked(self, query, key, value, occupant, unit):
+    def _mix_chunked(self, query, key, value, unit):
         """Chunked parallel read: same result, dense matmuls, gathers only at chunk starts.
 
         Within chunk j the candidates of token t are (a) the M units as they stood at the
         chunk start, valid while not overwritten inside the chunk up to t, and (b) tokens
         s <= t of the chunk that still occupy their unit at t. Exactly the M occupants.
-        All chunks are processed at once (batched), so there is no loop over time.
+        All chunks are processed at once (batched), so there is no loop over time; which
+        candidate is valid comes from the write table alone (``chunk_tables``).
         """
         b, t, e = query.shape
         m, c = self.o.n_units, min(self.o.chunk_size, t)
+        start, valid = chunk_tables(unit, m, self.o.chunk_size)
         pad = (-t) % c
         if pad:
             query, key, value = (F.pad(z, (0, 0, 0, pad)) for z in (query, key, value))
-            occupant = torch.cat([occupant, occupant[:, -1:].expand(b, pad, m)], dim=1)
             unit = F.pad(unit, (0, pad), value=-1)
         n = (t + pad) // c
-        occ = occupant.view(b, n, c, m)
-        start = torch.cat([torch.full_like(occ[:, :1, 0], -1), occ[:, :-1, -1]], dim=1)  # (B, n, M)
         batch = torch.arange(b, device=query.device)[:, None, None]
         state_key, state_value = key[batch, start.clamp_min(0)], value[batch, start.clamp_min(0)]
-        state_ok = (occ == start[:, :, None, :]) & (start[:, :, None, :] >= 0)  # (B, n, C, M)
-        positions = torch.arange(t + pad, device=query.device).view(1, n, 1, c)
         chunk_unit = unit.view(b, n, 1, c)
-        holder = occ.gather(-1, chunk_unit.clamp_min(0).expand(b, n, c, c))  # occupant of s's unit at t
-        chunk_ok = (holder == positions) & (chunk_unit >= 0)  # (B, n, C, C)
 
         hooked = _hooked(self.hook_read_weights)
         chunk_read = get_impl("chunk_read", query.device, self.kernels)
         read, lse, weights = chunk_read(
             query.view(b, n, c, e), state_key, key.view(b, n, c, e), state_value, value.view(b, n, c, -1),
-            torch.cat([state_ok, chunk_ok], dim=-1), self.o.read_topk, need_weights=hooked,
+            valid, self.o.read_topk, need_weights=hooked,
         )  # fmt: skip
         read = read.reshape(b, n * c, -1)[:, :t]
         dense = None
