@@ -571,6 +571,10 @@ fig.show()
 # $$c_t = \lambda \odot c_{t-1} + (1-\lambda) \odot x_t, \qquad f_t = [h_t;\ c_t].$$
 # `ema_scan` computes all $t$ at once by doubling: after sweep $j$ each $y_t$ holds the sum of the last
 # $2^j$ terms $\lambda^i (1-\lambda) x_{t-i}$, so $\lceil \log_2 T\rceil$ vectorised sweeps suffice.
+# The CPU path the mixer runs, `workbench.kernels.reference.ema_chunked`, computes the same numbers
+# with less memory traffic: inside each chunk of $C$ tokens a matmul with
+# $L_{is} = (1-\lambda)\lambda^{i-s}$ ($s \le i$), then the same doubling over the $T/C$ chunk ends
+# with factor $\lambda^C$, added back as $\lambda^{i+1} c_{\text{chunk start}}$.
 # The gates see $f_t$, so "how long since something happened" is available to them.
 #
 # **4.3 Salience and straight-through.** With $(w_s, b_s)$ and $(w_a, b_a)$ the two rows of
@@ -735,8 +739,8 @@ assert not unresolved and len(methods) >= 10
 # | piece | time | memory | function |
 # |---|---|---|---|
 # | projections, conv, gates | $O(T d^2)$ | $O(T d)$ | `InvertedMixer.forward` |
-# | EMA | $O(T d \log T)$ work, $\log T$ depth | $O(T d)$ | `ema_scan` |
-# | ring, occupant table | $O(T M)$ (cumsum, cummax) | $O(T M)$ integers | `InvertedMixer.forward` |
+# | EMA | $O(T C d)$ matmul + $O(\frac{T}{C} d \log \frac{T}{C})$ scan | $O(T d)$ | `workbench.kernels.reference.ema_chunked` (`ema_scan`: $O(T d \log T)$) |
+# | ring, candidate tables | $O(T (M + C))$ (cumsum, scatter, compares) | $O(T (M + C))$ booleans | `chunk_tables` |
 # | chunk-start states | $O(\frac{T}{C} M (e + d))$ gathers | $O(\frac{T}{C} M (e + d))$ | `InvertedMixer._mix_chunked` |
 # | scores and mix | $O(T (M + C)(e + d))$ | $O(T (M + C))$ | `InvertedMixer._mix_chunked`, `InvertedMixer._read` |
 #
@@ -862,7 +866,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   // 1. Локальный канал и контекст (InvertedMixer.conv, ema_scan, _features)
 #   local ← КАУЗАЛЬНАЯ_СВЁРТКА(x, ширина w)        // личный канал токена: порядок и предшественник
 #   h ← x + local
-#   ema ← ЭКСП_СРЕДНЕЕ(x, λ по группам каналов)   // параллельный скан, log2 T проходов
+#   ema ← ЭКСП_СРЕДНЕЕ(x, λ по группам каналов)   // по кускам: матрица C×C + скан по концам кусков
 #   feat ← [h ; ema]
 #
 #   // 2. Значимость: кто публикует сообщение (_gates, straight_through)

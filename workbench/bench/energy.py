@@ -159,16 +159,18 @@ def inverted_forward_terms(n: int, d: int, options: dict[str, Any], training: bo
     """Per-token forward FLOPs of InvertedMixer.forward (chunked parallel form) at length n."""
     z = _inverted_dims(options, d, n)
     m, c, e, f, df = z["M"], z["C"], z["E"], z["F"], z["Df"]
-    sweeps = math.ceil(math.log2(n)) if n > 1 else 0
+    chunks = math.ceil(n / c)
+    sweeps = math.ceil(math.log2(chunks)) if chunks > 1 else 0
     route = (2.0 * df * z["route"] + 3 * z["route"]) if z["route"] > 1 else 0.0
     terms = {
         "conv: depthwise causal conv, width w": 2.0 * z["w"] * d,
-        "ema: log-depth scan, (1-decay)x + ceil(log2 n) sweeps of y + power*y": z["ema"] * (d + 2.0 * d * sweeps),
+        "ema: (C, C) decay matmul per chunk + carry scan over n/C chunk ends": z["ema"] * (2.0 * c * d + 2.0 * d
+                                                                                      + 2.0 * d * sweeps / c),
         "features: h = x + local": float(d),
         "gates: Linear Df->2 + sigmoid + threshold": 4.0 * df + 6,
         "router: Linear Df->pools + softmax + argmax": route,
         "allocation: cumsum of writes, pool one-hot cumsum, ring pointer": 3.0 * z["P"] + 6,
-        "occupant table: compare with M units + cummax": 2.0 * m,
+        "candidate tables: scatter last/first write per unit per chunk, compares": 2.0 + (m + c) / c + 2.0 * c,
         "key: Linear D->d_key, 1/sqrt(d_key)": 2.0 * d * z["dk"] + z["dk"],
         "ordinal code: F cos + F sin of the write count": 3.0 * f,
         "value: Linear D->D": 2.0 * d * d,
@@ -176,7 +178,7 @@ def inverted_forward_terms(n: int, d: int, options: dict[str, Any], training: bo
         "query: Linear D->d_key": 2.0 * d * z["dk"],
         "ordinal query: Linear Df->2F + rotation by the read pointer": (4.0 * df * f + 2 * f + 6.0 * f) if f else 0.0,
         "scores: q . k over M unit keys + C chunk keys (width E)": 2.0 * e * (m + c),
-        "candidate masks: state_ok, holder gather, chunk_ok": 2.0 * m + 3.0 * c,
+        "candidate masks: state_ok (M compares), chunk_ok (C compares)": 2.0 * m + 3.0 * c,
         "read: mask, top-k over M+C, softmax over k, scatter": 3.0 * (m + c) + 5.0 * z["k"],
         "read mix: dense (M+C)-weights @ values (only k non-zero, computed densely)": 2.0 * (m + c) * d,
         "output: Linear D->D + local": 2.0 * d * d + d,
@@ -285,14 +287,13 @@ def counted_costs(
         terms = inverted_forward_terms(n, d, options, training)
         z = _inverted_dims(options, d, n)
         m, c, e = z["M"], z["C"], z["E"]
-        sweeps = math.ceil(math.log2(n)) if n > 1 else 0
-        floats = d * (8 + 2 * sweeps * z["ema"]) + 2 * e + 3 * (m + c)
+        floats = d * (8 + 2 * z["ema"]) + 2 * e + 3 * (m + c)
         if training and _get(options, "write_surrogate", True):
             floats += 2 * c + d
-        act = 2.0 * (FP32 * floats + INT64 * (2 * m + c) + BOOL * (m + c))
+        act = 2.0 * (FP32 * floats + INT64 * (2 * c + 2 * m / c) + BOOL * (2 * m + 2 * c))
         act += 2.0 * FP32 * m * (e + d) / c  # unit keys/values gathered at every chunk start
         note = ("activations: each intermediate written once, read once: ~8 D-vectors, the EMA scan's "
-                "ceil(log2 n) sweeps, the (M+C)-wide scores/weights, the int64 (t, M) occupant tables; "
+                "chunked matmul, the (M+C)-wide scores/weights and boolean candidate masks, int64 write tables; "
                 "plus the unit state gathered once per chunk")
     else:
         terms = transformer_forward_terms(n, d, options)

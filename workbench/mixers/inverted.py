@@ -28,8 +28,9 @@ Here tokens *post* messages and a fixed set of M processing units takes them in:
    (addressing by recency / FIFO); keeps the top ``read_topk`` and mixes their values.
    Output ``W_o read + local`` is added to the residual stream: token identity is kept.
 
-Parallel form: O(T * M * d) time and memory, a fixed number of cumsum/cummax/gather ops,
-plus a log-depth scan for the EMA; no T x T tensor. Recurrent form (``step``): state of
+Parallel form: O(T * (M + C) * d) time, O(T * (M + C)) memory, a fixed number of
+cumsum/scatter/gather ops, the EMA as a (C, C) matmul per chunk of C tokens plus a log-depth
+scan over chunk ends; no T x T tensor. Recurrent form (``step``): state of
 constant size O(M * d), cost per token independent of t, equal to the parallel form.
 """
 
@@ -512,7 +513,7 @@ def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None,
     Exact matrix multiply-adds per token of the chunked parallel form (forward, eval mode) and
     of one recurrent step, and the recurrent state in numbers. Per-token work and state do not
     grow with the length; only the total does, linearly. (Element-wise work - the convolution,
-    gates' nonlinearities, and the log-depth EMA scan, O(d log T) per token - is not counted.)
+    gates' nonlinearities, the EMA's chunked matmul, C * d per token - is not counted.)
     """
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")
