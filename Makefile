@@ -45,7 +45,7 @@ figures: notebooks
 bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped)
 	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
 
-SCALING_ARGS ?= --long 1000000
+SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 
 bench-scaling: venv  ## time, memory and ESTIMATED energy vs length, both mixers -> results/scaling-<device>.json
 	$(PY) -m workbench.cli bench scaling $(SCALING_ARGS)

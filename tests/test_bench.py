@@ -144,6 +144,17 @@ def test_long_recurrent_state_is_constant(tmp_path):
     assert all(w["occupied_units"] <= summary["state_shapes"]["keys"][1] for w in windows)
     assert summary["transformer_kv_cache_bytes_at_same_n_for_contrast"] == 2 * 2000 * 16 * 4
     assert not result["stopped_early"] and _finite_numbers(result)
+    assert summary["all_outputs_finite"] and set(summary["max_state_norms"]) == {"conv", "ema", "keys", "values"}
+    assert windows[-1]["counters_max"]["count"] <= 2000
+
+
+def test_long_recurrent_bfloat16_writes_its_own_file(tmp_path):
+    result = sc.run_long_recurrent(n_tokens=300, d_model=16, chunk=100, out=tmp_path, threads=1, progress=False,
+                                   dtype="bfloat16")
+    assert result["path"].endswith("long-context-cpu-1thread-bf16.json") and result["settings"]["dtype"] == "bfloat16"
+    assert result["summary"]["all_outputs_finite"]
+    with pytest.raises(ValueError, match="dtype"):
+        sc.run_long_recurrent(n_tokens=10, out=None, dtype="float16")
 
 
 def test_decode_flops_constant_for_inverted_growing_for_transformer():
@@ -172,6 +183,6 @@ def test_cli_arguments_run_both_benchmarks(tmp_path, capsys):
                               "--out", str(tmp_path)])
     sc.run_scaling_cli(args)
     assert (tmp_path / "scaling-cpu-1thread.json").is_file() and (tmp_path / "long-context-cpu-1thread.json").is_file()
-    assert "long context: 40 tokens" in capsys.readouterr().out
+    assert "long context (float32): 40 tokens" in capsys.readouterr().out
     with pytest.raises(ValueError):
         sc.run_scaling(lengths=(0,), out=None, progress=False)

@@ -1108,12 +1108,16 @@ def run_long_recurrent(
     seed: int = 0,
     progress: bool = True,
     note: str | None = None,
+    dtype: str = "float32",
 ) -> dict[str, Any]:
     """The inverted block's recurrent step over ``n_tokens`` (no_grad, batch 1), in windows.
 
     ``chunk`` tokens per window (default: a tenth of the run). Each window records the time per
-    token, the RSS now and the peak RSS so far (CUDA: allocated bytes), and the state's size
-    and shapes. Writes ``<out>/long-context-<device>.json`` unless ``out`` is None; stops early
+    token, the RSS now and the peak RSS so far (CUDA: allocated bytes), the state's size and
+    shapes, whether every output of the window was finite, the largest |output| and the norms
+    of the state's tensors (numerical safety). ``dtype`` ("float32" or "bfloat16") is the
+    block's parameter and activation dtype (the mixer keeps its counters in float64 either way).
+    Writes ``<out>/long-context-<device>[-bf16].json`` unless ``out`` is None; stops early
     (``stopped_early``) once ``time_limit_s`` is spent.
     """
     import numpy as np
@@ -1121,6 +1125,9 @@ def run_long_recurrent(
 
     if n_tokens < 1:
         raise ValueError("n_tokens must be positive")
+    dtypes = {"float32": torch.float32, "bfloat16": torch.bfloat16}
+    if dtype not in dtypes:
+        raise ValueError(f"dtype must be one of {', '.join(dtypes)}, got {dtype!r}")
     chunk = int(chunk or max(1, n_tokens // 10))
     device = device or _default_device()
     threads = int(threads or default_threads())
@@ -1128,15 +1135,15 @@ def run_long_recurrent(
     dev = torch.device(device)
     sync = (lambda: torch.cuda.synchronize(dev)) if dev.type == "cuda" else (lambda: None)
     torch.manual_seed(seed)
-    block = _build_block("inverted", d_model, mlp_ratio, mixer_options).to(dev).eval()
-    dtype = next(block.parameters()).dtype
-    pool = torch.randn(min(n_tokens, 4096), 1, d_model, device=dev)
+    block = _build_block("inverted", d_model, mlp_ratio, mixer_options).to(dev, dtypes[dtype]).eval()
+    model_dtype = dtypes[dtype]
+    pool = torch.randn(min(n_tokens, 4096), 1, d_model, device=dev).to(model_dtype)
     with torch.no_grad():
-        warm = block.mixer.init_state(1, dev, dtype)
+        warm = block.mixer.init_state(1, dev, model_dtype)
         for i in range(min(20, n_tokens)):  # warm-up on a throw-away state
             _, warm = block.step(pool[i % len(pool)], warm)
         del warm
-        state = block.mixer.init_state(1, dev, dtype)
+        state = block.mixer.init_state(1, dev, model_dtype)
         shapes0, bytes0 = _state_shapes(state), _state_bytes(state)
         exact = _reset_peak_rss()
         rss0 = _proc_status().get("VmRSS")
@@ -1148,8 +1155,12 @@ def run_long_recurrent(
             size = min(chunk, n_tokens - done)
             sync()
             t0 = time.perf_counter()
+            finite = torch.ones((), dtype=torch.bool, device=dev)
+            largest = torch.zeros((), device=dev)
             for i in range(done, done + size):
-                _, state = block.step(pool[i % len(pool)], state)
+                y, state = block.step(pool[i % len(pool)], state)
+                finite &= torch.isfinite(y).all()
+                largest = torch.maximum(largest, y.detach().abs().max().float())
             sync()
             dt = time.perf_counter() - t0
             done += size
@@ -1159,6 +1170,13 @@ def run_long_recurrent(
                 "rss_bytes": status.get("VmRSS"), "peak_rss_bytes": status.get("VmHWM") if exact else None,
                 "state_bytes": _state_bytes(state), "state_shapes_unchanged": _state_shapes(state) == shapes0,
                 "occupied_units": int(state["occupied"].sum()) if "occupied" in state else None,
+                "outputs_finite": bool(finite), "max_abs_output": float(largest),
+                # Activations (keys, values, conv window, EMA) must stay bounded; the float64
+                # counters (writes, read pointer, firing times) grow with the tokens by design.
+                "state_norms": {k: float(v.double().norm()) for k, v in state.items()
+                                if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float64},
+                "counters_max": {k: float(v.max()) for k, v in state.items()
+                                 if isinstance(v, torch.Tensor) and v.dtype == torch.float64},
             }
             if dev.type == "cuda":
                 window |= {"cuda_allocated_bytes": torch.cuda.memory_allocated(dev),
@@ -1178,6 +1196,9 @@ def run_long_recurrent(
         growth = float(slope * done / statistics.median(per_token))  # fitted change over the run / median
     rss = [w["rss_bytes"] for w in windows if w["rss_bytes"] is not None]
     slug = device_slug(device, threads, torch.cuda.get_device_name(dev) if dev.type == "cuda" else None)
+    if dtype != "float32":
+        slug += "-bf16"
+    norms = [w["state_norms"] for w in windows]
     result = {
         "kind": "long-context",
         "schema": SCHEMA,
@@ -1189,6 +1210,7 @@ def run_long_recurrent(
         "unit": "one workbench.model.Block with the inverted mixer, recurrent Block.step (the mixer's step + MLP), "
         "batch 1, torch.no_grad(), eval mode, random N(0,1) inputs (a pool of 4096 reused)",
         "settings": {"n_tokens": n_tokens, "tokens_done": done, "window_tokens": chunk, "d_model": d_model,
+                     "dtype": dtype,
                      "mlp_ratio": mlp_ratio, "threads": threads, "time_limit_s": time_limit_s,
                      "mixer_options": mixer_options_used("inverted", d_model, mixer_options)},
         "stopped_early": stopped,
@@ -1210,6 +1232,11 @@ def run_long_recurrent(
             "peak_rss_above_start_bytes": (max(w["peak_rss_bytes"] for w in windows) - rss0)
             if exact and rss0 is not None else None,
             "transformer_kv_cache_bytes_at_same_n_for_contrast": 2 * done * d_model * 4,
+            "all_outputs_finite": all(w["outputs_finite"] for w in windows),
+            "max_abs_output": max(w["max_abs_output"] for w in windows),
+            "max_state_norms": {k: max(n[k] for n in norms) for k in norms[0]} if norms else {},
+            "state_norms_first_window": norms[0] if norms else {},
+            "state_norms_last_window": norms[-1] if norms else {},
         },
     }
     if out is not None:
@@ -1244,6 +1271,8 @@ def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-steps", type=int, default=50)
     parser.add_argument("--long", type=int, default=0, metavar="N",
                         help="also run the inverted recurrent step over N tokens (0: skip)")
+    parser.add_argument("--long-dtypes", default="float32",
+                        help="comma list of dtypes for the --long run: float32, bfloat16 (one result file each)")
     parser.add_argument("--no-scaling", action="store_true", help="only the --long run")
     parser.add_argument("--out", default="results")
     parser.add_argument("--note", default=None, help="free text stored in the JSON")
@@ -1271,10 +1300,11 @@ def run_scaling_cli(args: argparse.Namespace) -> None:
         )
         console.print(format_scaling_table(result))
         print(f"wrote {result['path']}")
-    if args.long:
+    for dtype in (d for d in args.long_dtypes.split(",") if d) if args.long else ():
         long = run_long_recurrent(n_tokens=args.long, d_model=args.d_model, device=args.device, out=Path(args.out),
-                                  threads=args.threads, note=args.note)
+                                  threads=args.threads, note=args.note, dtype=dtype)
         s = long["summary"]
-        print(f"long context: {long['settings']['tokens_done']:,} tokens, state {s['state_bytes']:,} B "
+        print(f"long context ({dtype}): {long['settings']['tokens_done']:,} tokens, state {s['state_bytes']:,} B "
               f"(constant: {s['state_bytes_constant']}), µs/token first {s['s_per_token_first_window'] * 1e6:.1f} "
-              f"last {s['s_per_token_last_window'] * 1e6:.1f}; wrote {long['path']}")
+              f"last {s['s_per_token_last_window'] * 1e6:.1f}, outputs finite {s['all_outputs_finite']}, "
+              f"max |y| {s['max_abs_output']:.3g}; wrote {long['path']}")
