@@ -50,6 +50,33 @@ def test_compare_accepts_ablation_variants(corpus_dir, tmp_path):
     assert run["config"]["model"]["mixer_options"] == {"refractory": False, "n_units": 16}
 
 
+def test_compare_runs_system2_tasks_as_one_command(tmp_path, capsys):
+    """System 2 task names go to run_system2: its table, its JSON, no protocol runs."""
+    results = tmp_path / "results"
+    assert main(["compare", "--tasks", "hops", "--budget", "smoke", "--results", str(results), "--quiet"]) == 0
+    summary = json.loads((results / "system2-smoke.json").read_text())
+    assert list(summary["tasks"]) == ["hops"] and summary["budget"] == "smoke"
+    hops = summary["tasks"]["hops"]
+    systems = {row["system"] for row in hops["rows"]}
+    assert {"inverted", "transformer-1L", "transformer-2L", "system2", "inverted+system2"} <= systems
+    assert set(hops["rows"][0]["accuracy"]) == {f"hops{h}" for h in range(1, 7)}
+    assert hops["system2_reward"]["curves"][0]["reward"]  # the REINFORCE reward curve is recorded
+    assert not (results / "compare-smoke.json").exists() and not (results / "runs").exists()
+    out = capsys.readouterr().out
+    assert "System 1 vs System 1 + System 2 - hops" in out and "system2-smoke.json" in out
+
+
+def test_compare_mixed_task_list_runs_both_parts(tmp_path, capsys):
+    results = tmp_path / "results"
+    assert main(["compare", "--tasks", "copy,temporal", "--mixers", "inverted", "--budget", "smoke",
+                 "--results", str(results), "--quiet"]) == 0
+    (row,) = json.loads((results / "compare-smoke.json").read_text())["rows"]
+    assert (row["label"], row["mixer"]) == ("copy", "inverted")
+    assert list(json.loads((results / "system2-smoke.json").read_text())["tasks"]) == ["temporal"]
+    out = capsys.readouterr().out
+    assert "workbench compare - budget smoke" in out and "System 1 + System 2 - temporal" in out
+
+
 def test_train_eval_generate_roundtrip(corpus_dir, tmp_path, capsys):
     out = tmp_path / "run"
     assert main(["train", "--task", "charlm", "--mixer", "inverted", "--steps", "6", "--out", str(out), "--quiet",
@@ -72,6 +99,10 @@ def test_train_eval_generate_roundtrip(corpus_dir, tmp_path, capsys):
         (["train", "--set", "model.mixer_options.read_topk=999", "--mixer", "inverted"], "cannot exceed"),
         (["eval", "/no/such/checkpoint.pt"], "does not exist"),
         (["compare", "--budget", "smoke", "--tasks", "nosuchtask"], "unknown compare task"),
+        (["compare", "--budget", "smoke", "--tasks", "copy,hops,nosuchtask"], "unknown compare task"),
+        (["compare", "--budget", "smoke", "--tasks", "hops", "--mixers", "inverted"], "--mixers applies to protocol"),
+        (["compare", "--budget", "smoke", "--tasks", "kinship", "--labels", "len2"], "--labels applies to protocol"),
+        (["compare", "--budget", "smoke", "--tasks", "hops", "--seeds", "0"], "seeds must be >= 1"),
     ],
 )
 def test_user_errors_are_one_clear_line(argv, message, capsys):

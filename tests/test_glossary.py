@@ -1,5 +1,6 @@
-"""The glossary cannot rot: every path resolves to a live object, and every identifier of the
-inverted mixer (functions, methods, options, hook points, state tensors) has an entry."""
+"""The glossary cannot rot: every path resolves to a live object, every identifier of the
+inverted mixer (functions, methods, options, hook points, state tensors) has an entry, and so
+does every public class and function of System 2 and every step of its Russian pseudocode."""
 
 from __future__ import annotations
 
@@ -54,7 +55,8 @@ def resolve(path: str) -> Any:
     assert rest or not state, path
     for index, name in enumerate(rest):
         last = index == len(rest) - 1
-        if last and isinstance(obj, type) and dataclasses.is_dataclass(obj):
+        if last and isinstance(obj, type) and dataclasses.is_dataclass(obj) and not callable(getattr(obj, name, None)):
+            # an options field (a method of a dataclass, e.g. RuleLearner.fit, resolves below)
             assert name in {f.name for f in dataclasses.fields(obj)}, f"{path}: no option field {name!r}"
             return dataclasses.fields(obj)
         if hasattr(obj, name):
@@ -128,6 +130,45 @@ def test_every_option_hook_point_and_state_tensor_is_defined():
     assert not missing, f"add these to workbench/glossary.py: {missing}"
     for name in hooks:
         assert GLOSSARY[name][0] == f"workbench.mixers.inverted.InvertedMixer.{name}"
+
+
+SYSTEM2_MODULES = ("store", "concepts", "rules", "executor", "policy", "tasks")
+
+
+def test_every_public_class_and_function_of_system2_is_defined():
+    missing = []
+    for name in SYSTEM2_MODULES:
+        module = importlib.import_module(f"workbench.symbolic.{name}")
+        public = {
+            n
+            for n, v in vars(module).items()
+            if (inspect.isfunction(v) or inspect.isclass(v)) and v.__module__ == module.__name__ and not n.startswith("_")
+        }
+        missing += sorted(f"{name}.{n}" for n in public - set(GLOSSARY))
+    import workbench.symbolic
+
+    missing += sorted(set(workbench.symbolic.__all__) - set(GLOSSARY))
+    assert not missing, f"add these to workbench/glossary.py: {missing}"
+    assert "run_system2" in GLOSSARY
+
+
+def test_system2_pseudocode_names_its_steps_and_they_are_defined():
+    """§ 7.2 of the design notebook: each numbered step names the code that does it, in parentheses."""
+    from workbench.notebooks import NOTEBOOKS_DIR
+
+    text = (NOTEBOOKS_DIR / "00_design.py").read_text()
+    start = text.index("АЛГОРИТМ Система2")
+    block = text[start : text.index("КОНЕЦ АЛГОРИТМА", start)]
+    headers = re.findall(r"//\s*\d+[а-я]?\.[^(\n]*\(([^)]*)\)", block)
+    named = [name.strip() for header in headers for name in header.split(",")]
+    assert len(headers) >= 7, headers  # facts, grounding, propose, keep/drop, parser, controller, execute, trade-off
+    for step in ("Store.from_tokens", "codebook_inventory", "propose", "RuleLearner.fit", "Controller.decide",
+                 "Executor.run", "tradeoff_curve"):
+        assert step in named, f"§ 7.2 has no step naming {step}"
+    missing = [name for name in named if name not in GLOSSARY]
+    assert not missing, f"add these to workbench/glossary.py: {missing}"
+    for name in named:
+        resolve(GLOSSARY[name][0])
 
 
 def test_russian_readings_name_glossary_entries():

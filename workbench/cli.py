@@ -79,21 +79,39 @@ def cmd_generate(args: argparse.Namespace) -> None:
 
 
 def cmd_compare(args: argparse.Namespace) -> None:
+    """Protocol v1 tasks through ``compare``; System 2 tasks through ``run_system2``; a mixed
+    list runs both parts (protocol first), each with its own table and JSON file."""
     from rich.console import Console
 
-    from workbench.compare import compare, format_table
+    from workbench.compare import compare, format_table, split_tasks
 
-    summary = compare(
-        tasks=[t for t in args.tasks.split(",") if t],
-        mixers=[m for m in args.mixers.split(",") if m],
-        budget=args.budget,
-        seeds=args.seeds,
-        results=args.results,
-        progress=not args.quiet,
-        labels=[x for x in args.labels.split(",") if x] if args.labels else None,
-    )
-    Console(width=160).print(format_table(summary))
-    print(f"wrote {Path(args.results) / f'compare-{args.budget}.json'}")
+    protocol_tasks, system2_tasks = split_tasks([t for t in args.tasks.split(",") if t])
+    if system2_tasks and not protocol_tasks:
+        if args.mixers is not None:
+            raise ConfigError("--mixers applies to protocol v1 tasks only; System 2 tasks "
+                              f"({', '.join(system2_tasks)}) compare inverted, transformer-1L and transformer-2L")
+        if args.labels:
+            raise ConfigError(f"--labels applies to protocol v1 tasks only, not to {', '.join(system2_tasks)}")
+    console = Console(width=160)
+    if protocol_tasks:
+        summary = compare(
+            tasks=protocol_tasks,
+            mixers=[m for m in (args.mixers or "transformer,inverted").split(",") if m],
+            budget=args.budget,
+            seeds=args.seeds,
+            results=args.results,
+            progress=not args.quiet,
+            labels=[x for x in args.labels.split(",") if x] if args.labels else None,
+        )
+        console.print(format_table(summary))
+        print(f"wrote {Path(args.results) / f'compare-{args.budget}.json'}")
+    if system2_tasks:
+        from workbench.symbolic.experiment import print_summary, run_system2
+
+        summary = run_system2(args.budget, args.seeds, Path(args.results), tasks=tuple(system2_tasks),
+                              progress=not args.quiet)
+        print_summary(summary, console)
+        print(f"wrote {Path(args.results) / f'system2-{args.budget}.json'}")
 
 
 def cmd_notebooks(args: argparse.Namespace) -> None:
@@ -146,10 +164,14 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("compare", help="run the benchmark protocol and print a table")
-    p.add_argument("--tasks", default="copy,mqar,charlm")
-    p.add_argument("--mixers", default="transformer,inverted",
-                   help="comma list; variants as name:key=value, e.g. inverted:refractory=false")
+    p = sub.add_parser("compare", help="run the benchmark protocol (or the System 2 comparison) and print a table")
+    p.add_argument("--tasks", default="copy,mqar,charlm",
+                   help="comma list: protocol v1 tasks (copy, mqar, charlm, charlm-600s, digits, diabetes) and/or "
+                        "System 2 tasks (hops, kinship, temporal, concepts: System 1 alone vs System 1 + System 2, "
+                        "written to system2-<budget>.json)")
+    p.add_argument("--mixers", default=None,
+                   help="protocol v1 tasks only (default transformer,inverted): comma list; variants as "
+                        "name:key=value, e.g. inverted:refractory=false")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--results", default="results")

@@ -4,6 +4,9 @@
 no result yet - each writes ``results/runs/<budget>/<run>/result.json`` - then aggregates
 whatever runs exist (mean and std over seeds) into ``results/compare-<budget>.json``.
 So a full run that takes hours can be stopped and restarted at will.
+
+The System 2 tasks (hops, kinship, temporal, concepts) have their own protocol
+(``workbench.symbolic.experiment``); ``split_tasks`` tells the two kinds apart for the CLI.
 """
 
 from __future__ import annotations
@@ -36,7 +39,7 @@ def protocol(task: str, budget: str) -> list[RunSpec]:
         raise ConfigError(f"unknown budget {budget!r}; choose smoke, demo or full")
     smoke, demo = budget == "smoke", budget == "demo"
     if task == "copy":
-        steps = {"smoke": 20, "demo": 400, "full": 5000}[budget]
+        steps = {"smoke": 20, "demo": 300, "full": 5000}[budget]
         options = {"n_eval": 64, "long_lengths": [], "n_eval_long": 16} if smoke else {}
         if demo:
             options = {"n_eval": 200, "long_lengths": [128], "n_eval_long": 100}
@@ -60,7 +63,7 @@ def protocol(task: str, budget: str) -> list[RunSpec]:
         return specs
     if task in ("charlm", "charlm-600s"):
         options = {"max_eval_windows": 4} if smoke else ({"max_eval_windows": 60} if demo else {})
-        steps = {"smoke": 20, "demo": 300, "full": 3000}[budget]
+        steps = {"smoke": 20, "demo": 250, "full": 3000}[budget]
         train = {"steps": steps, "batch_size": 8 if smoke else 32, "eval_every": 10 if smoke else (100 if demo else 500),
                  "warmup_steps": min(100, steps // 10)}
         if task == "charlm-600s":
@@ -141,6 +144,26 @@ def compare(
 
 
 ALL_TASKS = ["copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes"]
+SYSTEM2_TASKS = ["hops", "kinship", "temporal", "concepts"]  # workbench.symbolic.tasks.SYMBOLIC_TASKS
+
+
+def split_tasks(tasks: list[str]) -> tuple[list[str], list[str]]:
+    """(protocol v1 tasks, System 2 tasks), each in the order given; an unknown name is a ConfigError.
+
+    Protocol tasks run through ``compare`` (one run per task config x mixer x seed); System 2
+    tasks (hops, kinship, temporal, concepts) through ``workbench.symbolic.experiment.run_system2``,
+    which compares its own System 1 set (inverted, transformer-1L, transformer-2L) with and
+    without System 2 and writes ``system2-<budget>.json``.
+    """
+    from workbench.symbolic.tasks import SYMBOLIC_TASKS
+
+    unknown = [t for t in tasks if t not in ALL_TASKS and t not in SYMBOLIC_TASKS]
+    if unknown:
+        raise ConfigError(f"unknown compare task {unknown[0]!r}; choose from {', '.join(ALL_TASKS)} (protocol v1) "
+                          f"or {', '.join(SYMBOLIC_TASKS)} (System 1 vs System 1 + System 2)")
+    if not tasks:
+        raise ConfigError("no tasks given")
+    return [t for t in tasks if t not in SYMBOLIC_TASKS], [t for t in tasks if t in SYMBOLIC_TASKS]
 
 
 def aggregate(results: Path, budget: str) -> dict[str, Any]:

@@ -12,7 +12,10 @@ and seed:
 3. the dual-process controller, trained on held-out training-distribution queries at cost
    ``COST`` per deliberation step, then applied per query on every slice; and the accuracy vs
    mean-steps curve over a sweep of costs;
-4. the learned rules, printed, and compared with the generator's true rules.
+4. the learned rules, printed, and compared with the generator's true rules;
+5. what the notebook (``notebooks/07_system2.py``) shows besides: System 2's reward curve per
+   seed (``system2_reward.curves``) and, for ``concepts``, System 1's concept codes with the
+   tokens each took (``concepts.codes``).
 
 It writes ``<results>/system2-<budget>.json`` and returns the same dict.
 """
@@ -88,7 +91,9 @@ def _grounding(model, task: SymbolicTask, episodes, seed: int) -> tuple[dict[str
     for _, a, b in grounded_facts(inventory):
         links.setdefault(a, []).append(b)
     kinds = {w: KINDS_OF[w] for w in inventory.tokens() if w in KINDS_OF}
-    return links, {"inventory": inventory.describe(), "purity_by_kind": inventory.purity(kinds)}
+    codes = [{"code": c, "label": inventory.label(c, 4), "tokens": dict(inventory.members[c].most_common())}
+             for c in sorted(inventory.members, key=lambda c: -sum(inventory.members[c].values()))]
+    return links, {"inventory": inventory.describe(), "codes": codes, "purity_by_kind": inventory.purity(kinds)}
 
 
 KINDS_OF = {w: k for k, cs in KINDS.items() for c in cs for w in (c, SYNONYM[c])}
@@ -197,7 +202,8 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
         "rules": {"text": s2.rules.describe(limit_facts=30), "compare": compare_rules(learned, task.true_rules())},
         "policy": s2.policy.describe(),
         "system2_reward": {"first_200": float(np.mean(last["system2"]["rewards"][:200])),
-                           "last_200": float(np.mean(last["system2"]["rewards"][-200:]))},
+                           "last_200": float(np.mean(last["system2"]["rewards"][-200:])),
+                           "curves": [reward_curve(r["system2"]["rewards"]) for r in per_seed]},
         "examples": _examples(last, slices),
         "seconds": {k: statistics.fmean(r["seconds"][k] for r in per_seed) for k in last["seconds"]},
         "parameters": {label: s1["parameters"] for label, s1 in last["system1"].items()},
@@ -213,6 +219,13 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
                            "rules_through_system1": sorted(str(h) for h in grounded_s2.rules.kept()
                                                            if "alike" in {r.lstrip("~") for r in h.args})}
     return out
+
+
+def reward_curve(rewards: list[float], bins: int = 40) -> dict[str, list]:
+    """REINFORCE task reward of the program policy in training order, as means over ``bins``
+    consecutive chunks of queries; ``queries`` is how many had been seen at each chunk's end."""
+    chunks = [c for c in np.array_split(np.asarray(rewards, dtype=float), min(bins, len(rewards))) if len(c)]
+    return {"queries": np.cumsum([len(c) for c in chunks]).tolist(), "reward": [float(c.mean()) for c in chunks]}
 
 
 def _examples(record: dict, slices: list[str]) -> list[str]:
@@ -231,6 +244,10 @@ def run_system2(budget: str, seeds: int, results: Path, tasks: tuple[str, ...] =
         raise ConfigError(f"unknown budget {budget!r}; choose smoke, demo or full")
     if seeds < 1:
         raise ConfigError("seeds must be >= 1")
+    unknown = [t for t in tasks if t not in SYMBOLIC_TASKS]
+    if unknown or not tasks:
+        raise ConfigError(f"unknown System 2 task {unknown[0]!r}; choose from {', '.join(SYMBOLIC_TASKS)}" if unknown
+                          else "no System 2 task given")
     import torch
 
     from workbench.train import device_name, git_commit
@@ -292,7 +309,8 @@ def format_table(summary: dict):
 
 
 def main(argv: list[str] | None = None) -> None:
-    """``python -m workbench.symbolic.experiment --budget demo`` (until the CLI wires it in)."""
+    """``python -m workbench.symbolic.experiment --budget demo``; the same as
+    ``workbench compare --tasks hops,kinship,temporal,concepts --budget demo``."""
     import argparse
 
     from rich.console import Console
@@ -303,16 +321,31 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--results", type=Path, default=Path("results"))
     parser.add_argument("--tasks", default=",".join(SYMBOLIC_TASKS))
     args = parser.parse_args(argv)
-    summary = run_system2(args.budget, args.seeds, args.results, tasks=tuple(t for t in args.tasks.split(",") if t))
-    console = Console(width=200)
+    tasks = tuple(t for t in args.tasks.split(",") if t)
+    unknown = [t for t in tasks if t not in SYMBOLIC_TASKS]
+    if unknown:
+        parser.error(f"unknown System 2 task {unknown[0]!r}; choose from {', '.join(SYMBOLIC_TASKS)}")
+    summary = run_system2(args.budget, args.seeds, args.results, tasks=tasks)
+    print_summary(summary, Console(width=200))
+    print(f"wrote {args.results / f'system2-{args.budget}.json'}")
+
+
+def print_summary(summary: dict, console=None) -> None:
+    """The tables, each task's rule precision / recall, and the targets (what the CLI prints)."""
+    if console is None:
+        from rich.console import Console
+
+        console = Console(width=200)
     for table in format_table(summary):
         console.print(table)
     for name, result in summary["tasks"].items():
         scores = result["rules"]["compare"]
+        if not scores["true"]:
+            console.print(f"{name}: the generator has no relation rules to learn; {scores['learned']} kept")
+            continue
         console.print(f"{name}: rules precision {scores['precision']:.2f} recall {scores['recall']:.2f} "
                       f"({scores['correct']}/{scores['true']} true rules, {scores['learned']} kept)")
     console.print(json.dumps(summary["targets"]))
-    print(f"wrote {args.results / f'system2-{args.budget}.json'}")
 
 
 if __name__ == "__main__":
