@@ -74,7 +74,7 @@ def ema_chunked(x: torch.Tensor, decay: torch.Tensor, chunk_size: int = 64) -> t
     c = min(chunk_size, t)
     pad = (-t) % c
     n = (t + pad) // c
-    xc = F.pad(x, (0, 0, 0, pad)).view(b, n, c, d)
+    xc = (F.pad(x, (0, 0, 0, pad)) if pad else x).reshape(b, n, c, d)
     decay = decay.to(x.dtype)
     lag = torch.arange(c, device=x.device)
     lag = lag[:, None] - lag[None, :]  # (C, C): i - s
@@ -99,7 +99,8 @@ def ema_chunked(x: torch.Tensor, decay: torch.Tensor, chunk_size: int = 64) -> t
         entering = torch.cat([torch.zeros_like(carried[:, :1]), carried[:, :-1]], dim=1)
         powers = decay ** torch.arange(1, c + 1, device=x.device, dtype=x.dtype)[:, None]  # (C, d)
         y = y + powers * entering[:, :, None, :]
-    return y.reshape(b, n * c, d)[:, :t]
+    y = y.reshape(b, n * c, d)
+    return y[:, :t] if pad else y
 
 
 _MAX_GROUPS = 8

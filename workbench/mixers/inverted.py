@@ -58,6 +58,11 @@ def _hooked(hook: nn.Module) -> bool:
     return bool(hook._forward_hooks)
 
 
+def _unpad(z: torch.Tensor, t: int) -> torch.Tensor:
+    """``z[:, :t]``, skipped when there is no padding (a no-op slice still costs a zero-fill in backward)."""
+    return z if z.shape[1] == t else z[:, :t]
+
+
 def straight_through(hard: torch.Tensor, soft: torch.Tensor) -> torch.Tensor:
     """Forward value exactly ``hard``; gradient of ``soft``."""
     return hard + (soft - soft.detach())
@@ -85,8 +90,8 @@ def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
     """
     exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float64) / max(n_freq - 1, 1)
     freqs = float(span) ** -exponents
-    # Angles in float64, reduced mod 2*pi before the cast: exact for counts far beyond 2**24.
-    angles = torch.remainder(ordinal.to(torch.float64)[..., None] * freqs, 2 * math.pi)
+    # Angles, cos and sin in float64 (accurate for counts far beyond 2**24); only the code is cast.
+    angles = ordinal.to(torch.float64)[..., None] * freqs
     return torch.cat([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
 
 
@@ -233,7 +238,7 @@ class InvertedMixer(Mixer):
         weight = (scores - lse.view(b, n, c, 1)).clamp(max=0).exp().detach()
         causal = torch.ones(c, c, dtype=torch.bool, device=query.device).tril()
         weight = weight * (causal & ~written.view(b, n, 1, c))
-        return (weight @ scaled_value.view(b, n, c, -1)).reshape(b, n * c, -1)[:, :t]
+        return _unpad((weight @ scaled_value.view(b, n, c, -1)).reshape(b, n * c, -1), t)
 
     def _query(self, h: torch.Tensor, feat: torch.Tensor, pointer: torch.Tensor):
         q = self.query(h)
@@ -258,7 +263,8 @@ class InvertedMixer(Mixer):
         b, t, d = x.shape
         o, m = self.o, self.o.n_units
         if o.conv_width:
-            local = self.conv(F.pad(x.transpose(1, 2), (o.conv_width - 1, 0))).transpose(1, 2)
+            # contiguous once: the two adds that use it are then plain, not strided
+            local = self.conv(F.pad(x.transpose(1, 2), (o.conv_width - 1, 0))).transpose(1, 2).contiguous()
         else:
             local = torch.zeros_like(x)
         ema = get_impl("ema", x.device, self.kernels)(x, self.decay) if o.timescales else None
@@ -370,13 +376,13 @@ class InvertedMixer(Mixer):
             query.view(b, n, c, e), state_key, key.view(b, n, c, e), state_value, value.view(b, n, c, -1),
             valid, self.o.read_topk, need_weights=hooked,
         )  # fmt: skip
-        read = read.reshape(b, n * c, -1)[:, :t]
+        read = _unpad(read.reshape(b, n * c, -1), t)
         dense = None
         if hooked:  # fold chunk candidates back onto their units
             dense = weights[..., :m].clone()
             dense.scatter_add_(-1, chunk_unit.clamp_min(0).expand(b, n, c, c), weights[..., m:])
-            dense = dense.reshape(b, n * c, m)[:, :t]
-        return read, dense, lse.reshape(b, n * c)[:, :t]
+            dense = _unpad(dense.reshape(b, n * c, m), t)
+        return read, dense, _unpad(lse.reshape(b, n * c), t)
 
     # ------------------------------------------------------------------ recurrent form
 
