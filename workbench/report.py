@@ -66,6 +66,12 @@ def render_blocks(results: Path) -> dict[str, str]:
         summary = json.loads(path.read_text())
         if summary["rows"]:
             blocks[f"compare-{summary['budget']}"] = compare_table(summary)
+    from workbench.bench.scaling import long_context_markdown, scaling_markdown
+
+    for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
+        blocks[path.stem] = scaling_markdown(json.loads(path.read_text()))
+    for path in sorted(results.glob("long-context-*.json")):  # long-context-<device>[-bf16]
+        blocks[path.stem] = long_context_markdown(json.loads(path.read_text()))
     return blocks
 
 

@@ -1091,6 +1091,34 @@ def scaling_markdown(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def long_context_markdown(result: dict[str, Any]) -> str:
+    """The long recurrent run in a few lines of markdown (README, paper)."""
+    s, settings = result["summary"], result["settings"]
+    us = [w["s_per_token"] * 1e6 for w in result["windows"]]
+    norms = s.get("max_state_norms") or {}
+    lines = [
+        "| tokens | dtype | µs/token first / last window (min-max) | fitted change over run | state bytes (constant) "
+        "| RSS growth first to last window | outputs finite | max abs output |",
+        "|---|---|---|---|---|---|---|---|",
+        f"| {settings['tokens_done']:,}{' (stopped early)' if result.get('stopped_early') else ''} "
+        f"| {settings.get('dtype', 'float32')} "
+        f"| {us[0]:,.0f} / {us[-1]:,.0f} ({min(us):,.0f}-{max(us):,.0f}) "
+        f"| {100 * (s.get('s_per_token_fitted_change_over_run_relative') or 0):+.0f}% "
+        f"| {s['state_bytes']:,} ({s['state_bytes_constant']}) "
+        f"| {(s.get('rss_growth_first_to_last_window_bytes') or 0) / 2**20:,.2f} MiB "
+        f"| {s.get('all_outputs_finite')} | {s.get('max_abs_output', float('nan')):.3g} |",
+        "",
+        f"- device `{result.get('device')}`, {settings['threads']} thread(s), windows of "
+        f"{settings['window_tokens']:,} tokens; {result.get('unit')}.",
+        "- largest state norms over the run: " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
+        + f"; a transformer's KV cache at the same length would hold "
+        f"{s['transformer_kv_cache_bytes_at_same_n_for_contrast']:,} bytes.",
+    ]
+    if result.get("note"):
+        lines.append(f"- Note: {result['note']}")
+    return "\n".join(lines)
+
+
 # ----------------------------------------------------------------------------- very long context
 
 
