@@ -617,6 +617,10 @@ fig.show()
 # $$o_m(t) = \max\{ s \le t : u_s = m \} \quad (-1 \text{ if none}),$$
 # a `cummax` over $t$ of the matrix "$s$ if $u_s = m$ else $-1$" (in `InvertedMixer.forward`,
 # exposed at `hook_occupant`). This $T \times M$ integer table replaces the $T \times T$ attention pattern.
+# The naive form and the hook points build it; the chunked form needs only what it implies per chunk,
+# and `chunk_tables` gets that from the write table $u$ by scatters: the last write to each unit
+# per chunk (a `cummax` over the $T/C$ chunks gives the start occupants), the first rewrite of each
+# unit inside the chunk, and for each chunk token the next rewrite of its unit.
 #
 # **4.8 Messages and the ordinal code.** A posted message carries a key and a value,
 # $$k_s = \Big[\tfrac{W_k h_s}{\sqrt{d_k}};\ \phi(\nu_s)\Big]\cdot \text{write}_s, \qquad v_s = W_v x_s \cdot \text{write}_s,$$
@@ -902,6 +906,8 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #       ДЛЯ КАЖДОГО t в блоке j ПАРАЛЛЕЛЬНО:
 #           кандидаты ← { узлы старта, не перезаписанные до t }
 #                       ∪ { s в блоке j : s ≤ t И occupant[t, unit[s]] = s }
+#           // (chunk_tables: то же из таблицы записей — последняя запись в узел по блокам,
+#           //  первая перезапись в блоке, следующая перезапись узла токена s)
 #           // ровно M владельцев на момент t, без матрицы T × T
 #           оценки ← ⟨query[t], key[кандидат]⟩
 #           K ← k кандидатов с наибольшей оценкой

@@ -61,11 +61,16 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     # ------------------------------------------------------------------ small ops of the inverted mixer
     "straight_through": (f"{_INV}.straight_through", "Forward value of the hard decision, gradient of the soft one."),
     "ema_scan": (f"{_INV}.ema_scan", "Multi-timescale exponential moving average by a log-depth parallel scan."),
+    "ema_chunked": ("workbench.kernels.reference.ema_chunked",
+                    "The same EMA as the CPU fast path: a (C, C) decay matmul per chunk + a scan over chunk ends."),
+    "chunk_tables": ("workbench.kernels.reference.chunk_tables",
+                     "Which of the M + C candidates each token may read, built from the write table by scatters."),
     "ordinal_code": (f"{_INV}.ordinal_code", "Rotary code of a message's ordinal (write count), geometric frequencies 1 .. 1/M."),
     "rotate_ordinal_query": (
         f"{_INV}.rotate_ordinal_query",
         "Turns the read pointer into a query whose score with ordinal_code(o) depends only on pointer - o.",
     ),
+    "_unpad": (f"{_INV}._unpad", "Drop the chunk padding, skipping the slice (and its backward) when there is none."),
     "_hooked": (f"{_INV}._hooked", "True when a hook listens at a hook point (lets forward skip unused work)."),
     # ------------------------------------------------------------------ methods of InvertedMixer
     "check_options": (f"{_MIX}.check_options", "Reject impossible options with one clear ConfigError."),
@@ -243,6 +248,8 @@ GLOSSARY_RU: dict[str, str] = {
     "InvertedMixer": "смеситель «перевёрнутого внимания»",
     "straight_through": "прямой проход по жёсткому решению, градиент по мягкому",
     "ema_scan": "скользящие средние на нескольких временных масштабах",
+    "ema_chunked": "те же средние по блокам: матрица C×C и скан по концам блоков",
+    "chunk_tables": "таблицы допустимых кандидатов чтения по блокам",
     "ordinal_code": "код порядкового номера сообщения",
     "rotate_ordinal_query": "запрос по давности относительно указателя чтения",
     "_route": "выбор пула по интересу",
