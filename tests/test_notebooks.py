@@ -63,10 +63,9 @@ def test_notebook_runs_at_smoke_parameters(name: str, tmp_path: Path, kernel_env
     assert nb["metadata"]["kernelspec"]["name"] == "python3"
     figures = sorted(p.name for p in kernel_env.glob(f"{name}_*.html"))
     assert figures, f"{name} wrote no figures/{name}_*.html"
-    assert (kernel_env / "plotly.min.js").stat().st_size > 100_000, "plotly.js belongs beside the HTML figures"
     for figure in figures:
         html = (kernel_env / figure).read_text()
-        assert 'src="plotly.min.js"' in html and "Plotly.newPlot" in html, f"{figure} is not a plotly figure page"
+        assert len(html) > 100_000 and "Plotly.newPlot" in html, f"{figure} should embed plotly.js (self-contained)"
 
 
 def test_failing_cell_is_named(tmp_path: Path, kernel_env: Path):

@@ -1,4 +1,4 @@
-"""Saving notebook figures: HTML always (plotly.js beside it), PNG when a headless Chrome is usable.
+"""Saving notebook figures: self-contained HTML always, PNG when a headless Chrome is usable.
 
 Figures go to ``<repo>/figures`` (or ``$WORKBENCH_FIGURES_DIR`` when set, which the tests
 use). PNG export goes through kaleido (v1), which drives a Chrome/Chromium found on the
@@ -29,8 +29,8 @@ def figures_dir() -> Path:
 def save_figure(fig: Any, name: str, formats: Iterable[str] = FORMATS) -> list[Path]:
     """Write a plotly figure as ``figures/<name>.<fmt>``; return the paths actually written.
 
-    HTML loads plotly.js from ``plotly.min.js`` written once beside it (offline, and a few KB per
-    figure instead of ~5 MB each). A PNG that cannot be made (no
+    HTML embeds plotly.js, so each file opens offline on its own (~5 MB each: the HTML files are
+    not committed, the PNGs are). A PNG that cannot be made (no
     Chrome/Chromium for kaleido) is skipped with one clear line, never an exception.
     """
     global _png_unavailable
@@ -46,7 +46,7 @@ def save_figure(fig: Any, name: str, formats: Iterable[str] = FORMATS) -> list[P
     for fmt in formats:
         path = out_dir / f"{name}.{fmt}"
         if fmt == "html":
-            fig.write_html(path, include_plotlyjs="directory", full_html=True)
+            fig.write_html(path, include_plotlyjs=True, full_html=True)
             written.append(path)
             continue
         if _png_unavailable is not None:
