@@ -891,6 +891,7 @@ def run_scaling(
     result: dict[str, Any] = {
         "kind": "scaling",
         "schema": SCHEMA,
+        "git_commit": _git_commit(),
         "complete": False,
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": None,
@@ -1082,6 +1083,7 @@ def scaling_markdown(result: dict[str, Any]) -> str:
     settings = result["settings"]
     machine = result.get("machine", {})
     lines.append(f"- device `{result.get('device')}` ({machine.get('cpu')}; torch {result.get('torch')}; "
+                 f"commit {str(result.get('git_commit', 'not recorded'))[:10]}; "
                  f"{settings['threads']} thread(s)); {result.get('unit')}; repeats {settings['repeats']}; "
                  f"time limit {settings['time_limit_s_per_phase']:g} s per phase.")
     lines.append("- Energy columns are ESTIMATES: measured time x an assumed power, and counted FLOPs/bytes x "
@@ -1089,6 +1091,12 @@ def scaling_markdown(result: dict[str, Any]) -> str:
     if result.get("note"):
         lines.append(f"- Note: {result['note']}")
     return "\n".join(lines)
+
+
+def _git_commit() -> str:
+    from workbench.train import git_commit
+
+    return git_commit()
 
 
 def long_context_markdown(result: dict[str, Any]) -> str:
@@ -1108,7 +1116,8 @@ def long_context_markdown(result: dict[str, Any]) -> str:
         f"| {(s.get('rss_growth_first_to_last_window_bytes') or 0) / 2**20:,.2f} MiB "
         f"| {s.get('all_outputs_finite')} | {s.get('max_abs_output', float('nan')):.3g} |",
         "",
-        f"- device `{result.get('device')}`, {settings['threads']} thread(s), windows of "
+        f"- device `{result.get('device')}`, commit {str(result.get('git_commit', 'not recorded'))[:10]}, "
+        f"{settings['threads']} thread(s), windows of "
         f"{settings['window_tokens']:,} tokens; {result.get('unit')}.",
         "- largest state norms over the run: " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
         + f"; a transformer's KV cache at the same length would hold "
@@ -1230,6 +1239,7 @@ def run_long_recurrent(
     result = {
         "kind": "long-context",
         "schema": SCHEMA,
+        "git_commit": _git_commit(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         "device": slug,
         "machine": machine_description(threads),
