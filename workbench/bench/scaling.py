@@ -1083,7 +1083,7 @@ def scaling_markdown(result: dict[str, Any]) -> str:
     settings = result["settings"]
     machine = result.get("machine", {})
     lines.append(f"- device `{result.get('device')}` ({machine.get('cpu')}; torch {result.get('torch')}; "
-                 f"commit {str(result.get('git_commit', 'not recorded'))[:10]}; "
+                 f"commit {(result.get('git_commit') or 'not recorded')[:12]}; "
                  f"{settings['threads']} thread(s)); {result.get('unit')}; repeats {settings['repeats']}; "
                  f"time limit {settings['time_limit_s_per_phase']:g} s per phase.")
     lines.append("- Energy columns are ESTIMATES: measured time x an assumed power, and counted FLOPs/bytes x "
@@ -1116,7 +1116,7 @@ def long_context_markdown(result: dict[str, Any]) -> str:
         f"| {(s.get('rss_growth_first_to_last_window_bytes') or 0) / 2**20:,.2f} MiB "
         f"| {s.get('all_outputs_finite')} | {s.get('max_abs_output', float('nan')):.3g} |",
         "",
-        f"- device `{result.get('device')}`, commit {str(result.get('git_commit', 'not recorded'))[:10]}, "
+        f"- device `{result.get('device')}`, commit {(result.get('git_commit') or 'not recorded')[:12]}, "
         f"{settings['threads']} thread(s), windows of "
         f"{settings['window_tokens']:,} tokens; {result.get('unit')}.",
         "- largest state norms over the run: " + ", ".join(f"{k} {v:.3g}" for k, v in norms.items())
