@@ -50,10 +50,13 @@ def ema_naive(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
     return torch.stack(out, dim=1) if out else x.clone()
 
 
-def _carry_scan(last: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
-    """h_j = factor * h_{j-1} + last_j along dim 1 (h_{-1} = 0), by a log-depth (Hillis-Steele) scan."""
-    h, power, shift = last, factor, 1
-    while shift < last.shape[1]:
+def decayed_cumsum(x: torch.Tensor, factor: torch.Tensor) -> torch.Tensor:
+    """h_j = factor * h_{j-1} + x_j along dim 1 (h_{-1} = 0), by a log-depth (Hillis-Steele) scan.
+
+    ceil(log2 T) vectorized sweeps, no loop over positions; ``factor`` broadcasts over the last dim.
+    """
+    h, power, shift = x, factor, 1
+    while shift < x.shape[1]:
         h = torch.cat([h[:, :shift], h[:, shift:] + power * h[:, :-shift]], dim=1)
         power, shift = power * power, shift * 2
     return h
@@ -95,7 +98,7 @@ def ema_chunked(x: torch.Tensor, decay: torch.Tensor, chunk_size: int = 64) -> t
         mat = torch.where(causal, (1 - decay[:, None, None]) * decay[:, None, None] ** lag.clamp_min(0), 0.0)
         y = torch.einsum("dis,bnsd->bnid", mat, xc)
     if n > 1:
-        carried = _carry_scan(y[:, :, -1], decay**c)  # (B, n, d): the state at each chunk end
+        carried = decayed_cumsum(y[:, :, -1], decay**c)  # (B, n, d): the state at each chunk end
         entering = torch.cat([torch.zeros_like(carried[:, :1]), carried[:, :-1]], dim=1)
         powers = decay ** torch.arange(1, c + 1, device=x.device, dtype=x.dtype)[:, None]  # (C, d)
         y = y + powers * entering[:, :, None, :]

@@ -47,7 +47,7 @@ from torch import nn
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
 from workbench.kernels.dispatch import get_impl
-from workbench.kernels.reference import chunk_tables
+from workbench.kernels.reference import chunk_tables, decayed_cumsum
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
@@ -73,14 +73,7 @@ def ema_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
 
     ``decay`` has shape (d,). ceil(log2 T) vectorized sweeps, no loop over positions.
     """
-    y = (1 - decay) * x
-    power = decay.clone()
-    shift = 1
-    while shift < x.shape[1]:
-        y = torch.cat([y[:, :shift], y[:, shift:] + power * y[:, :-shift]], dim=1)
-        power = power * power
-        shift *= 2
-    return y
+    return decayed_cumsum((1 - decay) * x, decay)
 
 
 def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
@@ -364,11 +357,9 @@ class InvertedMixer(Mixer):
         pad = (-t) % c
         if pad:
             query, key, value = (F.pad(z, (0, 0, 0, pad)) for z in (query, key, value))
-            unit = F.pad(unit, (0, pad), value=-1)
         n = (t + pad) // c
         batch = torch.arange(b, device=query.device)[:, None, None]
         state_key, state_value = key[batch, start.clamp_min(0)], value[batch, start.clamp_min(0)]
-        chunk_unit = unit.view(b, n, 1, c)
 
         hooked = _hooked(self.hook_read_weights)
         chunk_read = get_impl("chunk_read", query.device, self.kernels)
@@ -379,6 +370,7 @@ class InvertedMixer(Mixer):
         read = _unpad(read.reshape(b, n * c, -1), t)
         dense = None
         if hooked:  # fold chunk candidates back onto their units
+            chunk_unit = F.pad(unit, (0, pad), value=-1).view(b, n, 1, c)
             dense = weights[..., :m].clone()
             dense.scatter_add_(-1, chunk_unit.clamp_min(0).expand(b, n, c, c), weights[..., m:])
             dense = _unpad(dense.reshape(b, n * c, m), t)
