@@ -1014,10 +1014,13 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   by REINFORCE with baselines. The rules learn from store verdicts (kept only if their precision
 #   beats `RuleLearner.price`) and from the task reward of the queries they took part in.
 # * **Dual process** (`Controller`). For each query, deliberate with probability
-#   $\sigma(w \cdot [1,\ \text{System-1 confidence},\ \text{query length}/8])$. The reward is
+#   $\sigma(w \cdot [1,\ \text{System-1 confidence},\ \text{query length}])$, both features standardized
+#   on the controller's training queries. The reward is
 #   $\mathbb{1}[\text{System 2 correct}] - \text{cost} \times \text{steps}$ when deliberating, and
 #   $\mathbb{1}[\text{System 1 correct}]$ otherwise. `tradeoff_curve` sweeps the cost per step and
-#   traces accuracy against mean deliberation.
+#   traces accuracy against mean deliberation. `budget_curve` is the anytime alternative: System 2
+#   may take at most $B$ steps, after which System 1 answers; it needs no signal about which
+#   queries are hard.
 #
 # Cost: building the store is one pass over the context. A query costs at most the executor's
 # `max_steps` primitives, each a dictionary lookup or a search over the stated facts. The price of
@@ -1140,6 +1143,8 @@ print("\nwith the learned rules:", execute(programs[1], store, learned).answer)
 #   // 7. Обучение контроллера и кривая компромисса (Controller.fit, tradeoff_curve)
 #   награда ← верно − cost · шаги (медленно) или верно (быстро); w обучается REINFORCE
 #   ДЛЯ КАЖДОЙ цены cost из набора: обучить контроллер, записать (точность, среднее число шагов)
+#   ДЛЯ КАЖДОГО лимита B = 0, 1, …: Система 2 делает не больше B шагов, иначе отвечает Система 1
+#       записать (точность, среднее число потраченных шагов)   // budget_curve
 # КОНЕЦ АЛГОРИТМА
 # ```
 #

@@ -517,12 +517,27 @@ for name in tasks_present:
 # with the same System 2; the points are evaluated on every test slice together, and the
 # labels give the cost. A curve that stays high as it moves left means the controller found
 # the queries where System 1 is already right.
+#
+# The controller can only be as selective as its features: on `hops` the query's length says
+# how many hops it takes, so at a middle cost it deliberates on the short queries only; on
+# `kinship` every query is two names, and with System 1 near chance nothing tells easy from
+# hard, so it is all or nothing. The dotted lines are the **anytime** alternative, which needs
+# no such signal (`budget_curve`): System 2 may take at most *B* steps, and where its program is
+# longer, System 1 answers; one point per *B*.
 
 # %%
 fig = make_subplots(rows=1, cols=len(tasks_present), subplot_titles=tasks_present, horizontal_spacing=0.05)
 for index, name in enumerate(tasks_present):
     tradeoff = summary["tasks"][name]["tradeoff"]
     costs_at: dict[tuple[float, float], list[float]] = {}
+    for label, points in summary["tasks"][name].get("budget_curve", {}).items():
+        fig.add_trace(go.Scatter(
+            x=[p["mean_steps"] for p in points], y=[p["accuracy"] for p in points], mode="lines+markers",
+            name=f"{label}, step budget B", legendgroup=f"{label}-budget", showlegend=index == 0,
+            line={"color": PALETTE.get(label, "black"), "dash": "dot", "width": 1}, marker={"size": 4},
+            customdata=[[p["budget"], p["finished"]] for p in points],
+            hovertemplate="B = %{customdata[0]} steps<br>mean steps %{x:.2f}<br>accuracy %{y:.3f}"
+                          "<br>System 2 finished %{customdata[1]:.0%}"), row=1, col=index + 1)
     for label, points in tradeoff.items():
         fig.add_trace(go.Scatter(
             x=[p["mean_steps"] for p in points], y=[p["accuracy"] for p in points], mode="lines+markers",
@@ -541,7 +556,8 @@ for index, name in enumerate(tasks_present):
 fig.update_yaxes(title_text="accuracy (all slices)", range=[-0.05, 1.08], row=1, col=1)
 fig.update_layout(title=f"The controller's trade-off as the cost per deliberation step varies, budget "
                         f"{summary['budget']}<br><sup>one controller per cost and System 1 model; "
-                        "at 0 steps it always answers fast</sup>", height=480, width=1300)
+                        "at 0 steps it always answers fast; dotted: System 2 capped at B steps</sup>",
+                  height=480, width=1300)
 save_figure(fig, "07_system2_tradeoff", FORMATS)
 fig.show()
 for name in tasks_present:

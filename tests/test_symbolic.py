@@ -10,7 +10,15 @@ from workbench.config import RunConfig
 from workbench.model import IGNORE, Model
 from workbench.symbolic.concepts import Codebook, ConceptInventory, grounded_facts, unit_inventory
 from workbench.symbolic.executor import Executor, Program, execute
-from workbench.symbolic.policy import Choice, Controller, RuleLearner, System2, parse_query, tradeoff_curve
+from workbench.symbolic.policy import (
+    Choice,
+    Controller,
+    RuleLearner,
+    System2,
+    budget_curve,
+    parse_query,
+    tradeoff_curve,
+)
 from workbench.symbolic.rules import (
     RuleBase,
     compare_rules,
@@ -214,6 +222,32 @@ def test_the_controller_respects_cost():
     curve = tradeoff_curve(train_set, test_set, costs=(0.0, 0.02, 0.08, 1.0))
     steps = [point["mean_steps"] for point in curve]
     assert steps == sorted(steps, reverse=True) and steps[0] > steps[-1]
+
+
+def test_the_controller_separates_queries_by_length_when_that_is_the_only_signal():
+    """System 1 at chance, System 2 right in `length` steps: at a cost where only 1-step queries
+    pay (1 - 0.6 > 0 > 1 - 2 x 0.6) the controller deliberates on exactly those."""
+    rng = np.random.default_rng(0)
+    def choices(n):
+        return [Choice(0.05, False, True, int(h), int(h) + 1) for h in rng.integers(1, 3, n)]
+    train_set, test_set = choices(400), choices(400)
+    controller = Controller(0.6).fit(train_set)
+    assert all(controller.decide(c) == (c.slow_steps == 1) for c in test_set)
+    assert Controller(0.1).fit(train_set).score(test_set)["deliberate"] == 1.0
+    assert Controller(1.5).fit(train_set).score(test_set)["deliberate"] == 0.0
+
+
+def test_budget_curve_runs_from_system1_alone_to_system2_alone():
+    test_set = [Choice(0.5, fast, slow, steps, 3) for fast, slow, steps in
+                [(True, True, 1), (False, True, 2), (False, True, 4), (True, False, 4), (False, False, 3)]]
+    curve = budget_curve(test_set)
+    assert [p["budget"] for p in curve] == [0, 1, 2, 3, 4]
+    assert curve[0]["accuracy"] == 2 / 5 and curve[0]["mean_steps"] == 0  # nobody finishes: System 1 alone
+    assert curve[-1]["accuracy"] == 3 / 5 and curve[-1]["finished"] == 1.0  # everybody finishes: System 2 alone
+    assert curve[-1]["mean_steps"] == (1 + 2 + 4 + 4 + 3) / 5
+    assert curve[2]["accuracy"] == 3 / 5 and curve[2]["mean_steps"] == (1 + 2 + 2 + 2 + 2) / 5
+    steps = [p["mean_steps"] for p in curve]
+    assert steps == sorted(steps)
 
 
 # ----------------------------------------------------------------------------- tasks

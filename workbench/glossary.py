@@ -196,6 +196,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "Choice": (f"{_SYM}.policy.Choice", "What the controller knows about a query: System 1 confidence, both systems' outcomes, steps."),
     "Controller": (f"{_SYM}.policy.Controller", "Dual-process switch: deliberate with p = sigmoid(w . features); reward correct - cost x steps."),
     "tradeoff_curve": (f"{_SYM}.policy.tradeoff_curve", "Accuracy vs mean deliberation steps, one controller per cost."),
+    "budget_curve": (f"{_SYM}.policy.budget_curve", "Anytime deliberation: System 2 capped at B steps, System 1 answers past it; one point per B."),
     # System 2: the loop step by step (the headers of the Russian pseudocode, § 7.2)
     "inverse_name": (f"{_SYM}.store.inverse_name", "r <-> ~r: a relation name read backwards."),
     "RuleLearner.fit": (f"{_SYM}.policy.RuleLearner.fit", "Propose hypotheses from every store, then keep/drop them by REINFORCE on store evidence (rounds)."),
@@ -297,4 +298,5 @@ GLOSSARY_RU: dict[str, str] = {
     "Controller.fit": "обучение контроллера (REINFORCE)",
     "Executor.run": "пошаговое выполнение программы с трассой",
     "tradeoff_curve": "кривая «точность — число шагов» при разной цене шага",
+    "budget_curve": "рассуждение с лимитом шагов B: не успела Система 2 — отвечает Система 1",
 }

@@ -15,11 +15,12 @@ REINFORCE; VCML (Han et al., NeurIPS 2019) for concepts and metaconcepts learned
 """
 
 from workbench.symbolic.executor import Executor, Program, Result, execute
-from workbench.symbolic.policy import Controller, ProgramPolicy, RuleLearner, System2, tradeoff_curve
+from workbench.symbolic.policy import Controller, ProgramPolicy, RuleLearner, System2, budget_curve, tradeoff_curve
 from workbench.symbolic.rules import Hypothesis, RuleBase, compose, fact, inverse, symmetric, transitive
 from workbench.symbolic.store import Fact, Store
 
 __all__ = [
     "Controller", "Executor", "Fact", "Hypothesis", "Program", "ProgramPolicy", "Result", "RuleBase", "RuleLearner",
     "Store", "System2", "compose", "execute", "fact", "inverse", "symmetric", "transitive", "tradeoff_curve",
+    "budget_curve",
 ]

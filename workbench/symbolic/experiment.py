@@ -11,7 +11,8 @@ and seed:
    (a k-means codebook over the inverted model's hidden states);
 3. the dual-process controller, trained on held-out training-distribution queries at cost
    ``COST`` per deliberation step, then applied per query on every slice; and the accuracy vs
-   mean-steps curve over a sweep of costs;
+   mean-steps curve over a sweep of costs, and the anytime curve (System 2 capped at a step
+   budget, System 1 answers past it);
 4. the learned rules, printed, and compared with the generator's true rules;
 5. what the notebook (``notebooks/07_system2.py``) shows besides: System 2's reward curve per
    seed (``system2_reward.curves``) and, for ``concepts``, System 1's concept codes with the
@@ -32,7 +33,7 @@ import numpy as np
 
 from workbench.config import ConfigError, ModelConfig, RunConfig, TaskConfig, TrainConfig
 from workbench.symbolic.concepts import codebook_inventory, grounded_facts
-from workbench.symbolic.policy import Answered, Choice, Controller, System2, tradeoff_curve
+from workbench.symbolic.policy import Answered, Choice, Controller, System2, budget_curve, tradeoff_curve
 from workbench.symbolic.rules import compare_rules
 from workbench.symbolic.store import Store
 from workbench.symbolic.tasks import KINDS, SYMBOLIC_TASKS, SYNONYM, SymbolicTask
@@ -43,7 +44,7 @@ SYSTEM1 = {  # label -> (mixer, layers)
     "transformer-2L": ("transformer", 2),
 }
 COST = 0.01  # reward per deliberation step the table's controller pays
-COSTS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.3, 1.0)
+COSTS = (0.0, 0.003, 0.01, 0.03, 0.1, 0.2, 0.3, 0.4, 0.5, 0.7, 1.0)
 BUDGETS: dict[str, dict[str, Any]] = {
     # System 1 training, System 2 data, evaluation size
     "smoke": {"d_model": 32, "steps": 30, "batch_size": 16, "n_train": 60, "n_control": 30, "n_eval": 8, "epochs": 1},
@@ -163,6 +164,8 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
         rows.setdefault(system, {}).setdefault(key, {}).setdefault(s, []).append(value)
 
     curves: dict[str, list] = {}
+    budgets: dict[str, list] = {}  # one shared range of step budgets, so seeds can be averaged point by point
+    max_steps = max(r.steps for record in per_seed for s in slices for r in record["system2"]["slow"][s])
     for record in per_seed:
         items, slow = record["items"], record["system2"]["slow"]
         for key, system in (("system2", "system2"), ("system2_grounded", "system2+S1-concepts")):
@@ -184,6 +187,7 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
                 put(f"{label}+system2", "steps", s, scored["mean_steps"])
                 put(f"{label}+system2", "deliberate", s, scored["deliberate"])
             curves.setdefault(label, []).append(tradeoff_curve(control, test_all, COSTS))
+            budgets.setdefault(label, []).append(budget_curve(test_all, range(max_steps + 1)))
     table = []
     for system, metrics in rows.items():
         table.append({"system": system, **{k: {s: _stats(v) for s, v in by_slice.items()} for k, by_slice in metrics.items()}})
@@ -199,6 +203,8 @@ def summarize(task: SymbolicTask, slices: list[str], per_seed: list[dict]) -> di
         "rows": table,
         "tradeoff": {label: [{k: statistics.fmean(p[i][k] for p in runs) for k in runs[0][i]} for i in range(len(COSTS))]
                      for label, runs in curves.items()},
+        "budget_curve": {label: [{k: statistics.fmean(p[i][k] for p in runs) for k in runs[0][i]}
+                                 for i in range(max_steps + 1)] for label, runs in budgets.items()},
         "rules": {"text": s2.rules.describe(limit_facts=30), "compare": compare_rules(learned, task.true_rules())},
         "policy": s2.policy.describe(),
         "system2_reward": {"first_200": float(np.mean(last["system2"]["rewards"][:200])),

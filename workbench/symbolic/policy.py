@@ -294,26 +294,40 @@ class Choice:
     query_length: int
 
     def features(self) -> np.ndarray:
-        return np.array([1.0, self.confidence, self.query_length / 8.0])
+        return np.array([self.confidence, float(self.query_length)])
 
 
 @dataclass
 class Controller:
-    """Deliberate with probability sigmoid(w . features); REINFORCE with a running baseline."""
+    """Deliberate with probability sigmoid(w . [1, standardized features]); REINFORCE with a running baseline.
+
+    The features (System 1's confidence, the query's length) are standardized on the training
+    choices: raw, a one-token difference in length (one more hop) is too small a step for the
+    logistic to separate within a few epochs, and the controller fell back to all-or-nothing.
+    """
 
     cost: float
     lr: float = 0.5
     seed: int = 0
     w: np.ndarray = field(default_factory=lambda: np.zeros(3))
+    center: np.ndarray = field(default_factory=lambda: np.zeros(2))
+    scale: np.ndarray = field(default_factory=lambda: np.ones(2))
+
+    def inputs(self, c: Choice) -> np.ndarray:
+        return np.concatenate([[1.0], (c.features() - self.center) / self.scale])
 
     def p_deliberate(self, c: Choice) -> float:
-        return 1.0 / (1.0 + math.exp(-float(self.w @ c.features())))
+        return 1.0 / (1.0 + math.exp(-float(self.w @ self.inputs(c))))
 
     def reward(self, c: Choice, deliberate: bool) -> float:
         return float(c.slow_correct) - self.cost * c.slow_steps if deliberate else float(c.fast_correct)
 
     def fit(self, choices: Sequence[Choice], epochs: int = 20) -> Controller:
         rng = np.random.default_rng(self.seed)
+        if choices:
+            features = np.stack([c.features() for c in choices])
+            std = features.std(axis=0)
+            self.center, self.scale = features.mean(axis=0), np.where(std > 0, std, 1.0)
         baseline = 0.0
         for _ in range(epochs):
             for i in rng.permutation(len(choices)):
@@ -321,7 +335,7 @@ class Controller:
                 p = self.p_deliberate(c)
                 deliberate = rng.random() < p
                 r = self.reward(c, deliberate)
-                self.w += self.lr * (r - baseline) * (deliberate - p) * c.features()
+                self.w += self.lr * (r - baseline) * (deliberate - p) * self.inputs(c)
                 baseline += 0.02 * (r - baseline)
         return self
 
@@ -341,3 +355,25 @@ def tradeoff_curve(train: Sequence[Choice], test: Sequence[Choice], costs: Itera
                    seed: int = 0, epochs: int = 20) -> list[dict[str, float]]:
     """Accuracy vs mean deliberation steps on ``test``, one controller trained on ``train`` per cost."""
     return [Controller(cost, seed=seed).fit(train, epochs).score(test) for cost in costs]
+
+
+def budget_curve(test: Sequence[Choice], budgets: Iterable[int] | None = None) -> list[dict[str, float]]:
+    """Anytime deliberation: System 2 may take up to ``budget`` steps, then System 1 answers.
+
+    No controller and no signal needed: a query whose program finishes within the budget gets
+    System 2's answer and costs its steps; a longer one costs the whole budget and falls back to
+    System 1. Where nothing tells the controller which queries are hard (kinship: every query
+    is two names), this is the trade-off a step-by-step reasoner still has.
+    """
+    if budgets is None:
+        budgets = range(0, max((c.slow_steps for c in test), default=0) + 1)
+    n = max(len(test), 1)
+    out = []
+    for budget in budgets:
+        finished = [c.slow_steps <= budget for c in test]
+        correct = [c.slow_correct if done else c.fast_correct for c, done in zip(test, finished)]
+        steps = [min(c.slow_steps, budget) for c in test]
+        out.append({"budget": budget, "accuracy": sum(correct) / n, "mean_steps": sum(steps) / n,
+                    "finished": sum(finished) / n})
+    return out
+
