@@ -236,8 +236,11 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
 
     target = config.train.target_metric
     reached = bool(history) and target is not None and history[-1]["metrics"][task.metric] >= target
-    bar = tqdm(total=config.train.steps, initial=step, disable=not progress or rank != 0,
-               desc=f"{task.name}/{config.model.mixer}", leave=False)
+    timed = bool(config.train.time_budget_s)  # a wall-clock budget: the bar counts seconds, not steps
+    bar = tqdm(total=config.train.time_budget_s if timed else config.train.steps, initial=round(train_time) if timed else step,
+               disable=not progress or rank != 0, desc=f"{task.name}/{config.model.mixer}", leave=False,
+               unit="s" if timed else "it", bar_format="{l_bar}{bar}| {n:.0f}/{total:.0f} s [{elapsed}<{remaining}{postfix}]"
+               if timed else None)
     model.train()
     while step < config.train.steps and not reached:
         if config.train.time_budget_s and _out_of_time(train_time, config.train.time_budget_s, world, dev):
@@ -259,11 +262,11 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         step += 1
         train_time += time.perf_counter() - started
         tokens += batch.inputs.shape[0] * batch.inputs.shape[1]  # the global batch
-        bar.update(1)
+        bar.update(time.perf_counter() - started if timed else 1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
             metrics = evaluate()
             history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics})
-            bar.set_postfix(loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
+            bar.set_postfix(step=step, loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
             reached = target is not None and metrics[task.metric] >= target
         if step % config.train.checkpoint_every == 0:
             checkpoint()
