@@ -12,7 +12,7 @@ ifeq ($(origin WORKBENCH_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: venv demo test test-slow lab notebooks figures bench bench-scaling lint clean
+.PHONY: venv demo test test-slow lab notebooks figures bench ablation bench-scaling lint clean
 
 venv: $(STAMP)
 
@@ -44,6 +44,11 @@ figures: notebooks
 
 bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped)
 	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
+
+ablation: venv  ## each switch of the inverted mixer off on its own, MQAR + copy + char-LM, demo budget -> results/ablation
+	$(PY) -m workbench.cli compare --tasks mqar,copy,charlm --mixers ablation --budget demo --seeds $(ABLATION_SEEDS) --results results/ablation
+
+ABLATION_SEEDS ?= 1
 
 SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 

@@ -39,3 +39,29 @@ def test_update_markdown_replaces_only_known_blocks(results: Path, tmp_path: Pat
     assert replaced == ["scaling-cpu-1thread"]
     assert "stale" not in text and "| inverted | 16 |" in text
     assert "kept" in text and text.startswith("intro\n") and text.endswith("outro\n")
+
+
+def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_path: Path):
+    """Hand-made run files (the aggregation is what is tested here, not training)."""
+    import json
+
+    from workbench.compare import ABLATIONS
+
+    def write(label: str, mixer: str, metrics: dict[str, float]) -> None:
+        run = tmp_path / "ablation" / "runs" / "demo" / f"{label}--{mixer.replace(':', '_')}--s0"
+        run.mkdir(parents=True)
+        run.joinpath("result.json").write_text(json.dumps({
+            "label": label, "mixer_label": mixer, "metric": next(iter(metrics)), "metrics": metrics, "steps": 10,
+            "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)",
+            "parameters": {"mixer": 7 if mixer == "inverted" else 5, "total": 9}}))
+
+    write("mqar-64x4", "inverted", {"accuracy": 0.9, "accuracy@128x8": 0.5})
+    write("mqar-64x4", ABLATIONS["k=1"], {"accuracy": 0.6, "accuracy@128x8": 0.1})
+    write("charlm", "inverted", {"bpc": 2.8})
+    write("charlm", ABLATIONS["k=1"], {"bpc": 3.0})
+    blocks = render_blocks(tmp_path)
+    table = blocks["ablation-demo"]
+    assert "| variant | mixer params | mqar-64x4 accuracy | charlm bpc |" in table  # long-length metrics left out
+    assert "| inverted (default: M=128, k=2) | 7 | 0.900 | 2.800 |" in table
+    assert "| k=1 | 5 | 0.600 (-0.300) | 3.000 (+0.200) |" in table
+    assert "compare-demo" not in blocks  # the ablation set keeps out of the main tables

@@ -83,7 +83,7 @@ def cmd_compare(args: argparse.Namespace) -> None:
     list runs both parts (protocol first), each with its own table and JSON file."""
     from rich.console import Console
 
-    from workbench.compare import compare, format_table, split_tasks
+    from workbench.compare import ABLATIONS, compare, format_table, split_tasks
 
     protocol_tasks, system2_tasks = split_tasks([t for t in args.tasks.split(",") if t])
     if system2_tasks and not protocol_tasks:
@@ -96,7 +96,8 @@ def cmd_compare(args: argparse.Namespace) -> None:
     if protocol_tasks:
         summary = compare(
             tasks=protocol_tasks,
-            mixers=[m for m in (args.mixers or "transformer,inverted").split(",") if m],
+            mixers=list(ABLATIONS.values()) if args.mixers == "ablation"
+            else [m for m in (args.mixers or "transformer,inverted").split(",") if m],
             budget=args.budget,
             seeds=args.seeds,
             results=args.results,
@@ -171,7 +172,8 @@ def build_parser() -> argparse.ArgumentParser:
                         "written to system2-<budget>.json)")
     p.add_argument("--mixers", default=None,
                    help="protocol v1 tasks only (default transformer,inverted): comma list; variants as "
-                        "name:key=value, e.g. inverted:refractory=false")
+                        "name:key=value, e.g. inverted:refractory=false; 'ablation' = the ablation set "
+                        "(workbench.compare.ABLATIONS; make ablation)")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--seeds", type=int, default=1)
     p.add_argument("--results", default="results")

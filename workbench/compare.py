@@ -144,6 +144,21 @@ def compare(
 
 
 ALL_TASKS = ["copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes"]
+
+# The ablation set: each switch of the inverted mixer off (or moved) on its own, everything else at
+# the default; the transformer for scale. ``make ablation`` runs it; results go to their own
+# directory (``results/ablation``) so the main tables keep two columns.
+ABLATIONS = {
+    "transformer": "transformer",
+    "inverted (default: M=128, k=2)": "inverted",
+    "refractory off (content routing)": "inverted:refractory=false",
+    "local channel off": "inverted:conv_width=0",
+    "multi-timescale off": "inverted:timescales=[]",
+    "k=1": "inverted:read_topk=1",
+    "k=4": "inverted:read_topk=4",
+    "M=32": "inverted:n_units=32",
+}
+ABLATION_TASKS = ["mqar", "copy", "charlm"]
 SYSTEM2_TASKS = ["hops", "kinship", "temporal", "concepts"]  # workbench.symbolic.tasks.SYMBOLIC_TASKS
 
 

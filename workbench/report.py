@@ -54,6 +54,71 @@ def compare_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def ablation_table(summary: dict[str, Any]) -> str:
+    """One row per variant of the ablation set, one column per (task, metric), change vs the default."""
+    from workbench.compare import ABLATIONS
+
+    names = {spec: name for name, spec in ABLATIONS.items()}
+    by_key = {(row["label"], row["mixer"]): row for row in summary["rows"]}
+    labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
+    columns = [(label, metric) for label in labels
+               for metric in next(r for r in summary["rows"] if r["label"] == label)["metrics"] if "@" not in metric]
+    mixers = [spec for spec in ABLATIONS.values() if any(m == spec for _, m in by_key)]
+    mixers += [m for m in dict.fromkeys(m for _, m in by_key) if m not in mixers]
+    lines = ["| variant | mixer params | " + " | ".join(f"{label} {metric}" for label, metric in columns) + " |",
+             "|---|---|" + "---|" * len(columns)]
+    for mixer in mixers:
+        cells = []
+        for label, metric in columns:
+            row, base = by_key.get((label, mixer)), by_key.get((label, "inverted"))
+            stat = row["metrics"].get(metric) if row else None
+            text = _cell(stat)
+            if stat and base and mixer != "inverted" and metric in base["metrics"]:
+                text += f" ({stat['mean'] - base['metrics'][metric]['mean']:+.3f})"
+            cells.append(text)
+        any_row = next(r for (_, m), r in by_key.items() if m == mixer)
+        lines.append(f"| {names.get(mixer, mixer)} | {any_row['parameters']['mixer']:,} | " + " | ".join(cells) + " |")
+    seeds = sorted({r["seeds"] for r in summary["rows"]})
+    devices = sorted({r["device"] for r in summary["rows"]})
+    lines += ["", f"Budget `{summary['budget']}`, seeds per cell: {', '.join(map(str, seeds))}; in brackets the change "
+              f"from the default inverted mixer (for bpc lower is better); measured on: {', '.join(devices)}."]
+    return "\n".join(lines)
+
+
+def system2_table(summary: dict[str, Any]) -> str:
+    """Per task: accuracy by slice for every system (mean steps for System 2 rows), the rules' precision
+    and recall, and the inverted model's two trade-off curves (controller per cost; step budget)."""
+    lines = []
+    for name, task in summary["tasks"].items():
+        lines += [f"**{name}** (trained on {', '.join(task['train_slices'])})", "",
+                  "| system | " + " | ".join(task["slices"]) + " |", "|---|" + "---|" * len(task["slices"])]
+        for row in task["rows"]:
+            cells = []
+            for s in task["slices"]:
+                text = _cell(row["accuracy"][s], 2)
+                if "steps" in row:
+                    text += f" ({row['steps'][s]['mean']:.1f})"
+                cells.append(text)
+            lines.append(f"| {row['system']} | " + " | ".join(cells) + " |")
+        rules = task["rules"]["compare"]
+        lines.append("")
+        if rules["true"]:
+            lines.append(f"Rules learned: precision {rules['precision']:.2f}, recall {rules['recall']:.2f} "
+                         f"({rules['correct']} of {rules['true']} true rules, {rules['learned']} kept).")
+        curve = task["tradeoff"].get("inverted", [])
+        if curve:
+            points = ", ".join(f"{p['cost']:g}: {p['accuracy']:.2f} @ {p['mean_steps']:.1f}" for p in curve)
+            lines.append(f"Controller, cost per step: accuracy @ mean steps (inverted System 1): {points}.")
+        budget = task.get("budget_curve", {}).get("inverted", [])
+        if budget:
+            points = ", ".join(f"{p['budget']}: {p['accuracy']:.2f} @ {p['mean_steps']:.1f}" for p in budget)
+            lines.append(f"Step budget B: accuracy @ mean steps: {points}.")
+        lines.append("")
+    lines.append(f"Budget `{summary['budget']}`, {summary['seeds']} seed(s); in brackets System 2's mean steps; "
+                 f"measured on: {summary.get('device', '?')}.")
+    return "\n".join(lines)
+
+
 def render_blocks(results: Path) -> dict[str, str]:
     """Re-aggregate every budget's run files, then render one table per budget."""
     from workbench.compare import aggregate
@@ -66,6 +131,13 @@ def render_blocks(results: Path) -> dict[str, str]:
         summary = json.loads(path.read_text())
         if summary["rows"]:
             blocks[f"compare-{summary['budget']}"] = compare_table(summary)
+    for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
+        blocks[path.stem] = system2_table(json.loads(path.read_text()))
+    ablation = results / "ablation"
+    for budget_dir in sorted((ablation / "runs").glob("*")):  # block ablation-<budget>
+        summary = aggregate(ablation, budget_dir.name)
+        if summary["rows"]:
+            blocks[f"ablation-{budget_dir.name}"] = ablation_table(summary)
     from workbench.bench.scaling import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
