@@ -329,6 +329,25 @@ def test_chunk_read_torch_is_the_mixers_read(case):
         assert torch.equal(a, e)
 
 
+@pytest.mark.parametrize("case", MIXER_CASES, ids=str)
+def test_chunk_read_gather_is_the_mixers_dense_read(case):
+    """The CPU path without the weights hook (values fetched by position) against the hooked one
+    (dense weights through ``chunk_read_torch``): values and gradients."""
+    b, t, m, k, chunk = case
+    mixer = InvertedMixer(16, InvertedOptions(n_units=m, read_topk=k, chunk_size=chunk))
+    inputs = mixer_read_inputs(b, t, m, 6, 7, torch.float64)
+    expected = mixer_read(mixer, *inputs)
+    read, dense, lse = mixer._mix_chunked(*inputs[:3], inputs[4])
+    assert dense is None  # the gather path ran
+    assert_close(read, expected[0], 1e-12, "read")
+    assert_close(lse, expected[2], 1e-12, "lse")
+    g_read, g_lse = torch.randn_like(read), torch.randn_like(lse)
+    grads = torch.autograd.grad([read, lse], inputs[:3], [g_read, g_lse])
+    grads_ref = torch.autograd.grad([expected[0], expected[2]], inputs[:3], [g_read, g_lse])
+    for name, g, g_ref in zip(("dquery", "dkey", "dvalue"), grads, grads_ref):
+        assert_close(g, g_ref, 1e-12, name)
+
+
 def check_mixer_read(fn, mixer, inputs, tol):
     expected = mixer_read(mixer, *inputs)
     got = factored_read(fn, mixer, *inputs)

@@ -76,7 +76,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "_hooked": (f"{_INV}._hooked", "True when a hook listens at a hook point (lets forward skip unused work)."),
     # ------------------------------------------------------------------ methods of InvertedMixer
     "check_options": (f"{_MIX}.check_options", "Reject impossible options with one clear ConfigError."),
-    "_features": (f"{_MIX}._features", "h = x + local; feat = [h; ema]: what the gates, router and ordinal query see."),
+    "_features": (f"{_MIX}._features", "h = x + local; the gate, route and ordinal-query maps of feat = [h; ema], as W_h h + W_c ema."),
     "_gates": (f"{_MIX}._gates", "Salience (write) and advance gates: sigmoid, hard threshold 1/2, straight-through."),
     "_route": (f"{_MIX}._route", "Pool choice by learned interest (softmax over pools, argmax, straight-through scale)."),
     "_message": (f"{_MIX}._message", "Key [W_k h / sqrt(d_k); ordinal_code] and value W_v x of a posted message."),

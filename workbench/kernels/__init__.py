@@ -11,12 +11,20 @@ Importing this package does not import triton; the kernel modules load on first 
 """
 
 from workbench.kernels.dispatch import CHOICES, ENV_VAR, OPS, get_impl, resolve, triton_available
-from workbench.kernels.reference import chunk_read_naive, chunk_read_torch, chunk_tables, ema_chunked, ema_naive
+from workbench.kernels.reference import (
+    chunk_read_gather,
+    chunk_read_naive,
+    chunk_read_torch,
+    chunk_tables,
+    ema_chunked,
+    ema_naive,
+)
 
 __all__ = [
     "CHOICES",
     "ENV_VAR",
     "OPS",
+    "chunk_read_gather",
     "chunk_read_naive",
     "chunk_read_torch",
     "chunk_tables",

@@ -6,7 +6,8 @@ Here tokens *post* messages and a fixed set of M processing units takes them in:
 1. Local channel. ``local = causal_depthwise_conv(x)`` (width w) is private to the
    token and gives order and the predecessor (key -> value is asymmetric).
    ``h = x + local``. Multi-timescale context ``c = EMA_lambda(x)`` (channel groups with
-   different lambda) gives the gates a sense of time; ``feat = [h; c]``.
+   different lambda) gives the gates a sense of time; ``feat = [h; c]`` (its linear maps are
+   computed as ``W_h h + W_c c``, without building the concatenation).
 2. Salience (demand-driven). ``p_t = sigmoid(w_s . feat_t)``; the token posts a message
    iff ``p_t > 1/2`` (straight-through gradient). Writing is free while the M units have
    room; past capacity each write evicts a message, so ``write_price * relu(sum_t p_t - M) / T``
@@ -46,8 +47,8 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
-from workbench.kernels.dispatch import get_impl
-from workbench.kernels.reference import chunk_tables, decayed_cumsum
+from workbench.kernels.dispatch import get_impl, resolve
+from workbench.kernels.reference import chunk_read_gather, chunk_tables, decayed_cumsum
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
@@ -185,23 +186,38 @@ class InvertedMixer(Mixer):
     # ------------------------------------------------------------------ pieces shared by both forms
 
     def _features(self, x: torch.Tensor, local: torch.Tensor, ema: torch.Tensor | None):
-        h = x + local
-        feat = torch.cat([h, ema], dim=-1) if ema is not None else h
-        return h, feat
+        """h = x + local, and what the gates, router and ordinal query read from feat = [h; ema].
 
-    def _gates(self, feat: torch.Tensor):
-        probs = torch.sigmoid(self.gates(feat))
+        The three linear maps of feat run as one: ``W_h h + W_c ema + b`` with their weights
+        stacked, so the (..., 2d) concatenation feat is never built (nor its gradient).
+        Returns ``(h, (gate logits, route logits or None, ordinal coefficients or None))``.
+        """
+        h = x + local
+        layers = [self.gates, self.router, self.ordinal_query if self.n_freq else None]
+        present = [layer for layer in layers if layer is not None]
+        weight = torch.cat([layer.weight for layer in present])
+        bias = torch.cat([layer.bias if layer.bias is not None else weight.new_zeros(layer.out_features)
+                          for layer in present])
+        d = self.d_model
+        out = F.linear(h, weight[:, :d], bias)
+        if ema is not None:
+            out = out + F.linear(ema, weight[:, d:])
+        parts = iter(out.split([layer.out_features for layer in present], dim=-1))
+        return h, tuple(next(parts) if layer is not None else None for layer in layers)
+
+    def _gates(self, gate_logits: torch.Tensor):
+        probs = torch.sigmoid(gate_logits)
         p_write, p_advance = probs[..., 0], probs[..., 1]
-        write = straight_through((p_write > 0.5).to(feat.dtype), p_write)
-        advance = straight_through((p_advance > 0.5).to(feat.dtype), p_advance)
+        write = straight_through((p_write > 0.5).to(probs.dtype), p_write)
+        advance = straight_through((p_advance > 0.5).to(probs.dtype), p_advance)
         return p_write, write, advance
 
-    def _route(self, feat: torch.Tensor):
+    def _route(self, route_logits: torch.Tensor | None, like: torch.Tensor):
         """Pool (refractory) or unit (content-only) chosen by learned interest, with ST scale."""
-        if self.router is None:
-            choice = torch.zeros(feat.shape[:-1], dtype=torch.long, device=feat.device)
-            return choice, torch.ones(feat.shape[:-1], device=feat.device, dtype=feat.dtype)
-        probs = self.router(feat).softmax(-1)
+        if route_logits is None:
+            choice = torch.zeros(like.shape[:-1], dtype=torch.long, device=like.device)
+            return choice, torch.ones(like.shape[:-1], device=like.device, dtype=like.dtype)
+        probs = route_logits.softmax(-1)
         choice = probs.argmax(-1)
         chosen = probs.gather(-1, choice[..., None])[..., 0]
         return choice, chosen / chosen.detach()
@@ -233,10 +249,9 @@ class InvertedMixer(Mixer):
         weight = weight * (causal & ~written.view(b, n, 1, c))
         return _unpad((weight @ scaled_value.view(b, n, c, -1)).reshape(b, n * c, -1), t)
 
-    def _query(self, h: torch.Tensor, feat: torch.Tensor, pointer: torch.Tensor):
+    def _query(self, h: torch.Tensor, z: torch.Tensor | None, pointer: torch.Tensor):
         q = self.query(h)
         if self.n_freq:
-            z = self.ordinal_query(feat)
             q = torch.cat([q, rotate_ordinal_query(z, pointer, self.n_freq, self.o.n_units).to(q.dtype)], -1)
         return q
 
@@ -261,14 +276,14 @@ class InvertedMixer(Mixer):
         else:
             local = torch.zeros_like(x)
         ema = get_impl("ema", x.device, self.kernels)(x, self.decay) if o.timescales else None
-        h, feat = self._features(x, local, ema)
-        p_write, write, advance = self._gates(feat)
+        h, (gate_logits, route_logits, ordinal_z) = self._features(x, local, ema)
+        p_write, write, advance = self._gates(gate_logits)
         self.hook_salience(p_write)
 
         count = write.cumsum(1)  # writes so far (float; exact integers in the forward pass)
         ordinal = count - 1
         pointer = self.hook_read_pointer(advance.cumsum(1) - 1)
-        choice, route_scale = self._route(feat)
+        choice, route_scale = self._route(route_logits, h)
         written = write.detach() > 0.5
         if o.refractory:
             pool_onehot = F.one_hot(choice, o.n_pools).to(x.dtype) * written[..., None]
@@ -293,7 +308,7 @@ class InvertedMixer(Mixer):
         scale = write * route_scale
         raw_key, raw_value = self._message(x, h, ordinal)
         key, value = raw_key * scale[..., None], raw_value * scale[..., None]
-        query = self._query(h, feat, pointer)
+        query = self._query(h, ordinal_z, pointer)
         if self.impl == "naive":
             read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
@@ -301,7 +316,7 @@ class InvertedMixer(Mixer):
         if dense is not None:
             self.hook_read_weights(dense)
         if o.write_surrogate and self.training and torch.is_grad_enabled():
-            read = read + self._surrogate(query, raw_key, raw_value * scale[..., None], written, lse)
+            read = read + self._surrogate(query, raw_key, value, written, lse)
 
         # Writing is free while the units have room; past capacity every write evicts a
         # message, so the expected excess is priced (per token, averaged over the batch).
@@ -349,7 +364,9 @@ class InvertedMixer(Mixer):
         chunk start, valid while not overwritten inside the chunk up to t, and (b) tokens
         s <= t of the chunk that still occupy their unit at t. Exactly the M occupants.
         All chunks are processed at once (batched), so there is no loop over time; which
-        candidate is valid comes from the write table alone (``chunk_tables``).
+        candidate is valid comes from the write table alone (``chunk_tables``). On the
+        PyTorch backend the sparse read (k < M + C) fetches its k values by position
+        (``chunk_read_gather``) unless the read-weights hook needs the dense weights.
         """
         b, t, e = query.shape
         m, c = self.o.n_units, min(self.o.chunk_size, t)
@@ -359,9 +376,14 @@ class InvertedMixer(Mixer):
             query, key, value = (F.pad(z, (0, 0, 0, pad)) for z in (query, key, value))
         n = (t + pad) // c
         batch = torch.arange(b, device=query.device)[:, None, None]
-        state_key, state_value = key[batch, start.clamp_min(0)], value[batch, start.clamp_min(0)]
-
+        state_key = key[batch, start.clamp_min(0)]
         hooked = _hooked(self.hook_read_weights)
+        if not hooked and self.o.read_topk < m + c and resolve(query.device, self.kernels) == "torch":
+            read, lse = chunk_read_gather(query.view(b, n, c, e), state_key, key.view(b, n, c, e), value, start, valid,
+                                          self.o.read_topk)  # fmt: skip
+            return _unpad(read.reshape(b, n * c, -1), t), None, _unpad(lse.reshape(b, n * c), t)
+
+        state_value = value[batch, start.clamp_min(0)]
         chunk_read = get_impl("chunk_read", query.device, self.kernels)
         read, lse, weights = chunk_read(
             query.view(b, n, c, e), state_key, key.view(b, n, c, e), state_value, value.view(b, n, c, -1),
@@ -407,11 +429,11 @@ class InvertedMixer(Mixer):
         ema = None
         if o.timescales:
             ema = self.decay * state["ema"] + (1 - self.decay) * x_t
-        h, feat = self._features(x_t, local, ema)
-        _, write, advance = self._gates(feat)
+        h, (gate_logits, route_logits, ordinal_z) = self._features(x_t, local, ema)
+        _, write, advance = self._gates(gate_logits)
         count = state["count"] + write
         pointer = state["pointer"] + advance
-        choice, route_scale = self._route(feat)
+        choice, route_scale = self._route(route_logits, h)
         written = write.detach() > 0.5
         if o.refractory:
             pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(torch.float64) * written[:, None]
@@ -432,7 +454,7 @@ class InvertedMixer(Mixer):
         occupied = state["occupied"] | slot
         fired_at = torch.where(slot, fired_value[:, None].expand(-1, m), state["fired_at"])
 
-        query = self._query(h, feat, pointer)
+        query = self._query(h, ordinal_z, pointer)
         scores = torch.einsum("bme,be->bm", keys, query)
         weights, top, _ = self._read(scores, occupied)
         if top is None:
