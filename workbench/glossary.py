@@ -67,6 +67,8 @@ GLOSSARY: dict[str, tuple[str, str]] = {
                        "h_j = factor * h_(j-1) + x_j by a log-depth scan (the EMA's and the chunk carries' scan)."),
     "chunk_tables": ("workbench.kernels.reference.chunk_tables",
                      "Which of the M + C candidates each token may read, built from the write table by scatters."),
+    "chunk_read_gather": ("workbench.kernels.reference.chunk_read_gather",
+                          "The CPU sparse read: top-k over the M + C candidates, the k values fetched by token position."),
     "ordinal_code": (f"{_INV}.ordinal_code", "Rotary code of a message's ordinal (write count), geometric frequencies 1 .. 1/M."),
     "rotate_ordinal_query": (
         f"{_INV}.rotate_ordinal_query",
@@ -253,6 +255,7 @@ GLOSSARY_RU: dict[str, str] = {
     "ema_scan": "скользящие средние на нескольких временных масштабах",
     "ema_chunked": "те же средние по блокам: матрица C×C и скан по концам блоков",
     "chunk_tables": "таблицы допустимых кандидатов чтения по блокам",
+    "chunk_read_gather": "разреженное чтение: k лучших кандидатов, их значения берутся по позициям",
     "decayed_cumsum": "накопленная сумма с затуханием (логарифмический скан)",
     "ordinal_code": "код порядкового номера сообщения",
     "rotate_ordinal_query": "запрос по давности относительно указателя чтения",
