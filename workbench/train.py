@@ -52,10 +52,17 @@ def build_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
 
 
 def git_commit() -> str:
+    """HEAD's hash, with ``+dirty`` when the package's code differs from it (a result then came
+    from code that no commit holds); "unknown" outside a git checkout."""
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        return out.stdout.strip() or "unknown"
+        head = out.stdout.strip()
+        if not head:
+            return "unknown"
+        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "workbench"], cwd=root, capture_output=True,
+                              timeout=5)
+        return head + ("+dirty" if diff.returncode == 1 else "")
     except Exception:
         return "unknown"
 
