@@ -50,6 +50,19 @@ def test_compare_accepts_ablation_variants(corpus_dir, tmp_path):
     assert run["config"]["model"]["mixer_options"] == {"refractory": False, "n_units": 16}
 
 
+def test_compare_ablation_set_runs_every_variant_and_says_what_is_left(corpus_dir, tmp_path, capsys):
+    from workbench.compare import ABLATIONS
+
+    results = tmp_path / "results"
+    args = ["compare", "--tasks", "copy", "--mixers", "ablation", "--budget", "smoke", "--results", str(results)]
+    assert main([*args, "--quiet"]) == 0
+    rows = json.loads((results / "compare-smoke.json").read_text())["rows"]
+    assert {row["mixer"] for row in rows} == set(ABLATIONS.values())
+    capsys.readouterr()
+    assert main(args) == 0  # everything done: nothing runs, and it says so
+    assert f"{len(ABLATIONS)} of {len(ABLATIONS)} runs already done, 0 to run" in capsys.readouterr().out
+
+
 def test_compare_runs_system2_tasks_as_one_command(tmp_path, capsys):
     """System 2 task names go to run_system2: its table, its JSON, no protocol runs."""
     results = tmp_path / "results"

@@ -128,18 +128,19 @@ def compare(
         if unknown:
             raise ConfigError(f"unknown labels {sorted(unknown)}; these tasks have {[s.label for s in specs]}")
         specs = [s for s in specs if s.label in labels]
-    for spec in specs:
-        for label, mixer, options in variants:
-            for seed in range(seeds):
-                out = run_dir(results, budget, spec, label, seed)
-                if (out / "result.json").is_file():
-                    continue
-                if progress:
-                    print(f"[{budget}] {spec.label} / {label} / seed {seed}", flush=True)
-                extra = {"budget": budget, "label": spec.label, "mixer_label": label}
-                config = run_config(spec, mixer, options, seed)
-                train(config, out_dir=out, resume=True, progress=progress, device=device, extra=extra)
-                (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
+    cells = [(spec, label, mixer, options, seed) for spec in specs for label, mixer, options in variants
+             for seed in range(seeds)]
+    todo = [cell for cell in cells if not (run_dir(results, budget, cell[0], cell[1], cell[4]) / "result.json").is_file()]
+    if progress:
+        print(f"[{budget}] {len(cells) - len(todo)} of {len(cells)} runs already done, {len(todo)} to run", flush=True)
+    for index, (spec, label, mixer, options, seed) in enumerate(todo, 1):
+        out = run_dir(results, budget, spec, label, seed)
+        if progress:
+            print(f"[{budget}] run {index}/{len(todo)}: {spec.label} / {label} / seed {seed}", flush=True)
+        extra = {"budget": budget, "label": spec.label, "mixer_label": label}
+        config = run_config(spec, mixer, options, seed)
+        train(config, out_dir=out, resume=True, progress=progress, device=device, extra=extra)
+        (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
     return aggregate(results, budget)
 
 
