@@ -176,13 +176,18 @@ def attention_flops(n, d=d_model):
 
 
 def inverted_flops(n, o=o_inv, d=d_model):
-    """FLOPs of the inverted forward (chunked form) that the counter sees: matmuls only.
+    """FLOPs of the inverted forward (chunked form, CPU path), per token times n.
 
     Per token: conv w*d; gates and ordinal query d_feat*(2 + 2F); query and key 2*d*d_k; value and
-    out 2*d^2; and scoring + mixing M + C candidates ((M + C) * (key_dim + d)).
+    out 2*d^2; the EMA's (C, C) chunk matmul C*d; scoring the M + C candidates (M + C)*key_dim; and
+    mixing the k kept values, k*d (element-wise on the CPU path, ``chunk_read_gather``, so the
+    counter does not see it; the dense read would cost (M + C)*d here instead).
     """
     c = min(o.chunk_size, n)
-    per_token = o.conv_width * d + d_feat * (2 + 2 * o.n_freq) + 2 * d * o.d_key + 2 * d * d + (o.n_units + c) * (key_dim + d)
+    ema = c * d if o.timescales else 0
+    mix = o.read_topk * d if o.read_topk < o.n_units + c else (o.n_units + c) * d
+    per_token = (o.conv_width * d + d_feat * (2 + 2 * o.n_freq) + 2 * d * o.d_key + 2 * d * d + ema
+                 + (o.n_units + c) * key_dim + mix)
     return 2 * n * per_token
 
 
@@ -234,8 +239,8 @@ fig.show()
 # $M + C$ candidates (units plus its own chunk) even when fewer than $M + C$ tokens exist, so the
 # crossover printed above is the length from which the mechanism pays for itself at these sizes.
 # Right: from $n \approx d$ on, attention's largest tensor is the $H \times n \times n$ weight matrix (below
-# that, a weight matrix of the projections); the inverted mixer's grows linearly (its feature table
-# $[h; c]$ of size $n \times 2d$, the same order as its $n \times (M + C)$ score table).
+# that, a weight matrix of the projections); the inverted mixer's grows linearly (its
+# $n \times (M + C)$ score table and its $n \times d$ activations).
 
 # %% [markdown]
 # ## 2 · Existing attention variants as neighbourhoods
@@ -658,6 +663,9 @@ fig.show()
 #   chunk's own tokens $s \le t$ that still hold their unit at $t$. An occupant at $t$ was written
 #   either before the chunk (then it is the start occupant, unchanged) or inside it up to $t$, so
 #   these are exactly the $M$ occupants. All scores are dense matmuls of shape $C \times (M + C)$.
+#   On CPU the $k$ kept candidates are then mapped back to the positions that wrote them and their
+#   values fetched by one lookup (`chunk_read_gather`), instead of a dense $C \times (M + C)$ weight
+#   matrix times every candidate's value.
 # * `InvertedMixer.step`: the recurrent form. The state holds the conv window, the EMA, the counters,
 #   and the $M$ keys and values with `occupied` and `fired_at`: constant size. A token writes first,
 #   then reads, as in the parallel form, where $o_m(t)$ includes $t$ itself.
@@ -745,13 +753,13 @@ assert not unresolved and len(methods) >= 10
 # | projections, conv, gates | $O(T d^2)$ | $O(T d)$ | `InvertedMixer.forward` |
 # | EMA | $O(T C d)$ matmul + $O(\frac{T}{C} d \log \frac{T}{C})$ scan | $O(T d)$ | `workbench.kernels.reference.ema_chunked` (`ema_scan`: $O(T d \log T)$) |
 # | ring, candidate tables | $O(T (M + C))$ (cumsum, scatter, compares) | $O(T (M + C))$ booleans | `chunk_tables` |
-# | chunk-start states | $O(\frac{T}{C} M (e + d))$ gathers | $O(\frac{T}{C} M (e + d))$ | `InvertedMixer._mix_chunked` |
-# | scores and mix | $O(T (M + C)(e + d))$ | $O(T (M + C))$ | `InvertedMixer._mix_chunked`, `InvertedMixer._read` |
+# | chunk-start states | $O(\frac{T}{C} M e)$ gathers (keys; values too on the dense path) | $O(\frac{T}{C} M e)$ | `InvertedMixer._mix_chunked` |
+# | scores and mix | $O(T (M + C) e + T k d)$ (dense path: $O(T (M + C)(e + d))$) | $O(T (M + C))$ | `InvertedMixer._mix_chunked`, `chunk_read_gather` |
 #
-# Total: **$O(T\,[(M + C)(e + d) + d^2])$ time and $O(T\,(M + C) + T M (e+d)/C)$ memory**, linear in
+# Total: **$O(T\,[(M + C)(e + d) + d^2])$ time and $O(T\,(M + C) + T M (e+d)/C)$ memory** at most, linear in
 # $T$. There is no $T \times T$ tensor; `tests/test_inverted.py` checks that, forward and backward. The
-# one super-linear term is the EMA's Hillis-Steele scan ($\log T$ sweeps over $T \times d$). It is cheap
-# next to the rest, but a work-efficient scan (or the chunked recurrence) would make it $O(T d)$.
+# one super-linear term is the log-depth scan over the $T / C$ chunk ends of the EMA
+# ($\log \frac{T}{C}$ sweeps over $\frac{T}{C} \times d$ numbers), negligible next to the rest.
 #
 # Decoding (`InvertedMixer.step`): per token $O(d^2 + M e + k d)$, **independent of the position**, with
 # a state of $M(e + d + 2) + d\,w + P + 2$ numbers. Softmax attention decodes with per-token work

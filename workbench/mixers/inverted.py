@@ -530,10 +530,12 @@ def compute_weights(mixer: InvertedMixer, distributed_context: dict[str, Any], q
 def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None, d_model: int = 128) -> dict[str, int]:
     """Dynamic complexity: what the mechanism spends for a sequence of this length.
 
-    Exact matrix multiply-adds per token of the chunked parallel form (forward, eval mode) and
-    of one recurrent step, and the recurrent state in numbers. Per-token work and state do not
-    grow with the length; only the total does, linearly. (Element-wise work - the convolution,
-    gates' nonlinearities, the EMA's chunked matmul, C * d per token - is not counted.)
+    Multiply-adds per token of the chunked parallel form (forward, eval mode, CPU path) and of
+    one recurrent step, and the recurrent state in numbers. Per-token work and state do not grow
+    with the length; only the total does, linearly. Counted: the convolution, the projections,
+    the EMA's (C, C) chunk matmul (C * d), scoring the M + C candidates and mixing the kept values
+    (k * d with the gather read; (M + C) * d when k covers every candidate, a dense read). Not
+    counted: nonlinearities, the candidate tables, the top-k.
     """
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")
@@ -546,8 +548,9 @@ def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None,
     projections = d_feat * (2 + 2 * n_freq + routes) + 2 * d_model * o.d_key + 2 * d_model * d_model
     candidates = o.n_units + chunk
     step = projections + o.n_units * key_dim + o.read_topk * d_model
-    # Chunked form: the convolution runs as conv1d, and the read mixes values as a dense matmul.
-    parallel = o.conv_width * d_model + projections + candidates * key_dim + candidates * d_model
+    ema = chunk * d_model if o.timescales else 0
+    mix = o.read_topk * d_model if o.read_topk < candidates else candidates * d_model
+    parallel = o.conv_width * d_model + projections + ema + candidates * key_dim + mix
     counters = 2 + (o.n_pools if o.refractory else 1)
     state = o.n_units * (key_dim + d_model + 2) + d_model * (max(o.conv_width - 1, 0) + (1 if o.timescales else 0)) + counters
     return {
