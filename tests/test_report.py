@@ -65,3 +65,25 @@ def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_
     assert "| inverted (default: M=128, k=2) | 7 | 0.900 | 2.800 |" in table
     assert "| k=1 | 5 | 0.600 (-0.300) | 3.000 (+0.200) |" in table
     assert "compare-demo" not in blocks  # the ablation set keeps out of the main tables
+
+
+def test_system2_block_shows_every_system_and_both_curves():
+    from workbench.report import system2_table
+
+    stat = {"mean": 1.0, "std": 0.0, "n": 1}
+    task = {
+        "slices": ["hops1", "hops2"], "train_slices": ["hops1"],
+        "rows": [{"system": "inverted", "accuracy": {"hops1": {**stat, "mean": 0.1}, "hops2": {**stat, "mean": 0.0}}},
+                 {"system": "inverted+system2", "accuracy": {"hops1": stat, "hops2": stat},
+                  "steps": {"hops1": stat, "hops2": {**stat, "mean": 2.0}}}],
+        "rules": {"compare": {"true": 4, "correct": 3, "learned": 3, "precision": 1.0, "recall": 0.75}},
+        "tradeoff": {"inverted": [{"cost": 0.0, "accuracy": 1.0, "mean_steps": 1.5},
+                                  {"cost": 1.0, "accuracy": 0.05, "mean_steps": 0.0}]},
+        "budget_curve": {"inverted": [{"budget": 0, "accuracy": 0.05, "mean_steps": 0.0, "finished": 0.0},
+                                      {"budget": 2, "accuracy": 1.0, "mean_steps": 1.5, "finished": 1.0}]},
+    }
+    text = system2_table({"budget": "demo", "seeds": 1, "device": "cpu (test)", "tasks": {"hops": task}})
+    assert "| system | hops1 | hops2 |" in text
+    assert "| inverted | 0.10 | 0.00 |" in text and "| inverted+system2 | 1.00 (1.0) | 1.00 (2.0) |" in text
+    assert "precision 1.00, recall 0.75 (3 of 4 true rules" in text
+    assert "0: 1.00 @ 1.5, 1: 0.05 @ 0.0." in text and "Step budget B: accuracy @ mean steps: 0: 0.05 @ 0.0, 2: 1.00 @ 1.5." in text
