@@ -67,6 +67,31 @@ def test_write_surrogate_changes_gradients_not_values(name):
     assert not torch.allclose(gate_grad, rec_gate_grad)  # unwritten tokens now get a signal
 
 
+@pytest.mark.parametrize("length", [5, 16, 21])
+def test_surrogate_read_is_a_zero_offer_with_autograds_gradient(length):
+    """SurrogateRead == read + W @ v written out for autograd (v zero where nothing was written)."""
+    from workbench.mixers.inverted import SurrogateRead, surrogate_weights
+
+    torch.manual_seed(length)
+    b, e, d, chunk = 2, 6, 5, 8
+    query, raw_key = torch.randn(b, length, e, dtype=torch.float64), torch.randn(b, length, e, dtype=torch.float64)
+    written = torch.rand(b, length) < 0.5
+    lse = torch.randn(b, length, dtype=torch.float64)
+    read = torch.randn(b, length, d, dtype=torch.float64, requires_grad=True)
+    raw_value = torch.randn(b, length, d, dtype=torch.float64, requires_grad=True)
+    value = raw_value * written[..., None]
+    weight = surrogate_weights(query, raw_key, written, lse, chunk)
+    n = weight.shape[1]
+    padded = torch.nn.functional.pad(value, (0, 0, 0, n * chunk - length)).view(b, n, chunk, d)
+    offer = (weight @ padded).reshape(b, n * chunk, d)[:, :length]
+    plain = read + offer
+    fast = SurrogateRead.apply(read, value, query, raw_key, written, lse, chunk)
+    assert torch.equal(offer, torch.zeros_like(offer)) and torch.equal(fast, read)
+    grad = torch.randn_like(plain)
+    fast_grads = torch.autograd.grad(fast, (read, raw_value), grad, retain_graph=True)
+    assert_close_grads(fast_grads, torch.autograd.grad(plain, (read, raw_value), grad))
+
+
 def test_chunked_matches_naive_in_float32_at_odd_lengths():
     torch.manual_seed(1)
     mixer = InvertedMixer(32, InvertedOptions(n_units=16, chunk_size=8, write_bias=0.0))

@@ -134,10 +134,14 @@ def test_ema_chunked_matches_naive(t, channels):
     check_ema(lambda x, a: ema_chunked(x, a, chunk_size=8), x, decay, 1e-12)
 
 
+@pytest.mark.parametrize("t", [1, 16, 70])
 @pytest.mark.parametrize("groups", ["contiguous", "interleaved"])
-def test_ema_chunked_grouped_timescales_match_naive(groups):
-    """The mixer's layout: a few timescales shared by groups of channels (contiguous or not)."""
-    x, _ = ema_inputs(2, 70, 9, torch.float64)
+def test_ema_chunked_grouped_timescales_match_naive(groups, t):
+    """The mixer's layout: a few timescales shared by groups of channels (contiguous or not).
+
+    Chunk 16: T inside one chunk, exactly one, and five with padding; the backward is the adjoint pass.
+    """
+    x, _ = ema_inputs(2, t, 9, torch.float64)
     scales = torch.tensor([0.9, 0.99, 0.999], dtype=torch.float64)
     index = torch.arange(9) // 3 if groups == "contiguous" else torch.arange(9) % 3
     decay = scales[index]  # a fixed buffer, as in the mixer: the grouped path

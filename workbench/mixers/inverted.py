@@ -77,6 +77,19 @@ def ema_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
     return decayed_cumsum((1 - decay) * x, decay)
 
 
+def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
+    """``y_t = bias + sum_j weight[:, 0, j] * x_{t - w + 1 + j}`` per channel, for x (B, T, D).
+
+    Run as a 2-d convolution on the (B, D, 1, T) view of x, which is already channels-last in
+    memory: no transposed copy in or out, and oneDNN's channels-last depthwise kernel takes about
+    half the time of ``Conv1d`` on the transposed copy (forward + backward, on CPU). Both sides
+    are padded by w - 1; the first T outputs are the causal ones.
+    """
+    t, width = x.shape[1], weight.shape[-1]
+    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias, padding=(0, width - 1), groups=x.shape[-1])
+    return y[..., :t].squeeze(2).transpose(1, 2)
+
+
 def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
     """Rotary code [cos(w_f o), sin(w_f o)], w_f from 1 down to 1/span (geometric).
 
@@ -95,6 +108,44 @@ def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, sp
     cos, sin = code[..., :n_freq], code[..., n_freq:]
     zc, zs = z[..., :n_freq], z[..., n_freq:]
     return torch.cat([zc * cos + zs * sin, zc * sin - zs * cos], dim=-1)
+
+
+def surrogate_weights(query, raw_key, written, lse, chunk: int) -> torch.Tensor:
+    """(B, n, C, C) weights exp(<q_t, k_s> - lse_t) of the unwritten tokens s <= t of t's chunk."""
+    b, t, e = query.shape
+    pad = (-t) % chunk
+    if pad:
+        query, raw_key = (F.pad(z, (0, 0, 0, pad)) for z in (query, raw_key))
+        written, lse = F.pad(written, (0, pad), value=True), F.pad(lse, (0, pad))
+    n = (t + pad) // chunk
+    scores = query.view(b, n, chunk, e) @ raw_key.view(b, n, chunk, e).transpose(-1, -2)
+    weight = (scores - lse.view(b, n, chunk, 1)).clamp(max=0).exp()
+    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=query.device).tril()
+    return weight * (causal & ~written.view(b, n, 1, chunk))
+
+
+class SurrogateRead(torch.autograd.Function):
+    """``read + W @ scaled_value`` where that product is exactly zero forward (unwritten values are 0).
+
+    Forward returns ``read`` as it is; backward passes ``read``'s gradient through and gives
+    ``scaled_value`` the gradient ``W^T @ grad`` (W from :func:`surrogate_weights`, no gradient).
+    """
+
+    @staticmethod
+    def forward(ctx, read, scaled_value, query, raw_key, written, lse, chunk):
+        ctx.save_for_backward(query, raw_key, written, lse)
+        ctx.chunk = chunk
+        return read.view_as(read)
+
+    @staticmethod
+    def backward(ctx, grad):
+        query, raw_key, written, lse = ctx.saved_tensors
+        c, (b, t, _) = ctx.chunk, query.shape
+        weight = surrogate_weights(query, raw_key, written, lse, c)
+        n = weight.shape[1]
+        grad_chunks = F.pad(grad, (0, 0, 0, n * c - t)).view(b, n, c, -1)
+        grad_value = _unpad((weight.transpose(-1, -2) @ grad_chunks).reshape(b, n * c, -1), t)
+        return grad, grad_value, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- the mixer
@@ -186,24 +237,28 @@ class InvertedMixer(Mixer):
     # ------------------------------------------------------------------ pieces shared by both forms
 
     def _features(self, x: torch.Tensor, local: torch.Tensor, ema: torch.Tensor | None):
-        """h = x + local, and what the gates, router and ordinal query read from feat = [h; ema].
+        """h = x + local, and every linear map of h in one matmul.
 
-        The three linear maps of feat run as one: ``W_h h + W_c ema + b`` with their weights
-        stacked, so the (..., 2d) concatenation feat is never built (nor its gradient).
-        Returns ``(h, (gate logits, route logits or None, ordinal coefficients or None))``.
+        The gates, router and ordinal query read feat = [h; ema]; the content query and key read
+        h. All five run as ``W_h h + b`` with their h-weights stacked (one GEMM and one gradient
+        GEMM instead of five thin ones), plus ``W_c ema`` for the three that read feat; the (..., 2d)
+        concatenation feat is never built. Returns ``(h, (gate logits, route logits or None,
+        ordinal coefficients or None), (query content, key content))``.
         """
         h = x + local
-        layers = [self.gates, self.router, self.ordinal_query if self.n_freq else None]
-        present = [layer for layer in layers if layer is not None]
-        weight = torch.cat([layer.weight for layer in present])
-        bias = torch.cat([layer.bias if layer.bias is not None else weight.new_zeros(layer.out_features)
-                          for layer in present])
         d = self.d_model
-        out = F.linear(h, weight[:, :d], bias)
+        feat_layers = [self.gates, self.router, self.ordinal_query if self.n_freq else None]
+        present = [layer for layer in feat_layers if layer is not None]
+        widths = [layer.out_features for layer in present]
+        weight = torch.cat([layer.weight[:, :d] for layer in present] + [self.query.weight, self.key.weight])
+        bias = torch.cat([layer.bias if layer.bias is not None else weight.new_zeros(layer.out_features)
+                          for layer in present] + [weight.new_zeros(2 * self.o.d_key)])  # fmt: skip
+        out = F.linear(h, weight, bias)
+        logits, query, key = out.split([sum(widths), self.o.d_key, self.o.d_key], dim=-1)
         if ema is not None:
-            out = out + F.linear(ema, weight[:, d:])
-        parts = iter(out.split([layer.out_features for layer in present], dim=-1))
-        return h, tuple(next(parts) if layer is not None else None for layer in layers)
+            logits = logits + F.linear(ema, torch.cat([layer.weight[:, d:] for layer in present]))
+        parts = iter(logits.split(widths, dim=-1))
+        return h, tuple(next(parts) if layer is not None else None for layer in feat_layers), (query, key)
 
     def _gates(self, gate_logits: torch.Tensor):
         probs = torch.sigmoid(gate_logits)
@@ -222,35 +277,26 @@ class InvertedMixer(Mixer):
         chosen = probs.gather(-1, choice[..., None])[..., 0]
         return choice, chosen / chosen.detach()
 
-    def _message(self, x: torch.Tensor, h: torch.Tensor, ordinal: torch.Tensor):
-        key = self.key(h) / math.sqrt(self.o.d_key)
+    def _message(self, x: torch.Tensor, key_content: torch.Tensor, ordinal: torch.Tensor):
+        key = key_content / math.sqrt(self.o.d_key)
         if self.n_freq:
             key = torch.cat([key, ordinal_code(ordinal, self.n_freq, self.o.n_units).to(key.dtype)], -1)
         return key, self.value(x)
 
-    def _surrogate(self, query, raw_key, scaled_value, written, lse):
-        """Gradient path for tokens that did not write; adds exactly zero to the forward pass.
+    def _surrogate(self, read, query, raw_key, scaled_value, written, lse):
+        """Gradient path for tokens that did not write; leaves the forward pass exactly as it is.
 
         A hard gate that closes gets no signal from reads it never serves, and dies. Here
         each unwritten token s of t's chunk (s <= t) is offered with the weight it would
         have had, exp(<q_t, k_s> - lse_t), times its value scaled by the straight-through
-        gate (0 forward, dp gradient backward): "would writing s have helped t?".
+        gate (0 forward, dp gradient backward): "would writing s have helped t?". The
+        offer adds exactly zero forward, so ``SurrogateRead`` returns ``read`` untouched and
+        only builds the weights in backward.
         """
-        b, t, e = query.shape
-        c = min(self.o.chunk_size, t)
-        pad = (-t) % c
-        if pad:
-            query, raw_key, scaled_value = (F.pad(z, (0, 0, 0, pad)) for z in (query, raw_key, scaled_value))
-            written, lse = F.pad(written, (0, pad), value=True), F.pad(lse, (0, pad))
-        n = (t + pad) // c
-        scores = query.view(b, n, c, e) @ raw_key.view(b, n, c, e).transpose(-1, -2)
-        weight = (scores - lse.view(b, n, c, 1)).clamp(max=0).exp().detach()
-        causal = torch.ones(c, c, dtype=torch.bool, device=query.device).tril()
-        weight = weight * (causal & ~written.view(b, n, 1, c))
-        return _unpad((weight @ scaled_value.view(b, n, c, -1)).reshape(b, n * c, -1), t)
+        return SurrogateRead.apply(read, scaled_value, query.detach(), raw_key.detach(), written, lse.detach(),
+                                   min(self.o.chunk_size, query.shape[1]))  # fmt: skip
 
-    def _query(self, h: torch.Tensor, z: torch.Tensor | None, pointer: torch.Tensor):
-        q = self.query(h)
+    def _query(self, q: torch.Tensor, z: torch.Tensor | None, pointer: torch.Tensor):
         if self.n_freq:
             q = torch.cat([q, rotate_ordinal_query(z, pointer, self.n_freq, self.o.n_units).to(q.dtype)], -1)
         return q
@@ -271,12 +317,11 @@ class InvertedMixer(Mixer):
         b, t, d = x.shape
         o, m = self.o, self.o.n_units
         if o.conv_width:
-            # contiguous once: the two adds that use it are then plain, not strided
-            local = self.conv(F.pad(x.transpose(1, 2), (o.conv_width - 1, 0))).transpose(1, 2).contiguous()
+            local = causal_depthwise_conv(x, self.conv.weight, self.conv.bias)
         else:
             local = torch.zeros_like(x)
         ema = get_impl("ema", x.device, self.kernels)(x, self.decay) if o.timescales else None
-        h, (gate_logits, route_logits, ordinal_z) = self._features(x, local, ema)
+        h, (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x, local, ema)
         p_write, write, advance = self._gates(gate_logits)
         self.hook_salience(p_write)
 
@@ -306,9 +351,9 @@ class InvertedMixer(Mixer):
         if _hooked(self.hook_gain):
             self.hook_gain(self._gain(occupant, pool_counts))
         scale = write * route_scale
-        raw_key, raw_value = self._message(x, h, ordinal)
+        raw_key, raw_value = self._message(x, key_content, ordinal)
         key, value = raw_key * scale[..., None], raw_value * scale[..., None]
-        query = self._query(h, ordinal_z, pointer)
+        query = self._query(query_content, ordinal_z, pointer)
         if self.impl == "naive":
             read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
@@ -316,7 +361,7 @@ class InvertedMixer(Mixer):
         if dense is not None:
             self.hook_read_weights(dense)
         if o.write_surrogate and self.training and torch.is_grad_enabled():
-            read = read + self._surrogate(query, raw_key, value, written, lse)
+            read = self._surrogate(read, query, raw_key, value, written, lse)
 
         # Writing is free while the units have room; past capacity every write evicts a
         # message, so the expected excess is priced (per token, averaged over the batch).
@@ -429,7 +474,7 @@ class InvertedMixer(Mixer):
         ema = None
         if o.timescales:
             ema = self.decay * state["ema"] + (1 - self.decay) * x_t
-        h, (gate_logits, route_logits, ordinal_z) = self._features(x_t, local, ema)
+        h, (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x_t, local, ema)
         _, write, advance = self._gates(gate_logits)
         count = state["count"] + write
         pointer = state["pointer"] + advance
@@ -444,7 +489,7 @@ class InvertedMixer(Mixer):
             pool_counts = count.detach()[:, None]
             unit = choice
             fired_value = count.detach()
-        raw_key, raw_value = self._message(x_t, h, count - 1)
+        raw_key, raw_value = self._message(x_t, key_content, count - 1)
         scale = (write * route_scale)[:, None]
         key, value = raw_key * scale, raw_value * scale
         slot = F.one_hot(unit, m).bool() & written[:, None]  # (B, M)
@@ -454,7 +499,7 @@ class InvertedMixer(Mixer):
         occupied = state["occupied"] | slot
         fired_at = torch.where(slot, fired_value[:, None].expand(-1, m), state["fired_at"])
 
-        query = self._query(h, ordinal_z, pointer)
+        query = self._query(query_content, ordinal_z, pointer)
         scores = torch.einsum("bme,be->bm", keys, query)
         weights, top, _ = self._read(scores, occupied)
         if top is None:
