@@ -502,7 +502,7 @@ def refresh(widget: go.FigureWidget, figure: go.Figure) -> None:
 
 knobs = {
     "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=16, description="M (units)"),
-    "read_topk": widgets.Dropdown(options=[1, 2, 4, 8], value=2, description="k (read)"),
+    "read_topk": widgets.Dropdown(options=[1, 2, 4, 8], value=4, description="k (read)"),
     "n_pools": widgets.Dropdown(options=[1, 2, 4, 8], value=2, description="pools"),
     "write_price": widgets.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="write price"),
     "refractory": widgets.Checkbox(value=True, description="refractory"),

@@ -151,12 +151,12 @@ ALL_TASKS = ["copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes"]
 # directory (``results/ablation``) so the main tables keep two columns.
 ABLATIONS = {
     "transformer": "transformer",
-    "inverted (default: M=128, k=2)": "inverted",
+    "inverted (default: M=128, k=4)": "inverted",
     "refractory off (content routing)": "inverted:refractory=false",
     "local channel off": "inverted:conv_width=0",
     "multi-timescale off": "inverted:timescales=[]",
     "k=1": "inverted:read_topk=1",
-    "k=4": "inverted:read_topk=4",
+    "k=2": "inverted:read_topk=2",
     "M=32": "inverted:n_units=32",
 }
 ABLATION_TASKS = ["mqar", "copy", "charlm"]
