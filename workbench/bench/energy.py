@@ -16,7 +16,8 @@ int64 8, bool 1. ``n`` is the sequence length, ``D`` d_model, ``r`` the MLP rati
 Training = forward (in training mode) + backward, counted as 3 x forward (the usual
 "backward = 2 x forward" rule: gradients w.r.t. inputs and weights), except the fused
 attention of the transformer whose backward also recomputes the scores (flash-style):
-its attention terms are counted 4 x.
+its attention terms are counted 4 x; and the inverted mixer's write surrogate, which is
+zero forward and only runs in backward: counted 1 x.
 """
 
 from __future__ import annotations
@@ -143,7 +144,7 @@ def _inverted_dims(options: dict[str, Any], d: int, n: int) -> dict[str, float]:
     return {
         "M": m,
         "C": min(_get(options, "chunk_size", 64), n),
-        "k": _get(options, "read_topk", 2),
+        "k": _get(options, "read_topk", 4),
         "dk": d_key,
         "F": n_freq,
         "E": d_key + 2 * n_freq,  # key width: content + ordinal code
@@ -153,6 +154,11 @@ def _inverted_dims(options: dict[str, Any], d: int, n: int) -> dict[str, float]:
         "route": pools if refractory else m,
         "P": pools,
     }
+
+
+# Zero in the forward pass (SurrogateRead returns the read untouched); its backward recomputes the
+# C x C chunk scores and exp, and forms W^T @ grad: counted once in training, not 3x.
+SURROGATE_TERM = "surrogate (training only, backward only): C x C chunk scores, exp, W^T @ grad"
 
 
 def inverted_forward_terms(n: int, d: int, options: dict[str, Any], training: bool) -> dict[str, float]:
@@ -180,12 +186,13 @@ def inverted_forward_terms(n: int, d: int, options: dict[str, Any], training: bo
         "scores: q . k over M unit keys + C chunk keys (width E)": 2.0 * e * (m + c),
         "candidate masks: state_ok (M compares), chunk_ok (C compares)": 2.0 * m + 3.0 * c,
         "read: mask, top-k over M+C, softmax over k, scatter": 3.0 * (m + c) + 5.0 * z["k"],
-        "read mix: dense (M+C)-weights @ values (only k non-zero, computed densely)": 2.0 * (m + c) * d,
+        "read mix: the k kept values, weighted and summed (embedding_bag; dense (M+C) mix when k >= M+C)": (
+            2.0 * z["k"] * d if z["k"] < m + c else 2.0 * (m + c) * d),
         "output: Linear D->D + local": 2.0 * d * d + d,
     }
     if training and _get(options, "write_surrogate", True):
         surrogate = 2.0 * c * e + 3.0 * c + 2.0 * c * d
-        terms["surrogate (training only): C x C chunk scores, exp, weighted values"] = surrogate
+        terms[SURROGATE_TERM] = surrogate
     return terms
 
 
@@ -235,6 +242,14 @@ def transformer_decode_terms(n: int, d: int, options: dict[str, Any]) -> dict[st
         "attention: weights @ V over n+1 values": 2.0 * d * keys,
         "output: Linear D->D": 2.0 * d * d,
     }
+
+
+def _training_multiplier(mixer: str, term: str) -> float:
+    """Training FLOPs per forward FLOP of a term: 3 (forward + backward), 4 for the fused attention
+    (its backward recomputes the scores), 1 for the backward-only write surrogate."""
+    if term == SURROGATE_TERM:
+        return 1.0
+    return 4.0 if (mixer == "transformer" and _attention_term(term)) else 3.0
 
 
 def _attention_term(name: str) -> bool:
@@ -305,7 +320,7 @@ def counted_costs(
     terms |= _block_terms(d, r)
     act += 2.0 * FP32 * _block_activation_floats(d, r)
     if training:
-        flops = sum(v * (4.0 if (mixer == "transformer" and _attention_term(k)) else 3.0) for k, v in terms.items())
+        flops = sum(v * _training_multiplier(mixer, k) for k, v in terms.items())
         bytes_ = 3.0 * act + 3.0 * weight_bytes / max(tokens_per_pass, 1)  # weights read x2, gradients written
         note += "; training: activations saved, re-read and their gradients written (x3), weight grads written"
     else:
