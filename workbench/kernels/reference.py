@@ -204,8 +204,10 @@ def chunk_tables(unit: torch.Tensor, n_units: int, chunk_size: int):
     return start, torch.cat([state_ok, chunk_ok], dim=-1)
 
 
-def _scores(q, state_key, chunk_key):
-    return torch.cat([q @ state_key.transpose(-1, -2), q @ chunk_key.transpose(-1, -2)], dim=-1)
+def _masked_scores(q, state_key, chunk_key, valid):
+    """Scores of the M + C candidates, invalid ones set to MASK_VALUE: one matmul, masked in place."""
+    scores = q @ torch.cat([state_key, chunk_key], dim=-2).transpose(-1, -2)
+    return scores.masked_fill_(~valid, MASK_VALUE)  # in place: the matmul's backward does not need its output
 
 
 def chunk_read_torch(
@@ -223,7 +225,7 @@ def chunk_read_torch(
     Dense batched matmuls plus ``topk``/``scatter``; differentiable by autograd (also ``weights``).
     """
     m = state_key.shape[-2]
-    scores = _scores(q, state_key, chunk_key).masked_fill(~valid, MASK_VALUE)
+    scores = _masked_scores(q, state_key, chunk_key, valid)
     if k < scores.shape[-1]:
         top = scores.topk(k, dim=-1)
         kept = top.values.softmax(-1) * valid.gather(-1, top.indices)
@@ -257,7 +259,7 @@ def chunk_read_gather(
     """
     b, n, c, _ = q.shape
     m = state_key.shape[-2]
-    scores = _scores(q, state_key, chunk_key).masked_fill(~valid, MASK_VALUE)
+    scores = _masked_scores(q, state_key, chunk_key, valid)
     top = scores.topk(k, dim=-1)
     index = top.indices  # (B, n, C, k): < M a unit, >= M a row of the chunk
     weights = top.values.softmax(-1) * valid.gather(-1, index)

@@ -421,7 +421,10 @@ class InvertedMixer(Mixer):
             query, key, value = (F.pad(z, (0, 0, 0, pad)) for z in (query, key, value))
         n = (t + pad) // c
         batch = torch.arange(b, device=query.device)[:, None, None]
-        state_key = key[batch, start.clamp_min(0)]
+        # The units' keys at each chunk start, fetched as embedding rows (its backward is a cheaper
+        # scatter than advanced indexing's index_put).
+        rows = (torch.arange(b, device=key.device)[:, None, None] * key.shape[1] + start.clamp_min(0)).view(-1)
+        state_key = F.embedding(rows, key.reshape(-1, e)).view(b, n, m, e)
         hooked = _hooked(self.hook_read_weights)
         if not hooked and self.o.read_topk < m + c and resolve(query.device, self.kernels) == "torch":
             read, lse = chunk_read_gather(query.view(b, n, c, e), state_key, key.view(b, n, c, e), value, start, valid,
