@@ -7,6 +7,7 @@ hold model, optimizer, step, RNG state and history, written atomically.
 
 from __future__ import annotations
 
+import functools
 import json
 import math
 import os
@@ -51,9 +52,15 @@ def build_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98))
 
 
+@functools.cache
 def git_commit() -> str:
     """HEAD's hash, with ``+dirty`` when the package's code differs from it (a result then came
-    from code that no commit holds); "unknown" outside a git checkout."""
+    from code that no commit holds); "unknown" outside a git checkout.
+
+    Computed once per process, at its first run (``train`` asks before training): the code a
+    process runs is the code it imported, so a commit made while a long run trains must not
+    be credited with that run's result.
+    """
     try:
         root = Path(__file__).resolve().parent.parent
         out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
@@ -179,6 +186,7 @@ def train(
     rank evaluates (so early stopping agrees), and only rank 0 writes checkpoints and results.
     """
     config.validate()
+    git_commit()  # fix the provenance now, before a long run: see git_commit
     # Denormal floats (tiny gradients, Adam moments of zero-initialised layers) are ~10x
     # slower on CPUs; flushing them to zero changes nothing measurable in training. It is
     # process-wide processor state, so it is switched back off when training returns.

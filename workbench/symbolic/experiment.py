@@ -260,6 +260,7 @@ def run_system2(budget: str, seeds: int, results: Path, tasks: tuple[str, ...] =
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     started = time.perf_counter()
+    git_commit()  # fix the provenance at the start (see workbench.train.git_commit)
     summary: dict[str, Any] = {"budget": budget, "seeds": seeds, "config": BUDGETS[budget], "cost_per_step": COST,
                                "costs": list(COSTS), "tasks": {}}
     for name in tasks:
