@@ -87,3 +87,19 @@ def test_system2_block_shows_every_system_and_both_curves():
     assert "| inverted | 0.10 | 0.00 |" in text and "| inverted+system2 | 1.00 (1.0) | 1.00 (2.0) |" in text
     assert "precision 1.00, recall 0.75 (3 of 4 true rules" in text
     assert "0: 1.00 @ 1.5, 1: 0.05 @ 0.0." in text and "Step budget B: accuracy @ mean steps: 0: 0.05 @ 0.0, 2: 1.00 @ 1.5." in text
+
+
+def test_compare_table_takes_parameters_and_speed_from_a_config_every_mixer_ran():
+    from workbench.report import compare_table
+
+    def row(label: str, mixer: str, speed: float) -> dict:
+        stat = {"mean": 1.0, "std": 0.0, "n": 1}
+        return {"label": label, "mixer": mixer, "seeds": 1, "metrics": {"bpc": stat}, "steps": stat,
+                "tokens_per_s": {"mean": speed, "std": 0.0, "n": 1}, "device": "cpu (test)",
+                "parameters": {"mixer": 7 if mixer == "inverted" else 5, "total": 9}}
+
+    rows = [row("charlm", "transformer", 100.0), row("charlm-600s", "transformer", 200.0), row("charlm-600s", "inverted", 300.0)]
+    table = compare_table({"budget": "full", "rows": rows})
+    assert "| all | train tokens/s (charlm-600s) | 200 | 300 |" in table  # not the transformer's charlm 100
+    alone = compare_table({"budget": "full", "rows": [rows[0], row("mqar-64x4", "inverted", 50.0)]})
+    assert "| all | train tokens/s | 100 (charlm) | 50 (mqar-64x4) |" in alone

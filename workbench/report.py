@@ -40,14 +40,22 @@ def compare_table(summary: dict[str, Any]) -> str:
             row = by_key.get((label, mixer))
             steps.append(f"{row['steps']['mean']:.0f} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})" if row else "-")
         lines.append(f"| {label} | steps (seeds) | " + " | ".join(steps) + " |")
+    # Parameters and speed from one task config that every mixer ran (char-LM first), so the
+    # columns compare like with like; with none in common each cell names its own config.
+    common = [label for label in labels if all((label, m) in by_key for m in mixers)]
+    shared = next((label for label in common if label.startswith("charlm")), common[0] if common else None)
     params, speed = [], []
     for mixer in mixers:
-        row = next((r for r in summary["rows"] if r["mixer"] == mixer and r["label"].startswith("charlm")), None)
-        row = row or next(r for r in summary["rows"] if r["mixer"] == mixer)
-        params.append(f"{row['parameters']['mixer']:,} / {row['parameters']['total']:,}")
-        speed.append(f"{row['tokens_per_s']['mean']:,.0f}")
-    lines.append("| all | parameters: mixer / total (" + row["label"] + ") | " + " | ".join(params) + " |")
-    lines.append(f"| all | train tokens/s ({row['label']}) | " + " | ".join(speed) + " |")
+        if shared:
+            row, note = by_key[(shared, mixer)], ""
+        else:
+            row = next(r for r in summary["rows"] if r["mixer"] == mixer)
+            note = f" ({row['label']})"
+        params.append(f"{row['parameters']['mixer']:,} / {row['parameters']['total']:,}{note}")
+        speed.append(f"{row['tokens_per_s']['mean']:,.0f}{note}")
+    where = f" ({shared})" if shared else ""
+    lines.append(f"| all | parameters: mixer / total{where} | " + " | ".join(params) + " |")
+    lines.append(f"| all | train tokens/s{where} | " + " | ".join(speed) + " |")
     devices = sorted({r["device"] for r in summary["rows"]})
     lines.append("")
     lines.append(f"Budget `{summary['budget']}`; measured on: {', '.join(devices)}.")
