@@ -165,7 +165,6 @@ def ema_chunked(x: torch.Tensor, decay: torch.Tensor, chunk_size: int = 64) -> t
     return y[:, :t] if pad else y
 
 
-
 def chunk_tables(unit: torch.Tensor, n_units: int, chunk_size: int):
     """Which of the M + C candidates each token may read, from the write table alone.
 
