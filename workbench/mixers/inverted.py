@@ -280,13 +280,7 @@ class InvertedMixer(Mixer):
     def _message(self, x: torch.Tensor, key_content: torch.Tensor, ordinal: torch.Tensor):
         key = key_content / math.sqrt(self.o.d_key)
         if self.n_freq:
-            # The ordinal is a count of hard writes: no gradient flows back through it into the
-            # write gates. A flipped gate shifts every later ordinal by a whole step, which a
-            # derivative of the rotary code cannot describe; that path carried most of the
-            # gates' gradient on copy and drove prompt tokens' gates shut (the writes then stop
-            # matching the read pointer).
-            code = ordinal_code(ordinal.detach(), self.n_freq, self.o.n_units)
-            key = torch.cat([key, code.to(key.dtype)], -1)
+            key = torch.cat([key, ordinal_code(ordinal, self.n_freq, self.o.n_units).to(key.dtype)], -1)
         return key, self.value(x)
 
     def _surrogate(self, read, query, raw_key, scaled_value, written, lse):
