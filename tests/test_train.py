@@ -53,6 +53,13 @@ def test_result_json_has_the_required_fields(small_config, tmp_path, mixer_name)
     assert written["torch"] == torch.__version__ and written["device"].startswith("cpu")
     assert written["config"] == json.loads(json.dumps(config.to_dict()))
     assert [h["step"] for h in written["history"]] == [2, 4]
+    # The mixer's gate fractions are recorded at every eval (the inverted mixer has some; the transformer none).
+    stats = written["history"][-1]["mixer_stats"]
+    if mixer_name == "inverted":
+        assert set(stats) == {"block0.write_fraction", "block0.advance_fraction"}
+        assert all(0.0 <= value <= 1.0 for value in stats.values())
+    else:
+        assert stats == {}
     # The in-process result carries the model; the file does not.
     assert "model" not in written and isinstance(result["model"], Model)
     assert (out / "checkpoint.pt").is_file()

@@ -135,6 +135,13 @@ class _LossModule(torch.nn.Module):
         return self.model.loss(inputs, targets, mask)
 
 
+def mixer_stats(model: Model) -> dict[str, float]:
+    """The mixers' scalars from the last training step (e.g. the inverted mixer's write and
+    advance fractions), as ``block<i>.<name>``: a gate that drifts shut shows in the history."""
+    return {f"block{i}.{name}": value for i, block in enumerate(model.blocks)
+            for name, value in getattr(block.mixer, "stats", {}).items()}  # fmt: skip
+
+
 def _distributed(dev: torch.device) -> tuple[int, int]:
     """(rank, world size); starts the process group when launched by torchrun."""
     world = int(os.environ.get("WORLD_SIZE", "1"))
@@ -280,7 +287,8 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         bar.update(time.perf_counter() - started if timed else 1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
             metrics = evaluate()
-            history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics})
+            history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics,
+                            "mixer_stats": mixer_stats(model)})
             bar.set_postfix(step=step, loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
             reached = target is not None and metrics[task.metric] >= target
         if step % config.train.checkpoint_every == 0:
