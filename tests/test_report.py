@@ -67,6 +67,33 @@ def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_
     assert "compare-demo" not in blocks  # the ablation set keeps out of the main tables
 
 
+def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path: Path):
+    """A variant in results/experiments is compared with the main table's default of the same label."""
+    import json
+
+    from workbench.compare import aggregate
+
+    def write(root: Path, label: str, mixer: str, bpc: float, seed: int = 0) -> None:
+        run = root / "runs" / "full" / f"{label}--{mixer.replace(':', '_').replace('=', '-')}--s{seed}"
+        run.mkdir(parents=True)
+        run.joinpath("result.json").write_text(json.dumps({
+            "label": label, "mixer_label": mixer, "metric": "bpc", "metrics": {"bpc": bpc}, "steps": 10,
+            "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)",
+            "parameters": {"mixer": 7, "total": 9}}))
+
+    write(tmp_path, "charlm", "inverted", 2.4)
+    write(tmp_path, "charlm", "inverted", 2.2, seed=1)
+    write(tmp_path, "charlm", "transformer", 2.35)
+    write(tmp_path, "mqar-64x4", "inverted", 0.5)  # a label the experiments do not have: left out
+    write(tmp_path / "experiments", "charlm", "inverted:conv_width=8", 2.25)
+    aggregate(tmp_path, "full")
+    table = render_blocks(tmp_path)["experiments-full"]
+    assert "| variant | mixer params | charlm bpc |" in table and "mqar" not in table
+    assert "| inverted (default: M=128, k=4) | 7 | 2.300 ± 0.141 |" in table
+    assert "| inverted:conv_width=8 | 7 | 2.250 (-0.050) |" in table
+    assert "| transformer | 7 | 2.350 (+0.050) |" in table
+
+
 def test_system2_block_shows_every_system_and_both_curves():
     from workbench.report import system2_table
 

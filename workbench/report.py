@@ -146,6 +146,16 @@ def render_blocks(results: Path) -> dict[str, str]:
         summary = aggregate(ablation, budget_dir.name)
         if summary["rows"]:
             blocks[f"ablation-{budget_dir.name}"] = ablation_table(summary)
+    # Design experiments (variants run at a protocol budget, beside the default):
+    # block experiments-<budget>, each variant against the default's cells of the same labels.
+    experiments = results / "experiments"
+    for budget_dir in sorted((experiments / "runs").glob("*")):
+        summary, main = aggregate(experiments, budget_dir.name), results / f"compare-{budget_dir.name}.json"
+        if summary["rows"] and main.is_file():
+            labels = {row["label"] for row in summary["rows"]}
+            defaults = [row for row in json.loads(main.read_text())["rows"]
+                        if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
+            blocks[f"experiments-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + summary["rows"]})
     from workbench.bench.scaling import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
