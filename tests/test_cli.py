@@ -40,6 +40,34 @@ def test_compare_smoke_writes_runs_and_summary(corpus_dir, tmp_path, capsys):
     assert before == {p: p.stat().st_mtime for p in results.glob("runs/smoke/*/result.json")}
 
 
+def test_compare_refuses_finished_runs_made_with_another_config(corpus_dir, tmp_path, monkeypatch):
+    """A finished run is reused only if its config (defaults included) is what the cell uses now."""
+    from workbench.config import ConfigError
+    from workbench.mixers.inverted import InvertedOptions
+
+    results = tmp_path / "results"
+    args = ["compare", "--tasks", "copy", "--mixers", "inverted", "--budget", "smoke", "--results", str(results), "--quiet"]
+    assert main(args) == 0
+    (path,) = results.glob("runs/smoke/*/result.json")
+    record = json.loads(path.read_text())
+    assert record["mixer_options_resolved"]["conv_width"] == InvertedOptions.conv_width
+    # A default that changed since the run: the explicit config is the same, the resolved options are not.
+    import workbench.train
+
+    resolve = workbench.train.resolved_mixer_options
+    monkeypatch.setattr(workbench.train, "resolved_mixer_options", lambda c: {**resolve(c), "conv_width": 8})
+    with pytest.raises(ConfigError, match=r"(?s)another config.*mixer_options_resolved.conv_width: 4 -> 8"):
+        from workbench.compare import compare
+
+        compare(["copy"], ["inverted"], budget="smoke", results=results, progress=False)
+    monkeypatch.undo()
+    # An explicit setting that changed (here the learning rate the run recorded).
+    record["config"]["train"]["lr"] = 0.5
+    path.write_text(json.dumps(record))
+    assert main(args) == 2
+    assert main(args) == 2 and path.read_text() == json.dumps(record)  # nothing was overwritten
+
+
 def test_compare_accepts_ablation_variants(corpus_dir, tmp_path):
     results = tmp_path / "results"
     assert main(["compare", "--tasks", "copy", "--mixers", "inverted:refractory=false:n_units=16", "--budget", "smoke",

@@ -131,6 +131,7 @@ def compare(
     cells = [(spec, label, mixer, options, seed) for spec in specs for label, mixer, options in variants
              for seed in range(seeds)]
     todo = [cell for cell in cells if not (run_dir(results, budget, cell[0], cell[1], cell[4]) / "result.json").is_file()]
+    _refuse_stale([cell for cell in cells if cell not in todo], results, budget)
     if progress:
         print(f"[{budget}] {len(cells) - len(todo)} of {len(cells)} runs already done, {len(todo)} to run", flush=True)
     for index, (spec, label, mixer, options, seed) in enumerate(todo, 1):
@@ -142,6 +143,46 @@ def compare(
         train(config, out_dir=out, resume=True, progress=progress, device=device, extra=extra)
         (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
     return aggregate(results, budget)
+
+
+def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+    """``key: recorded -> current`` for every leaf where the two configs differ."""
+    changes = []
+    for key in sorted(set(recorded) | set(current)):
+        old, new = recorded.get(key), current.get(key)
+        if isinstance(old, dict) and isinstance(new, dict):
+            changes += _config_changes(old, new, f"{prefix}{key}.")
+        elif old != new:
+            changes.append(f"{prefix}{key}: {old!r} -> {new!r}")
+    return changes
+
+
+def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
+    """A finished run counts only if it was made with the config this cell would use today.
+
+    A default that changed since (say a mixer option) would otherwise be averaged in silently
+    with new seeds; the run is named with what changed, so the user moves it away or deletes it.
+    """
+    from workbench.train import resolved_mixer_options
+
+    stale = []
+    for spec, label, mixer, options, seed in done:
+        path = run_dir(results, budget, spec, label, seed) / "result.json"
+        try:
+            record = json.loads(path.read_text())
+        except (OSError, json.JSONDecodeError) as exc:
+            raise ConfigError(f"{path} is unreadable ({exc}); delete it to re-run that cell") from None
+        config = run_config(spec, mixer, options, seed)
+        recorded, current = record.get("config"), json.loads(json.dumps(config.to_dict()))
+        if "mixer_options_resolved" in record:  # runs since this field exist: defaults are compared too
+            recorded = {**recorded, "mixer_options_resolved": record["mixer_options_resolved"]}
+            current = {**current, "mixer_options_resolved": resolved_mixer_options(config)}
+        if recorded is not None and recorded != current:
+            stale.append(f"{path}: " + "; ".join(_config_changes(recorded, current)[:3]))
+    if stale:
+        listing = "\n  ".join(stale[:5]) + (f"\n  ... and {len(stale) - 5} more" if len(stale) > 5 else "")
+        raise ConfigError(f"{len(stale)} finished run(s) were made with another config than these cells use now "
+                          f"(recorded -> now):\n  {listing}\nmove them away (or delete them) to re-run those cells")
 
 
 ALL_TASKS = ["copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes"]

@@ -7,6 +7,7 @@ hold model, optimizer, step, RNG state and history, written atomically.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import json
 import math
@@ -133,6 +134,15 @@ class _LossModule(torch.nn.Module):
 
     def forward(self, inputs, targets, mask=None):
         return self.model.loss(inputs, targets, mask)
+
+
+def resolved_mixer_options(config: RunConfig) -> dict[str, Any]:
+    """Every mixer option the run used, defaults included (the config records only overrides), so a
+    later change of a default is visible against the run's record."""
+    from workbench.mixers import MIXERS
+
+    options = MIXERS[config.model.mixer].options_from(config.model.mixer_options, config.model.d_model)
+    return json.loads(json.dumps(dataclasses.asdict(options)))
 
 
 def mixer_stats(model: Model) -> dict[str, float]:
@@ -303,6 +313,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         "mixer": config.model.mixer,
         "config": config.to_dict(),
         "parameters": parameter_report(model),
+        "mixer_options_resolved": resolved_mixer_options(config),
         "metrics": final,
         "metric": task.metric,
         "steps": step,
