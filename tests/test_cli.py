@@ -55,8 +55,8 @@ def test_compare_refuses_finished_runs_made_with_another_config(corpus_dir, tmp_
     import workbench.train
 
     resolve = workbench.train.resolved_mixer_options
-    monkeypatch.setattr(workbench.train, "resolved_mixer_options", lambda c: {**resolve(c), "conv_width": 8})
-    with pytest.raises(ConfigError, match=r"(?s)another config.*mixer_options_resolved.conv_width: 4 -> 8"):
+    monkeypatch.setattr(workbench.train, "resolved_mixer_options", lambda c: {**resolve(c), "conv_width": 9})
+    with pytest.raises(ConfigError, match=r"(?s)another config.*mixer_options_resolved.conv_width: 8 -> 9"):
         from workbench.compare import compare
 
         compare(["copy"], ["inverted"], budget="smoke", results=results, progress=False)

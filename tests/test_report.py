@@ -62,7 +62,7 @@ def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_
     blocks = render_blocks(tmp_path)
     table = blocks["ablation-demo"]
     assert "| variant | mixer params | mqar-64x4 accuracy | charlm bpc |" in table  # long-length metrics left out
-    assert "| inverted (default: M=128, k=4) | 7 | 0.900 | 2.800 |" in table
+    assert "| inverted (default: M=128, k=4, w=8) | 7 | 0.900 | 2.800 |" in table
     assert "| k=1 | 5 | 0.600 (-0.300) | 3.000 (+0.200) |" in table
     assert "compare-demo" not in blocks  # the ablation set keeps out of the main tables
 
@@ -89,7 +89,7 @@ def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path:
     aggregate(tmp_path, "full")
     table = render_blocks(tmp_path)["experiments-full"]
     assert "| variant | mixer params | charlm bpc |" in table and "mqar" not in table
-    assert "| inverted (default: M=128, k=4) | 7 | 2.300 ± 0.141 |" in table
+    assert "| inverted (default: M=128, k=4, w=8) | 7 | 2.300 ± 0.141 |" in table
     assert "| inverted:conv_width=8 | 7 | 2.250 (-0.050) |" in table
     assert "| transformer | 7 | 2.350 (+0.050) |" in table
 

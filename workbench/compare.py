@@ -192,9 +192,10 @@ ALL_TASKS = ["copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes"]
 # directory (``results/ablation``) so the main tables keep two columns.
 ABLATIONS = {
     "transformer": "transformer",
-    "inverted (default: M=128, k=4)": "inverted",
+    "inverted (default: M=128, k=4, w=8)": "inverted",
     "refractory off (content routing)": "inverted:refractory=false",
     "local channel off": "inverted:conv_width=0",
+    "local channel w=4": "inverted:conv_width=4",
     "multi-timescale off": "inverted:timescales=[]",
     "k=1": "inverted:read_topk=1",
     "k=2": "inverted:read_topk=2",

@@ -383,7 +383,7 @@ def standard_patterns() -> dict[str, Pattern]:
         "random": RandomSparse(r=8),
         "global hubs": GlobalHubs(stride=16, window=8),
         "sinks": Sinks(n_sink=4, window=16),
-        "inverted": InvertedUnits(n_units=16, n_pools=1, write_rate=0.5, conv_width=4),
+        "inverted": InvertedUnits(n_units=16, n_pools=1, write_rate=0.5, conv_width=8),
     }
 
 

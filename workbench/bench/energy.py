@@ -135,20 +135,23 @@ def _block_activation_floats(d: int, r: int) -> float:
 
 
 def _inverted_dims(options: dict[str, Any], d: int, n: int) -> dict[str, float]:
-    m = _get(options, "n_units", 128)
-    n_freq = _get(options, "n_freq", 16) if _get(options, "ordinal_read", True) else 0
-    d_key = _get(options, "d_key", 32)
-    timescales = tuple(_get(options, "timescales", (0.9, 0.99, 0.999)))
-    refractory = _get(options, "refractory", True)
-    pools = _get(options, "n_pools", 1)
+    from workbench.mixers.inverted import InvertedOptions  # the mixer's defaults, in one place
+
+    options = {**asdict(InvertedOptions()), **{k: v for k, v in options.items() if v is not None}}
+    m = options["n_units"]
+    n_freq = options["n_freq"] if options["ordinal_read"] else 0
+    d_key = options["d_key"]
+    timescales = tuple(options["timescales"])
+    refractory = options["refractory"]
+    pools = options["n_pools"]
     return {
         "M": m,
-        "C": min(_get(options, "chunk_size", 64), n),
-        "k": _get(options, "read_topk", 4),
+        "C": min(options["chunk_size"], n),
+        "k": options["read_topk"],
         "dk": d_key,
         "F": n_freq,
         "E": d_key + 2 * n_freq,  # key width: content + ordinal code
-        "w": _get(options, "conv_width", 4),
+        "w": options["conv_width"],
         "Df": d * (2 if timescales else 1),
         "ema": 1 if timescales else 0,
         "route": pools if refractory else m,

@@ -157,7 +157,7 @@ class InvertedOptions:
     n_pools: int = 1  # normalization pools; messages are routed to a pool by content
     read_topk: int = 4  # k: units each token reads (n_units = dense softmax read); k=4 beat k=2 in `make ablation`
     d_key: int = 32
-    conv_width: int = 4  # local private channel; 0 switches it off
+    conv_width: int = 8  # local private channel; 0 switches it off; 8 beat 4 on every full-budget cell
     refractory: bool = True  # rest-based allocation; False = content-only (ablation)
     timescales: tuple[float, ...] = (0.9, 0.99, 0.999)  # multi-timescale context; () = off
     ordinal_read: bool = True  # address units by ordinal (recency) as well as content
