@@ -94,6 +94,30 @@ def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path:
     assert "| transformer | 7 | 2.350 (+0.050) |" in table
 
 
+def test_former_default_block_sets_the_old_default_against_todays(tmp_path: Path):
+    """Runs moved to results/former-default keep their label 'inverted'; the block renames them."""
+    import json
+
+    from workbench.compare import aggregate
+
+    def write(root: Path, label: str, mixer: str, bpc: float) -> None:
+        run = root / "runs" / "full" / f"{label}--{mixer}--s0"
+        run.mkdir(parents=True)
+        run.joinpath("result.json").write_text(json.dumps({
+            "label": label, "mixer_label": mixer, "metric": "bpc", "metrics": {"bpc": bpc}, "steps": 10,
+            "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)",
+            "parameters": {"mixer": 7, "total": 9}}))
+
+    write(tmp_path, "charlm", "inverted", 2.3)
+    write(tmp_path, "charlm", "transformer", 2.35)
+    write(tmp_path / "former-default", "charlm", "inverted", 2.4)
+    aggregate(tmp_path, "full")
+    table = render_blocks(tmp_path)["former-default-full"]
+    assert "| inverted (default: M=128, k=4, w=8) | 7 | 2.300 |" in table
+    assert "| former default | 7 | 2.400 (+0.100) |" in table
+    assert "| transformer | 7 | 2.350 (+0.050) |" in table
+
+
 def test_system2_block_shows_every_system_and_both_curves():
     from workbench.report import system2_table
 

@@ -62,6 +62,9 @@ def compare_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+FORMER_DEFAULT = "former default"  # how the former default's rows are named in their block
+
+
 def ablation_table(summary: dict[str, Any]) -> str:
     """One row per variant of the ablation set, one column per (task, metric), change vs the default."""
     from workbench.compare import ABLATIONS
@@ -156,6 +159,17 @@ def render_blocks(results: Path) -> dict[str, str]:
             defaults = [row for row in json.loads(main.read_text())["rows"]
                         if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
             blocks[f"experiments-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + summary["rows"]})
+    # A default that changed: the runs made with the former default (moved by hand to
+    # results/former-default, see its README) against today's default, block former-default-<budget>.
+    former = results / "former-default"
+    for budget_dir in sorted((former / "runs").glob("*")):
+        summary, main = aggregate(former, budget_dir.name), results / f"compare-{budget_dir.name}.json"
+        if summary["rows"] and main.is_file():
+            labels = {row["label"] for row in summary["rows"]}
+            defaults = [row for row in json.loads(main.read_text())["rows"]
+                        if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
+            olds = [{**row, "mixer": FORMER_DEFAULT} for row in summary["rows"] if row["mixer"] == "inverted"]
+            blocks[f"former-default-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + olds})
     from workbench.bench.scaling import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
