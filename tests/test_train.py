@@ -4,6 +4,7 @@ checkpoints fail with CheckpointError."""
 from __future__ import annotations
 
 import json
+import os
 
 import pytest
 import torch
@@ -53,6 +54,9 @@ def test_result_json_has_the_required_fields(small_config, tmp_path, mixer_name)
     assert written["torch"] == torch.__version__ and written["device"].startswith("cpu")
     assert written["config"] == json.loads(json.dumps(config.to_dict()))
     assert [h["step"] for h in written["history"]] == [2, 4]
+    # The machine's load at every eval, so wall-clock comparisons can be checked for a fair share.
+    assert all(h["load_average_1min"] is None or h["load_average_1min"] >= 0 for h in written["history"])
+    assert written["cpu_count"] == os.cpu_count()
     # The mixer's gate fractions are recorded at every eval (the inverted mixer has some; the transformer none).
     stats = written["history"][-1]["mixer_stats"]
     if mixer_name == "inverted":

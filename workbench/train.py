@@ -54,6 +54,18 @@ def build_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
 
 
 @functools.cache
+def load_average() -> float | None:
+    """The machine's 1-minute load average (None where the OS has none, e.g. Windows).
+
+    Wall-clock budgets (char-LM at 600 s) depend on what else ran beside a run; recording the
+    load at every eval lets a reader check that two runs being compared shared similar machines.
+    """
+    try:
+        return round(os.getloadavg()[0], 2)
+    except (AttributeError, OSError):
+        return None
+
+
 def git_commit() -> str:
     """HEAD's hash, with ``+dirty`` when the package's code differs from it (a result then came
     from code that no commit holds); "unknown" outside a git checkout.
@@ -298,7 +310,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         if step % config.train.eval_every == 0 or step == config.train.steps:
             metrics = evaluate()
             history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics,
-                            "mixer_stats": mixer_stats(model)})
+                            "mixer_stats": mixer_stats(model), "load_average_1min": load_average()})
             bar.set_postfix(step=step, loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
             reached = target is not None and metrics[task.metric] >= target
         if step % config.train.checkpoint_every == 0:
@@ -326,6 +338,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         "git_commit": git_commit(),
         "torch": torch.__version__,
         "device": device_name(dev),
+        "cpu_count": os.cpu_count(),  # with the history's load averages: how busy the machine was
         "world_size": world,
     }
     result.update(extra or {})
