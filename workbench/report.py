@@ -67,11 +67,13 @@ FORMER_DEFAULT = "former default"  # how the former default's rows are named in 
 
 def ablation_table(summary: dict[str, Any]) -> str:
     """One row per variant of the ablation set, one column per (task, metric), change vs the default."""
-    from workbench.compare import ABLATIONS
+    from workbench.compare import ABLATIONS, ALL_TASKS, protocol
 
     names = {spec: name for name, spec in ABLATIONS.items()}
     by_key = {(row["label"], row["mixer"]): row for row in summary["rows"]}
-    labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
+    order = [spec.label for task in ALL_TASKS for spec in protocol(task, summary["budget"])]
+    labels = sorted(dict.fromkeys(row["label"] for row in summary["rows"]),
+                    key=lambda label: order.index(label) if label in order else len(order))
     columns = [(label, metric) for label in labels
                for metric in next(r for r in summary["rows"] if r["label"] == label)["metrics"] if "@" not in metric]
     mixers = [spec for spec in ABLATIONS.values() if any(m == spec for _, m in by_key)]
