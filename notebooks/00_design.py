@@ -926,6 +926,8 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   ЕСЛИ обучение ТО
 #       read ← read + СУРРОГАТ(query, key, value, write)   // вперёд ровно 0, градиент к молчавшим
 #       aux_loss ← write_price · max(0, Σ_t write[t] − M) / T   // цена за превышение ёмкости
+#       ЕСЛИ gate_margin > 0 ТО                  // по умолчанию выключено (эксперимент)
+#           aux_loss ← aux_loss + gate_margin · среднее(p · (1 − p))   // p: оба вентиля; уводит их от порога 1/2
 #
 #   ВЕРНУТЬ W_o · read + local
 # КОНЕЦ АЛГОРИТМА

@@ -61,6 +61,15 @@ def test_compare_refuses_finished_runs_made_with_another_config(corpus_dir, tmp_
 
         compare(["copy"], ["inverted"], budget="smoke", results=results, progress=False)
     monkeypatch.undo()
+    # An option added after the run is no change while the cell uses its default (which must be the
+    # behaviour from before the option existed); a recorded value that differs still is.
+    del record["mixer_options_resolved"]["gate_margin"]
+    path.write_text(json.dumps(record))
+    assert main(args) == 0
+    record["mixer_options_resolved"]["conv_width"] = 4
+    path.write_text(json.dumps(record))
+    assert main(args) == 2
+    record["mixer_options_resolved"]["conv_width"] = InvertedOptions.conv_width
     # An explicit setting that changed (here the learning rate the run recorded).
     record["config"]["train"]["lr"] = 0.5
     path.write_text(json.dumps(record))

@@ -174,12 +174,37 @@ def test_refractory_ring_allocates_units_in_turn_and_gain_recovers():
         ({"n_units": -1}, "positive integer"),
         ({"timescales": [1.5]}, "(0, 1)"),
         ({"write_price": -1}, ">= 0"),
+        ({"gate_margin": -0.1}, ">= 0"),
         ({"no_such_option": 1}, "unknown options"),
     ],
 )
 def test_bad_options_are_rejected_clearly(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
         ModelConfig(mixer="inverted", d_model=32, mixer_options=options).validate()
+
+
+def test_gate_margin_adds_only_a_loss_that_moves_gates_off_their_threshold():
+    """The forward pass is untouched; the aux loss is p(1-p), and descending it moves p away from 1/2."""
+    from workbench.mixers.inverted import InvertedMixer, InvertedOptions
+
+    torch.manual_seed(0)
+    x = torch.randn(2, 40, 32)
+    plain = InvertedMixer(32, InvertedOptions(n_units=64, chunk_size=16)).train()
+    margined = InvertedMixer(32, InvertedOptions(n_units=64, chunk_size=16, gate_margin=1.0)).train()
+    margined.load_state_dict(plain.state_dict())
+    for mixer in (plain, margined):
+        torch.nn.init.constant_(mixer.gates.bias, 0.3)  # gates near their 1/2 threshold
+    assert torch.equal(plain(x), margined(x))
+    assert float(plain.aux_loss) == 0  # writes fit the units: no price, and no margin without the option
+    spread = []
+    optimizer = torch.optim.SGD(margined.gates.parameters(), lr=10.0)
+    for _ in range(20):
+        margined(x)
+        spread.append(float(margined.aux_loss))
+        optimizer.zero_grad()
+        margined.aux_loss.backward()
+        optimizer.step()
+    assert 0 < spread[-1] < 0.5 * spread[0]
 
 
 def test_fewer_parameters_than_the_transformer_at_the_same_width():

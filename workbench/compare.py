@@ -157,6 +157,15 @@ def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: s
     return changes
 
 
+def _default_option(mixer: str, name: str) -> Any:
+    from workbench.mixers import MIXERS
+
+    options = MIXERS[mixer].Options
+    if name not in options.__dataclass_fields__:
+        return None
+    return json.loads(json.dumps(getattr(options(), name)))
+
+
 def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
     """A finished run counts only if it was made with the config this cell would use today.
 
@@ -175,8 +184,12 @@ def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
         config = run_config(spec, mixer, options, seed)
         recorded, current = record.get("config"), json.loads(json.dumps(config.to_dict()))
         if "mixer_options_resolved" in record:  # runs since this field exist: defaults are compared too
-            recorded = {**recorded, "mixer_options_resolved": record["mixer_options_resolved"]}
-            current = {**current, "mixer_options_resolved": resolved_mixer_options(config)}
+            was, now = record["mixer_options_resolved"], resolved_mixer_options(config)
+            # An option added after the run is no change when the cell uses its default: an added
+            # option must default to the behaviour before it existed.
+            now = {k: v for k, v in now.items() if k in was or v != _default_option(mixer, k)}
+            recorded = {**recorded, "mixer_options_resolved": was}
+            current = {**current, "mixer_options_resolved": now}
         if recorded is not None and recorded != current:
             stale.append(f"{path}: " + "; ".join(_config_changes(recorded, current)[:3]))
     if stale:

@@ -123,6 +123,8 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "ordinal_read": (f"{_OPT}.ordinal_read", "Address units by ordinal (recency) as well as by content."),
     "n_freq": (f"{_OPT}.n_freq", "Number F of frequencies of the ordinal code."),
     "write_price": (f"{_OPT}.write_price", "Loss per write beyond capacity M, per token."),
+    "gate_margin": (f"{_OPT}.gate_margin", "Loss weight on p(1-p) of the write and advance gates (0 = off): keeps "
+                    "hard gates away from their 1/2 threshold."),
     "write_bias": (f"{_OPT}.write_bias", "Initial salience logit (start by writing; the price prunes)."),
     "chunk_size": (f"{_OPT}.chunk_size", "C, chunk length of the chunked parallel form and window of the surrogate."),
     "write_surrogate": (f"{_OPT}.write_surrogate", "Enable the training-only gradient path for unwritten tokens."),

@@ -166,6 +166,7 @@ class InvertedOptions:
     write_bias: float = 2.0  # initial salience logit: start by writing, let the price prune
     chunk_size: int = 64  # chunk length of the chunked parallel form (speed; surrogate window)
     write_surrogate: bool = True  # training-only gradient path for tokens that did not write
+    gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
 
 
 class InvertedMixer(Mixer):
@@ -192,6 +193,8 @@ class InvertedMixer(Mixer):
             raise ConfigError("inverted.timescales cannot outnumber d_model channels")
         if o.write_price < 0:
             raise ConfigError(f"inverted.write_price must be >= 0, got {o.write_price!r}")
+        if isinstance(o.gate_margin, bool) or not isinstance(o.gate_margin, (int, float)) or o.gate_margin < 0:
+            raise ConfigError(f"inverted.gate_margin must be a number >= 0, got {o.gate_margin!r}")
 
     def __init__(self, d_model: int, options: InvertedOptions | None = None) -> None:
         super().__init__()
@@ -369,6 +372,12 @@ class InvertedMixer(Mixer):
         # exactly zero and cannot push the gate shut; beyond capacity every token's p feels it.
         excess = (write.sum(1) - m).clamp_min(0) / t
         self.aux_loss = o.write_price * excess.mean() if o.write_price else None
+        if o.gate_margin:
+            # A hard gate near its threshold flips under small updates (on copy one flipped write
+            # shifts every later ordinal); p(1-p) is largest at 1/2, so this pushes decisions away.
+            probs = torch.sigmoid(gate_logits)
+            margin = o.gate_margin * (probs * (1 - probs)).mean()
+            self.aux_loss = margin if self.aux_loss is None else self.aux_loss + margin
         self.stats = {
             "write_fraction": float(written.float().mean()),
             "advance_fraction": float((advance.detach() > 0.5).float().mean()),
