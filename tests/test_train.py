@@ -242,3 +242,18 @@ def test_checkpoints_are_written_atomically(checkpoint):
     # No temporary file is left behind, and what is there loads.
     assert not checkpoint.with_name(checkpoint.name + ".tmp").exists()
     assert load_checkpoint(checkpoint)["format"] == train_module.CHECKPOINT_FORMAT
+
+
+def test_provenance_is_fixed_at_the_start_and_the_load_is_read_each_time(monkeypatch):
+    """The commit a process runs is the one it started from (a commit made while it trains must not
+    be credited with its result); the load average, on the contrary, is read afresh at every eval."""
+    import subprocess
+
+    import workbench.train as train_module
+
+    first = train_module.git_commit()
+    monkeypatch.setattr(subprocess, "run", lambda *a, **k: pytest.fail("git asked again"))
+    assert train_module.git_commit() == first
+    loads = iter([(1.0, 0, 0), (3.5, 0, 0)])
+    monkeypatch.setattr(os, "getloadavg", lambda: next(loads))
+    assert (train_module.load_average(), train_module.load_average()) == (1.0, 3.5)

@@ -53,7 +53,6 @@ def build_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98))
 
 
-@functools.cache
 def load_average() -> float | None:
     """The machine's 1-minute load average (None where the OS has none, e.g. Windows).
 
@@ -66,6 +65,7 @@ def load_average() -> float | None:
         return None
 
 
+@functools.cache
 def git_commit() -> str:
     """HEAD's hash, with ``+dirty`` when the package's code differs from it (a result then came
     from code that no commit holds); "unknown" outside a git checkout.
