@@ -364,3 +364,32 @@ def test_unit_inventory_reads_the_inverted_mixer():
     inventory = unit_inventory(model, task, task.episodes(3, 0), by_pool=True)
     assert inventory.members and all(0 <= c < 2 for c in inventory.members)
     assert "s" in inventory.describe()
+
+
+def test_system2_does_not_depend_on_string_hashing():
+    """Python salts str hashes per process (PYTHONHASHSEED): iterating a set of names in hash order
+    and drawing random numbers per item made System 2 differ between runs of the same seed."""
+    import os
+    import subprocess
+    import sys
+
+    script = (
+        "import hashlib, json\n"
+        "from workbench.symbolic.experiment import answered\n"
+        "from workbench.symbolic.policy import System2\n"
+        "from workbench.symbolic.tasks import SYMBOLIC_TASKS\n"
+        "task = SYMBOLIC_TASKS['concepts'](n_eval=2)\n"
+        "items = answered(task.episodes(60, [0, 1]))\n"
+        "s2 = System2(seed=0)\n"
+        "rules = s2.learn_rules(items)\n"
+        "rewards = s2.train(items, epochs=1)\n"
+        "beliefs = sorted((str(h), round(b.p, 9)) for h, b in rules.beliefs.items())\n"
+        "print(hashlib.md5(json.dumps([beliefs, rewards]).encode()).hexdigest())\n"
+    )
+    digests = set()
+    for hash_seed in ("1", "2", "3"):
+        env = {**os.environ, "PYTHONHASHSEED": hash_seed}
+        out = subprocess.run([sys.executable, "-c", script], env=env, capture_output=True, text=True, timeout=300)
+        assert out.returncode == 0, out.stderr[-2000:]
+        digests.add(out.stdout.strip())
+    assert len(digests) == 1, digests

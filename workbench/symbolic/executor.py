@@ -165,7 +165,7 @@ class Executor:
         grounded = self.store.grounded_relations  # System 1's similarity is not a stated fact
         constraints = [(r, y) for r, y in self.store.edges(symbol)
                        if r != inverse_name(rel) and r.lstrip(INV) not in grounded]
-        candidates = sorted(c for c in shared if all(self.derive(c, r, y, 1) for r, y in constraints))
+        candidates = [c for c in sorted(shared) if all(self.derive(c, r, y, 1) for r, y in constraints)]  # sorted first: derive draws rng
         self._log(f"induce {symbol}: candidates {candidates} under {constraints}")
         return candidates[0] if candidates else None
 

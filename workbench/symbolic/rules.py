@@ -365,7 +365,7 @@ def evidence(store: Store, rules: RuleBase, normalize: Normalizer = _identity,
     # seen again cannot tell a lasting fact from an episodic one; questions can (they also ask
     # about false ones). So support comes from answers, refutation from answers or named pairs.
     answered = {(f.rel, f.a, f.b) for f in store.facts if f.answer}
-    for a, b in {(f.a, f.b) for f in store.facts}:
+    for a, b in sorted({(f.a, f.b) for f in store.facts}):  # sorted: hash order would pick the rng draws
         for h in rules.candidates("pair", a, b):
             verdict = store.truth(h.args[0], a, b)
             if verdict is False or (verdict and (h.args[0], a, b) in answered):

@@ -170,13 +170,14 @@ class Store:
             return False
         return None
 
-    def relations(self, a: str, b: str) -> set[str]:
-        """Relations that hold between a and b (stated, answered or derived; ``~r`` for b -> a)."""
+    def relations(self, a: str, b: str) -> list[str]:
+        """Relations that hold between a and b (stated, answered or derived; ``~r`` for b -> a), sorted:
+        callers draw random numbers per relation, so the order must not depend on string hashing."""
         out = {r for r, v in self._pair.get((a, b), {}).items() if v}
         out |= {INV + r for r, v in self._pair.get((b, a), {}).items() if v}
         if a in self.time and b in self.time and a != b:
             out.add("before" if self.time[a] < self.time[b] else INV + "before")
-        return out
+        return sorted(out)
 
     def edges(self, x: str) -> list[tuple[str, str]]:
         """The context's positive facts touching x, as (relation, other end); backwards ones as ``~r``."""
