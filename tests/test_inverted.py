@@ -195,12 +195,12 @@ def test_gate_margin_adds_only_a_loss_that_moves_gates_off_their_threshold():
     for mixer in (plain, margined):
         torch.nn.init.constant_(mixer.gates.bias, 0.3)  # gates near their 1/2 threshold
     assert torch.equal(plain(x), margined(x))
-    assert float(plain.aux_loss) == 0  # writes fit the units: no price, and no margin without the option
+    assert plain.aux_loss.item() == 0  # writes fit the units: no price, and no margin without the option
     spread = []
     optimizer = torch.optim.SGD(margined.gates.parameters(), lr=10.0)
     for _ in range(20):
         margined(x)
-        spread.append(float(margined.aux_loss))
+        spread.append(margined.aux_loss.item())
         optimizer.zero_grad()
         margined.aux_loss.backward()
         optimizer.step()
