@@ -67,19 +67,20 @@ def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_
     assert "compare-demo" not in blocks  # the ablation set keeps out of the main tables
 
 
-def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path: Path):
-    """A variant in results/experiments is compared with the main table's default of the same label."""
+def write(root: Path, label: str, mixer: str, bpc: float, seed: int = 0) -> None:
+    """A full-budget run record as compare writes it (only the fields the report reads)."""
     import json
 
-    from workbench.compare import aggregate
+    run = root / "runs" / "full" / f"{label}--{mixer.replace(':', '_').replace('=', '-')}--s{seed}"
+    run.mkdir(parents=True)
+    run.joinpath("result.json").write_text(json.dumps({
+        "label": label, "mixer_label": mixer, "metric": "bpc", "metrics": {"bpc": bpc}, "steps": 10,
+        "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)", "parameters": {"mixer": 7, "total": 9}}))
 
-    def write(root: Path, label: str, mixer: str, bpc: float, seed: int = 0) -> None:
-        run = root / "runs" / "full" / f"{label}--{mixer.replace(':', '_').replace('=', '-')}--s{seed}"
-        run.mkdir(parents=True)
-        run.joinpath("result.json").write_text(json.dumps({
-            "label": label, "mixer_label": mixer, "metric": "bpc", "metrics": {"bpc": bpc}, "steps": 10,
-            "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)",
-            "parameters": {"mixer": 7, "total": 9}}))
+
+def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path: Path):
+    """A variant in results/experiments is compared with the main table's default of the same label."""
+    from workbench.compare import aggregate
 
     write(tmp_path, "charlm", "inverted", 2.4)
     write(tmp_path, "charlm", "inverted", 2.2, seed=1)
@@ -96,17 +97,7 @@ def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path:
 
 def test_former_default_block_sets_the_old_default_against_todays(tmp_path: Path):
     """Runs moved to results/former-default keep their label 'inverted'; the block renames them."""
-    import json
-
     from workbench.compare import aggregate
-
-    def write(root: Path, label: str, mixer: str, bpc: float) -> None:
-        run = root / "runs" / "full" / f"{label}--{mixer}--s0"
-        run.mkdir(parents=True)
-        run.joinpath("result.json").write_text(json.dumps({
-            "label": label, "mixer_label": mixer, "metric": "bpc", "metrics": {"bpc": bpc}, "steps": 10,
-            "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)",
-            "parameters": {"mixer": 7, "total": 9}}))
 
     write(tmp_path, "charlm", "inverted", 2.3)
     write(tmp_path, "charlm", "transformer", 2.35)

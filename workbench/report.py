@@ -65,6 +65,22 @@ def compare_table(summary: dict[str, Any]) -> str:
 FORMER_DEFAULT = "former default"  # how the former default's rows are named in their block
 
 
+def _against_defaults(results: Path, name: str, shown) -> dict[str, str]:
+    """Blocks ``<name>-<budget>``: the rows of ``results/<name>`` (passed through ``shown``) set
+    against the main table's default inverted and transformer rows of the same labels."""
+    from workbench.compare import aggregate
+
+    blocks = {}
+    for budget_dir in sorted((results / name / "runs").glob("*")):
+        summary, main = aggregate(results / name, budget_dir.name), results / f"compare-{budget_dir.name}.json"
+        if summary["rows"] and main.is_file():
+            labels = {row["label"] for row in summary["rows"]}
+            defaults = [row for row in json.loads(main.read_text())["rows"]
+                        if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
+            blocks[f"{name}-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + shown(summary["rows"])})
+    return blocks
+
+
 def ablation_table(summary: dict[str, Any]) -> str:
     """One row per variant of the ablation set, one column per (task, metric), change vs the default."""
     from workbench.compare import ABLATIONS, ALL_TASKS, protocol
@@ -151,27 +167,13 @@ def render_blocks(results: Path) -> dict[str, str]:
         summary = aggregate(ablation, budget_dir.name)
         if summary["rows"]:
             blocks[f"ablation-{budget_dir.name}"] = ablation_table(summary)
-    # Design experiments (variants run at a protocol budget, beside the default):
-    # block experiments-<budget>, each variant against the default's cells of the same labels.
-    experiments = results / "experiments"
-    for budget_dir in sorted((experiments / "runs").glob("*")):
-        summary, main = aggregate(experiments, budget_dir.name), results / f"compare-{budget_dir.name}.json"
-        if summary["rows"] and main.is_file():
-            labels = {row["label"] for row in summary["rows"]}
-            defaults = [row for row in json.loads(main.read_text())["rows"]
-                        if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
-            blocks[f"experiments-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + summary["rows"]})
+    # Design experiments (variants run at a protocol budget, beside the default): block
+    # experiments-<budget>, each variant against the default's cells of the same labels.
+    blocks.update(_against_defaults(results, "experiments", lambda rows: rows))
     # A default that changed: the runs made with the former default (moved by hand to
     # results/former-default, see its README) against today's default, block former-default-<budget>.
-    former = results / "former-default"
-    for budget_dir in sorted((former / "runs").glob("*")):
-        summary, main = aggregate(former, budget_dir.name), results / f"compare-{budget_dir.name}.json"
-        if summary["rows"] and main.is_file():
-            labels = {row["label"] for row in summary["rows"]}
-            defaults = [row for row in json.loads(main.read_text())["rows"]
-                        if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
-            olds = [{**row, "mixer": FORMER_DEFAULT} for row in summary["rows"] if row["mixer"] == "inverted"]
-            blocks[f"former-default-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + olds})
+    blocks.update(_against_defaults(results, "former-default", lambda rows: [
+        {**row, "mixer": FORMER_DEFAULT} for row in rows if row["mixer"] == "inverted"]))
     from workbench.bench.scaling import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
