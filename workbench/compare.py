@@ -157,15 +157,6 @@ def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: s
     return changes
 
 
-def _default_option(mixer: str, name: str) -> Any:
-    from workbench.mixers import MIXERS
-
-    options = MIXERS[mixer].Options
-    if name not in options.__dataclass_fields__:
-        return None
-    return json.loads(json.dumps(getattr(options(), name)))
-
-
 def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
     """A finished run counts only if it was made with the config this cell would use today.
 
@@ -187,7 +178,8 @@ def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
             was, now = record["mixer_options_resolved"], resolved_mixer_options(config)
             # An option added after the run is no change when the cell uses its default: an added
             # option must default to the behaviour before it existed.
-            now = {k: v for k, v in now.items() if k in was or v != _default_option(mixer, k)}
+            defaults = resolved_mixer_options(run_config(spec, mixer, {}, seed))
+            now = {k: v for k, v in now.items() if k in was or v != defaults[k]}
             recorded = {**recorded, "mixer_options_resolved": was}
             current = {**current, "mixer_options_resolved": now}
         if recorded is not None and recorded != current:
