@@ -42,8 +42,17 @@ notebooks: venv  ## re-run every notebook with papermill at full parameters
 
 figures: notebooks
 
-bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped)
-	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
+BENCH_ARGS = --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
+JOBS ?= 1
+bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped); JOBS=2: two single-threaded processes share the runs
+	@if [ "$(JOBS)" -le 1 ]; then $(PY) -m workbench.cli compare $(BENCH_ARGS); else \
+	  for i in $$(seq 2 $(JOBS)); do \
+	    echo "bench job $$i: log in results/bench-job-$$i.log"; \
+	    OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli compare $(BENCH_ARGS) --quiet \
+	      > results/bench-job-$$i.log 2>&1 & sleep 2; \
+	  done; \
+	  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli compare $(BENCH_ARGS); \
+	  wait; $(PY) -m workbench.cli compare $(BENCH_ARGS) --quiet; fi
 
 ablation: venv  ## each switch of the inverted mixer off on its own, MQAR + copy + char-LM, demo budget -> results/ablation
 	$(PY) -m workbench.cli compare --tasks mqar,copy,charlm --mixers ablation --budget demo --seeds $(ABLATION_SEEDS) --results results/ablation

@@ -77,6 +77,26 @@ def test_compare_refuses_finished_runs_made_with_another_config(corpus_dir, tmp_
     assert main(args) == 2 and path.read_text() == json.dumps(record)  # nothing was overwritten
 
 
+def test_compare_processes_share_a_results_directory(corpus_dir, tmp_path, capsys):
+    """A run another process holds is skipped, not trained twice; a dead holder's lock blocks nothing."""
+    from workbench.compare import claim_run, protocol, run_dir
+
+    results = tmp_path / "results"
+    args = ["compare", "--tasks", "copy", "--mixers", "inverted", "--budget", "smoke", "--results", str(results)]
+    out = run_dir(results, "smoke", protocol("copy", "smoke")[0], "inverted", 0)
+    with claim_run(out) as holder:  # this process plays the other compare process
+        assert holder is None
+        assert main([*args, "--quiet"]) == 0
+        assert "being trained by another process (pid" in capsys.readouterr().out
+        assert not (out / "result.json").exists()
+    # The holder went away (as a killed process would: its lock file stays, the OS lock does not).
+    assert (out / "running.lock").exists()
+    assert main([*args, "--quiet"]) == 0
+    assert (out / "result.json").is_file() and not (out / "running.lock").exists()
+    with claim_run(out) as holder:
+        assert holder is None  # a finished run is free to lock; compare skips it as done anyway
+
+
 def test_compare_accepts_ablation_variants(corpus_dir, tmp_path):
     results = tmp_path / "results"
     assert main(["compare", "--tasks", "copy", "--mixers", "inverted:refractory=false:n_units=16", "--budget", "smoke",

@@ -11,8 +11,13 @@ The System 2 tasks (hops, kinship, temporal, concepts) have their own protocol
 
 from __future__ import annotations
 
+import fcntl
 import json
+import os
+import socket
 import statistics
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -136,13 +141,51 @@ def compare(
         print(f"[{budget}] {len(cells) - len(todo)} of {len(cells)} runs already done, {len(todo)} to run", flush=True)
     for index, (spec, label, mixer, options, seed) in enumerate(todo, 1):
         out = run_dir(results, budget, spec, label, seed)
-        if progress:
-            print(f"[{budget}] run {index}/{len(todo)}: {spec.label} / {label} / seed {seed}", flush=True)
-        extra = {"budget": budget, "label": spec.label, "mixer_label": label}
-        config = run_config(spec, mixer, options, seed)
-        train(config, out_dir=out, resume=True, progress=progress, device=device, extra=extra)
-        (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
+        with claim_run(out) as holder:
+            if holder is not None:  # another compare process has this run: leave it to that one
+                print(f"[{budget}] run {index}/{len(todo)}: {spec.label} / {label} / seed {seed} is being "
+                      f"trained by another process ({holder}); skipped here", flush=True)
+                continue
+            if (out / "result.json").is_file():  # finished by another process since the list was made
+                continue
+            if progress:
+                print(f"[{budget}] run {index}/{len(todo)}: {spec.label} / {label} / seed {seed}", flush=True)
+            extra = {"budget": budget, "label": spec.label, "mixer_label": label}
+            config = run_config(spec, mixer, options, seed)
+            train(config, out_dir=out, resume=True, progress=progress, device=device, extra=extra)
+            (out / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
     return aggregate(results, budget)
+
+
+@contextmanager
+def claim_run(out: Path) -> Iterator[str | None]:
+    """Hold an exclusive lock on one run while it trains; yields None when it is ours.
+
+    Several ``compare`` processes may share one results directory (``make bench JOBS=2``: one
+    single-threaded process per core): each run is trained by whichever process locks it first,
+    the others skip it. The lock is the operating system's (``flock``), so a process that dies
+    releases it and its checkpoint is resumed by the next process that reaches the run. Yields
+    a description of the holder (its pid) when another process has the run. Needs ``fcntl``
+    (Linux, macOS).
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    lock_path = out / "running.lock"
+    with open(lock_path, "a+") as handle:
+        try:
+            fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            handle.seek(0)
+            yield handle.read().strip() or "pid unknown"
+            return
+        handle.seek(0)
+        handle.truncate()
+        handle.write(f"pid {os.getpid()} on {socket.gethostname()}")
+        handle.flush()
+        yield None
+        # Only a finished run's lock goes: a process that opened the old file meanwhile finds the
+        # result and skips; after a failure the file stays, so every process locks the same one.
+        if (out / "result.json").is_file():
+            lock_path.unlink(missing_ok=True)
 
 
 def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
