@@ -883,6 +883,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 #   // 2. Значимость: кто публикует сообщение (_gates, straight_through)
 #   p ← σ(feat · w_s + b_s)                        // вероятность записи
+#   ЕСЛИ write_gate выключен ТО p ← 1                // абляция: пишет каждый токен
 #   write ← ПРЯМОЙ_ПРОХОД(p > 1/2, p)              // вперёд 0/1, градиент как у p
 #   advance ← ПРЯМОЙ_ПРОХОД(σ(feat · w_a + b_a) > 1/2, …)
 #   count ← НАКОПЛЕННАЯ_СУММА(write)
@@ -925,7 +926,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   // 7. Только при обучении (_surrogate; aux_loss)
 #   ЕСЛИ обучение ТО
 #       read ← read + СУРРОГАТ(query, key, value, write)   // вперёд ровно 0, градиент к молчавшим
-#       aux_loss ← write_price · max(0, Σ_t write[t] − M) / T   // цена за превышение ёмкости
+#       aux_loss ← write_price · max(0, Σ_t write[t] − M) / T   // цена за превышение ёмкости (если есть write_gate)
 #       ЕСЛИ gate_margin > 0 ТО                  // по умолчанию выключено (эксперимент)
 #           aux_loss ← aux_loss + gate_margin · среднее(p · (1 − p))   // p: оба вентиля; уводит их от порога 1/2
 #

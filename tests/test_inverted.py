@@ -175,6 +175,7 @@ def test_refractory_ring_allocates_units_in_turn_and_gain_recovers():
         ({"timescales": [1.5]}, "(0, 1)"),
         ({"write_price": -1}, ">= 0"),
         ({"gate_margin": -0.1}, ">= 0"),
+        ({"write_gate": "no"}, "true or false"),
         ({"no_such_option": 1}, "unknown options"),
     ],
 )
@@ -205,6 +206,26 @@ def test_gate_margin_adds_only_a_loss_that_moves_gates_off_their_threshold():
         margined.aux_loss.backward()
         optimizer.step()
     assert 0 < spread[-1] < 0.5 * spread[0]
+
+
+def test_write_gate_off_writes_every_token_with_no_price_and_forms_still_agree():
+    """The ablation of demand: every token posts (the ring evicts the oldest), nothing prices it."""
+    from workbench.hooks import capture
+
+    mixer = make_mixer(write_surrogate=False, write_gate=False, n_units=8, read_topk=2, chunk_size=5)
+    x = torch.randn(2, 23, 16, dtype=torch.float64, requires_grad=True)
+    y_ref, g_ref = run(mixer, "recurrent", x)
+    for impl in ("naive", "chunked"):
+        y, g = run(mixer, impl, x)
+        assert torch.allclose(y, y_ref, atol=1e-10), (impl, (y - y_ref).abs().max())
+        assert_close_grads(g, g_ref)
+    assert mixer.stats["write_fraction"] == 1.0
+    with capture(mixer) as cache:
+        mixer.train()(x)
+    assert cache["hook_unit"][0].tolist() == [t % 8 for t in range(23)]  # 23 writes > 8 units: evictions
+    assert mixer.aux_loss is None  # the write price has no gate to act on
+    gate_grad = torch.autograd.grad(mixer(x).sum(), mixer.gates.weight)[0]
+    assert gate_grad[0].abs().max() == 0 and gate_grad[1].abs().max() > 0  # write row idle, advance row used
 
 
 def test_fewer_parameters_than_the_transformer_at_the_same_width():

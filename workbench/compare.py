@@ -245,6 +245,7 @@ ABLATIONS = {
     "local channel off": "inverted:conv_width=0",
     "local channel w=4": "inverted:conv_width=4",
     "multi-timescale off": "inverted:timescales=[]",
+    "write gate off (every token writes)": "inverted:write_gate=false",
     "k=1": "inverted:read_topk=1",
     "k=2": "inverted:read_topk=2",
     "M=32": "inverted:n_units=32",

@@ -167,6 +167,7 @@ class InvertedOptions:
     chunk_size: int = 64  # chunk length of the chunked parallel form (speed; surrogate window)
     write_surrogate: bool = True  # training-only gradient path for tokens that did not write
     gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
+    write_gate: bool = True  # learned salience gate; False = every token writes (ablation: is demand worth it?)
 
 
 class InvertedMixer(Mixer):
@@ -195,6 +196,9 @@ class InvertedMixer(Mixer):
             raise ConfigError(f"inverted.write_price must be >= 0, got {o.write_price!r}")
         if isinstance(o.gate_margin, bool) or not isinstance(o.gate_margin, (int, float)) or o.gate_margin < 0:
             raise ConfigError(f"inverted.gate_margin must be a number >= 0, got {o.gate_margin!r}")
+        for name in ("refractory", "ordinal_read", "write_surrogate", "write_gate"):
+            if not isinstance(getattr(o, name), bool):
+                raise ConfigError(f"inverted.{name} must be true or false, got {getattr(o, name)!r}")
 
     def __init__(self, d_model: int, options: InvertedOptions | None = None) -> None:
         super().__init__()
@@ -266,6 +270,8 @@ class InvertedMixer(Mixer):
     def _gates(self, gate_logits: torch.Tensor):
         probs = torch.sigmoid(gate_logits)
         p_write, p_advance = probs[..., 0], probs[..., 1]
+        if not self.o.write_gate:  # every token posts; the ring evicts the oldest message
+            p_write = torch.ones_like(p_write)
         write = straight_through((p_write > 0.5).to(probs.dtype), p_write)
         advance = straight_through((p_advance > 0.5).to(probs.dtype), p_advance)
         return p_write, write, advance
@@ -371,11 +377,11 @@ class InvertedMixer(Mixer):
         # The count is the hard one (straight-through), so once writes fit the units the price is
         # exactly zero and cannot push the gate shut; beyond capacity every token's p feels it.
         excess = (write.sum(1) - m).clamp_min(0) / t
-        self.aux_loss = o.write_price * excess.mean() if o.write_price else None
+        self.aux_loss = o.write_price * excess.mean() if o.write_price and o.write_gate else None
         if o.gate_margin:
             # A hard gate near its threshold flips under small updates (on copy one flipped write
             # shifts every later ordinal); p(1-p) is largest at 1/2, so this pushes decisions away.
-            probs = torch.sigmoid(gate_logits)
+            probs = torch.sigmoid(gate_logits if o.write_gate else gate_logits[..., 1:])
             margin = o.gate_margin * (probs * (1 - probs)).mean()
             self.aux_loss = margin if self.aux_loss is None else self.aux_loss + margin
         self.stats = {
