@@ -228,6 +228,37 @@ def test_write_gate_off_writes_every_token_with_no_price_and_forms_still_agree()
     assert gate_grad[0].abs().max() == 0 and gate_grad[1].abs().max() > 0  # write row idle, advance row used
 
 
+def test_ranked_price_has_the_plain_value_and_falls_on_the_least_salient_writes():
+    torch.manual_seed(0)
+    x = torch.randn(3, 40, 32)
+    plain = InvertedMixer(32, InvertedOptions(n_units=8, chunk_size=16, write_bias=0.5)).train()
+    torch.nn.init.normal_(plain.gates.weight, std=0.3)
+    ranked = InvertedMixer(32, InvertedOptions(n_units=8, chunk_size=16, write_bias=0.5, price_ranked=True)).train()
+    ranked.load_state_dict(plain.state_dict())
+    salience, price_grads = {}, []
+    for mixer in (plain, ranked):
+        def keep(_module, _inputs, output, mixer=mixer):
+            output.retain_grad()
+            salience[mixer] = output
+
+        handle = mixer.hook_salience.register_forward_hook(keep)
+        mixer(x)
+        handle.remove()
+        mixer.aux_loss.backward()  # the price alone: its gradient on each token's write probability
+        price_grads.append(salience[mixer].grad)
+    assert torch.equal(plain(x), ranked(x))
+    assert plain.aux_loss.item() > 0 and torch.allclose(plain.aux_loss, ranked.aux_loss)
+    p = salience[ranked].detach()
+    written = p > 0.5
+    everyone, lowest = price_grads
+    assert (everyone[written] > 0).all()  # the plain price pushes every writer down
+    for row in range(3):
+        rank = p[row].argsort(descending=True).argsort()
+        priced = lowest[row] > 0
+        assert int(priced.sum()) == max(int(written[row].sum()) - 8, 0) > 0
+        assert (rank[priced] >= 8).all() and written[row][priced].all()
+
+
 def test_fewer_parameters_than_the_transformer_at_the_same_width():
     from workbench.mixers.transformer import SoftmaxAttention
 

@@ -126,6 +126,8 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "gate_margin": (f"{_OPT}.gate_margin", "Loss weight on p(1-p) of the write and advance gates (0 = off): keeps "
                     "hard gates away from their 1/2 threshold."),
     "write_bias": (f"{_OPT}.write_bias", "Initial salience logit (start by writing; the price prunes)."),
+    "price_ranked": (f"{_OPT}.price_ranked", "The write price for excess writes falls only on the least salient "
+                     "writes beyond the top M of the sequence (same value as the plain price)."),
     "write_gate": (f"{_OPT}.write_gate", "Learned write gate (salience); False = every token writes and the ring "
                    "evicts the oldest message (ablation of demand-driven writing)."),
     "chunk_size": (f"{_OPT}.chunk_size", "C, chunk length of the chunked parallel form and window of the surrogate."),

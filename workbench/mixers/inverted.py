@@ -168,6 +168,7 @@ class InvertedOptions:
     write_surrogate: bool = True  # training-only gradient path for tokens that did not write
     gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
     write_gate: bool = True  # learned salience gate; False = every token writes (ablation: is demand worth it?)
+    price_ranked: bool = False  # the excess price falls only on the least salient writes beyond the top M
 
 
 class InvertedMixer(Mixer):
@@ -196,7 +197,7 @@ class InvertedMixer(Mixer):
             raise ConfigError(f"inverted.write_price must be >= 0, got {o.write_price!r}")
         if isinstance(o.gate_margin, bool) or not isinstance(o.gate_margin, (int, float)) or o.gate_margin < 0:
             raise ConfigError(f"inverted.gate_margin must be a number >= 0, got {o.gate_margin!r}")
-        for name in ("refractory", "ordinal_read", "write_surrogate", "write_gate"):
+        for name in ("refractory", "ordinal_read", "write_surrogate", "write_gate", "price_ranked"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"inverted.{name} must be true or false, got {getattr(o, name)!r}")
 
@@ -376,7 +377,16 @@ class InvertedMixer(Mixer):
         # message, so the expected excess is priced (per token, averaged over the batch).
         # The count is the hard one (straight-through), so once writes fit the units the price is
         # exactly zero and cannot push the gate shut; beyond capacity every token's p feels it.
-        excess = (write.sum(1) - m).clamp_min(0) / t
+        if o.price_ranked:
+            # Same value (the written tokens are the top `count` by p, so those ranked M or lower
+            # number count - M), but only they feel it: the gate learns an order of salience
+            # instead of every token's p sinking together, which at the start of training, when
+            # reads are still zero and carry no gradient, shuts the gate for all of them.
+            order = p_write.detach().argsort(dim=1, descending=True, stable=True)
+            rank = torch.empty_like(order).scatter_(1, order, torch.arange(t, device=x.device).expand(b, t))
+            excess = (write * ((rank >= m) & written)).sum(1) / t  # straight-through: mask the silent too
+        else:
+            excess = (write.sum(1) - m).clamp_min(0) / t
         self.aux_loss = o.write_price * excess.mean() if o.write_price and o.write_gate else None
         if o.gate_margin:
             # A hard gate near its threshold flips under small updates (on copy one flipped write
