@@ -592,7 +592,15 @@ fig.show()
 # $\pi$ = `write_price`:
 # $$\mathcal{L}_{\text{cap}} = \pi \cdot \operatorname{mean}_{\text{batch}} \frac{\max\big(0, \sum_t \text{write}_t - M\big)}{T}$$
 # (`aux_loss` in `InvertedMixer.forward`). The count is the hard one, so the price is exactly zero
-# while writes fit and every $p_t$ feels it once they do not: capacity, not length, bounds the work.
+# while writes fit: capacity, not length, bounds the work. Which tokens feel it (`price_ranked`,
+# the default): rank the tokens of a sequence by $p_t$, $r_t = |\{s : p_s > p_t\}|$; the written
+# tokens are the top $\sum_t \text{write}_t$ ranks, so
+# $$\max\big(0, \textstyle\sum_t \text{write}_t - M\big) = \sum_t \text{write}_t\,\mathbb{1}[r_t \ge M],$$
+# the same value, whose straight-through gradient reaches only the writes ranked below the $M$
+# most salient. Tokens compete for the units' room. Pricing every token instead
+# (`price_ranked=false`, the default until this change) sinks all $p_t$ together while the
+# read-out is still zero at the start of training (reads carry no gradient yet), and on char-LM
+# that shut the gate for good: under 0.1% of the positions wrote at the end of training.
 #
 # **4.5 Pools.** A posted message is routed to the pool whose learned interest is highest,
 # $\mu_t = \mathrm{softmax}(R f_t)$, $Q_t = \arg\max \mu_t$, scaled by $\mu_{t,Q_t}/\mathrm{sg}(\mu_{t,Q_t})$
@@ -927,8 +935,8 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   ЕСЛИ обучение ТО
 #       read ← read + СУРРОГАТ(query, key, value, write)   // вперёд ровно 0, градиент к молчавшим
 #       aux_loss ← write_price · max(0, Σ_t write[t] − M) / T   // цена за превышение ёмкости (если есть write_gate)
-#       // price_ranked: то же значение, но градиент цены получают только записавшие токены
-#       // с рангом по p ниже первых M (наименее значимые сверх ёмкости), а не все токены
+#       // price_ranked (по умолчанию): то же значение, но градиент цены получают только
+#       // записавшие токены с рангом по p ниже первых M (наименее значимые сверх ёмкости)
 #       ЕСЛИ gate_margin > 0 ТО                  // по умолчанию выключено (эксперимент)
 #           aux_loss ← aux_loss + gate_margin · среднее(p · (1 − p))   // p: оба вентиля; уводит их от порога 1/2
 #

@@ -66,6 +66,12 @@ def test_compare_refuses_finished_runs_made_with_another_config(corpus_dir, tmp_
     del record["mixer_options_resolved"]["gate_margin"]
     path.write_text(json.dumps(record))
     assert main(args) == 0
+    # An option whose default is not the behaviour from before it existed (price_ranked: the runs
+    # before it priced every token) is a change, named as such.
+    price = record["mixer_options_resolved"].pop("price_ranked")
+    path.write_text(json.dumps(record))
+    assert main(args) == 2
+    record["mixer_options_resolved"]["price_ranked"] = price
     record["mixer_options_resolved"]["conv_width"] = 4
     path.write_text(json.dumps(record))
     assert main(args) == 2

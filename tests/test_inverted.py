@@ -231,7 +231,7 @@ def test_write_gate_off_writes_every_token_with_no_price_and_forms_still_agree()
 def test_ranked_price_has_the_plain_value_and_falls_on_the_least_salient_writes():
     torch.manual_seed(0)
     x = torch.randn(3, 40, 32)
-    plain = InvertedMixer(32, InvertedOptions(n_units=8, chunk_size=16, write_bias=0.5)).train()
+    plain = InvertedMixer(32, InvertedOptions(n_units=8, chunk_size=16, write_bias=0.5, price_ranked=False)).train()
     torch.nn.init.normal_(plain.gates.weight, std=0.3)
     ranked = InvertedMixer(32, InvertedOptions(n_units=8, chunk_size=16, write_bias=0.5, price_ranked=True)).train()
     ranked.load_state_dict(plain.state_dict())

@@ -7,7 +7,7 @@ from pathlib import Path
 import pytest
 
 from workbench.bench import scaling as sc
-from workbench.report import render_blocks, update_markdown
+from workbench.report import orphan_markers, render_blocks, update_markdown
 
 
 @pytest.fixture(scope="module")
@@ -39,6 +39,7 @@ def test_update_markdown_replaces_only_known_blocks(results: Path, tmp_path: Pat
     assert replaced == ["scaling-cpu-1thread"]
     assert "stale" not in text and "| inverted | 16 |" in text
     assert "kept" in text and text.startswith("intro\n") and text.endswith("outro\n")
+    assert orphan_markers(page, render_blocks(results)) == ["compare-full"]  # the CLI names it as stale
 
 
 def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_path: Path):
@@ -95,18 +96,27 @@ def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path:
     assert "| transformer | 7 | 2.350 (+0.050) |" in table
 
 
-def test_former_default_block_sets_the_old_default_against_todays(tmp_path: Path):
-    """Runs moved to results/former-default keep their label 'inverted'; the block renames them."""
+def test_former_default_blocks_set_the_old_default_against_todays_and_its_experiments_against_it(tmp_path: Path):
+    """Runs moved to results/former-defaults/<name> keep their label 'inverted'; the block renames
+    them; the experiments run beside that default are set against it, not against today's."""
     from workbench.compare import aggregate
 
     write(tmp_path, "charlm", "inverted", 2.3)
     write(tmp_path, "charlm", "transformer", 2.35)
-    write(tmp_path / "former-default", "charlm", "inverted", 2.4)
+    former = tmp_path / "former-defaults" / "plain-price"
+    write(former, "charlm", "inverted", 2.4)
+    write(former / "experiments", "charlm", "inverted:gate_margin=0.1", 2.45)
     aggregate(tmp_path, "full")
-    table = render_blocks(tmp_path)["former-default-full"]
+    blocks = render_blocks(tmp_path)
+    table = blocks["former-default-plain-price-full"]
     assert "| inverted (default: M=128, k=4, w=8) | 7 | 2.300 |" in table
-    assert "| former default | 7 | 2.400 (+0.100) |" in table
+    assert "| former default: plain-price | 7 | 2.400 (+0.100) |" in table
     assert "| transformer | 7 | 2.350 (+0.050) |" in table
+    table = blocks["experiments-plain-price-full"]
+    assert "| former default: plain-price | 7 | 2.400 |" in table
+    assert "| inverted:gate_margin=0.1 | 7 | 2.450 (+0.050) |" in table
+    assert "| transformer | 7 | 2.350 (-0.050) |" in table
+    assert "2.300" not in table  # today's default is not this experiment's base
 
 
 def test_system2_block_shows_every_system_and_both_curves():

@@ -123,7 +123,7 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 
 
 def cmd_report(args: argparse.Namespace) -> None:
-    from workbench.report import render_blocks, update_markdown
+    from workbench.report import orphan_markers, render_blocks, update_markdown
 
     blocks = render_blocks(Path(args.results))
     for name, body in blocks.items():
@@ -132,6 +132,9 @@ def cmd_report(args: argparse.Namespace) -> None:
     for target in args.files:
         replaced = update_markdown(Path(target), blocks)
         print(f"{target}: updated {', '.join(replaced) or 'nothing'}")
+        orphans = orphan_markers(Path(target), blocks)
+        if orphans:
+            print(f"{target}: WARNING no results render {', '.join(orphans)}: left as they were (stale?)")
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -206,6 +206,7 @@ def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
     A default that changed since (say a mixer option) would otherwise be averaged in silently
     with new seeds; the run is named with what changed, so the user moves it away or deletes it.
     """
+    from workbench.mixers import MIXERS
     from workbench.train import resolved_mixer_options
 
     stale = []
@@ -219,8 +220,11 @@ def _refuse_stale(done: list[tuple], results: Path, budget: str) -> None:
         recorded, current = record.get("config"), json.loads(json.dumps(config.to_dict()))
         if "mixer_options_resolved" in record:  # runs since this field exist: defaults are compared too
             was, now = record["mixer_options_resolved"], resolved_mixer_options(config)
-            # An option added after the run is no change when the cell uses its default: an added
-            # option must default to the behaviour before it existed.
+            # An option added after the run: the run had the behaviour from before the option
+            # existed, which the mixer names in its options' LEGACY; without an entry there, the
+            # option's default is taken to be that behaviour.
+            legacy = getattr(MIXERS[config.model.mixer].Options, "LEGACY", {})
+            was = {**{k: v for k, v in legacy.items() if k in now}, **was}
             defaults = resolved_mixer_options(run_config(spec, mixer, {}, seed))
             now = {k: v for k, v in now.items() if k in was or v != defaults[k]}
             recorded = {**recorded, "mixer_options_resolved": was}
@@ -246,6 +250,7 @@ ABLATIONS = {
     "local channel w=4": "inverted:conv_width=4",
     "multi-timescale off": "inverted:timescales=[]",
     "write gate off (every token writes)": "inverted:write_gate=false",
+    "price on every token (not ranked)": "inverted:price_ranked=false",
     "k=1": "inverted:read_topk=1",
     "k=2": "inverted:read_topk=2",
     "M=32": "inverted:n_units=32",

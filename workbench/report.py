@@ -62,30 +62,54 @@ def compare_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
-FORMER_DEFAULT = "former default"  # how the former default's rows are named in their block
-
-
-def _against_defaults(results: Path, name: str, shown) -> dict[str, str]:
+def _against_defaults(results: Path, name: str, shown, base: Path | None = None) -> dict[str, str]:
     """Blocks ``<name>-<budget>``: the rows of ``results/<name>`` (passed through ``shown``) set
-    against the main table's default inverted and transformer rows of the same labels."""
+    against the default inverted and transformer rows of the same labels: the main table's, or
+    those of ``base`` (a former default's directory, for experiments run beside it)."""
     from workbench.compare import aggregate
 
     blocks = {}
     for budget_dir in sorted((results / name / "runs").glob("*")):
-        summary, main = aggregate(results / name, budget_dir.name), results / f"compare-{budget_dir.name}.json"
-        if summary["rows"] and main.is_file():
-            labels = {row["label"] for row in summary["rows"]}
-            defaults = [row for row in json.loads(main.read_text())["rows"]
-                        if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
-            blocks[f"{name}-{budget_dir.name}"] = ablation_table({**summary, "rows": defaults + shown(summary["rows"])})
+        budget = budget_dir.name
+        summary, main = aggregate(results / name, budget), results / f"compare-{budget}.json"
+        if not (summary["rows"] and main.is_file()):
+            continue
+        labels = {row["label"] for row in summary["rows"]}
+        rows = json.loads(main.read_text())["rows"]
+        if base is not None:  # that default's inverted rows instead of today's
+            rows = [r for r in rows if r["mixer"] == "transformer"] + aggregate(base, budget)["rows"]
+        defaults = [row for row in rows if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
+        blocks[f"{name.replace('/', '-')}-{budget}"] = ablation_table(
+            {**summary, "rows": defaults + shown(summary["rows"])},
+            default_name=None if base is None else f"former default: {base.name}")
     return blocks
 
 
-def ablation_table(summary: dict[str, Any]) -> str:
-    """One row per variant of the ablation set, one column per (task, metric), change vs the default."""
+def former_default_blocks(results: Path) -> dict[str, str]:
+    """Each former default of the inverted mixer, ``results/former-defaults/<name>``: its runs
+    (moved there unchanged when the default changed; see its README) against today's default,
+    block ``former-default-<name>-<budget>``; and the design experiments run beside it
+    (``<name>/experiments``), against it, block ``experiments-<name>-<budget>``."""
+    blocks = {}
+    for epoch in sorted(p for p in (results / "former-defaults").glob("*") if p.is_dir()):
+        label = f"former default: {epoch.name}"
+        blocks.update({f"former-default-{epoch.name}-{key.rsplit('-', 1)[1]}": body for key, body in _against_defaults(
+            results, f"former-defaults/{epoch.name}",
+            lambda rows, label=label: [{**row, "mixer": label} for row in rows if row["mixer"] == "inverted"]).items()})
+        blocks.update({f"experiments-{epoch.name}-{key.rsplit('-', 1)[1]}": body for key, body in _against_defaults(
+            results, f"former-defaults/{epoch.name}/experiments",
+            lambda rows: [row for row in rows if row["mixer"] not in ("inverted", "transformer")], base=epoch).items()})
+    return blocks
+
+
+def ablation_table(summary: dict[str, Any], default_name: str | None = None) -> str:
+    """One row per variant of the ablation set, one column per (task, metric), change vs the default
+    (the rows of mixer ``inverted``, shown as ``default_name`` when that is a former default)."""
     from workbench.compare import ABLATIONS, ALL_TASKS, protocol
 
     names = {spec: name for name, spec in ABLATIONS.items()}
+    if default_name:
+        names["inverted"] = default_name
     by_key = {(row["label"], row["mixer"]): row for row in summary["rows"]}
     order = [spec.label for task in ALL_TASKS for spec in protocol(task, summary["budget"])]
     labels = sorted(dict.fromkeys(row["label"] for row in summary["rows"]),
@@ -170,10 +194,8 @@ def render_blocks(results: Path) -> dict[str, str]:
     # Design experiments (variants run at a protocol budget, beside the default): block
     # experiments-<budget>, each variant against the default's cells of the same labels.
     blocks.update(_against_defaults(results, "experiments", lambda rows: rows))
-    # A default that changed: the runs made with the former default (moved by hand to
-    # results/former-default, see its README) against today's default, block former-default-<budget>.
-    blocks.update(_against_defaults(results, "former-default", lambda rows: [
-        {**row, "mixer": FORMER_DEFAULT} for row in rows if row["mixer"] == "inverted"]))
+    # Defaults that changed: the former defaults' runs and the experiments run beside them.
+    blocks.update(former_default_blocks(results))
     from workbench.bench.scaling import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
@@ -181,6 +203,12 @@ def render_blocks(results: Path) -> dict[str, str]:
     for path in sorted(results.glob("long-context-*.json")):  # long-context-<device>[-bf16]
         blocks[path.stem] = long_context_markdown(json.loads(path.read_text()))
     return blocks
+
+
+def orphan_markers(path: Path, blocks: dict[str, str]) -> list[str]:
+    """Blocks marked in ``path`` that no result renders (a results directory moved or renamed):
+    left as they are, so ``workbench report`` names them rather than let stale numbers stand."""
+    return [name for name in re.findall(r"<!-- report:(\S+) -->", path.read_text()) if name not in blocks]
 
 
 def update_markdown(path: Path, blocks: dict[str, str]) -> list[str]:

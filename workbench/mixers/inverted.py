@@ -10,8 +10,10 @@ Here tokens *post* messages and a fixed set of M processing units takes them in:
    computed as ``W_h h + W_c c``, without building the concatenation).
 2. Salience (demand-driven). ``p_t = sigmoid(w_s . feat_t)``; the token posts a message
    iff ``p_t > 1/2`` (straight-through gradient). Writing is free while the M units have
-   room; past capacity each write evicts a message, so ``write_price * relu(sum_t p_t - M) / T``
-   is added to the loss: the units' capacity, not the sequence length, bounds the work.
+   room; past capacity each write evicts a message, so ``write_price * relu(sum_t w_t - M) / T``
+   is added to the loss: the units' capacity, not the sequence length, bounds the work. Its
+   gradient falls only on the writes ranked below the M most salient of the sequence
+   (``price_ranked``): tokens compete for the units' room instead of all sinking together.
 3. Seeking by pools (normalization). Units are split into ``n_pools`` pools; a posted
    message goes to the pool whose learned interest bids highest (softmax over pools: the
    competition runs on the unit side, straight-through gradient).
@@ -39,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
@@ -168,7 +170,10 @@ class InvertedOptions:
     write_surrogate: bool = True  # training-only gradient path for tokens that did not write
     gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
     write_gate: bool = True  # learned salience gate; False = every token writes (ablation: is demand worth it?)
-    price_ranked: bool = False  # the excess price falls only on the least salient writes beyond the top M
+    price_ranked: bool = True  # the excess price falls only on the least salient writes beyond the top M
+    # The value of each option added after the first runs that reproduces the behaviour from before
+    # it existed: a run recorded without the option ran with this (the stale-run guard reads it).
+    LEGACY: ClassVar[dict[str, Any]] = {"gate_margin": 0.0, "write_gate": True, "price_ranked": False}
 
 
 class InvertedMixer(Mixer):
