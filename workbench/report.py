@@ -76,8 +76,10 @@ def _against_defaults(results: Path, name: str, shown, base: Path | None = None)
             continue
         labels = {row["label"] for row in summary["rows"]}
         rows = json.loads(main.read_text())["rows"]
-        if base is not None:  # that default's inverted rows instead of today's
-            rows = [r for r in rows if r["mixer"] == "transformer"] + aggregate(base, budget)["rows"]
+        if base is not None:  # that default's rows (and its transformer runs, where a pair moved with it)
+            own = aggregate(base, budget)["rows"]
+            have = {(r["label"], r["mixer"]) for r in own}
+            rows = own + [r for r in rows if r["mixer"] == "transformer" and (r["label"], r["mixer"]) not in have]
         defaults = [row for row in rows if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
         blocks[f"{name.replace('/', '-')}-{budget}"] = ablation_table(
             {**summary, "rows": defaults + shown(summary["rows"])},
