@@ -40,15 +40,19 @@ def assert_close_grads(ga, gb, rtol=1e-9):
         assert torch.allclose(a, b, rtol=rtol, atol=rtol * (a.abs().max() + 1e-30)), (a - b).abs().max()
 
 
-@pytest.mark.parametrize("name", sorted(VARIANTS))
-def test_parallel_equals_recurrent_values_and_gradients(name):
-    mixer = make_mixer(write_surrogate=False, **VARIANTS[name])
-    x = torch.randn(3, 23, 16, dtype=torch.float64, requires_grad=True)
+def assert_forms_agree(mixer: InvertedMixer, x: torch.Tensor) -> None:
+    """Naive and chunked parallel forms equal the recurrent form, values and gradients."""
     y_ref, g_ref = run(mixer, "recurrent", x)
     for impl in ("naive", "chunked"):
         y, g = run(mixer, impl, x)
         assert torch.allclose(y, y_ref, atol=1e-10), (impl, (y - y_ref).abs().max())
         assert_close_grads(g, g_ref)
+
+
+@pytest.mark.parametrize("name", sorted(VARIANTS))
+def test_parallel_equals_recurrent_values_and_gradients(name):
+    mixer = make_mixer(write_surrogate=False, **VARIANTS[name])
+    assert_forms_agree(mixer, torch.randn(3, 23, 16, dtype=torch.float64, requires_grad=True))
     # The run really exercised writes, skips and evictions.
     assert 0.2 < mixer.stats["write_fraction"] < 0.9
 
@@ -214,11 +218,7 @@ def test_write_gate_off_writes_every_token_with_no_price_and_forms_still_agree()
 
     mixer = make_mixer(write_surrogate=False, write_gate=False, n_units=8, read_topk=2, chunk_size=5)
     x = torch.randn(2, 23, 16, dtype=torch.float64, requires_grad=True)
-    y_ref, g_ref = run(mixer, "recurrent", x)
-    for impl in ("naive", "chunked"):
-        y, g = run(mixer, impl, x)
-        assert torch.allclose(y, y_ref, atol=1e-10), (impl, (y - y_ref).abs().max())
-        assert_close_grads(g, g_ref)
+    assert_forms_agree(mixer, x)
     assert mixer.stats["write_fraction"] == 1.0
     with capture(mixer) as cache:
         mixer.train()(x)
