@@ -382,7 +382,7 @@ class InvertedMixer(Mixer):
         # message, so the expected excess is priced (per token, averaged over the batch).
         # The count is the hard one (straight-through), so once writes fit the units the price is
         # exactly zero and cannot push the gate shut; beyond capacity every token's p feels it.
-        if o.price_ranked:
+        if o.price_ranked and t > m:  # t <= m: no sequence can exceed the units, no sort needed
             # Same value (the written tokens are the top `count` by p, so those ranked M or lower
             # number count - M), but only they feel it: the gate learns an order of salience
             # instead of every token's p sinking together, which at the start of training, when
