@@ -170,6 +170,7 @@ for name in tasks_present:
 
 fig = make_subplots(rows=2, cols=2, subplot_titles=[f"{n}" for n in tasks_present[:4]],
                     horizontal_spacing=0.08, vertical_spacing=0.16)
+in_legend: set[str] = set()  # one legend entry per system, at its first panel (some appear in one task only)
 for index, name in enumerate(tasks_present[:4]):
     result = summary["tasks"][name]
     r, c = index // 2 + 1, index % 2 + 1
@@ -178,10 +179,12 @@ for index, name in enumerate(tasks_present[:4]):
         if system.endswith("+system2") and system != "inverted+system2":
             continue  # the other controllers: in the table above
         alone = system in SYSTEM1
+        first = system not in in_legend
+        in_legend.add(system)
         fig.add_trace(go.Scatter(
             x=result["slices"], y=[row["accuracy"][s]["mean"] for s in result["slices"]],
             error_y={"type": "data", "array": [row["accuracy"][s]["std"] for s in result["slices"]], "visible": True},
-            mode="lines+markers", name=system, legendgroup=system, showlegend=index == 0,
+            mode="lines+markers", name=system, legendgroup=system, showlegend=first,
             line={"color": PALETTE.get(system, "black"), "dash": "dot" if alone else "solid",
                   "width": 3 if system == "inverted+system2" else 2}), row=r, col=c)
     n_train = len(result["train_slices"])
