@@ -46,6 +46,14 @@ def test_load_round_trip(tmp_path, suffix):
     assert loaded.to_dict() == config.to_dict()
 
 
+def test_load_a_runs_result_json_takes_its_config(tmp_path):
+    """`train --config result.json` re-runs that run: its `config`, not its top-level keys."""
+    config = RunConfig.from_dict(FULL)
+    path = tmp_path / "result.json"
+    path.write_text(json.dumps({"task": "charlm", "metrics": {"bpc": 2.3}, "config": config.to_dict()}))
+    assert RunConfig.load(path) == config
+
+
 def test_load_yaml_written_by_hand(tmp_path):
     path = tmp_path / "hand.yaml"
     path.write_text("model:\n  mixer: inverted\n  mixer_options: {n_units: 16}\ntrain:\n  steps: 7\n")

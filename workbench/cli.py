@@ -15,7 +15,7 @@ from workbench.config import ConfigError, RunConfig
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--config", type=Path, help="JSON or YAML run config")
+    parser.add_argument("--config", type=Path, help="JSON or YAML run config, or a run's result.json (its config)")
     parser.add_argument("--task", help="task name (copy, mqar, charlm, digits, diabetes)")
     parser.add_argument("--mixer", help="sequence mixer (transformer, inverted)")
     parser.add_argument("--steps", type=int)

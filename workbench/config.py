@@ -140,6 +140,8 @@ class RunConfig:
                 data = json.loads(text)
         except Exception as exc:  # parse errors from either library
             raise ConfigError(f"cannot parse config {path}: {exc}") from None
+        if isinstance(data, dict) and isinstance(data.get("config"), dict) and "metrics" in data:
+            data = data["config"]  # a run's result.json: re-run (or vary) exactly that run's config
         return cls.from_dict(data)
 
     def with_overrides(self, overrides: list[str]) -> RunConfig:
