@@ -243,6 +243,20 @@ def test_recurrent_step_equals_parallel_forward(mixer_name, mixer_options, scram
     torch.testing.assert_close(recurrent, parallel, rtol=0, atol=1e-9)
 
 
+def test_state_floats_counts_the_state_a_mixer_really_holds(mixer_module):
+    """``state_floats(n)`` equals the floating-point numbers in the state after n steps (batch 1)."""
+    from workbench.mixers.base import count_floats
+
+    state = mixer_module.init_state(1, dtype=torch.float64)
+    with torch.no_grad():
+        for n in range(1, 14):
+            _, state = mixer_module.step(torch.randn(1, 32, dtype=torch.float64), state)
+            if n in (1, 5, 13):
+                assert count_floats(state) == mixer_module.state_floats(n), n
+    if not mixer_module.growing_state:
+        assert mixer_module.state_floats(1) == mixer_module.state_floats(10_000)
+
+
 def test_recurrent_step_equals_parallel_for_vector_inputs(mixer_name, mixer_options, scrambled):
     # A per-position (lm) head on real-vector inputs: the step output is comparable position by position.
     io = TaskIO(input_kind="vectors", head="lm", input_dim=5, vocab_size=7)

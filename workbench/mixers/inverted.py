@@ -554,15 +554,6 @@ class InvertedMixer(Mixer):
         }
         return self.out(read) + local, new_state
 
-    def forward_recurrent(self, x: torch.Tensor) -> torch.Tensor:
-        """Reference: the recurrent form looped over time (plain, for tests; differentiable)."""
-        state = self.init_state(x.shape[0], x.device, x.dtype)
-        outputs = []
-        for t in range(x.shape[1]):
-            y, state = self.step(x[:, t], state)
-            outputs.append(y)
-        return torch.stack(outputs, dim=1)
-
 
 # ----------------------------------------------------------------------------- the user's glossary names
 # Seed 004 names four functions; each is a thin, tested alias over the mechanism above.

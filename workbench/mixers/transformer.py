@@ -36,6 +36,7 @@ class AttentionOptions:
 
 class SoftmaxAttention(Mixer):
     Options = AttentionOptions
+    growing_state = True  # the KV cache: 2 * d_model numbers per token seen
 
     @classmethod
     def check_options(cls, options: AttentionOptions, d_model: int) -> None:
@@ -74,6 +75,9 @@ class SoftmaxAttention(Mixer):
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, Any]:
         empty = torch.zeros(batch_size, self.n_heads, 0, self.d_head, device=device, dtype=dtype)
         return {"k": empty, "v": empty.clone(), "position": 0}
+
+    def state_floats(self, context: int) -> int:
+        return 2 * self.n_heads * self.d_head * context
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
