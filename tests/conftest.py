@@ -34,7 +34,7 @@ def small_mixer_options(mixer: str) -> dict:
 # Fast evaluation for every task: small held-out sets, no length-generalization extras.
 SMALL_TASK_OPTIONS: dict[str, dict] = {
     "copy": {"max_len": 6, "n_eval": 32, "long_lengths": []},
-    "mqar": {"seq_len": 32, "kv_pairs": 4, "vocab_size": 64, "n_eval": 32, "long_config": None},
+    "mqar": {"seq_len": 32, "kv_pairs": 4, "vocab_size": 64, "n_eval": 32, "long_configs": []},
     "digits": {},
     "diabetes": {},
 }

@@ -8,6 +8,12 @@ import pytest
 import yaml
 
 from workbench.config import ConfigError, RunConfig
+from workbench.train import check_config
+
+
+def checked(data: dict) -> RunConfig:
+    """Parse and check a config the way the CLI does before training."""
+    return check_config(RunConfig.from_dict(data))
 
 FULL = {
     "task": {"name": "mqar", "options": {"seq_len": 32, "kv_pairs": 4}},
@@ -102,7 +108,7 @@ def test_load_missing_and_unparsable_files(tmp_path):
 )
 def test_bad_values_raise_config_error(data, message):
     with pytest.raises(ConfigError, match=message):
-        RunConfig.from_dict(data)
+        checked(data)
 
 
 @pytest.mark.parametrize(
@@ -122,7 +128,7 @@ def test_bad_values_raise_config_error(data, message):
 def test_bad_mixer_options_raise_config_error(mixer, options, message):
     data = {"model": {"mixer": mixer, "d_model": 32, "mixer_options": options}}
     with pytest.raises(ConfigError, match=message):
-        RunConfig.from_dict(data)
+        checked(data)
 
 
 @pytest.mark.parametrize("options", [[1, 2], 5, "n_units=8"])
@@ -136,7 +142,7 @@ def test_options_must_be_mappings(options):
 def test_mistyped_mixer_option_is_a_config_error():
     # The mixer's own check compares numbers; a string there must not escape as a TypeError.
     with pytest.raises(ConfigError, match="inverted"):
-        RunConfig.from_dict({"model": {"mixer": "inverted", "mixer_options": {"write_price": "high"}}})
+        checked({"model": {"mixer": "inverted", "mixer_options": {"write_price": "high"}}})
 
 
 def test_config_error_is_a_value_error():
@@ -183,12 +189,18 @@ def test_with_overrides_parses_strings_none_and_free_form_options():
         ("model.mixer=rnn", r"unknown mixer 'rnn'"),
         ("model.mixer_options.n_heads=3", r"must split into 3 heads"),
         ("model.mixer_options.bogus=1", r"unknown options \['bogus'\]"),
-        ("train.lr=fast", r"train.lr must be a number, got 'fast'"),
-        ("train.grad_clip=much", r"train.grad_clip must be a number, got 'much'"),
+        ("train.lr=fast", r"train.lr must be a finite number, got 'fast'"),
+        ("train.grad_clip=much", r"train.grad_clip must be a finite number, got 'much'"),
+        ("train.lr=Infinity", r"train.lr must be a finite number"),
+        ("train.lr=NaN", r"train.lr must be a finite number"),
+        ("train.lr=1e9", r"train.lr=1000000000.0 is above 1"),
+        ("train.weight_decay=NaN", r"train.weight_decay must be a finite number"),
+        ("train.steps=true", r"train.steps must be a positive integer, got True"),
+        ("task.options.bogus=1", r"unknown options \['bogus'\] for task 'copy'"),
         ("train.seed=abc", r"train.seed must be an integer"),
-        ("train.target_metric=high", r"train.target_metric must be a number"),
+        ("train.target_metric=high", r"train.target_metric must be a finite number"),
     ],
 )
 def test_bad_override_raises_config_error(override, message):
     with pytest.raises(ConfigError, match=message):
-        RunConfig().with_overrides([override])
+        check_config(RunConfig().with_overrides([override]))

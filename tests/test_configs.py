@@ -7,13 +7,14 @@ import pytest
 
 from workbench.config import RunConfig
 from workbench.mixers import MIXERS
+from workbench.train import check_config
 
 CONFIGS = sorted((Path(__file__).parent.parent / "configs").glob("*.yaml"))
 
 
 @pytest.mark.parametrize("path", CONFIGS, ids=lambda p: p.name)
 def test_example_config_loads_and_validates(path: Path):
-    RunConfig.load(path).validate()
+    check_config(RunConfig.load(path))
 
 
 @pytest.mark.parametrize("path", [p for p in CONFIGS if "defaults shown" in p.read_text()], ids=lambda p: p.name)

@@ -14,7 +14,7 @@ import torch
 
 TRAIN = ["train", "--task", "mqar", "--mixer", "inverted", "--quiet",
          "--set", "model.d_model=32", "--set", "model.mixer_options.n_units=16",
-         "--set", 'task.options={"seq_len": 32, "kv_pairs": 4, "n_eval": 16, "long_config": null}',
+         "--set", 'task.options={"seq_len": 32, "kv_pairs": 4, "n_eval": 16, "long_configs": []}',
          "--set", "train.batch_size=8", "--set", "train.eval_every=4"]
 
 

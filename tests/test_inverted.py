@@ -8,12 +8,13 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError, ModelConfig
 from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
+from workbench.model import mixer_options
 
 VARIANTS = {
     "ring": dict(n_units=8, read_topk=2, chunk_size=5),
     "pools-dense-read": dict(n_units=8, n_pools=2, read_topk=8, chunk_size=7),
     "content-only": dict(n_units=8, refractory=False, read_topk=3, n_freq=4, chunk_size=4),
-    "no-local-no-time": dict(n_units=6, conv_width=0, timescales=(), ordinal_read=False, chunk_size=64),
+    "no-time": dict(n_units=6, timescales=(), ordinal_read=False, chunk_size=64),
 }
 
 
@@ -185,7 +186,7 @@ def test_refractory_ring_allocates_units_in_turn_and_gain_recovers():
 )
 def test_bad_options_are_rejected_clearly(options, message):
     with pytest.raises(ConfigError, match=message.replace("(", r"\(").replace(")", r"\)")):
-        ModelConfig(mixer="inverted", d_model=32, mixer_options=options).validate()
+        mixer_options(ModelConfig(mixer="inverted", d_model=32, mixer_options=options))
 
 
 def test_gate_margin_adds_only_a_loss_that_moves_gates_off_their_threshold():

@@ -42,81 +42,40 @@ def test_update_markdown_replaces_only_known_blocks(results: Path, tmp_path: Pat
     assert orphan_markers(page, render_blocks(results)) == ["compare-full"]  # the CLI names it as stale
 
 
+def _row(label: str, variant: str, value: float, seeds: int = 3, expected: int = 3) -> dict:
+    stat = {"mean": value, "std": 0.01, "n": seeds}
+    return {"label": label, "variant": variant, "mixer": variant.split(":")[0], "lr": 0.003, "seeds": seeds,
+            "seeds_expected": expected, "complete": seeds == expected, "diverged": 0,
+            "metrics": {"accuracy": stat}, "steps": {"mean": 500.0, "std": 0.0, "n": seeds},
+            "tokens_per_s": {"mean": 1000.0, "std": 0.0, "n": seeds}, "device": "cpu (test)",
+            "parameters": {"mixer": 7, "total": 9},
+            "state_floats": {"context": 255, "floats": 25_000, "grows_with_context": variant == "transformer"}}
+
+
+def test_compare_block_shows_every_variant_its_rate_state_and_missing_seeds(tmp_path: Path):
+    import json
+
+    summary = {"experiment": "v2", "budget": "full", "seeds": 3, "lr_grid": [0.001, 0.003, 0.01],
+               "rows": [_row("mqar-256x16", "transformer", 0.99), _row("mqar-256x16", "inverted", 0.98, seeds=2)],
+               "incomplete": [{"label": "mqar-256x16", "variant": "inverted", "seeds": 2, "grid_done": 3, "grid": 3}]}
+    (tmp_path / "compare-v2-full.json").write_text(json.dumps(summary))
+    table = render_blocks(tmp_path)["compare-v2-full"]
+    assert "| cell | metric | transformer | inverted |" in table
+    assert "| mqar-256x16 | accuracy | 0.990 ± 0.010 | 0.980 ± 0.010 (2/3) |" in table
+    assert "| mqar-256x16 | lr / steps | 0.003 / 500 | 0.003 / 500 |" in table
+    assert "| all | state floats @ tokens (mqar-256x16) | 25.0k @ 255 (grows) | 25.0k @ 255 |" in table
+    assert "Incomplete: 1 (cell, variant) pair(s)" in table and "{0.001, 0.003, 0.01}" in table
+
+
 def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_path: Path):
-    """Hand-made run files (the aggregation is what is tested here, not training)."""
     import json
 
-    from workbench.compare import ABLATIONS
-
-    def write(label: str, mixer: str, metrics: dict[str, float]) -> None:
-        run = tmp_path / "ablation" / "runs" / "demo" / f"{label}--{mixer.replace(':', '_')}--s0"
-        run.mkdir(parents=True)
-        run.joinpath("result.json").write_text(json.dumps({
-            "label": label, "mixer_label": mixer, "metric": next(iter(metrics)), "metrics": metrics, "steps": 10,
-            "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)",
-            "parameters": {"mixer": 7 if mixer == "inverted" else 5, "total": 9}}))
-
-    write("mqar-64x4", "inverted", {"accuracy": 0.9, "accuracy@128x8": 0.5})
-    write("mqar-64x4", ABLATIONS["k=1"], {"accuracy": 0.6, "accuracy@128x8": 0.1})
-    write("charlm", "inverted", {"bpc": 2.8})
-    write("charlm", ABLATIONS["k=1"], {"bpc": 3.0})
-    blocks = render_blocks(tmp_path)
-    table = blocks["ablation-demo"]
-    assert "| variant | mixer params | mqar-64x4 accuracy | charlm bpc |" in table  # long-length metrics left out
-    assert "| inverted (default: M=128, k=4, w=8) | 7 | 0.900 | 2.800 |" in table
-    assert "| k=1 | 5 | 0.600 (-0.300) | 3.000 (+0.200) |" in table
-    assert "compare-demo" not in blocks  # the ablation set keeps out of the main tables
-
-
-def write(root: Path, label: str, mixer: str, bpc: float, seed: int = 0) -> None:
-    """A full-budget run record as compare writes it (only the fields the report reads)."""
-    import json
-
-    run = root / "runs" / "full" / f"{label}--{mixer.replace(':', '_').replace('=', '-')}--s{seed}"
-    run.mkdir(parents=True)
-    run.joinpath("result.json").write_text(json.dumps({
-        "label": label, "mixer_label": mixer, "metric": "bpc", "metrics": {"bpc": bpc}, "steps": 10,
-        "train_time_s": 1.0, "tokens_per_s": 1.0, "device": "cpu (test)", "parameters": {"mixer": 7, "total": 9}}))
-
-
-def test_experiments_block_sets_each_variant_against_the_default_cells(tmp_path: Path):
-    """A variant in results/experiments is compared with the main table's default of the same label."""
-    from workbench.compare import aggregate
-
-    write(tmp_path, "charlm", "inverted", 2.4)
-    write(tmp_path, "charlm", "inverted", 2.2, seed=1)
-    write(tmp_path, "charlm", "transformer", 2.35)
-    write(tmp_path, "mqar-64x4", "inverted", 0.5)  # a label the experiments do not have: left out
-    write(tmp_path / "experiments", "charlm", "inverted:conv_width=8", 2.25)
-    aggregate(tmp_path, "full")
-    table = render_blocks(tmp_path)["experiments-full"]
-    assert "| variant | mixer params | charlm bpc |" in table and "mqar" not in table
-    assert "| inverted (default: M=128, k=4, w=8) | 7 | 2.300 ± 0.141 |" in table
-    assert "| inverted:conv_width=8 | 7 | 2.250 (-0.050) |" in table
-    assert "| transformer | 7 | 2.350 (+0.050) |" in table
-
-
-def test_former_default_blocks_set_the_old_default_against_todays_and_its_experiments_against_it(tmp_path: Path):
-    """Runs moved to results/former-defaults/<name> keep their label 'inverted'; the block renames
-    them; the experiments run beside that default are set against it, not against today's."""
-    from workbench.compare import aggregate
-
-    write(tmp_path, "charlm", "inverted", 2.3)
-    write(tmp_path, "charlm", "transformer", 2.35)
-    former = tmp_path / "former-defaults" / "plain-price"
-    write(former, "charlm", "inverted", 2.4)
-    write(former / "experiments", "charlm", "inverted:gate_margin=0.1", 2.45)
-    aggregate(tmp_path, "full")
-    blocks = render_blocks(tmp_path)
-    table = blocks["former-default-plain-price-full"]
-    assert "| inverted (default: M=128, k=4, w=8) | 7 | 2.300 |" in table
-    assert "| former default: plain-price | 7 | 2.400 (+0.100) |" in table
-    assert "| transformer | 7 | 2.350 (+0.050) |" in table
-    table = blocks["experiments-plain-price-full"]
-    assert "| former default: plain-price | 7 | 2.400 |" in table
-    assert "| inverted:gate_margin=0.1 | 7 | 2.450 (+0.050) |" in table
-    assert "| transformer | 7 | 2.350 (-0.050) |" in table
-    assert "2.300" not in table  # today's default is not this experiment's base
+    rows = [_row("mqar-256x16", "inverted (default)", 0.9), _row("mqar-256x16", "one pool", 0.6)]
+    summary = {"experiment": "ablation", "budget": "full", "seeds": 3, "rows": rows, "incomplete": []}
+    (tmp_path / "compare-ablation-full.json").write_text(json.dumps(summary))
+    table = render_blocks(tmp_path)["ablation-full"]
+    assert "| inverted (default) | 0.900 ± 0.010 |" in table
+    assert "| one pool | 0.600 ± 0.010 (-0.300) |" in table
 
 
 def test_system2_block_shows_every_system_and_both_curves():
@@ -139,19 +98,3 @@ def test_system2_block_shows_every_system_and_both_curves():
     assert "| inverted | 0.10 | 0.00 |" in text and "| inverted+system2 | 1.00 (1.0) | 1.00 (2.0) |" in text
     assert "precision 1.00, recall 0.75 (3 of 4 true rules" in text
     assert "0: 1.00 @ 1.5, 1: 0.05 @ 0.0." in text and "Step budget B: accuracy @ mean steps: 0: 0.05 @ 0.0, 2: 1.00 @ 1.5." in text
-
-
-def test_compare_table_takes_parameters_and_speed_from_a_config_every_mixer_ran():
-    from workbench.report import compare_table
-
-    def row(label: str, mixer: str, speed: float) -> dict:
-        stat = {"mean": 1.0, "std": 0.0, "n": 1}
-        return {"label": label, "mixer": mixer, "seeds": 1, "metrics": {"bpc": stat}, "steps": stat,
-                "tokens_per_s": {"mean": speed, "std": 0.0, "n": 1}, "device": "cpu (test)",
-                "parameters": {"mixer": 7 if mixer == "inverted" else 5, "total": 9}}
-
-    rows = [row("charlm", "transformer", 100.0), row("charlm-600s", "transformer", 200.0), row("charlm-600s", "inverted", 300.0)]
-    table = compare_table({"budget": "full", "rows": rows})
-    assert "| all | train tokens/s (charlm-600s) | 200 | 300 |" in table  # not the transformer's charlm 100
-    alone = compare_table({"budget": "full", "rows": [rows[0], row("mqar-64x4", "inverted", 50.0)]})
-    assert "| all | train tokens/s | 100 (charlm) | 50 (mqar-64x4) |" in alone

@@ -334,7 +334,7 @@ def test_symbolic_tasks_train_in_the_harness():
                   "mixer_options": {"n_units": 8, "chunk_size": 16}},
         "train": {"steps": 3, "batch_size": 4, "warmup_steps": 1, "eval_every": 3, "checkpoint_every": 3},
     })
-    result = train(config, progress=False, device="cpu")
+    _, result = train(config, progress=False, device="cpu")
     assert 0.0 <= result["metrics"]["accuracy"] <= 1.0 and "accuracy@len10" in result["metrics"]
 
 

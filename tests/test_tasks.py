@@ -22,7 +22,7 @@ def tasks(text_file):
     """
     options = {
         "copy": {"max_len": 6, "n_eval": 16, "long_lengths": ()},
-        "mqar": {"seq_len": 32, "kv_pairs": 4, "vocab_size": 64, "n_eval": 16, "long_config": None},
+        "mqar": {"seq_len": 32, "kv_pairs": 4, "vocab_size": 64, "n_eval": 16, "long_configs": []},
         "charlm": {"path": str(text_file), "context": 16, "max_eval_windows": 4},
     }
     return {name: build_task(name, options.get(name, {})) for name in TASKS}
@@ -51,8 +51,8 @@ def test_evaluation_sets_are_fixed_by_eval_seed():
     a = build_task("copy", {"max_len": 6, "n_eval": 16, "long_lengths": ()})
     b = build_task("copy", {"max_len": 6, "n_eval": 16, "long_lengths": ()})
     assert torch.equal(a.eval_batch.inputs, b.eval_batch.inputs)
-    m1 = build_task("mqar", {"seq_len": 32, "vocab_size": 64, "n_eval": 16, "long_config": None})
-    m2 = build_task("mqar", {"seq_len": 32, "vocab_size": 64, "n_eval": 16, "long_config": None})
+    m1 = build_task("mqar", {"seq_len": 32, "vocab_size": 64, "n_eval": 16, "long_configs": []})
+    m2 = build_task("mqar", {"seq_len": 32, "vocab_size": 64, "n_eval": 16, "long_configs": []})
     assert torch.equal(m1.eval_batch.inputs, m2.eval_batch.inputs)
     assert torch.equal(m1.eval_batch.targets, m2.eval_batch.targets)
 

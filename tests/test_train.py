@@ -10,10 +10,11 @@ import pytest
 import torch
 
 import workbench.train as train_module
+from workbench.checkpoint import CheckpointError, load_checkpoint, model_from_checkpoint
 from workbench.config import RunConfig
 from workbench.model import Model
 from workbench.tasks import build_task
-from workbench.train import CheckpointError, learning_rate, load_checkpoint, model_from_checkpoint, train
+from workbench.train import learning_rate, train
 
 REQUIRED_FIELDS = ("task", "mixer", "parameters", "metrics", "tokens_per_s", "train_time_s", "seed", "git_commit", "torch", "device")
 
@@ -26,8 +27,8 @@ def test_loss_decreases_on_a_small_copy_run(small_config):
     untrained = Model(config.model, task.io)
     with torch.no_grad():
         before = float(untrained.loss(task_batch.inputs, task_batch.targets))
-    result = train(config, progress=False, device="cpu", task=task)
-    model = result["model"].eval()
+    result_model, result = train(config, progress=False, device="cpu", task=task)
+    model = result_model.eval()
     with torch.no_grad():
         after = float(model.loss(task_batch.inputs, task_batch.targets))
     assert after < before - 0.4, (before, after)
@@ -41,14 +42,14 @@ def test_loss_decreases_on_a_small_copy_run(small_config):
 def test_result_json_has_the_required_fields(small_config, tmp_path, mixer_name):
     config = small_config("copy", mixer_name, steps=4, eval_every=2, checkpoint_every=2, seed=5)
     out = tmp_path / "run"
-    result = train(config, out_dir=out, progress=False, device="cpu")
+    result_model, result = train(config, out_dir=out, progress=False, device="cpu")
     written = json.loads((out / "result.json").read_text())
     for field in REQUIRED_FIELDS:
         assert field in written, field
     assert written["task"] == "copy" and written["mixer"] == mixer_name and written["seed"] == 5
     assert written["steps"] == 4 and written["metric"] == "exact_match"
     assert set(written["metrics"]) >= {"exact_match", "token_accuracy"}
-    assert written["parameters"]["total"] == sum(p.numel() for p in result["model"].parameters())
+    assert written["parameters"]["total"] == sum(p.numel() for p in result_model.parameters())
     assert written["tokens_per_s"] > 0 and written["train_time_s"] > 0
     assert isinstance(written["git_commit"], str) and written["git_commit"]
     assert written["torch"] == torch.__version__ and written["device"].startswith("cpu")
@@ -65,34 +66,34 @@ def test_result_json_has_the_required_fields(small_config, tmp_path, mixer_name)
     else:
         assert stats == {}
     # The in-process result carries the model; the file does not.
-    assert "model" not in written and isinstance(result["model"], Model)
+    assert "model" not in written and isinstance(result_model, Model) and "model" not in result
     assert (out / "checkpoint.pt").is_file()
 
 
 def test_tokens_are_counted(small_config, tmp_path):
     config = small_config("mqar", "transformer", steps=3, batch_size=4, eval_every=3)
-    result = train(config, progress=False, device="cpu")
+    result_model, result = train(config, progress=False, device="cpu")
     assert result["tokens"] == 3 * 4 * 32  # steps x batch x seq_len
     assert result["tokens_per_s"] == pytest.approx(result["tokens"] / result["train_time_s"])
 
 
 def test_charlm_trains_on_any_text_file(small_config, text_file):
     config = small_config("charlm", "transformer", {"path": str(text_file), "context": 16, "max_eval_windows": 4}, steps=3)
-    result = train(config, progress=False, device="cpu")
+    result_model, result = train(config, progress=False, device="cpu")
     assert set(result["metrics"]) >= {"bpc", "neg_bpc"} and result["metrics"]["bpc"] > 0
     assert result["metrics"]["val_chars"] == 4 * 16
 
 
 @pytest.mark.parametrize("task", ["digits", "diabetes"])
 def test_pooling_tasks_train(small_config, task):
-    result = train(small_config(task, "transformer", steps=2), progress=False, device="cpu")
+    result_model, result = train(small_config(task, "transformer", steps=2), progress=False, device="cpu")
     assert result["metric"] in result["metrics"]
 
 
 def test_target_metric_stops_early(small_config):
     # Any accuracy reaches 0: the run stops at its first evaluation.
     config = small_config("copy", "transformer", steps=20, eval_every=3, target_metric=0.0)
-    result = train(config, progress=False, device="cpu")
+    result_model, result = train(config, progress=False, device="cpu")
     assert result["steps"] == 3 and result["reached_target"]
 
 
@@ -121,7 +122,7 @@ class Interrupt(KeyboardInterrupt):
 @pytest.mark.parametrize("mixer", ["transformer", "inverted"])
 def test_resume_after_an_interruption_equals_an_uninterrupted_run(small_config, tmp_path, monkeypatch, mixer):
     config = small_config("copy", mixer, steps=8, eval_every=2, checkpoint_every=4, batch_size=8)
-    full = train(config, out_dir=tmp_path / "full", progress=False, device="cpu")
+    full_model, full = train(config, out_dir=tmp_path / "full", progress=False, device="cpu")
 
     real = train_module.step_generator
     calls: list[int] = []
@@ -142,9 +143,9 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(small_config, 
     assert not (out / "result.json").exists()
 
     calls.clear()
-    resumed = train(config, out_dir=out, resume=True, progress=False, device="cpu")
+    resumed_model, resumed = train(config, out_dir=out, resume=True, progress=False, device="cpu")
     assert calls == [4, 5, 6, 7], "the resumed run did not start from the checkpoint"
-    full_state, resumed_state = full["model"].state_dict(), resumed["model"].state_dict()
+    full_state, resumed_state = full_model.state_dict(), resumed_model.state_dict()
     assert full_state.keys() == resumed_state.keys()
     for name, tensor in full_state.items():
         assert torch.equal(tensor, resumed_state[name]), name
@@ -155,7 +156,7 @@ def test_resume_after_an_interruption_equals_an_uninterrupted_run(small_config, 
 
 def test_resume_without_checkpoint_starts_fresh(small_config, tmp_path):
     config = small_config("copy", "transformer", steps=2)
-    result = train(config, out_dir=tmp_path / "new", resume=True, progress=False, device="cpu")
+    result_model, result = train(config, out_dir=tmp_path / "new", resume=True, progress=False, device="cpu")
     assert result["steps"] == 2
 
 
@@ -169,14 +170,14 @@ def test_resume_with_another_config_is_refused(small_config, tmp_path):
 
 def test_model_from_checkpoint_rebuilds_the_trained_model(small_config, tmp_path):
     out = tmp_path / "run"
-    result = train(small_config("copy", "inverted", steps=3), out_dir=out, progress=False, device="cpu")
+    result_model, result = train(small_config("copy", "inverted", steps=3), out_dir=out, progress=False, device="cpu")
     model, config, task, payload = model_from_checkpoint(out / "checkpoint.pt")
     assert config.model.mixer == "inverted" and task.name == "copy" and payload["step"] == 3
     assert not model.training
-    for name, tensor in result["model"].state_dict().items():
+    for name, tensor in result_model.state_dict().items():
         assert torch.equal(model.state_dict()[name], tensor), name
     tokens = torch.randint(0, task.io.vocab_size, (2, 9))
-    torch.testing.assert_close(model(tokens), result["model"].eval()(tokens), rtol=0, atol=0)
+    torch.testing.assert_close(model(tokens), result_model.eval()(tokens), rtol=0, atol=0)
 
 
 # ----------------------------------------------------------------------------- bad checkpoints

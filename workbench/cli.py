@@ -13,6 +13,8 @@ from pathlib import Path
 
 from workbench.config import ConfigError, RunConfig
 
+SYSTEM2_TASKS = ("hops", "kinship", "temporal", "concepts")
+
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", type=Path, help="JSON or YAML run config, or a run's result.json (its config)")
@@ -38,7 +40,9 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
         overrides.append(f"train.seed={args.seed}")
     if args.data:
         overrides.append(f"task.options.path={json.dumps(args.data)}")
-    return config.with_overrides(overrides)
+    from workbench.train import check_config
+
+    return check_config(config.with_overrides(overrides))
 
 
 def cmd_train(args: argparse.Namespace) -> None:
@@ -46,14 +50,13 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = _config_from_args(args)
     out = args.out or Path("results/checkpoints") / f"{config.task.name}-{config.model.mixer}-s{config.train.seed}"
-    result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
-    result.pop("model")
+    _, result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
     print(json.dumps({k: result[k] for k in ("task", "mixer", "parameters", "metrics", "steps", "tokens_per_s")}, indent=2))
     print(f"checkpoint and result.json in {out}")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
-    from workbench.train import model_from_checkpoint
+    from workbench.checkpoint import model_from_checkpoint
 
     model, config, task, _ = model_from_checkpoint(args.checkpoint)
     print(json.dumps(task.evaluate(model, final=args.final), indent=2))
@@ -62,8 +65,8 @@ def cmd_eval(args: argparse.Namespace) -> None:
 def cmd_generate(args: argparse.Namespace) -> None:
     import torch
 
+    from workbench.checkpoint import model_from_checkpoint
     from workbench.tasks.charlm import CharVocab
-    from workbench.train import model_from_checkpoint
 
     model, config, task, payload = model_from_checkpoint(args.checkpoint)
     chars = payload.get("task_state", {}).get("chars")
@@ -78,41 +81,44 @@ def cmd_generate(args: argparse.Namespace) -> None:
     print(vocab.decode(out[0]))
 
 
-def cmd_compare(args: argparse.Namespace) -> None:
-    """Protocol v1 tasks through ``compare``; System 2 tasks through ``run_system2``; a mixed
-    list runs both parts (protocol first), each with its own table and JSON file."""
+def cmd_compare(args: argparse.Namespace) -> int:
+    """Run an experiment's missing runs (``workbench.experiments``), print its table; non-zero if incomplete.
+
+    System 2 tasks (hops, kinship, temporal, concepts) go to ``run_system2`` instead.
+    """
     from rich.console import Console
 
-    from workbench.compare import ABLATIONS, compare, format_table, split_tasks
+    from workbench.experiments import get_experiment, parse_variant
+    from workbench.experiments.runner import run_experiment
+    from workbench.report import format_summary
 
-    protocol_tasks, system2_tasks = split_tasks([t for t in args.tasks.split(",") if t])
-    if system2_tasks and not protocol_tasks:
-        if args.mixers is not None:
-            raise ConfigError("--mixers applies to protocol v1 tasks only; System 2 tasks "
-                              f"({', '.join(system2_tasks)}) compare inverted, transformer-1L and transformer-2L")
-        if args.labels:
-            raise ConfigError(f"--labels applies to protocol v1 tasks only, not to {', '.join(system2_tasks)}")
-    console = Console(width=160)
-    if protocol_tasks:
-        summary = compare(
-            tasks=protocol_tasks,
-            mixers=list(ABLATIONS.values()) if args.mixers == "ablation"
-            else [m for m in (args.mixers or "transformer,inverted").split(",") if m],
-            budget=args.budget,
-            seeds=args.seeds,
-            results=args.results,
-            progress=not args.quiet,
-            labels=[x for x in args.labels.split(",") if x] if args.labels else None,
-        )
-        console.print(format_table(summary))
-        print(f"wrote {Path(args.results) / f'compare-{args.budget}.json'}")
-    if system2_tasks:
+    tasks = [t for t in (args.tasks or "").split(",") if t]
+    system2 = [t for t in tasks if t in SYSTEM2_TASKS]
+    if system2:
+        if len(system2) != len(tasks):
+            raise ConfigError("System 2 tasks (hops, kinship, temporal, concepts) run on their own: "
+                              "give them without protocol tasks")
         from workbench.symbolic.experiment import print_summary, run_system2
 
-        summary = run_system2(args.budget, args.seeds, Path(args.results), tasks=tuple(system2_tasks),
+        summary = run_system2(args.budget, args.seeds or 1, Path(args.results), tasks=tuple(system2),
                               progress=not args.quiet)
-        print_summary(summary, console)
+        print_summary(summary, Console(width=160))
         print(f"wrote {Path(args.results) / f'system2-{args.budget}.json'}")
+        return 0
+    experiment = get_experiment(args.experiment, args.budget, args.results)
+    variants = [parse_variant(m) for m in args.mixers.split(",") if m] if args.mixers else None
+    cells = [c for c in args.cells.split(",") if c] if args.cells else None
+    experiment = experiment.filtered(tasks=tasks or None, cells=cells, variants=variants, seeds=args.seeds)
+    summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
+                                      allow_incomplete=args.allow_incomplete)
+    Console(width=160).print(format_summary(summary))
+    print(f"wrote {experiment.summary_path(Path(args.results))}")
+    if missing:
+        shown = "\n  ".join(missing[:10]) + (f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else "")
+        print(f"workbench: {len(missing)} run(s) still missing (held by a process that is still running, or "
+              f"waiting for a learning rate):\n  {shown}", file=sys.stderr)
+        return 3
+    return 0
 
 
 def cmd_notebooks(args: argparse.Namespace) -> None:
@@ -168,19 +174,20 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("compare", help="run the benchmark protocol (or the System 2 comparison) and print a table")
-    p.add_argument("--tasks", default="copy,mqar,charlm",
-                   help="comma list: protocol v1 tasks (copy, mqar, charlm, charlm-600s, digits, diabetes) and/or "
-                        "System 2 tasks (hops, kinship, temporal, concepts: System 1 alone vs System 1 + System 2, "
-                        "written to system2-<budget>.json)")
-    p.add_argument("--mixers", default=None,
-                   help="protocol v1 tasks only (default transformer,inverted): comma list; variants as "
-                        "name:key=value, e.g. inverted:refractory=false; 'ablation' = the ablation set "
-                        "(workbench.compare.ABLATIONS; make ablation)")
+    p = sub.add_parser("compare", help="run an experiment (protocol v2 and its companions) and print its table")
+    p.add_argument("--experiment", default="v2", help="v2 (default), v2-2layer, v2-noconv, pareto or ablation")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
-    p.add_argument("--seeds", type=int, default=1)
+    p.add_argument("--tasks", help="only cells of these tasks (copy, mqar, charlm) or labels; or System 2 tasks "
+                                   "(hops, kinship, temporal, concepts: System 1 alone vs System 1 + System 2)")
+    p.add_argument("--cells", help="only these cells, e.g. mqar-256x16,charlm (the table says what ran)")
+    p.add_argument("--mixers", default=None,
+                   help="replace the experiment's variants: comma list of mixer[:option=value...][@model_field=value],"
+                        " e.g. inverted:n_pools=4,transformer@n_layers=2")
+    p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the experiment's)")
     p.add_argument("--results", default="results")
-    p.add_argument("--labels", help="only these cells, e.g. mqar-64x4,mqar-128x8 (the table says what ran)")
+    p.add_argument("--no-wait", action="store_true", help="do not wait for runs other processes hold")
+    p.add_argument("--allow-incomplete", action="store_true",
+                   help="aggregate cells that lack seeds too (marked incomplete) instead of leaving them out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
@@ -208,17 +215,17 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: list[str] | None = None) -> int:
+    from workbench.checkpoint import CheckpointError
     from workbench.data import DataError
     from workbench.notebooks import NotebookError
-    from workbench.train import CheckpointError
 
     args = build_parser().parse_args(argv)
     try:
-        args.func(args)
+        code = args.func(args)
     except (ConfigError, DataError, CheckpointError, NotebookError, ValueError, FileNotFoundError) as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
-    return 0
+    return code or 0
 
 
 if __name__ == "__main__":

@@ -69,7 +69,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
                      "Which of the M + C candidates each token may read, built from the write table by scatters."),
     "chunk_read_gather": ("workbench.kernels.reference.chunk_read_gather",
                           "The CPU sparse read: top-k over the M + C candidates, the k values summed by token position (embedding_bag)."),
-    "causal_depthwise_conv": (f"{_INV}.causal_depthwise_conv",
+    "short_conv": ("workbench.kernels.short_conv.short_conv",
                               "The local channel: depthwise causal conv run channels-last (no transposed copy of x)."),
     "surrogate_weights": (f"{_INV}.surrogate_weights",
                           "(B, n, C, C) weights exp(<q_t, k_s> - lse_t) of the chunk's unwritten tokens s <= t."),
@@ -103,7 +103,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "aux_loss": (f"{_MIX}.aux_loss", "Capacity price of the last forward (added to the task loss by Model.loss)."),
     "pool_size": (f"{_MIX}.pool_size", "S = n_units / n_pools: units per pool, the period of the ring."),
     # ------------------------------------------------------------------ sub-layers and buffers
-    "conv": (f"{_MIX}.conv", "Depthwise causal convolution: the token's private local channel (width conv_width)."),
+    "conv": ("workbench.model.Block.short_conv", "The block's front end: a short causal depthwise convolution, the same for every mixer."),
     "decay": (f"{_MIX}.decay", "Per-channel EMA decay, one of the timescales per channel group."),
     "gates": (f"{_MIX}.gates", "Linear map feat -> (salience logit, advance logit)."),
     "router": (f"{_MIX}.router", "Linear map feat -> pool interests (None when there is a single pool)."),
@@ -117,7 +117,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "n_pools": (f"{_OPT}.n_pools", "Number of normalization pools the units are split into."),
     "read_topk": (f"{_OPT}.read_topk", "k, units each token reads back (n_units = dense softmax over units)."),
     "d_key": (f"{_OPT}.d_key", "Width of the content part of keys and queries."),
-    "conv_width": (f"{_OPT}.conv_width", "Width w of the local causal convolution (0 = off)."),
+    "conv_width": ("workbench.config.ModelConfig.short_conv", "Width w of the front end's causal convolution (0 = off)."),
     "refractory": (f"{_OPT}.refractory", "Rest-based ring allocation; False = unit chosen by content alone (ablation)."),
     "timescales": (f"{_OPT}.timescales", "EMA decays of the multi-timescale context (empty = off)."),
     "ordinal_read": (f"{_OPT}.ordinal_read", "Address units by ordinal (recency) as well as by content."),
@@ -149,7 +149,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "write": (f"{_MIX}._gates", "Hard post decision 1[p_t > 1/2] with the gradient of p_t."),
     "advance": (f"{_MIX}._gates", "Hard decision to move the read pointer forward at t."),
     "feat": (f"{_MIX}._features", "[h; ema]: local features plus multi-timescale context."),
-    "local": (f"{_MIX}.conv", "Output of the causal convolution, added to x and to the mixer output."),
+    "local": ("workbench.model.Block.hook_local", "Output of the front end's convolution, added to the mixer's input and output."),
     "choice": (f"{_MIX}._route", "Pool (or, without refractory, unit) chosen for a message."),
     "count": (f"{_MIX}.init_state['count']", "Number of messages posted so far (all pools)."),
     "ordinal": (f"{_MIX}._message", "count - 1: the global ordinal a message carries in its key."),
@@ -254,7 +254,6 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "SYMBOLIC_TASKS": (f"{_SYM}.tasks.SYMBOLIC_TASKS", "Registry of the System 2 tasks: hops, kinship, temporal, concepts."),
     "run_system2": (f"{_SYM}.experiment.run_system2", "System 1 alone vs System 1 + System 2 by slice, rules, trade-off; writes system2-<budget>.json."),
     "reward_curve": (f"{_SYM}.experiment.reward_curve", "System 2's REINFORCE reward in training order, as means over chunks of queries."),
-    "split_tasks": ("workbench.compare.split_tasks", "workbench compare: tell protocol v1 tasks from System 2 tasks (run by run_system2)."),
 }
 
 GLOSSARY_RU: dict[str, str] = {
@@ -268,7 +267,7 @@ GLOSSARY_RU: dict[str, str] = {
     "ema_chunked": "те же средние по блокам: матрица C×C и скан по концам блоков",
     "chunk_tables": "таблицы допустимых кандидатов чтения по блокам",
     "chunk_read_gather": "разреженное чтение: k лучших кандидатов, их значения берутся по позициям",
-    "causal_depthwise_conv": "локальный канал: причинная свёртка по каналам",
+    "short_conv": "локальный канал: короткая причинная свёртка перед каждым смесителем",
     "SurrogateRead": "суррогатное чтение: ноль в прямом проходе, градиент в обратном",
     "decayed_cumsum": "накопленная сумма с затуханием (логарифмический скан)",
     "ordinal_code": "код порядкового номера сообщения",

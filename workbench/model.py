@@ -16,7 +16,8 @@ from torch import nn
 
 from workbench.config import ConfigError, ModelConfig
 from workbench.hooks import HookPoint
-from workbench.mixers import MIXERS
+from workbench.kernels.short_conv import short_conv, short_conv_step
+from workbench.mixers import MIXERS, Mixer
 
 IGNORE = -100  # target value that carries no loss
 
@@ -54,29 +55,92 @@ class MLP(nn.Module):
         return self.down(F.gelu(self.up(x)))
 
 
+class ShortConv(nn.Module):
+    """The front end every mixer shares: a short causal depthwise convolution (``kernels.short_conv``)."""
+
+    def __init__(self, d_model: int, width: int) -> None:
+        super().__init__()
+        self.width = width
+        self.weight = nn.Parameter(torch.randn(d_model, width) * 0.1)
+        self.bias = nn.Parameter(torch.zeros(d_model))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return short_conv(x, self.weight, self.bias)
+
+    def step(self, x_t: torch.Tensor, window: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return short_conv_step(x_t, window, self.weight, self.bias)
+
+
 class Block(nn.Module):
-    """Pre-norm residual block: x + mixer(norm(x)), then x + mlp(norm(x))."""
+    """Pre-norm residual block: x + front_end(mixer)(norm(x)), then x + mlp(norm(x)).
+
+    The front end (Zoology/Based recipe, the same for every mixer; ``short_conv`` = 0 turns it
+    off): ``local = conv(h)``, the mixer sees ``h + local`` and ``local`` is added to its output,
+    so order, the predecessor and the token's own identity reach the stream whatever the mixer.
+    """
 
     def __init__(self, config: ModelConfig) -> None:
         super().__init__()
-        mixer_cls = MIXERS[config.mixer]
         self.norm_mixer = nn.LayerNorm(config.d_model)
-        self.mixer = mixer_cls(config.d_model, mixer_cls.options_from(config.mixer_options, config.d_model))
+        self.short_conv = ShortConv(config.d_model, config.short_conv) if config.short_conv else None
+        self.mixer = build_mixer(config)
         self.norm_mlp = nn.LayerNorm(config.d_model)
         self.mlp = MLP(config.d_model, config.mlp_ratio)
         self.hook_resid_pre = HookPoint()
+        self.hook_local = HookPoint()
         self.hook_mixer_out = HookPoint()
         self.hook_mlp_out = HookPoint()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.hook_resid_pre(x)
-        x = x + self.hook_mixer_out(self.mixer(self.norm_mixer(x)))
+        h = self.norm_mixer(x)
+        if self.short_conv is None:
+            y = self.mixer(h)
+        else:
+            local = self.hook_local(self.short_conv(h))
+            y = self.mixer(h + local) + local
+        x = x + self.hook_mixer_out(y)
         return x + self.hook_mlp_out(self.mlp(self.norm_mlp(x)))
 
-    def step(self, x: torch.Tensor, state: Any) -> tuple[torch.Tensor, Any]:
-        y, state = self.mixer.step(self.norm_mixer(x), state)
+    def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, Any]:
+        width = self.short_conv.width if self.short_conv is not None else 1
+        window = torch.zeros(batch_size, width - 1, self.norm_mixer.normalized_shape[0], device=device, dtype=dtype)
+        return {"conv": window, "mixer": self.mixer.init_state(batch_size, device, dtype)}
+
+    def step(self, x: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        h = self.norm_mixer(x)
+        window = state["conv"]
+        if self.short_conv is None:
+            y, mixer_state = self.mixer.step(h, state["mixer"])
+        else:
+            local, window = self.short_conv.step(h, window)
+            y, mixer_state = self.mixer.step(h + local, state["mixer"])
+            y = y + local
         x = x + y
-        return x + self.mlp(self.norm_mlp(x)), state
+        return x + self.mlp(self.norm_mlp(x)), {"conv": window, "mixer": mixer_state}
+
+    def state_floats(self, context: int) -> int:
+        """Numbers in this block's recurrent state after ``context`` tokens (one sequence)."""
+        width = self.short_conv.width if self.short_conv is not None else 1
+        return (width - 1) * self.norm_mixer.normalized_shape[0] + self.mixer.state_floats(context)
+
+
+def mixer_options(config: ModelConfig) -> Any:
+    """The mixer's options dataclass for this config, checked by the mixer (one ConfigError if wrong)."""
+    config.validate()
+    if config.mixer not in MIXERS:
+        raise ConfigError(f"unknown mixer {config.mixer!r}; choose one of {sorted(MIXERS)}")
+    try:
+        return MIXERS[config.mixer].options_from(config.mixer_options, config.d_model)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:  # e.g. a string where a number belongs
+        raise ConfigError(f"bad model.mixer_options for mixer {config.mixer!r}: {exc}") from None
+
+
+def build_mixer(config: ModelConfig) -> Mixer:
+    """The mixer named in the config, built from its checked options."""
+    return MIXERS[config.mixer](config.d_model, mixer_options(config))
 
 
 # ----------------------------------------------------------------------------- heads
@@ -105,33 +169,24 @@ def _pool(h: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
     return (h * weights).sum(1) / weights.sum(1).clamp_min(1.0)
 
 
-class ClassifyHead(nn.Module):
+class PooledHead(nn.Module):
+    """Mean over the valid positions, then a linear map: classes (``classify``) or targets (``regress``)."""
+
     def __init__(self, d_model: int, io: TaskIO) -> None:
         super().__init__()
+        self.kind = io.head
         self.proj = nn.Linear(d_model, io.n_outputs)
 
     def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
         return self.proj(_pool(h, mask))
 
-    @staticmethod
-    def loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.cross_entropy(logits.float(), targets)
+    def loss(self, outputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        if self.kind == "classify":
+            return F.cross_entropy(outputs.float(), targets)
+        return F.mse_loss(outputs.float(), targets.float())
 
 
-class RegressHead(nn.Module):
-    def __init__(self, d_model: int, io: TaskIO) -> None:
-        super().__init__()
-        self.proj = nn.Linear(d_model, io.n_outputs)
-
-    def forward(self, h: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        return self.proj(_pool(h, mask))
-
-    @staticmethod
-    def loss(preds: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-        return F.mse_loss(preds.float(), targets.float())
-
-
-HEADS: dict[str, type[nn.Module]] = {"lm": LMHead, "classify": ClassifyHead, "regress": RegressHead}
+HEADS: dict[str, type[nn.Module]] = {"lm": LMHead, "classify": PooledHead, "regress": PooledHead}
 
 
 # ----------------------------------------------------------------------------- model
@@ -179,18 +234,39 @@ class Model(nn.Module):
         return self.head(self.features(inputs), mask)
 
     def loss(self, inputs: torch.Tensor, targets: torch.Tensor, mask: torch.Tensor | None = None) -> torch.Tensor:
-        """Task loss plus the mixers' auxiliary losses (generic, never task-specific)."""
-        loss = self.head.loss(self(inputs, mask), targets)
+        """Task loss plus the mixers' auxiliary losses (generic, never task-specific).
+
+        An lm head scores only the positions that carry a target: with a large vocabulary and few
+        labelled positions (MQAR: 8,192 tokens, one answer per query) the head would otherwise
+        dominate the step.
+        """
+        if self.io.head == "lm":
+            labelled = targets != IGNORE
+            loss = self.head.loss(self.head(self.features(inputs)[labelled]), targets[labelled])
+        else:
+            loss = self.head.loss(self(inputs, mask), targets)
         for block in self.blocks:
             if block.mixer.aux_loss is not None:
                 loss = loss + block.mixer.aux_loss
         return loss
 
+    @torch.no_grad()
+    def predict_labelled(self, inputs: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
+        """Argmax prediction at every position whose target is not IGNORE (the rest: IGNORE)."""
+        labelled = targets != IGNORE
+        predictions = torch.full_like(targets, IGNORE)
+        predictions[labelled] = self.head(self.features(inputs)[labelled]).argmax(-1)
+        return predictions
+
     # ------------------------------------------------------------ recurrent mode
 
-    def init_state(self, batch_size: int) -> list[Any]:
+    def init_state(self, batch_size: int) -> list[dict[str, Any]]:
         param = next(self.parameters())
-        return [b.mixer.init_state(batch_size, param.device, param.dtype) for b in self.blocks]
+        return [b.init_state(batch_size, param.device, param.dtype) for b in self.blocks]
+
+    def state_floats(self, context: int) -> int:
+        """Numbers in the recurrent state of one sequence after ``context`` tokens (every block)."""
+        return sum(b.state_floats(context) for b in self.blocks)
 
     def step(self, token_or_vector: torch.Tensor, state: list[Any]) -> tuple[torch.Tensor, list[Any]]:
         """One position at a time: (batch,) ids or (batch, input_dim) -> head output for it."""

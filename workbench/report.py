@@ -1,7 +1,12 @@
-"""Markdown tables from ``results/*.json`` - the only way numbers reach README and papers.
+"""Markdown tables from ``results/*.json`` - the only way numbers reach README, notebooks and papers.
 
 ``workbench report`` rewrites the blocks between ``<!-- report:NAME -->`` and
-``<!-- /report:NAME -->`` in the given markdown files, so no number is copied by hand.
+``<!-- /report:NAME -->`` in the given markdown files, so no number is copied by hand. This
+module only reads: the experiments write their summaries (``workbench.experiments.aggregate``).
+
+Blocks: ``compare-<experiment>-<budget>`` (protocol v2 and its companions), ``ablation-<budget>``,
+``v1-<budget>`` (protocol v1, kept as it ran), ``system2-<budget>``, ``scaling-<device>``,
+``long-context-<device>``.
 """
 
 from __future__ import annotations
@@ -21,8 +26,93 @@ def _cell(stat: dict[str, float] | None, digits: int = 3) -> str:
     return text
 
 
+def _seeds_note(row: dict[str, Any]) -> str:
+    """`` (2/3)`` for a row that lacks seeds, ``""`` for a complete one."""
+    expected = row.get("seeds_expected", row["seeds"])
+    return "" if row["seeds"] >= expected else f" ({row['seeds']}/{expected})"
+
+
+def _floats(n: int) -> str:
+    return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
+
+
 def compare_table(summary: dict[str, Any]) -> str:
-    """One row per (task config, metric); one column per mixer; seeds and steps shown."""
+    """Protocol v2 style: one row per (cell, metric), one column per variant; then the learning rate
+    each chose, parameters, recurrent state and speed. A cell short of seeds says so: ``(2/3)``."""
+    variants = list(dict.fromkeys(row["variant"] for row in summary["rows"]))
+    by_key = {(row["label"], row["variant"]): row for row in summary["rows"]}
+    labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
+    lines = ["| cell | metric | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
+    for label in labels:
+        names = list(dict.fromkeys(n for v in variants for n in by_key.get((label, v), {}).get("metrics", {})))
+        for name in names:
+            cells = []
+            for variant in variants:
+                row = by_key.get((label, variant))
+                cells.append(_cell(row["metrics"].get(name)) + _seeds_note(row) if row else "-")
+            lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
+        cells = []
+        for variant in variants:
+            row = by_key.get((label, variant))
+            cells.append("-" if row is None or "steps" not in row else
+                         f"{row['lr']:g} / {row['steps']['mean']:.0f}" + (f", {row['diverged']} diverged"
+                                                                          if row.get("diverged") else ""))
+        lines.append(f"| {label} | lr / steps | " + " | ".join(cells) + " |")
+    params, state, speed = [], [], []
+    for variant in variants:
+        rows = [r for r in summary["rows"] if r["variant"] == variant and "parameters" in r]
+        if not rows:
+            params.append("-"), state.append("-"), speed.append("-")
+            continue
+        row = rows[0]
+        params.append(f"{row['parameters']['mixer']:,}")
+        floats = row.get("state_floats") or {}
+        grows = " (grows)" if floats.get("grows_with_context") else ""
+        state.append(f"{_floats(floats['floats'])} @ {floats['context']}{grows}" if floats else "-")
+        speed.append(", ".join(f"{r['tokens_per_s']['mean']:,.0f}" for r in rows[:1]))
+    first = next(iter(labels), "")
+    lines.append("| all | mixer parameters | " + " | ".join(params) + " |")
+    lines.append(f"| all | state floats @ tokens ({first}) | " + " | ".join(state) + " |")
+    lines.append(f"| all | train tokens/s ({first}) | " + " | ".join(speed) + " |")
+    devices = sorted({r["device"] for r in summary["rows"] if "device" in r})
+    missing = summary.get("incomplete", [])
+    lines += ["", f"Experiment `{summary['experiment']}`, budget `{summary['budget']}`, {summary['seeds']} seed(s) per "
+              f"cell" + (f", learning rate chosen on seed 0 from {{{', '.join(f'{x:g}' for x in summary['lr_grid'])}}}"
+                         if summary.get("lr_grid") else "") + f"; measured on: {', '.join(devices) or '-'}."]
+    if missing:
+        lines.append(f"Incomplete: {len(missing)} (cell, variant) pair(s) lack runs: " + ", ".join(
+            f"{m['label']} / {m['variant']} ({m['seeds']} seed(s), grid {m['grid_done']}/{m['grid']})"
+            for m in missing[:12]) + (" ..." if len(missing) > 12 else "") + ".")
+    return "\n".join(lines)
+
+
+def ablation_table(summary: dict[str, Any]) -> str:
+    """One row per variant, one column per (cell, metric), with the change from the first (default) row."""
+    variants = list(dict.fromkeys(row["variant"] for row in summary["rows"]))
+    by_key = {(row["label"], row["variant"]): row for row in summary["rows"]}
+    labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
+    columns = [(label, metric) for label in labels
+               for metric in next(r for r in summary["rows"] if r["label"] == label)["metrics"] if "@" not in metric]
+    default = variants[0] if variants else None
+    lines = ["| variant | " + " | ".join(f"{label} {metric}" for label, metric in columns) + " |",
+             "|---|" + "---|" * len(columns)]
+    for variant in variants:
+        cells = []
+        for label, metric in columns:
+            row, base = by_key.get((label, variant)), by_key.get((label, default))
+            stat = row["metrics"].get(metric) if row else None
+            text = _cell(stat) + (_seeds_note(row) if row else "")
+            if stat and base and variant != default and metric in base["metrics"]:
+                text += f" ({stat['mean'] - base['metrics'][metric]['mean']:+.3f})"
+            cells.append(text)
+        lines.append(f"| {variant} | " + " | ".join(cells) + " |")
+    lines += ["", f"Budget `{summary['budget']}`, {summary['seeds']} seed(s) per cell; in brackets the change from "
+              f"`{default}` (for bpc lower is better)."]
+    return "\n".join(lines)
+
+
+def v1_table(summary: dict[str, Any]) -> str:
+    """Protocol v1 as it ran (transformer without the short convolution): one column per mixer."""
     mixers = list(dict.fromkeys(row["mixer"] for row in summary["rows"]))
     by_key = {(row["label"], row["mixer"]): row for row in summary["rows"]}
     labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
@@ -30,114 +120,29 @@ def compare_table(summary: dict[str, Any]) -> str:
     for label in labels:
         names = list(dict.fromkeys(n for m in mixers for n in by_key.get((label, m), {}).get("metrics", {})))
         for name in names:
-            cells = []
-            for mixer in mixers:
-                row = by_key.get((label, mixer))
-                cells.append(_cell(row["metrics"].get(name)) if row else "-")
+            cells = [_cell(by_key[(label, m)]["metrics"].get(name)) if (label, m) in by_key else "-" for m in mixers]
             lines.append(f"| {label} | {name} | " + " | ".join(cells) + " |")
-        steps = []
-        for mixer in mixers:
-            row = by_key.get((label, mixer))
-            steps.append(f"{row['steps']['mean']:.0f} ({row['seeds']} seed{'s' if row['seeds'] > 1 else ''})" if row else "-")
-        lines.append(f"| {label} | steps (seeds) | " + " | ".join(steps) + " |")
-    # Parameters and speed from one task config that every mixer ran (char-LM first), so the
-    # columns compare like with like; with none in common each cell names its own config.
-    common = [label for label in labels if all((label, m) in by_key for m in mixers)]
-    shared = next((label for label in common if label.startswith("charlm")), common[0] if common else None)
-    params, speed = [], []
-    for mixer in mixers:
-        if shared:
-            row, note = by_key[(shared, mixer)], ""
-        else:
-            row = next(r for r in summary["rows"] if r["mixer"] == mixer)
-            note = f" ({row['label']})"
-        params.append(f"{row['parameters']['mixer']:,} / {row['parameters']['total']:,}{note}")
-        speed.append(f"{row['tokens_per_s']['mean']:,.0f}{note}")
-    where = f" ({shared})" if shared else ""
-    lines.append(f"| all | parameters: mixer / total{where} | " + " | ".join(params) + " |")
-    lines.append(f"| all | train tokens/s{where} | " + " | ".join(speed) + " |")
-    devices = sorted({r["device"] for r in summary["rows"]})
-    lines.append("")
-    lines.append(f"Budget `{summary['budget']}`; measured on: {', '.join(devices)}.")
+    lines += ["", f"Protocol v1, budget `{summary['budget']}` (no short convolution in the transformer)."]
     return "\n".join(lines)
 
 
-def _against_defaults(results: Path, name: str, shown, base: Path | None = None) -> dict[str, str]:
-    """Blocks ``<name>-<budget>``: the rows of ``results/<name>`` (passed through ``shown``) set
-    against the default inverted and transformer rows of the same labels: the main table's, or
-    those of ``base`` (a former default's directory, for experiments run beside it)."""
-    from workbench.compare import aggregate
+def format_summary(summary: dict[str, Any]):
+    """A rich table for the terminal: one row per (cell, variant)."""
+    from rich.table import Table
 
-    blocks = {}
-    for budget_dir in sorted((results / name / "runs").glob("*")):
-        budget = budget_dir.name
-        summary, main = aggregate(results / name, budget), results / f"compare-{budget}.json"
-        if not (summary["rows"] and main.is_file()):
-            continue
-        labels = {row["label"] for row in summary["rows"]}
-        rows = json.loads(main.read_text())["rows"]
-        if base is not None:  # that default's rows (and its transformer runs, where a pair moved with it)
-            own = aggregate(base, budget)["rows"]
-            have = {(r["label"], r["mixer"]) for r in own}
-            rows = own + [r for r in rows if r["mixer"] == "transformer" and (r["label"], r["mixer"]) not in have]
-        defaults = [row for row in rows if row["label"] in labels and row["mixer"] in ("inverted", "transformer")]
-        blocks[f"{name.replace('/', '-')}-{budget}"] = ablation_table(
-            {**summary, "rows": defaults + shown(summary["rows"])},
-            default_name=None if base is None else f"former default: {base.name}")
-    return blocks
-
-
-def former_default_blocks(results: Path) -> dict[str, str]:
-    """Each former default of the inverted mixer, ``results/former-defaults/<name>``: its runs
-    (moved there unchanged when the default changed; see its README) against today's default,
-    block ``former-default-<name>-<budget>``; and the design experiments run beside it
-    (``<name>/experiments``), against it, block ``experiments-<name>-<budget>``."""
-    blocks = {}
-    for epoch in sorted(p for p in (results / "former-defaults").glob("*") if p.is_dir()):
-        label = f"former default: {epoch.name}"
-        blocks.update({f"former-default-{epoch.name}-{key.rsplit('-', 1)[1]}": body for key, body in _against_defaults(
-            results, f"former-defaults/{epoch.name}",
-            lambda rows, label=label: [{**row, "mixer": label} for row in rows if row["mixer"] == "inverted"]).items()})
-        blocks.update({f"experiments-{epoch.name}-{key.rsplit('-', 1)[1]}": body for key, body in _against_defaults(
-            results, f"former-defaults/{epoch.name}/experiments",
-            lambda rows: [row for row in rows if row["mixer"] not in ("inverted", "transformer")], base=epoch).items()})
-    return blocks
-
-
-def ablation_table(summary: dict[str, Any], default_name: str | None = None) -> str:
-    """One row per variant of the ablation set, one column per (task, metric), change vs the default
-    (the rows of mixer ``inverted``, shown as ``default_name`` when that is a former default)."""
-    from workbench.compare import ABLATIONS, ALL_TASKS, protocol
-
-    names = {spec: name for name, spec in ABLATIONS.items()}
-    if default_name:
-        names["inverted"] = default_name
-    by_key = {(row["label"], row["mixer"]): row for row in summary["rows"]}
-    order = [spec.label for task in ALL_TASKS for spec in protocol(task, summary["budget"])]
-    labels = sorted(dict.fromkeys(row["label"] for row in summary["rows"]),
-                    key=lambda label: order.index(label) if label in order else len(order))
-    columns = [(label, metric) for label in labels
-               for metric in next(r for r in summary["rows"] if r["label"] == label)["metrics"] if "@" not in metric]
-    mixers = [spec for spec in ABLATIONS.values() if any(m == spec for _, m in by_key)]
-    mixers += [m for m in dict.fromkeys(m for _, m in by_key) if m not in mixers]
-    lines = ["| variant | mixer params | " + " | ".join(f"{label} {metric}" for label, metric in columns) + " |",
-             "|---|---|" + "---|" * len(columns)]
-    for mixer in mixers:
-        cells = []
-        for label, metric in columns:
-            row, base = by_key.get((label, mixer)), by_key.get((label, "inverted"))
-            stat = row["metrics"].get(metric) if row else None
-            text = _cell(stat)
-            if stat and base and mixer != "inverted" and metric in base["metrics"]:
-                text += f" ({stat['mean'] - base['metrics'][metric]['mean']:+.3f})"
-            cells.append(text)
-        any_row = next(r for (_, m), r in by_key.items() if m == mixer)
-        lines.append(f"| {names.get(mixer, mixer)} | {any_row['parameters']['mixer']:,} | " + " | ".join(cells) + " |")
-    seeds = sorted({r["seeds"] for r in summary["rows"]})
-    devices = sorted({r["device"] for r in summary["rows"]})
-    lines += ["", f"Budget `{summary['budget']}`, seeds per cell: {', '.join(map(str, seeds))}; in brackets the change "
-              f"from the default inverted mixer (for bpc lower is better); measured on: {', '.join(devices)}."]
-    return "\n".join(lines)
+    table = Table(title=f"workbench compare - {summary['experiment']} / {summary['budget']}")
+    for column in ("cell", "variant", "seeds", "lr", "metrics (mean ± std)", "steps", "mixer params", "state floats",
+                   "tokens/s"):
+        table.add_column(column)
+    for row in summary["rows"]:
+        metrics = ", ".join(f"{k} {v['mean']:.3f}±{v['std']:.3f}" for k, v in row["metrics"].items())
+        floats = row.get("state_floats") or {}
+        table.add_row(row["label"], row["variant"], f"{row['seeds']}/{row['seeds_expected']}", f"{row['lr']:g}",
+                      metrics, f"{row['steps']['mean']:.0f}" if "steps" in row else "-",
+                      f"{row['parameters']['mixer']:,}" if "parameters" in row else "-",
+                      _floats(floats["floats"]) if floats else "-",
+                      f"{row['tokens_per_s']['mean']:,.0f}" if "tokens_per_s" in row else "-")
+    return table
 
 
 def system2_table(summary: dict[str, Any]) -> str:
@@ -175,29 +180,20 @@ def system2_table(summary: dict[str, Any]) -> str:
 
 
 def render_blocks(results: Path) -> dict[str, str]:
-    """Re-aggregate every budget's run files, then render one table per budget."""
-    from workbench.compare import aggregate
-
-    for budget_dir in sorted((results / "runs").glob("*")):
-        if budget_dir.is_dir() and budget_dir.name in ("smoke", "demo", "full"):
-            aggregate(results, budget_dir.name)
+    """Every block the result files in ``results`` render (reads only)."""
     blocks = {}
-    for path in sorted(results.glob("compare-*.json")):
+    for path in sorted(results.glob("compare-*.json")):  # compare-<experiment>-<budget>
         summary = json.loads(path.read_text())
-        if summary["rows"]:
-            blocks[f"compare-{summary['budget']}"] = compare_table(summary)
+        if not summary.get("rows"):
+            continue
+        if summary.get("experiment") == "ablation":
+            blocks[f"ablation-{summary['budget']}"] = ablation_table(summary)
+        else:
+            blocks[path.stem] = compare_table(summary)
+    for path in sorted((results / "v1").glob("compare-*.json")):  # protocol v1, as it ran
+        blocks[f"v1-{path.stem.split('-', 1)[1]}"] = v1_table(json.loads(path.read_text()))
     for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
         blocks[path.stem] = system2_table(json.loads(path.read_text()))
-    ablation = results / "ablation"
-    for budget_dir in sorted((ablation / "runs").glob("*")):  # block ablation-<budget>
-        summary = aggregate(ablation, budget_dir.name)
-        if summary["rows"]:
-            blocks[f"ablation-{budget_dir.name}"] = ablation_table(summary)
-    # Design experiments (variants run at a protocol budget, beside the default): block
-    # experiments-<budget>, each variant against the default's cells of the same labels.
-    blocks.update(_against_defaults(results, "experiments", lambda rows: rows))
-    # Defaults that changed: the former defaults' runs and the experiments run beside them.
-    blocks.update(former_default_blocks(results))
     from workbench.bench.scaling import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads

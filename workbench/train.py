@@ -8,28 +8,37 @@ hold model, optimizer, step, RNG state and history, written atomically.
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
 import os
-import platform
-import subprocess
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
 import torch
 from tqdm.auto import tqdm
 
+from workbench.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
 from workbench.config import RunConfig
-from workbench.model import Model, parameter_report
-from workbench.tasks import Task, build_task, step_generator
+from workbench.model import Model, mixer_options, parameter_report
+from workbench.provenance import device_name, git_commit, load_average
+from workbench.tasks import Task, build_task, check_task, step_generator
 
-CHECKPOINT_FORMAT = 1
+
+class TrainedRun(NamedTuple):
+    """What ``train`` returns: the trained model (for in-process callers) and the run's record."""
+
+    model: Model
+    record: dict[str, Any]
 
 
-class CheckpointError(RuntimeError):
-    """A checkpoint is missing, corrupt, or belongs to another model."""
+def check_config(config: RunConfig) -> RunConfig:
+    """The whole run config checked, the mixer and task against their registries: one ConfigError
+    naming the bad value, before anything is built or trained. Returns the config."""
+    config.validate()
+    mixer_options(config.model)
+    check_task(config.task)
+    return config
 
 
 def learning_rate(config: RunConfig, step: int, elapsed_s: float) -> float:
@@ -53,87 +62,6 @@ def build_optimizer(model: Model, config: RunConfig) -> torch.optim.Optimizer:
     return torch.optim.AdamW(groups, lr=config.train.lr, betas=(0.9, 0.98))
 
 
-def load_average() -> float | None:
-    """The machine's 1-minute load average (None where the OS has none, e.g. Windows).
-
-    Wall-clock budgets (char-LM at 600 s) depend on what else ran beside a run; recording the
-    load at every eval lets a reader check that two runs being compared shared similar machines.
-    """
-    try:
-        return round(os.getloadavg()[0], 2)
-    except (AttributeError, OSError):
-        return None
-
-
-@functools.cache
-def git_commit() -> str:
-    """HEAD's hash, with ``+dirty`` when the package's code differs from it (a result then came
-    from code that no commit holds); "unknown" outside a git checkout.
-
-    Computed once per process, at its first run (``train`` asks before training): the code a
-    process runs is the code it imported, so a commit made while a long run trains must not
-    be credited with that run's result.
-    """
-    try:
-        root = Path(__file__).resolve().parent.parent
-        out = subprocess.run(["git", "rev-parse", "HEAD"], cwd=root, capture_output=True, text=True, timeout=5)
-        head = out.stdout.strip()
-        if not head:
-            return "unknown"
-        diff = subprocess.run(["git", "diff", "--quiet", "HEAD", "--", "workbench"], cwd=root, capture_output=True,
-                              timeout=5)
-        return head + ("+dirty" if diff.returncode == 1 else "")
-    except Exception:
-        return "unknown"
-
-
-def device_name(device: torch.device) -> str:
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.processor() or platform.machine()}, {torch.get_num_threads()} threads)"
-
-
-# ----------------------------------------------------------------------------- checkpoints
-
-
-def save_checkpoint(path: Path, payload: dict[str, Any]) -> None:
-    """Write to a temp file then rename: a kill mid-write never leaves a half checkpoint."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(path.name + ".tmp")
-    torch.save(payload, tmp)
-    with open(tmp, "rb") as handle:
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
-
-
-def load_checkpoint(path: str | Path) -> dict[str, Any]:
-    path = Path(path)
-    if not path.is_file():
-        raise CheckpointError(f"checkpoint {path} does not exist")
-    try:
-        payload = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as exc:
-        raise CheckpointError(f"checkpoint {path} is corrupt or not a workbench checkpoint ({type(exc).__name__})") from None
-    if not isinstance(payload, dict) or payload.get("format") != CHECKPOINT_FORMAT:
-        raise CheckpointError(f"checkpoint {path} is not a workbench checkpoint (format {CHECKPOINT_FORMAT})")
-    return payload
-
-
-def model_from_checkpoint(path: str | Path) -> tuple[Model, RunConfig, Task, dict[str, Any]]:
-    """Rebuild model, config and task from a checkpoint (the task from its saved options)."""
-    payload = load_checkpoint(path)
-    config = RunConfig.from_dict(payload["config"])
-    task = build_task(config.task.name, config.task.options)
-    model = Model(config.model, task.io)
-    try:
-        model.load_state_dict(payload["model"])
-    except RuntimeError as exc:
-        first = str(exc).splitlines()[0]
-        raise CheckpointError(f"checkpoint {path} does not match its model config: {first}") from None
-    model.eval()
-    return model, config, task, payload
-
-
 # ----------------------------------------------------------------------------- distributed
 
 
@@ -151,10 +79,16 @@ class _LossModule(torch.nn.Module):
 def resolved_mixer_options(config: RunConfig) -> dict[str, Any]:
     """Every mixer option the run used, defaults included (the config records only overrides), so a
     later change of a default is visible against the run's record."""
-    from workbench.mixers import MIXERS
+    return json.loads(json.dumps(dataclasses.asdict(mixer_options(config.model))))
 
-    options = MIXERS[config.model.mixer].options_from(config.model.mixer_options, config.model.d_model)
-    return json.loads(json.dumps(dataclasses.asdict(options)))
+
+def state_size(model: Model, task: Task, config: RunConfig, context: int = 0) -> dict[str, Any]:
+    """The recurrent state of one sequence at the task's training length (the longest batch this process
+    trained on, else the first batch's), in numbers (every block)."""
+    if not context:
+        context = task.train_batch(step_generator(config.train.seed, 0), config.train.batch_size).inputs.shape[1]
+    grows = any(block.mixer.growing_state for block in model.blocks)
+    return {"context": context, "floats": model.state_floats(context), "grows_with_context": grows}
 
 
 def mixer_stats(model: Model) -> dict[str, float]:
@@ -204,8 +138,8 @@ def train(
     device: str | None = None,
     task: Task | None = None,
     extra: dict[str, Any] | None = None,
-) -> dict[str, Any]:
-    """Train, evaluate, checkpoint; return (and write to out_dir/result.json) the run record.
+) -> TrainedRun:
+    """Train, evaluate, checkpoint; return the model and the run record (written to out_dir/result.json).
 
     ``extra`` fields are merged into the record before it is written (once, atomically), so
     a result.json on disk is always complete.
@@ -214,7 +148,7 @@ def train(
     nccl on GPU): ``train.batch_size`` is the global batch, each rank takes 1/N of it, every
     rank evaluates (so early stopping agrees), and only rank 0 writes checkpoints and results.
     """
-    config.validate()
+    check_config(config)
     git_commit()  # fix the provenance now, before a long run: see git_commit
     # Denormal floats (tiny gradients, Adam moments of zero-initialised layers) are ~10x
     # slower on CPUs; flushing them to zero changes nothing measurable in training. It is
@@ -226,7 +160,7 @@ def train(
         torch.set_flush_denormal(False)
 
 
-def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, Any]:
+def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun:
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     if dev.type == "cuda" and "LOCAL_RANK" in os.environ:
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
@@ -243,7 +177,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
     out = Path(out_dir) if out_dir and rank == 0 else None
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir else None
 
-    step, history, train_time, tokens = 0, [], 0.0, 0
+    step, history, train_time, tokens, context = 0, [], 0.0, 0, 0
     if resume and ckpt_path and ckpt_path.is_file():
         payload = load_checkpoint(ckpt_path)
         if payload["config"] != config.to_dict():
@@ -306,6 +240,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         step += 1
         train_time += time.perf_counter() - started
         tokens += batch.inputs.shape[0] * batch.inputs.shape[1]  # the global batch
+        context = max(context, batch.inputs.shape[1])
         bar.update(time.perf_counter() - started if timed else 1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
             metrics = evaluate()
@@ -326,6 +261,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         "config": config.to_dict(),
         "parameters": parameter_report(model),
         "mixer_options_resolved": resolved_mixer_options(config),
+        "state_floats": state_size(model, task, config, context),
         "metrics": final,
         "metric": task.metric,
         "steps": step,
@@ -347,5 +283,4 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> dict[str, 
         tmp = out / "result.json.tmp"
         tmp.write_text(json.dumps(result, indent=2))
         os.replace(tmp, out / "result.json")
-    result["model"] = model  # for in-process callers (notebooks); not serialized
-    return result
+    return TrainedRun(model, result)

@@ -151,7 +151,7 @@ def _inverted_dims(options: dict[str, Any], d: int, n: int) -> dict[str, float]:
         "dk": d_key,
         "F": n_freq,
         "E": d_key + 2 * n_freq,  # key width: content + ordinal code
-        "w": options["conv_width"],
+        "w": options.get("short_conv", 8),  # the block's shared front end (ModelConfig.short_conv)
         "Df": d * (2 if timescales else 1),
         "ema": 1 if timescales else 0,
         "route": pools if refractory else m,

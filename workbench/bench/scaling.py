@@ -337,6 +337,11 @@ def _count_flops(fn) -> int | None:
     return int(counter.get_total_flops())
 
 
+def _flat_state(state: dict[str, Any]) -> dict[str, Any]:
+    """A block state's tensors by name: the front end's window as ``conv``, the mixer's by their own names."""
+    return {"conv": state["conv"], **state["mixer"]}
+
+
 def _inverted_random_state(mixer, n: int, device, dtype) -> dict[str, Any]:
     """init_state's tensors, filled as after a long context (values do not change the step's cost)."""
     import torch
@@ -423,7 +428,7 @@ def _phase_decode(ctx: dict[str, Any]) -> dict[str, Any]:
     dtype = next(block.parameters()).dtype
     with torch.no_grad(), _MemoryProbe(device) as probe:
         if spec["mixer"] == "inverted" and n <= spec["decode_state_max_n"]:
-            state = mixer.init_state(1, device, dtype)
+            state = block.init_state(1, device, dtype)
             prefix = torch.randn(n, d, device=device)
             for t in range(n):
                 _, state = block.step(prefix[t : t + 1], state)
@@ -431,16 +436,17 @@ def _phase_decode(ctx: dict[str, Any]) -> dict[str, Any]:
                     raise _OutOfTime(f"out of time (building the state by stepping {n} tokens passed {limit:g} s)")
             source = f"stepped {n} random tokens from init_state"
         elif spec["mixer"] == "inverted":
-            state = _inverted_random_state(mixer, n, device, dtype)
+            state = {**block.init_state(1, device, dtype), "mixer": _inverted_random_state(mixer, n, device, dtype)}
             source = "init_state filled with random tensors of the same constant shapes (units occupied, counters = n)"
         elif "k" in (empty := mixer.init_state(1, device, dtype)):
             shape = list(empty["k"].shape)
             shape[2] = n
-            state = {"k": torch.randn(shape, device=device, dtype=dtype),
-                     "v": torch.randn(shape, device=device, dtype=dtype), "position": n}
+            state = {**block.init_state(1, device, dtype),
+                     "mixer": {"k": torch.randn(shape, device=device, dtype=dtype),
+                               "v": torch.randn(shape, device=device, dtype=dtype), "position": n}}
             source = f"KV cache of {n} random keys and values constructed directly"
         else:  # another mixer: step through the context
-            state = mixer.init_state(1, device, dtype)
+            state = block.init_state(1, device, dtype)
             for _ in range(n):
                 _, state = block.step(torch.randn(1, d, device=device), state)
             source = f"stepped {n} random tokens from init_state"
@@ -494,7 +500,7 @@ def _touch(block, spec: dict[str, Any], device, sync) -> None:
     block.eval()
     with torch.no_grad():
         block(x)
-        state = block.mixer.init_state(1, device, x.dtype)
+        state = block.init_state(1, device, x.dtype)
         for t in range(x.shape[1]):
             _, state = block.step(x[:, t], state)
     sync()
@@ -1094,7 +1100,7 @@ def scaling_markdown(result: dict[str, Any]) -> str:
 
 
 def _git_commit() -> str:
-    from workbench.train import git_commit
+    from workbench.provenance import git_commit
 
     return git_commit()
 
@@ -1176,12 +1182,12 @@ def run_long_recurrent(
     model_dtype = dtypes[dtype]
     pool = torch.randn(min(n_tokens, 4096), 1, d_model, device=dev).to(model_dtype)
     with torch.no_grad():
-        warm = block.mixer.init_state(1, dev, model_dtype)
+        warm = block.init_state(1, dev, model_dtype)
         for i in range(min(20, n_tokens)):  # warm-up on a throw-away state
             _, warm = block.step(pool[i % len(pool)], warm)
         del warm
-        state = block.mixer.init_state(1, dev, model_dtype)
-        shapes0, bytes0 = _state_shapes(state), _state_bytes(state)
+        state = block.init_state(1, dev, model_dtype)
+        shapes0, bytes0 = _state_shapes(_flat_state(state)), _state_bytes(state)
         exact = _reset_peak_rss()
         rss0 = _proc_status().get("VmRSS")
         if dev.type == "cuda":
@@ -1205,14 +1211,14 @@ def run_long_recurrent(
             window = {
                 "tokens_done": done, "window_tokens": size, "s_per_token": dt / size,
                 "rss_bytes": status.get("VmRSS"), "peak_rss_bytes": status.get("VmHWM") if exact else None,
-                "state_bytes": _state_bytes(state), "state_shapes_unchanged": _state_shapes(state) == shapes0,
-                "occupied_units": int(state["occupied"].sum()) if "occupied" in state else None,
+                "state_bytes": _state_bytes(state), "state_shapes_unchanged": _state_shapes(_flat_state(state)) == shapes0,
+                "occupied_units": int(state["mixer"]["occupied"].sum()) if "occupied" in state["mixer"] else None,
                 "outputs_finite": bool(finite), "max_abs_output": float(largest),
                 # Activations (keys, values, conv window, EMA) must stay bounded; the float64
                 # counters (writes, read pointer, firing times) grow with the tokens by design.
-                "state_norms": {k: float(v.double().norm()) for k, v in state.items()
+                "state_norms": {k: float(v.double().norm()) for k, v in _flat_state(state).items()
                                 if isinstance(v, torch.Tensor) and v.is_floating_point() and v.dtype != torch.float64},
-                "counters_max": {k: float(v.max()) for k, v in state.items()
+                "counters_max": {k: float(v.max()) for k, v in _flat_state(state).items()
                                  if isinstance(v, torch.Tensor) and v.dtype == torch.float64},
             }
             if dev.type == "cuda":

@@ -3,9 +3,9 @@
 Vanilla attention is supply-driven: every token scores every earlier token (n x n).
 Here tokens *post* messages and a fixed set of M processing units takes them in:
 
-1. Local channel. ``local = causal_depthwise_conv(x)`` (width w) is private to the
-   token and gives order and the predecessor (key -> value is asymmetric).
-   ``h = x + local``. Multi-timescale context ``c = EMA_lambda(x)`` (channel groups with
+1. Input. The block's shared front end (a short causal convolution, ``workbench.model.Block``)
+   hands the mixer ``h = x + conv(x)``: order and the predecessor (key -> value is asymmetric)
+   are already in h. Multi-timescale context ``c = EMA_lambda(h)`` (channel groups with
    different lambda) gives the gates a sense of time; ``feat = [h; c]`` (its linear maps are
    computed as ``W_h h + W_c c``, without building the concatenation).
 2. Salience (demand-driven). ``p_t = sigmoid(w_s . feat_t)``; the token posts a message
@@ -29,7 +29,7 @@ Here tokens *post* messages and a fixed set of M processing units takes them in:
 6. Read. Token t scores the M units with ``<q_t, k_m>/sqrt(d_k)`` plus an ordinal term that
    compares each unit's ordinal with the token's read pointer ``cumsum(advance gate)``
    (addressing by recency / FIFO); keeps the top ``read_topk`` and mixes their values.
-   Output ``W_o read + local`` is added to the residual stream: token identity is kept.
+   Output ``W_o read``; the block adds its local channel, so token identity is kept.
 
 Parallel form: O(T * (M + C) * d) time, O(T * (M + C)) memory, a fixed number of
 cumsum/scatter/gather ops, the EMA as a (C, C) matmul per chunk of C tokens plus a log-depth
@@ -77,19 +77,6 @@ def ema_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
     ``decay`` has shape (d,). ceil(log2 T) vectorized sweeps, no loop over positions.
     """
     return decayed_cumsum((1 - decay) * x, decay)
-
-
-def causal_depthwise_conv(x: torch.Tensor, weight: torch.Tensor, bias: torch.Tensor) -> torch.Tensor:
-    """``y_t = bias + sum_j weight[:, 0, j] * x_{t - w + 1 + j}`` per channel, for x (B, T, D).
-
-    Run as a 2-d convolution on the (B, D, 1, T) view of x, which is already channels-last in
-    memory: no transposed copy in or out, and oneDNN's channels-last depthwise kernel takes about
-    half the time of ``Conv1d`` on the transposed copy (forward + backward, on CPU). Both sides
-    are padded by w - 1; the first T outputs are the causal ones.
-    """
-    t, width = x.shape[1], weight.shape[-1]
-    y = F.conv2d(x.transpose(1, 2).unsqueeze(2), weight.unsqueeze(2), bias, padding=(0, width - 1), groups=x.shape[-1])
-    return y[..., :t].squeeze(2).transpose(1, 2)
 
 
 def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
@@ -159,7 +146,6 @@ class InvertedOptions:
     n_pools: int = 1  # normalization pools; messages are routed to a pool by content
     read_topk: int = 4  # k: units each token reads (n_units = dense softmax read); k=4 beat k=2 in `make ablation`
     d_key: int = 32
-    conv_width: int = 8  # local private channel; 0 switches it off; 8 beat 4 on every full-budget cell
     refractory: bool = True  # rest-based allocation; False = content-only (ablation)
     timescales: tuple[float, ...] = (0.9, 0.99, 0.999)  # multi-timescale context; () = off
     ordinal_read: bool = True  # address units by ordinal (recency) as well as content
@@ -192,8 +178,6 @@ class InvertedMixer(Mixer):
             raise ConfigError(f"inverted.read_topk={o.read_topk} cannot exceed n_units={o.n_units}")
         if o.n_units % o.n_pools:
             raise ConfigError(f"inverted.n_units={o.n_units} must divide into n_pools={o.n_pools} equal pools")
-        if not isinstance(o.conv_width, int) or o.conv_width < 0:
-            raise ConfigError(f"inverted.conv_width must be an integer >= 0, got {o.conv_width!r}")
         if any(not 0 < lam < 1 for lam in o.timescales):
             raise ConfigError(f"inverted.timescales must lie in (0, 1), got {o.timescales!r}")
         if len(o.timescales) > d_model:
@@ -214,10 +198,6 @@ class InvertedMixer(Mixer):
         self.o, self.d_model = o, d_model
         self.pool_size = o.n_units // o.n_pools
         self.n_freq = o.n_freq if o.ordinal_read else 0
-        if o.conv_width:
-            self.conv = nn.Conv1d(d_model, d_model, o.conv_width, groups=d_model)
-            nn.init.normal_(self.conv.weight, std=0.1)
-            nn.init.zeros_(self.conv.bias)
         if o.timescales:
             groups = torch.arange(d_model) * len(o.timescales) // d_model
             self.register_buffer("decay", torch.tensor(o.timescales)[groups], persistent=False)
@@ -249,8 +229,8 @@ class InvertedMixer(Mixer):
 
     # ------------------------------------------------------------------ pieces shared by both forms
 
-    def _features(self, x: torch.Tensor, local: torch.Tensor, ema: torch.Tensor | None):
-        """h = x + local, and every linear map of h in one matmul.
+    def _features(self, h: torch.Tensor, ema: torch.Tensor | None):
+        """Every linear map of h in one matmul.
 
         The gates, router and ordinal query read feat = [h; ema]; the content query and key read
         h. All five run as ``W_h h + b`` with their h-weights stacked (one GEMM and one gradient
@@ -258,7 +238,6 @@ class InvertedMixer(Mixer):
         concatenation feat is never built. Returns ``(h, (gate logits, route logits or None,
         ordinal coefficients or None), (query content, key content))``.
         """
-        h = x + local
         d = self.d_model
         feat_layers = [self.gates, self.router, self.ordinal_query if self.n_freq else None]
         present = [layer for layer in feat_layers if layer is not None]
@@ -271,7 +250,7 @@ class InvertedMixer(Mixer):
         if ema is not None:
             logits = logits + F.linear(ema, torch.cat([layer.weight[:, d:] for layer in present]))
         parts = iter(logits.split(widths, dim=-1))
-        return h, tuple(next(parts) if layer is not None else None for layer in feat_layers), (query, key)
+        return tuple(next(parts) if layer is not None else None for layer in feat_layers), (query, key)
 
     def _gates(self, gate_logits: torch.Tensor):
         probs = torch.sigmoid(gate_logits)
@@ -331,12 +310,9 @@ class InvertedMixer(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         o, m = self.o, self.o.n_units
-        if o.conv_width:
-            local = causal_depthwise_conv(x, self.conv.weight, self.conv.bias)
-        else:
-            local = torch.zeros_like(x)
         ema = get_impl("ema", x.device, self.kernels)(x, self.decay) if o.timescales else None
-        h, (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x, local, ema)
+        h = x
+        (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x, ema)
         p_write, write, advance = self._gates(gate_logits)
         self.hook_salience(p_write)
 
@@ -403,7 +379,7 @@ class InvertedMixer(Mixer):
             "write_fraction": float(written.float().mean()),
             "advance_fraction": float((advance.detach() > 0.5).float().mean()),
         }
-        return self.out(read) + local
+        return self.out(read)
 
     def _gain(self, occupant: torch.Tensor, pool_counts: torch.Tensor) -> torch.Tensor:
         """Refractory gain in [0, 1]: writes to the unit's pool since it last fired / pool size."""
@@ -485,7 +461,6 @@ class InvertedMixer(Mixer):
         # Counters stay float64 whatever the model dtype: bf16 stops counting at 256, fp32 at 2**24.
         counter = dict(device=device, dtype=torch.float64)
         return {
-            "conv": torch.zeros(batch_size, max(o.conv_width - 1, 0), d, **zeros),
             "ema": torch.zeros(batch_size, d, **zeros) if o.timescales else None,
             "count": torch.zeros(batch_size, **counter),
             "pointer": torch.full((batch_size,), -1.0, **counter),
@@ -498,16 +473,11 @@ class InvertedMixer(Mixer):
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         o, m = self.o, self.o.n_units
-        if o.conv_width:
-            window = torch.cat([state["conv"], x_t[:, None]], dim=1)  # (B, w, d)
-            local = (window * self.conv.weight[:, 0, :].T).sum(1) + self.conv.bias
-            conv_state = window[:, 1:]
-        else:
-            local, conv_state = torch.zeros_like(x_t), state["conv"]
         ema = None
         if o.timescales:
             ema = self.decay * state["ema"] + (1 - self.decay) * x_t
-        h, (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x_t, local, ema)
+        h = x_t
+        (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x_t, ema)
         _, write, advance = self._gates(gate_logits)
         count = state["count"] + write
         pointer = state["pointer"] + advance
@@ -542,7 +512,6 @@ class InvertedMixer(Mixer):
         if _hooked(self.hook_read_weights):
             self.hook_read_weights(weights if top is None else torch.zeros_like(scores).scatter(-1, top, weights))
         new_state = {
-            "conv": conv_state,
             "ema": ema,
             "count": count,
             "pointer": pointer,
@@ -552,7 +521,7 @@ class InvertedMixer(Mixer):
             "occupied": occupied,
             "fired_at": fired_at,
         }
-        return self.out(read) + local, new_state
+        return self.out(read), new_state
 
 
 # ----------------------------------------------------------------------------- the user's glossary names
@@ -601,7 +570,7 @@ def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None,
 
     Multiply-adds per token of the chunked parallel form (forward, eval mode, CPU path) and of
     one recurrent step, and the recurrent state in numbers. Per-token work and state do not grow
-    with the length; only the total does, linearly. Counted: the convolution, the projections,
+    with the length; only the total does, linearly. Counted: the projections,
     the EMA's (C, C) chunk matmul (C * d), scoring the M + C candidates and mixing the kept values
     (k * d with the gather read; (M + C) * d when k covers every candidate, a dense read). Not
     counted: nonlinearities, the candidate tables, the top-k.
@@ -619,9 +588,9 @@ def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None,
     step = projections + o.n_units * key_dim + o.read_topk * d_model
     ema = chunk * d_model if o.timescales else 0
     mix = o.read_topk * d_model if o.read_topk < candidates else candidates * d_model
-    parallel = o.conv_width * d_model + projections + ema + candidates * key_dim + mix
+    parallel = projections + ema + candidates * key_dim + mix
     counters = 2 + (o.n_pools if o.refractory else 1)
-    state = o.n_units * (key_dim + d_model + 2) + d_model * (max(o.conv_width - 1, 0) + (1 if o.timescales else 0)) + counters
+    state = o.n_units * (key_dim + d_model + 2) + d_model * (1 if o.timescales else 0) + counters
     return {
         "chunk": chunk,
         "candidates_per_token": candidates,

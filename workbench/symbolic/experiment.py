@@ -75,8 +75,8 @@ def train_system1(task: SymbolicTask, label: str, cfg: dict, seed: int, device: 
         train=TrainConfig(steps=steps, batch_size=cfg["batch_size"], lr=3e-3, warmup_steps=min(100, steps // 10),
                           eval_every=steps, checkpoint_every=steps, seed=seed),
     ).validate()
-    result = train(config, progress=False, device=device, task=task)
-    return result["model"].eval(), result
+    model, record = train(config, progress=False, device=device, task=task)
+    return model.eval(), record
 
 
 def _stats(values: list[float]) -> dict[str, float]:
@@ -256,7 +256,7 @@ def run_system2(budget: str, seeds: int, results: Path, tasks: tuple[str, ...] =
                           else "no System 2 task given")
     import torch
 
-    from workbench.train import device_name, git_commit
+    from workbench.provenance import device_name, git_commit
 
     dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
     started = time.perf_counter()

@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
-from workbench.config import ConfigError
+from workbench.config import ConfigError, TaskConfig
 from workbench.tasks.base import Batch, Task, step_generator
 from workbench.tasks.charlm import CharLMTask
 from workbench.tasks.copy import CopyTask
@@ -21,9 +22,22 @@ TASKS: dict[str, type[Task]] = {
     "majority": MajorityTask,
 }
 
-# System 2's token-form reasoning tasks (hops, kinship, temporal, concepts): importing the
-# module adds them to TASKS (it registers itself, so either import order works).
-import workbench.symbolic.tasks  # noqa: E402,F401
+
+def register_task(name: str, task_class: type[Task]) -> None:
+    """Add a task to the registry (packages beside the core, such as System 2, call this)."""
+    TASKS[name] = task_class
+
+
+def check_task(config: TaskConfig) -> None:
+    """The task exists and takes these options (their values are checked when it is built)."""
+    config.validate()
+    if config.name not in TASKS:
+        raise ConfigError(f"unknown task {config.name!r}; choose one of {sorted(TASKS)}")
+    parameters = inspect.signature(TASKS[config.name].__init__).parameters
+    unknown = sorted(set(config.options) - set(parameters) - {"self"})
+    if unknown:
+        known = sorted(set(parameters) - {"self"})
+        raise ConfigError(f"unknown options {unknown} for task {config.name!r}; known: {known}")
 
 
 def build_task(name: str, options: dict[str, Any] | None = None) -> Task:

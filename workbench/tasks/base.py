@@ -51,8 +51,8 @@ def lm_accuracy(model: Model, inputs: torch.Tensor, targets: torch.Tensor, batch
     for start in range(0, len(inputs), batch_size):
         x = inputs[start : start + batch_size].to(device)
         y = targets[start : start + batch_size].to(device)
-        hit = (model(x).argmax(-1) == y) & (y != IGNORE)
         valid = y != IGNORE
+        hit = (model.predict_labelled(x, y) == y) & valid
         correct += int(hit.sum())
         counted += int(valid.sum())
         exact += int((hit | ~valid).all(dim=1).sum())

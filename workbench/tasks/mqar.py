@@ -12,6 +12,7 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from workbench.config import ConfigError
 from workbench.model import IGNORE, Model, TaskIO
 from workbench.tasks.base import Batch, Task, lm_accuracy
 
@@ -60,14 +61,26 @@ class MQARTask(Task):
         vocab_size: int = 512,
         n_eval: int = 1000,
         eval_seed: int = 777,
-        long_config: tuple[int, int] | None = (1024, 64),
+        long_configs: list[tuple[int, int]] | tuple = ((1024, 64),),
     ) -> None:
+        for name, value in (("seq_len", seq_len), ("kv_pairs", kv_pairs), ("vocab_size", vocab_size),
+                            ("n_eval", n_eval)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"mqar.{name} must be a positive integer, got {value!r}")
+        try:
+            self.long_configs = [(int(s), int(k)) for s, k in (long_configs or [])]
+        except (TypeError, ValueError):
+            raise ConfigError(f"mqar.long_configs must be a list of [seq_len, kv_pairs], got {long_configs!r}") from None
         self.seq_len, self.kv_pairs, self.vocab_size = seq_len, kv_pairs, vocab_size
         self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=vocab_size)
         self.eval_seed, self.n_eval = eval_seed, n_eval
-        self.long_config = tuple(long_config) if long_config else None
         rng = np.random.default_rng([eval_seed, seq_len, kv_pairs])
-        self.eval_batch = make_mqar_examples(n_eval, seq_len, kv_pairs, vocab_size, rng)
+        try:
+            self.eval_batch = make_mqar_examples(n_eval, seq_len, kv_pairs, vocab_size, rng)
+            for s, k in self.long_configs:  # fail now, not after hours of training
+                make_mqar_examples(1, s, k, vocab_size, np.random.default_rng(0))
+        except ValueError as exc:
+            raise ConfigError(f"mqar: {exc}") from None
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))
@@ -77,10 +90,9 @@ class MQARTask(Task):
     def evaluate(self, model: Model, final: bool = False) -> dict[str, float]:
         correct, counted, _ = lm_accuracy(model, self.eval_batch.inputs, self.eval_batch.targets)
         metrics = {"accuracy": correct / counted}
-        if final and self.long_config:
-            seq_len, kv_pairs = self.long_config
+        for seq_len, kv_pairs in self.long_configs if final else []:
             rng = np.random.default_rng([self.eval_seed, seq_len, kv_pairs])
             batch = make_mqar_examples(self.n_eval, seq_len, kv_pairs, self.vocab_size, rng)
-            correct, counted, _ = lm_accuracy(model, batch.inputs, batch.targets, batch_size=50)
+            correct, counted, _ = lm_accuracy(model, batch.inputs, batch.targets, batch_size=max(1, 25_000 // seq_len))
             metrics[f"accuracy@{seq_len}x{kv_pairs}"] = correct / counted
         return metrics

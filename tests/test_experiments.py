@@ -1,0 +1,182 @@
+"""Experiments as data: runs listed from cells x variants x seeds, the learning-rate grid, the runner
+(resumable, shared between processes, honest about divergence and what is missing) and the summary."""
+
+from __future__ import annotations
+
+import json
+import random
+from dataclasses import replace
+from pathlib import Path
+
+import pytest
+
+from workbench.config import ConfigError
+from workbench.experiments import get_experiment, parse_variant
+from workbench.experiments.aggregate import aggregate
+from workbench.experiments.protocol_v2 import MIXERS, protocol_v2
+from workbench.experiments.runner import chosen_rate, claim_run, finished, run_experiment
+from workbench.experiments.spec import Experiment, Variant
+
+
+@pytest.fixture()
+def corpus_dir(tmp_path, monkeypatch) -> Path:
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(1500)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tinyshakespeare.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    return data
+
+
+def small(experiment: Experiment, cells: list[str], mixers: list[str], **changes) -> Experiment:
+    """The experiment on a few cells and tiny models (d_model 32), so a test trains in seconds."""
+    variants = [Variant(m, m, {"n_units": 8, "chunk_size": 8} if m == "inverted" else {}) for m in mixers]
+    out = experiment.filtered(cells=cells, variants=variants)
+    out.model = {**out.model, "d_model": 32}
+    for key, value in changes.items():
+        setattr(out, key, value)
+    return out
+
+
+def test_protocol_v2_lists_every_mixer_cell_and_the_grid_then_seeds():
+    full = protocol_v2("full")
+    assert [v.label for v in full.variants] == MIXERS and full.seeds == 3 and full.lr_grid == (1e-3, 3e-3, 1e-2)
+    labels = [c.label for c in full.cells]
+    assert {"mqar-64x4", "mqar-128x8", "mqar-256x16", "mqar-512x64", "copy", "charlm", "charlm-600s"} == set(labels)
+    mqar = next(c for c in full.cells if c.label == "mqar-256x16")
+    assert mqar.task_options["vocab_size"] == 8192
+    assert mqar.task_options["long_configs"] == [[512, 32], [1024, 64], [2048, 128]]
+    runs, blocked = full.runs(Path("/nonexistent"), lambda cell, variant: None)
+    # Before any grid run has finished, only the grid runs are listed: 3 rates x seed 0 per pair,
+    # none for the 600 s cell (it takes the rate char-LM chose).
+    assert len(runs) == 3 * len(MIXERS) * (len(labels) - 1) and all(r.stage == "grid" and r.seed == 0 for r in runs)
+    assert len(blocked) == len(MIXERS) * len(labels)
+    every = {r.config.model.short_conv for r in runs} | {r.config.model.d_model for r in runs}
+    assert every == {8, 128}  # one front end and one width for every mixer
+
+
+def test_parse_variant_splits_mixer_options_from_model_fields():
+    variant = parse_variant("inverted:n_pools=4:timescales=[]@n_layers=2:short_conv=0")
+    assert (variant.mixer, variant.options, variant.model) == ("inverted", {"n_pools": 4, "timescales": []},
+                                                              {"n_layers": 2, "short_conv": 0})
+    assert "@" not in variant.safe and ":" not in variant.safe
+    with pytest.raises(ConfigError, match="key=value"):
+        parse_variant("inverted:n_pools")
+    with pytest.raises(ConfigError, match="unknown model fields"):
+        parse_variant("transformer@depth=2")
+
+
+def test_grid_picks_the_best_rate_on_seed_0_then_trains_the_other_seeds_there(corpus_dir, tmp_path, monkeypatch):
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"], lr_grid=(1e-3, 3e-2), seeds=2)
+    results = tmp_path / "results"
+    summary, missing = run_experiment(experiment, results, progress=False)
+    assert missing == []
+    (row,) = summary["rows"]
+    grid = row["lr_grid"]
+    assert set(grid) == {"0.001", "0.03"} and all(v is not None for v in grid.values())
+    best = max(grid, key=lambda k: (grid[k], -float(k)))
+    chosen = chosen_rate(experiment, results)(experiment.cells[0], experiment.variants[0])
+    assert row["lr"] == chosen
+    assert float(best) == chosen or grid[best] == grid[f"{chosen:g}"]  # a tie is broken by steps, then the rate
+    seeds = sorted(p.name for p in (results / "v2" / "smoke").iterdir())
+    assert len(seeds) == 3 and sum(f"lr{chosen:g}--s1" in name for name in seeds) == 1
+    assert row["seeds"] == 2 and row["complete"]
+
+
+def test_a_diverging_run_is_recorded_and_never_chosen(corpus_dir, tmp_path, monkeypatch):
+    import workbench.train
+
+    original = workbench.train.train
+
+    def fake(config, **kwargs):
+        if config.train.lr > 0.01:
+            raise FloatingPointError("loss became nan at step 3; try a lower train.lr")
+        return original(config, **kwargs)
+
+    monkeypatch.setattr(workbench.train, "train", fake)
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"], lr_grid=(1e-3, 1.0), seeds=1)
+    summary, missing = run_experiment(experiment, tmp_path / "r", progress=False)
+    (row,) = summary["rows"]
+    assert row["lr"] == 1e-3 and row["lr_grid"]["1"] is None and missing == []
+    diverged = finished(experiment.run(experiment.cells[0], experiment.variants[0], 0, 1.0, "grid", tmp_path / "r"))
+    assert diverged["status"] == "diverged" and "nan" in diverged["error"]
+
+
+def test_runs_held_by_another_process_are_waited_for_or_reported_missing(corpus_dir, tmp_path):
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer", "inverted"])
+    results = tmp_path / "results"
+    runs, _ = experiment.runs(results, chosen_rate(experiment, results))
+    held = runs[0]
+    with claim_run(held.directory) as holder:  # this test plays the other process
+        assert holder is None
+        summary, missing = run_experiment(experiment, results, progress=False, wait=False)
+        assert len(missing) == 1 and held.variant.label in missing[0]
+        assert [r["variant"] for r in summary["rows"]] == [runs[1].variant.label]  # incomplete left out...
+        assert summary["incomplete"][0]["variant"] == held.variant.label  # ...and listed
+    # The holder died (its lock file stays, the OS lock does not): the next pass takes the run over.
+    summary, missing = run_experiment(experiment, results, progress=False, wait=False)
+    assert missing == [] and len(summary["rows"]) == 2 and not (held.directory / "running.lock").exists()
+
+
+def test_a_waiting_process_picks_up_a_run_whose_holder_finishes(corpus_dir, tmp_path, monkeypatch):
+    import workbench.experiments.runner as runner
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"])
+    results = tmp_path / "results"
+    (run,) = experiment.runs(results, chosen_rate(experiment, results))[0]
+    state = {"sleeps": 0}
+    lock = claim_run(run.directory)
+    lock.__enter__()
+
+    def sleep(_seconds):  # the other process finishes while we wait
+        state["sleeps"] += 1
+        lock.__exit__(None, None, None)
+
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+    summary, missing = run_experiment(experiment, results, progress=False, wait=True, poll_s=0)
+    assert state["sleeps"] == 1 and missing == [] and summary["rows"][0]["complete"]
+
+
+def test_finished_runs_made_with_another_config_are_refused(corpus_dir, tmp_path):
+    experiment = small(protocol_v2("smoke"), ["copy"], ["inverted"])
+    results = tmp_path / "results"
+    run_experiment(experiment, results, progress=False)
+    (path,) = (results / "v2" / "smoke").glob("*/result.json")
+    record = json.loads(path.read_text())
+    record["config"]["train"]["lr"] = 0.5
+    path.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"(?s)another config.*train.lr: 0.5 -> 0.003"):
+        run_experiment(experiment, results, progress=False)
+    record["config"]["train"]["lr"] = 0.003
+    record["mixer_options_resolved"]["read_topk"] = 99  # a default that moved since the run
+    path.write_text(json.dumps(record))
+    with pytest.raises(ConfigError, match=r"mixer_options_resolved.read_topk: 99 -> 4"):
+        run_experiment(experiment, results, progress=False)
+
+
+def test_aggregate_refuses_partial_rows_unless_told(corpus_dir, tmp_path):
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"], seeds=2)
+    results = tmp_path / "results"
+    only_seed_0 = replace(experiment, seeds=1)
+    run_experiment(only_seed_0, results, progress=False)
+    strict = aggregate(experiment, results)
+    assert strict["rows"] == [] and strict["incomplete"][0]["seeds"] == 1
+    loose = aggregate(experiment, results, allow_incomplete=True)
+    assert loose["rows"][0]["complete"] is False and loose["rows"][0]["seeds"] == 1
+    written = json.loads(experiment.summary_path(results).read_text())
+    assert written == json.loads(json.dumps(loose))
+
+
+def test_companion_experiments_build_and_take_their_rates_from_v2(tmp_path):
+    for name in ("v2-2layer", "v2-noconv", "pareto", "ablation"):
+        experiment = get_experiment(name, "full", tmp_path)
+        runs, blocked = experiment.runs(tmp_path, chosen_rate(experiment, tmp_path))
+        assert runs or blocked
+        if name in ("pareto", "ablation"):  # no v2 results yet: every run waits for v2's rate
+            assert not runs and blocked
+    pareto = get_experiment("pareto", "full", tmp_path)
+    widths = {v.model.get("d_model") for v in pareto.variants}
+    assert {64, 128, 256} <= widths and pareto.seeds == 1
+    assert get_experiment("v2-2layer", "full", tmp_path).model["n_layers"] == 2

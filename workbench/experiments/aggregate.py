@@ -1,0 +1,96 @@
+"""Mean and standard deviation over seeds for every (cell, variant) of an experiment -> one JSON file.
+
+A row is complete when every seed the experiment asks for has a record. Incomplete rows are left
+out of the summary (and listed under ``incomplete``) unless ``allow_incomplete`` is given; then
+they are kept with ``complete: false`` and the table shows how many seeds they have.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+from pathlib import Path
+from typing import Any
+
+from workbench.experiments.spec import Experiment
+from workbench.storage import write_json_atomic
+
+
+def primary_score(record: dict[str, Any]) -> float:
+    """The task's primary metric (higher is better); -inf for a run whose loss diverged."""
+    value = record.get("metrics", {}).get(record.get("metric", ""), None)
+    return float(value) if isinstance(value, (int, float)) and math.isfinite(value) else -math.inf
+
+
+def stats(values: list[float]) -> dict[str, float]:
+    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
+            "n": len(values)}
+
+
+def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = False) -> dict[str, Any]:
+    from workbench.experiments.runner import chosen_rate, finished
+
+    results = Path(results)
+    chosen = chosen_rate(experiment, results)
+    rows, incomplete = [], []
+    for cell in experiment.cells:
+        for variant in experiment.variants:
+            grid = {run.lr: finished(run) for run in (experiment.run(cell, variant, 0, lr, "grid", results)
+                                                      for lr in experiment.grid(cell))}
+            lr = experiment.rate(cell, variant, chosen)
+            seeds: list[dict[str, Any]] = []
+            if lr is not None:
+                first = 1 if grid else 0
+                if grid:
+                    seeds.append(grid[lr])
+                seeds += [finished(experiment.run(cell, variant, seed, lr, "seed", results))
+                          for seed in range(first, experiment.seeds)]
+            records = [r for r in seeds if r is not None]
+            complete = lr is not None and len(records) == experiment.seeds
+            if not records or not (complete or allow_incomplete):
+                if not complete:
+                    incomplete.append({"label": cell.label, "variant": variant.label, "seeds": len(records),
+                                       "grid_done": sum(r is not None for r in grid.values()), "grid": len(grid)})
+                continue
+            rows.append(_row(cell, variant, lr, grid, records, experiment.seeds, complete))
+            if not complete:
+                incomplete.append({"label": cell.label, "variant": variant.label, "seeds": len(records),
+                                   "grid_done": sum(r is not None for r in grid.values()), "grid": len(grid)})
+    summary = {"experiment": experiment.name, "budget": experiment.budget, "seeds": experiment.seeds,
+               "lr_grid": list(experiment.lr_grid or []), "model": experiment.model, "notes": experiment.notes,
+               "rows": rows, "incomplete": incomplete}
+    write_json_atomic(experiment.summary_path(results), summary)
+    return summary
+
+
+def _row(cell, variant, lr, grid, records, expected, complete) -> dict[str, Any]:
+    trained = [r for r in records if r.get("status") != "diverged"]
+    row: dict[str, Any] = {
+        "label": cell.label, "task": cell.task, "variant": variant.label, "mixer": variant.mixer,
+        "lr": lr, "lr_grid": {f"{k:g}": (None if r is None else _score_or_none(r)) for k, r in grid.items()},
+        "seeds": len(records), "seeds_expected": expected, "complete": complete,
+        "diverged": len(records) - len(trained), "metrics": {},
+    }
+    for name in cell.metrics:
+        values = [r["metrics"][name] for r in trained if name in r["metrics"]]
+        if values:
+            row["metrics"][name] = stats(values)
+    if trained:
+        row["steps"] = stats([r["steps"] for r in trained])
+        row["reached_target"] = sum(bool(r.get("reached_target")) for r in trained)
+        row["train_time_s"] = stats([r["train_time_s"] for r in trained])
+        row["tokens_per_s"] = stats([r["tokens_per_s"] for r in trained])
+        row["parameters"] = trained[0]["parameters"]
+        row["state_floats"] = trained[0].get("state_floats")
+        row["device"] = trained[0]["device"]
+    return row
+
+
+def _score_or_none(record: dict[str, Any]) -> float | None:
+    score = primary_score(record)
+    return None if score == -math.inf else score
+
+
+def load_summary(path: Path) -> dict[str, Any]:
+    return json.loads(Path(path).read_text())
