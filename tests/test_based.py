@@ -11,6 +11,7 @@ from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError
 from workbench.kernels.linear_attention import (
+    TaylorRows,
     linear_attention_chunked,
     linear_attention_naive,
     linear_attention_step,
@@ -49,6 +50,21 @@ def test_taylor_feature_map_has_the_second_order_exp_kernel(d):
     assert taylor_feature_dim(16) == 153
 
 
+def test_feature_major_taylor_rows_match_the_map_and_pass_gradcheck():
+    x = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)  # (..., d = 5, L = 7)
+    rows = TaylorRows.apply(x)
+    torch.testing.assert_close(rows, taylor_feature_map(x.transpose(-1, -2)).transpose(-1, -2), rtol=0, atol=1e-15)
+    assert torch.autograd.gradcheck(TaylorRows.apply, (x,))
+    assert torch.autograd.gradgradcheck(TaylorRows.apply, (x,))
+
+
+def test_unknown_feature_map_is_rejected():
+    q = torch.randn(1, 1, 3, 2)
+    for op in (linear_attention_chunked, linear_attention_naive):
+        with pytest.raises(ValueError, match="feature_map"):
+            op(q, q, q, feature_map="relu")
+
+
 # ----------------------------------------------------------------------------- the op
 
 
@@ -59,12 +75,13 @@ def op_inputs(t, f=4, d=5, seed=0):
     return tuple(z.requires_grad_() for z in (q, k, v))
 
 
-def step_loop(phi_q, phi_k, v, eps, normalize):
-    b, h, t, f = phi_q.shape
-    kv, z = phi_q.new_zeros(b, h, f, v.shape[-1]), phi_q.new_zeros(b, h, f)
+def step_loop(q, k, v, eps=1e-12, normalize=True, feature_map="taylor"):
+    b, h, t, f = q.shape
+    f = taylor_feature_dim(f) if feature_map == "taylor" else f
+    kv, z = q.new_zeros(b, h, f, v.shape[-1]), q.new_zeros(b, h, f)
     outputs = []
     for s in range(t):
-        y, kv, z = linear_attention_step(phi_q[:, :, s], phi_k[:, :, s], v[:, :, s], kv, z, eps, normalize)
+        y, kv, z = linear_attention_step(q[:, :, s], k[:, :, s], v[:, :, s], kv, z, eps, normalize, feature_map)
         outputs.append(y)
     return torch.stack(outputs, dim=2)
 
@@ -80,17 +97,13 @@ def dense_based(q, k, v, eps=1e-12, normalize=True):
 @pytest.mark.parametrize("t", [1, 7, C, C + 3, 3 * C + 5])
 def test_naive_chunked_step_agree_values_and_gradients(t, normalize):
     inputs = op_inputs(t)
-
-    def through(form):
-        return lambda q, k, v: form(taylor_feature_map(q), taylor_feature_map(k), v)
-
     y_ref, g_ref = values_and_grads(lambda q, k, v: dense_based(q, k, v, normalize=normalize), inputs)
     for form in (
-        lambda pq, pk, v: linear_attention_naive(pq, pk, v, normalize=normalize),
-        lambda pq, pk, v: linear_attention_chunked(pq, pk, v, C, normalize=normalize),
-        lambda pq, pk, v: step_loop(pq, pk, v, 1e-12, normalize),
+        lambda q, k, v: linear_attention_naive(q, k, v, normalize=normalize),
+        lambda q, k, v: linear_attention_chunked(q, k, v, C, normalize=normalize),
+        lambda q, k, v: step_loop(q, k, v, normalize=normalize),
     ):
-        y, g = values_and_grads(through(form), inputs)
+        y, g = values_and_grads(form, inputs)
         torch.testing.assert_close(y, y_ref, rtol=0, atol=1e-10)
         assert_all_close(g, g_ref, 1e-10)
 
@@ -99,9 +112,14 @@ def test_chunked_form_for_any_chunk_size_and_a_generic_feature_map():
     gen = torch.Generator().manual_seed(3)
     phi_q, phi_k = (torch.rand(1, 2, 29, 6, generator=gen, dtype=torch.float64) for _ in range(2))
     v = torch.randn(1, 2, 29, 3, generator=gen, dtype=torch.float64)
-    ref = linear_attention_naive(phi_q, phi_k, v, eps=1e-3)
+    ref = linear_attention_naive(phi_q, phi_k, v, eps=1e-3, feature_map="identity")
     for chunk in (1, 2, 5, 29, 64):
-        torch.testing.assert_close(linear_attention_chunked(phi_q, phi_k, v, chunk, eps=1e-3), ref, rtol=0, atol=1e-12)
+        got = linear_attention_chunked(phi_q, phi_k, v, chunk, eps=1e-3, feature_map="identity")
+        torch.testing.assert_close(got, ref, rtol=0, atol=1e-12)
+    q, k = phi_q - 0.5, phi_k - 0.5
+    ref = linear_attention_naive(q, k, v)
+    for chunk in (1, 3, 29, 64):
+        torch.testing.assert_close(linear_attention_chunked(q, k, v, chunk), ref, rtol=0, atol=1e-12)
 
 
 # ----------------------------------------------------------------------------- the external oracle
@@ -125,7 +143,7 @@ def test_based_op_matches_fla_naive_parallel_based(fla_naive, t):
     scale = f**-0.25
 
     def ours(q, k, v):
-        return linear_attention_chunked(taylor_feature_map(q * scale), taylor_feature_map(k * scale), v, C, eps=1e-6)
+        return linear_attention_chunked(q * scale, k * scale, v, C, eps=1e-6)
 
     y_ref, g_ref = values_and_grads(naive_parallel_based, inputs)  # its eps is 1e-6
     y, g = values_and_grads(ours, inputs)
@@ -137,7 +155,7 @@ def test_based_op_matches_fla_naive_chunk_based(fla_naive):
     _, naive_chunk_based, _ = fla_naive
     q, k, v = (z.detach() for z in op_inputs(32, f=16, d=6, seed=1))
     s = 16**-0.25
-    ours = linear_attention_chunked(taylor_feature_map(q * s), taylor_feature_map(k * s), v, C, eps=1e-6)
+    ours = linear_attention_chunked(q * s, k * s, v, C, eps=1e-6)
     torch.testing.assert_close(ours, naive_chunk_based(q, k, v, chunk_size=16), rtol=0, atol=1e-10)
 
 
@@ -153,7 +171,7 @@ def test_generic_linear_attention_matches_fla_naive_recurrent(fla_naive):
             *(z.transpose(1, 2) for z in (phi_q, phi_k, v)), scale=1.0, normalize=normalize
         )
         # fla's loop runs in float32 whatever the input; its normalizer eps is 1e-10.
-        ours = linear_attention_chunked(phi_q, phi_k, v, C, eps=1e-10, normalize=normalize)
+        ours = linear_attention_chunked(phi_q, phi_k, v, C, eps=1e-10, normalize=normalize, feature_map="identity")
         torch.testing.assert_close(ours, ref.transpose(1, 2).to(ours.dtype), rtol=1e-5, atol=1e-5)
 
 

@@ -84,7 +84,8 @@ def window_attention_chunked(
     keys = torch.cat([F.pad(kb, (0, 0, 0, 0, 1, 0))[:, :n], kb], dim=2)  # (B*H, n, 2W, E): [block i-1; block i]
     values = torch.cat([F.pad(vb, (0, 0, 0, 0, 1, 0))[:, :n], vb], dim=2)
     masks = band_mask(w, q.device)
-    mask = torch.cat([masks[:1], masks[1:].expand(n - 1, w, 2 * w)])  # (n, W, 2W)
+    # (1, n, W, 2W): given 4-d, the mask keeps SDPA on its fused CPU kernel (a 3-d one sends it to the math path)
+    mask = torch.cat([masks[:1], masks[1:].expand(n - 1, w, 2 * w)])[None]
     y = F.scaled_dot_product_attention(qb, keys, values, attn_mask=mask, scale=scale)
     y = y.reshape(b, h, n * w, d)
     return y if not pad else y[:, :, :t]
