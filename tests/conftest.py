@@ -24,6 +24,8 @@ torch.set_num_threads(1)
 SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "transformer": {"n_heads": 4},
     "inverted": {"n_units": 8, "read_topk": 2, "write_bias": 2.0, "chunk_size": 6},
+    "sliding_window": {"n_heads": 4, "window": 5},
+    "based": {"feature_dim": 4, "n_heads": 2, "window": 4, "window_heads": 2, "chunk_size": 6},
 }
 
 

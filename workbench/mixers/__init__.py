@@ -7,12 +7,16 @@ offers a recurrent form: ``init_state(batch)`` then ``step(x_t, state)``.
 from __future__ import annotations
 
 from workbench.mixers.base import Mixer
+from workbench.mixers.based import BasedMixer
 from workbench.mixers.inverted import InvertedMixer
+from workbench.mixers.sliding_window import SlidingWindowAttention
 from workbench.mixers.transformer import SoftmaxAttention
 
 MIXERS: dict[str, type[Mixer]] = {
     "transformer": SoftmaxAttention,
     "inverted": InvertedMixer,
+    "sliding_window": SlidingWindowAttention,
+    "based": BasedMixer,
 }
 
-__all__ = ["MIXERS", "Mixer", "InvertedMixer", "SoftmaxAttention"]
+__all__ = ["MIXERS", "Mixer", "BasedMixer", "InvertedMixer", "SlidingWindowAttention", "SoftmaxAttention"]
