@@ -11,11 +11,13 @@ from workbench.tasks.charlm import CharLMTask
 from workbench.tasks.copy import CopyTask
 from workbench.tasks.majority import MajorityTask
 from workbench.tasks.mqar import MQARTask
+from workbench.tasks.multistream import MultiStreamTask
 from workbench.tasks.tabular import DiabetesTask, DigitsTask
 
 TASKS: dict[str, type[Task]] = {
     "copy": CopyTask,
     "mqar": MQARTask,
+    "multistream": MultiStreamTask,
     "charlm": CharLMTask,
     "digits": DigitsTask,
     "diabetes": DiabetesTask,

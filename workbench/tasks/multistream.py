@@ -1,0 +1,129 @@
+"""Multi-stream recall: interleaved key-value streams of very different rates; recall the latest value.
+
+Where recency is not enough (issue 18). S streams each own a range of key tokens; an example draws
+``keys_per_stream`` keys from each stream's range, then a sequence of events: each event picks a
+stream by its rate (geometric: stream s has weight ``rate_ratio ** s``), one of that stream's keys
+and a fresh random value, and posts ``key value``. Keys repeat, so the answer to a query is the
+key's LATEST value. After the events come ``n_queries`` queries ``key value``, the streams asked
+about equally often (each query picks a stream with at least one event, then one of its keys that
+was posted): the value is the label. Every other position carries no loss.
+
+A memory that keeps the last M messages (a window, a FIFO ring) loses the rare streams, whose last
+update lies many frequent-stream events back; a memory whose units hold one key each, or whose
+units are split between the streams by content, keeps them. ``accuracy@stream<s>`` reports each
+stream separately.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from workbench.config import ConfigError
+from workbench.model import IGNORE, Model, TaskIO
+from workbench.tasks.base import Batch, Task, lm_accuracy
+
+
+def make_multistream_examples(
+    n: int, seq_len: int, n_streams: int, keys_per_stream: int, key_range: int, n_values: int, n_queries: int,
+    rate_ratio: float, rng: np.random.Generator,
+) -> tuple[Batch, np.ndarray]:
+    """(batch, stream of each query (n, n_queries)). Token ids: 0 unused, keys, then values."""
+    n_events = (seq_len + 1 - 2 * n_queries) // 2
+    rates = rate_ratio ** np.arange(n_streams)
+    rates = rates / rates.sum()
+    value_base = 1 + n_streams * key_range
+    tokens = np.zeros((n, 2 * (n_events + n_queries)), dtype=np.int64)
+    labels = np.full_like(tokens, IGNORE)
+    query_streams = np.zeros((n, n_queries), dtype=np.int64)
+    for row in range(n):
+        keys = np.stack([s * key_range + 1 + rng.choice(key_range, keys_per_stream, replace=False)
+                         for s in range(n_streams)])  # (S, K)
+        streams = rng.choice(n_streams, n_events, p=rates)
+        which = rng.integers(0, keys_per_stream, n_events)
+        values = value_base + rng.integers(0, n_values, n_events)
+        latest: dict[int, int] = {}
+        for e in range(n_events):
+            key = int(keys[streams[e], which[e]])
+            tokens[row, 2 * e], tokens[row, 2 * e + 1] = key, values[e]
+            latest[key] = int(values[e])
+        posted = [[int(k) for k in keys[s] if int(k) in latest] for s in range(n_streams)]
+        live = [s for s in range(n_streams) if posted[s]]
+        for q in range(n_queries):
+            stream = live[q % len(live)] if q < len(live) else int(rng.choice(live))
+            key = int(rng.choice(posted[stream]))
+            position = 2 * (n_events + q)
+            tokens[row, position], tokens[row, position + 1] = key, latest[key]
+            labels[row, position + 1] = latest[key]
+            query_streams[row, q] = stream
+    inputs, targets = tokens[:, :-1], labels[:, 1:]
+    return Batch(torch.from_numpy(inputs.copy()), torch.from_numpy(targets.copy())), query_streams
+
+
+class MultiStreamTask(Task):
+    name = "multistream"
+    metric = "accuracy"
+
+    def __init__(
+        self,
+        seq_len: int = 256,
+        n_streams: int = 4,
+        keys_per_stream: int = 4,
+        key_range: int = 64,
+        n_values: int = 256,
+        n_queries: int = 16,
+        rate_ratio: float = 0.25,
+        n_eval: int = 1000,
+        eval_seed: int = 4242,
+        long_lengths: list[int] | tuple = (),
+    ) -> None:
+        for name, value in (("seq_len", seq_len), ("n_streams", n_streams), ("keys_per_stream", keys_per_stream),
+                            ("key_range", key_range), ("n_values", n_values), ("n_queries", n_queries),
+                            ("n_eval", n_eval)):
+            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
+                raise ConfigError(f"multistream.{name} must be a positive integer, got {value!r}")
+        if keys_per_stream > key_range:
+            raise ConfigError(f"multistream.keys_per_stream={keys_per_stream} exceeds key_range={key_range}")
+        if not isinstance(rate_ratio, (int, float)) or isinstance(rate_ratio, bool) or not 0 < rate_ratio <= 1:
+            raise ConfigError(f"multistream.rate_ratio must lie in (0, 1], got {rate_ratio!r}")
+        if (seq_len + 1 - 2 * n_queries) // 2 < n_streams:
+            raise ConfigError(f"multistream.seq_len={seq_len} leaves too few events for {n_queries} queries")
+        self.options = dict(n_streams=n_streams, keys_per_stream=keys_per_stream, key_range=key_range,
+                            n_values=n_values, n_queries=n_queries, rate_ratio=float(rate_ratio))
+        self.seq_len, self.n_eval, self.eval_seed = seq_len, n_eval, eval_seed
+        self.long_lengths = [int(n) for n in long_lengths]
+        vocab = 1 + n_streams * key_range + n_values
+        self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=vocab)
+        self.eval_batch, self.eval_streams = self._examples(n_eval, seq_len, np.random.default_rng([eval_seed, seq_len]))
+
+    def _examples(self, n: int, seq_len: int, rng: np.random.Generator) -> tuple[Batch, np.ndarray]:
+        return make_multistream_examples(n, seq_len, rng=rng, **self.options)
+
+    def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
+        rng = np.random.default_rng(int(torch.randint(0, 2**62, (1,), generator=generator)))
+        return self._examples(batch_size, self.seq_len, rng)[0]
+
+    def _accuracy(self, model: Model, batch: Batch, streams: np.ndarray, suffix: str = "") -> dict[str, float]:
+        predictions = []
+        for start in range(0, len(batch.inputs), 100):
+            predictions.append(model.predict_labelled(batch.inputs[start:start + 100], batch.targets[start:start + 100]))
+        predicted = torch.cat(predictions)
+        labelled = batch.targets != IGNORE
+        hits = (predicted[labelled] == batch.targets[labelled]).view(len(batch.inputs), -1).numpy()
+        metrics = {f"accuracy{suffix}": float(hits.mean())}
+        for s in range(self.options["n_streams"]):
+            chosen = streams == s
+            if chosen.any():
+                metrics[f"accuracy@stream{s}{suffix}"] = float(hits[chosen].mean())
+        return metrics
+
+    @torch.no_grad()
+    def evaluate(self, model: Model, final: bool = False) -> dict[str, float]:
+        metrics = self._accuracy(model, self.eval_batch, self.eval_streams)
+        for length in self.long_lengths if final else []:
+            batch, streams = self._examples(self.n_eval, length, np.random.default_rng([self.eval_seed, length]))
+            metrics |= self._accuracy(model, batch, streams, suffix=f"@{length}")
+        return metrics
+
+
+__all__ = ["MultiStreamTask", "make_multistream_examples", "lm_accuracy"]
