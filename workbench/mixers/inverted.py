@@ -41,7 +41,7 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from typing import Any, ClassVar
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -157,9 +157,6 @@ class InvertedOptions:
     gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
     write_gate: bool = True  # learned salience gate; False = every token writes (ablation: is demand worth it?)
     price_ranked: bool = True  # the excess price falls only on the least salient writes beyond the top M
-    # The value of each option added after the first runs that reproduces the behaviour from before
-    # it existed: a run recorded without the option ran with this (the stale-run guard reads it).
-    LEGACY: ClassVar[dict[str, Any]] = {"gate_margin": 0.0, "write_gate": True, "price_ranked": False}
 
 
 class InvertedMixer(Mixer):
