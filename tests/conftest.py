@@ -24,6 +24,9 @@ torch.set_num_threads(1)
 SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "transformer": {"n_heads": 4},
     "inverted": {"n_units": 8, "read_topk": 2, "write_bias": 2.0, "chunk_size": 6},
+    # (Gated) DeltaNet: d_k != d_v, and chunks of 8 so the tests' sequences cross chunk boundaries.
+    "gated_deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
+    "deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
 }
 
 
