@@ -359,19 +359,20 @@ def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(name,
     assert recorder.shapes and not offenders, offenders[:5]
 
 
-def test_hook_points_and_stats():
+def test_hook_points():
     mixer = make_mixer("gated_deltanet", std=0.3).train()
     with capture(mixer) as cache:
         mixer(torch.randn(2, 11, 16, dtype=F64))
     assert {"hook_q", "hook_k", "hook_v", "hook_beta", "hook_decay", "hook_read", "hook_gate"} <= set(cache)
     torch.testing.assert_close(cache["hook_k"].norm(dim=-1), torch.ones(2, 11, 2, dtype=F64))
+    torch.testing.assert_close(cache["hook_q"].norm(dim=-1), torch.ones(2, 11, 2, dtype=F64))
+    assert cache["hook_v"].shape == cache["hook_read"].shape == cache["hook_gate"].shape == (2, 11, 2, 9)
     assert ((cache["hook_beta"] > 0) & (cache["hook_beta"] < 1)).all()
     assert ((cache["hook_decay"] > 0) & (cache["hook_decay"] <= 1)).all() and (cache["hook_decay"] < 1).any()
-    assert set(mixer.stats) == {"beta_mean", "decay_mean"} and 0 < mixer.stats["decay_mean"] < 1
     plain = make_mixer("deltanet", std=0.3).train()
     with capture(plain) as cache:
         plain(torch.randn(2, 11, 16, dtype=F64))
-    assert (cache["hook_decay"] == 1).all() and set(plain.stats) == {"beta_mean"}
+    assert (cache["hook_decay"] == 1).all()
 
 
 BAD_OPTIONS = [
