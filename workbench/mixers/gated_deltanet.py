@@ -61,8 +61,8 @@ class GatedDeltaNetOptions:
     n_heads: int = 2
     d_head: int = 64  # d_k per head (q and k)
     # d_v = expand_v * d_head. The paper uses 2; 1 keeps the mixer at 82,500 parameters at
-    # d_model 128 (1.26x the transformer's 65,536) instead of 131,652 (2x). (d_head = 32 with
-    # expand_v = 2 matches the transformer's count to 1%, with half the state.)
+    # d_model 128 (1.26x the transformer's 65,536) instead of 131,716 (2x). (d_head = 32 with
+    # expand_v = 2 matches the transformer's count to 1%, 66,116, with half the state.)
     expand_v: float = 1.0
     chunk_size: int = 64  # C of the chunked form (the paper's and fla's 64): speed only, not semantics
     inner_conv: int = 0  # the paper's q/k/v short convolution width; 0 = off (the Block's shared conv)
