@@ -8,15 +8,19 @@ from __future__ import annotations
 
 from workbench.mixers.base import Mixer
 from workbench.mixers.based import BasedMixer
+from workbench.mixers.gated_deltanet import DeltaNet, GatedDeltaNet
 from workbench.mixers.inverted import InvertedMixer
 from workbench.mixers.sliding_window import SlidingWindowAttention
 from workbench.mixers.transformer import SoftmaxAttention
 
 MIXERS: dict[str, type[Mixer]] = {
     "transformer": SoftmaxAttention,
-    "inverted": InvertedMixer,
     "sliding_window": SlidingWindowAttention,
     "based": BasedMixer,
+    "gated_deltanet": GatedDeltaNet,
+    "deltanet": DeltaNet,
+    "inverted": InvertedMixer,
 }
 
-__all__ = ["MIXERS", "Mixer", "BasedMixer", "InvertedMixer", "SlidingWindowAttention", "SoftmaxAttention"]
+__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "InvertedMixer", "Mixer", "SlidingWindowAttention",
+           "SoftmaxAttention"]
