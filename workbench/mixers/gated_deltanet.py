@@ -45,8 +45,8 @@ from torch import nn
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
 from workbench.kernels.delta_rule import gated_delta_rule_chunked, gated_delta_rule_naive, gated_delta_rule_step
-from workbench.mixers.base import Mixer
 from workbench.kernels.short_conv import short_conv
+from workbench.mixers.base import Mixer
 
 NORM_EPS = 1e-5  # the per-head output RMSNorm's eps (the paper's layer uses 1e-5)
 L2_EPS = 1e-6  # q and k are divided by max(||.||, eps)
