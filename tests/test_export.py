@@ -256,3 +256,33 @@ def test_state_leaves_that_are_not_tensors_are_handled_or_refused():
         "n_units": 4, "read_topk": 2, "timescales": []}}}).model
     entries, _ = describe_state(Model(config, TaskIO("tokens", "lm", vocab_size=5)))
     assert any(e["kind"] == "none" and "input" not in e for e in entries)  # ema is None without timescales
+
+
+# ----------------------------------------------------------------------------- ExecuTorch (optional extra)
+
+
+def test_executorch_target(exported, tmp_path, capsys):
+    """Skipped unless the optional executorch package is installed (pip install -e '.[executorch]')."""
+    pytest.importorskip("executorch.exir")
+    from workbench.export.executorch_export import ExecutorchStepper
+
+    ckpt, _ = exported["inverted"]
+    out = tmp_path / "et"
+    assert main(["export", str(ckpt), "--format", "executorch", "--out", str(out)]) == 0
+    capsys.readouterr()
+    model, _, _, _ = model_from_checkpoint(ckpt)
+    stepper = ExecutorchStepper(out, threads=1)
+    state, arrays = model.init_state(1), stepper.init_state(1)
+    with torch.no_grad():
+        for t in range(300):  # across ring wraps, as the ONNX graph
+            logits, state = model.step(torch.tensor([t % model.io.vocab_size]), state)
+            ours, arrays = stepper.step(np.array([t % model.io.vocab_size]), arrays)
+            np.testing.assert_allclose(ours, logits.numpy(), atol=1e-5, rtol=0, err_msg=f"step {t}")
+    common = ["--prompt", "the ", "--n", "40", "--temperature", "0"]
+    assert main(["generate", str(ckpt), *common]) == 0
+    torch_text = capsys.readouterr().out
+    assert main(["generate", str(out), "--runtime", "executorch", *common]) == 0
+    assert capsys.readouterr().out == torch_text
+    tr_ckpt, _ = exported["transformer"]
+    assert main(["export", str(tr_ckpt), "--format", "executorch", "--out", str(tmp_path / "et-tr")]) == 2
+    assert "constant-size states only" in _error_line(capsys)

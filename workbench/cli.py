@@ -60,9 +60,11 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
-    if args.runtime == "onnx":  # numpy + onnxruntime only: torch is not imported on this path
+    if args.runtime != "torch":  # onnx: numpy + onnxruntime only, torch is not imported on this path
         from workbench.export.runtime import OnnxStepper, generate, load_vocab
 
+        if args.runtime == "executorch":
+            from workbench.export.executorch_export import ExecutorchStepper as OnnxStepper  # same interface
         stepper = OnnxStepper(args.checkpoint)
         encode, decode = load_vocab(stepper.manifest)
         if not args.prompt:
@@ -189,8 +191,9 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("generate", help="sample text from a char-LM checkpoint (recurrent mode)")
     p.add_argument("checkpoint", type=Path, help="checkpoint.pt, or with --runtime onnx an export directory")
-    p.add_argument("--runtime", choices=["torch", "onnx"], default="torch",
-                   help="onnx: run an export directory (workbench export) with numpy + onnxruntime, no torch")
+    p.add_argument("--runtime", choices=["torch", "onnx", "executorch"], default="torch",
+                   help="onnx: run an export directory (workbench export) with numpy + onnxruntime, no torch; "
+                        "executorch: a --format executorch export (batch 1)")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)

@@ -291,11 +291,11 @@ def _versions() -> dict[str, str]:
 
 
 @torch.no_grad()
-def verify(model: nn.Module, directory: Path, steps: int = VERIFY_STEPS) -> dict[str, Any]:
-    """Step the export (onnxruntime) and ``Model.step`` from the initial state; the largest gaps."""
+def verify(model: nn.Module, directory: Path, steps: int = VERIFY_STEPS, stepper: Any = None) -> dict[str, Any]:
+    """Step the export (onnxruntime, or ``stepper``) and ``Model.step`` from the initial state; the largest gaps."""
     from workbench.export.runtime import OnnxStepper
 
-    stepper = OnnxStepper(directory, threads=1)
+    stepper = stepper or OnnxStepper(directory, threads=1)
     state, arrays = model.init_state(1), stepper.init_state(1)
     worst_logits, worst_state = 0.0, 0.0
     for t in range(steps):
