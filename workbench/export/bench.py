@@ -7,8 +7,9 @@ One run, side by side on one machine, written to ``<out>/edge-<device>.json``:
 2. **Quality**: validation bits per character of the PyTorch model (``CharLMTask.evaluate``, the
    parallel form) and of both exported graphs (recurrent, the same windows from the initial state).
 3. **Per token, batch 1** (``per_token``): the inverted model's step after a 256-token context, fed
-   the validation text (teacher forcing), eager PyTorch vs ONNX fp32 vs ONNX int8, at each thread
-   count: median µs per token over ``steps`` steps, and memory (see below).
+   the validation text (teacher forcing), eager PyTorch vs ONNX fp32 vs ONNX int8 (and ExecuTorch,
+   XNNPACK, when the optional ``executorch`` package is installed), at each thread count: median µs
+   per token over ``steps`` steps, and memory (see below).
 4. **By context** (``by_context``): inverted and transformer, eager and ONNX fp32, one step at a
    context of n tokens for n in ``contexts``; each timed step feeds its state to the next (the
    context grows by one per step, as in generation). The inverted state is the real one, built by
@@ -28,6 +29,7 @@ and the end, and only ratios measured in the same run should be compared.
 from __future__ import annotations
 
 import argparse
+import importlib.util
 import json
 import os
 import platform
@@ -42,7 +44,7 @@ import numpy as np
 
 SCHEMA = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
-RUNTIMES = ("eager", "onnx-fp32", "onnx-int8")
+RUNTIMES = ("eager", "onnx-fp32", "onnx-int8")  # plus "executorch" when the package is installed
 
 
 # ----------------------------------------------------------------------------- process measurements
@@ -118,6 +120,14 @@ class _Eager:
             return self.model.step(self.torch.tensor([token]), state)[1]
 
 
+class _Executorch(_Onnx):
+    def __init__(self, directory: str, threads: int) -> None:
+        from workbench.export.executorch_export import ExecutorchStepper
+
+        self.stepper = ExecutorchStepper(directory, threads=threads)
+        self.manifest = self.stepper.manifest
+
+
 def context_state(manifest: dict[str, Any], n: int, work: Path, seed: int = 0) -> list[np.ndarray]:
     """The state at context n: saved by the run (a real one) when there is one; else, for a
     growing state, N(0, 1) tensors of length n along the growing axis and int counters set to n."""
@@ -147,11 +157,17 @@ def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
     rss_import_before = _status("VmRSS")
     if spec["runtime"] == "eager":
         import torch  # noqa: F401 - counted in rss_after_import
+    elif spec["runtime"] == "executorch":
+        import executorch.runtime  # noqa: F401
     else:
         import onnxruntime  # noqa: F401
     result: dict[str, Any] = {"rss_at_start_bytes": rss_import_before, "rss_after_import_bytes": _status("VmRSS")}
-    runner = (_Eager(spec["checkpoint"], spec["export"], threads) if spec["runtime"] == "eager"
-              else _Onnx(spec["export"], threads))
+    if spec["runtime"] == "eager":
+        runner: Any = _Eager(spec["checkpoint"], spec["export"], threads)
+    elif spec["runtime"] == "executorch":
+        runner = _Executorch(spec["export"], threads)
+    else:
+        runner = _Onnx(spec["export"], threads)
     runner.manifest["_directory"] = spec["export"]
     result["rss_after_load_bytes"] = _status("VmRSS")
     tokens = np.load(spec["tokens"])
@@ -212,13 +228,13 @@ def _spawn(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 # ----------------------------------------------------------------------------- the run
 
 
-def _export(checkpoint: Path, directory: Path, quantize: str | None, progress: bool) -> dict[str, Any]:
+def _export(checkpoint: Path, directory: Path, quantize: str | None, progress: bool, fmt: str = "onnx") -> dict[str, Any]:
     """Export unless ``directory`` already holds this checkpoint's export (same sha256)."""
     from workbench.export.manifest import ExportError, file_sha256, read_manifest
     from workbench.export.onnx_export import export_checkpoint
 
     try:
-        manifest = read_manifest(directory)
+        manifest = read_manifest(directory, fmt)
         if manifest["checkpoint"]["sha256"] == file_sha256(checkpoint) and manifest["graph"]["quantize"] == quantize:
             if progress:
                 print(f"reusing {directory}")
@@ -227,7 +243,7 @@ def _export(checkpoint: Path, directory: Path, quantize: str | None, progress: b
         pass
     if progress:
         print(f"exporting {checkpoint} -> {directory}{' (int8)' if quantize else ''}")
-    return export_checkpoint(checkpoint, directory, quantize=quantize)
+    return export_checkpoint(checkpoint, directory, fmt=fmt, quantize=quantize)
 
 
 def _build_states(directory: Path, tokens: np.ndarray, contexts: list[int], work: Path) -> float:
@@ -262,6 +278,21 @@ def _bpc(checkpoint: Path, exports: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
+def caveats(result: dict[str, Any]) -> list[str]:
+    """What a reader must know before reading the numbers of this run."""
+    notes = ["The transformer's KV cache is a graph input that the step concatenates and returns (a copy of the "
+             "whole cache per token, as the eager step's torch.cat); a runtime with a preallocated cache updated in "
+             "place would copy less, but would still read the whole cache per token."]
+    m = result["machine"]
+    loads = [x for x in (m.get("load_average_1min_start"), m.get("load_average_1min_end")) if x is not None]
+    if loads and max(loads) > (m.get("cpu_count") or 1):
+        notes.append(f"The machine was shared (1-minute load average up to {max(loads)} on {m.get('cpu_count')} cores): "
+                     "multi-threaded eager PyTorch suffers most (OpenMP threads wait for descheduled siblings), so "
+                     "its 2-thread cells, and the speed-ups against them, are inflated; the 1-thread cells are the "
+                     "reference.")
+    return notes
+
+
 def targets(result: dict[str, Any]) -> dict[str, Any]:
     """The issue's 'done when', checked against the run (met / missed with the numbers)."""
     checks: dict[str, Any] = {}
@@ -292,7 +323,8 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
 
 def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = "cpu", threads=(1, 2),
              contexts=(256, 4096, 65536), steps: int = 200, context_steps: int = 30, work: Path | None = None,
-             bpc: bool = True, timeout_s: float = 300.0, note: str = "", progress: bool = True) -> dict[str, Any]:
+             bpc: bool = True, timeout_s: float = 300.0, note: str = "", progress: bool = True,
+             executorch: bool = True) -> dict[str, Any]:
     started, load_start = time.perf_counter(), load_average()
     work = Path(work or out / "edge-work")
     work.mkdir(parents=True, exist_ok=True)
@@ -301,11 +333,16 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
     exports = {"inverted-onnx-fp32": work / "inverted-onnx-fp32", "inverted-onnx-int8": work / "inverted-onnx-int8"}
     if transformer:
         exports["transformer-onnx-fp32"] = work / "transformer-onnx-fp32"
+    runtimes = list(RUNTIMES)
+    if executorch and importlib.util.find_spec("executorch") is not None:
+        exports["inverted-executorch"] = work / "inverted-executorch"
+        runtimes.append("executorch")
     manifests = {}
     for name, directory in exports.items():
         ckpt = transformer if name.startswith("transformer") else inverted
-        manifests[name] = _export(ckpt, directory, "int8" if name.endswith("int8") else None, progress)
-    from workbench.train import model_from_checkpoint
+        manifests[name] = _export(ckpt, directory, "int8" if name.endswith("int8") else None, progress,
+                                  "executorch" if name.endswith("executorch") else "onnx")
+    from workbench.train import git_commit, model_from_checkpoint
 
     _, _, task, _ = model_from_checkpoint(inverted)
     text = task.val_data.numpy() if hasattr(task, "val_data") else np.arange(max(contexts) + steps + 64) % 2
@@ -325,11 +362,12 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
                     "cpu_count": os.cpu_count(), "shared": True, "load_average_1min_start": load_start},
         "methods": __doc__.split("\n\n", 1)[1].strip(),
         "exports": {name: {"graph_bytes": m["graph"]["bytes"], "quantization": m["graph"]["quantization"],
-                           "opsets": m["graph"]["opsets"], "verification": m.get("verification"),
+                           "opsets": m["graph"].get("opsets"), "runtime": m["runtime"], "verification": m.get("verification"),
                            "export_s": m.get("export_s"), "state_leaves": len(m["state"]),
                            "model_config": m["model_config"], "train_steps": m.get("train", {}).get("steps"),
                            "data": m.get("data"), "versions": m.get("versions")} for name, m in manifests.items()},
         "state_build_s": build_s,
+        "git_commit": git_commit(),
     }
     if bpc:
         if progress:
@@ -339,7 +377,7 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
     common = {"tokens": str(work / "tokens.npy"), "work": str(work), "warmup": 5}
     result["per_token"] = []
     for t in threads:
-        for runtime in RUNTIMES:
+        for runtime in runtimes:
             directory = exports[f"inverted-{runtime}" if runtime != "eager" else "inverted-onnx-fp32"]
             spec = {**common, "kind": "per_token", "runtime": runtime, "threads": t, "checkpoint": str(inverted),
                     "export": str(directory), "context": 256, "steps": steps}
@@ -362,6 +400,7 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
                     text = ", ".join(f"{p['context']}: {p['median_us']:.0f} µs" for p in cell.get("points", []))
                     print(f"by context {model:<11} {runtime:<10} {t} thread(s): {text or cell.get('reason')}")
     result["machine"]["load_average_1min_end"] = load_average()
+    result["caveats"] = caveats(result)
     result["wall_s"] = time.perf_counter() - started
     result["targets"] = targets(result)
     out.mkdir(parents=True, exist_ok=True)
@@ -418,10 +457,12 @@ def edge_markdown(result: dict[str, Any]) -> str:
         verdicts.append(f"{name} ({check['target']}): {value} -> {'MET' if check['met'] else 'MISSED'}")
     if verdicts:
         lines += ["", "Targets: " + "; ".join(verdicts) + "."]
+    for note in result.get("caveats", []):
+        lines += ["", f"Note: {note}"]
     m = result["machine"]
     lines += ["", f"Measured on {result['device']} ({m['processor']}, {m['cpu_count']} cores, shared: load average "
               f"{m.get('load_average_1min_start')} at the start, {m.get('load_average_1min_end')} at the end), "
-              f"{result['created']}; `make bench-edge`. Ratios within one run only."]
+              f"{result['created']}, commit {result.get('git_commit', '?')[:12]}; `make bench-edge`. Ratios within one run only."]
     return "\n".join(lines)
 
 
@@ -441,6 +482,7 @@ def add_edge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--context-steps", type=int, default=30, help="timed steps per context point")
     p.add_argument("--work", type=Path, default=None, help="exports and states (default <out>/edge-work)")
     p.add_argument("--no-bpc", action="store_true")
+    p.add_argument("--no-executorch", action="store_true", help="skip the ExecuTorch cells even when it is installed")
     p.add_argument("--note", default="")
     p.add_argument("--quiet", action="store_true")
 
@@ -456,7 +498,7 @@ def run_edge_cli(args: argparse.Namespace) -> None:
                               "--transformer")
     run_edge(args.inverted, transformer, args.out, args.device,
              ints(args.threads), ints(args.contexts), args.steps, args.context_steps, args.work, not args.no_bpc,
-             note=args.note, progress=not args.quiet)
+             note=args.note, progress=not args.quiet, executorch=not args.no_executorch)
 
 
 if __name__ == "__main__":

@@ -18,9 +18,11 @@ layers (weights int8 per output channel, activations quantized per call).
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import json
+import logging
 import re
 import tempfile
 import time
@@ -217,12 +219,25 @@ def _first_line(exc: BaseException) -> str:
     return type(exc).__name__
 
 
+@contextlib.contextmanager
+def _quiet(*loggers: str):
+    """Exporter and quantizer chatter (missing torchvision ops, pre-processing advice) off for a while."""
+    saved = [(logging.getLogger(name), logging.getLogger(name).level) for name in loggers]
+    for logger, _ in saved:
+        logger.setLevel(logging.ERROR)
+    try:
+        yield
+    finally:
+        for logger, level in saved:
+            logger.setLevel(level)
+
+
 def write_graph(model: nn.Module, entries: list[dict[str, Any]], spec: Any, path: Path, log: Path) -> None:
     """Trace ``StepGraph`` with torch.export and write it with the dynamo ONNX exporter."""
     graph = StepGraph(model, entries, spec).eval()
     stateful = [e for e in entries if e["kind"] != "none"]
     try:
-        with warnings.catch_warnings(), torch.no_grad():
+        with warnings.catch_warnings(), torch.no_grad(), _quiet("torch.onnx", "onnxscript"):
             warnings.simplefilter("ignore")
             program = torch.onnx.export(
                 graph, _example_inputs(model, entries), dynamo=True, dynamic_shapes=_dynamic_shapes(entries),
@@ -246,8 +261,9 @@ def quantize_int8(source: Path, target: Path) -> dict[str, Any]:
         raise ExportError("int8 quantization needs onnxruntime; install the edge extra: pip install -e '.[edge]'") from None
     settings = {"method": "onnxruntime.quantization.quantize_dynamic", "weight_type": "QInt8", "per_channel": True,
                 "op_types": ["MatMul", "Gemm"]}
-    quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
-                     op_types_to_quantize=settings["op_types"])
+    with _quiet("", "onnxruntime"):  # the root logger carries its pre-processing advice
+        quantize_dynamic(str(source), str(target), weight_type=QuantType.QInt8, per_channel=True,
+                         op_types_to_quantize=settings["op_types"])
     return settings
 
 
