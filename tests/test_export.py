@@ -237,7 +237,7 @@ def test_bad_export_directories_get_one_clear_line(exported, tmp_path, capsys):
     manifest = json.loads((other / "manifest.json").read_text())
     manifest["runtime"] = "executorch"
     (other / "manifest.json").write_text(json.dumps(manifest))
-    fails(other, "'executorch' export")
+    fails(other, "runtime 'executorch'")
 
     assert main(["export", str(tmp_path / "missing.pt"), "--out", str(tmp_path / "x")]) == 2
     assert "does not exist" in _error_line(capsys)

@@ -373,7 +373,7 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
         if progress:
             print("validation BPC: PyTorch, ONNX fp32, ONNX int8")
         result["bpc"] = _bpc(inverted, {k.removeprefix("inverted-"): v for k, v in exports.items()
-                                        if k.startswith("inverted")})
+                                        if k.startswith("inverted-onnx")})
     common = {"tokens": str(work / "tokens.npy"), "work": str(work), "warmup": 5}
     result["per_token"] = []
     for t in threads:

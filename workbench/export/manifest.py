@@ -81,7 +81,7 @@ def read_manifest(directory: str | Path, runtime: str = "onnx") -> dict[str, Any
         raise ExportError(f"{path} has format version {version!r}; this workbench reads version {FORMAT_VERSION}; "
                           "re-export the checkpoint with this version")
     if manifest.get("runtime") != runtime:
-        raise ExportError(f"{directory} holds a {manifest.get('runtime')!r} export, not {runtime!r}; "
+        raise ExportError(f"{directory} holds an export for runtime {manifest.get('runtime')!r}, not {runtime!r}; "
                           f"pick the matching --runtime or {how}")
     for key in ("graph", "state", "inputs", "outputs"):
         if key not in manifest:
