@@ -286,3 +286,77 @@ def test_executorch_target(exported, tmp_path, capsys):
     tr_ckpt, _ = exported["transformer"]
     assert main(["export", str(tr_ckpt), "--format", "executorch", "--out", str(tmp_path / "et-tr")]) == 2
     assert "constant-size states only" in _error_line(capsys)
+
+
+@torch.no_grad()
+def test_nested_state_layout_exports_unchanged(tmp_path):
+    """The layout the state is moving to (per block {"conv": window, "mixer": mixer state}, an int
+    position inside) exports and round-trips with no change to the exporter: names come from the
+    key paths, not from known keys."""
+    from workbench.export.onnx_export import export_model
+    from workbench.model import Model, TaskIO
+
+    class Nested(Model):
+        def init_state(self, batch_size):
+            return [{"conv": torch.zeros(batch_size, 2, self.config.d_model), "mixer": s}
+                    for s in super().init_state(batch_size)]
+
+        def step(self, token, state):
+            logits, inner = super().step(token, [s["mixer"] for s in state])
+            x = self.adapter(token)
+            return logits, [{"conv": torch.cat([s["conv"][:, 1:], x[:, None]], 1), "mixer": i}
+                            for s, i in zip(state, inner)]
+
+    config = RunConfig.from_dict({"model": {"mixer": "transformer", "d_model": 16, "n_layers": 2,
+                                            "mixer_options": OPTIONS["transformer"]}}).model
+    model = scramble(Nested(config, TaskIO("tokens", "lm", vocab_size=9)), seed=2).eval()
+    manifest = export_model(model, tmp_path / "nested")
+    names = [e["name"] for e in manifest["state"]]
+    assert names == ["0.conv", "0.mixer.k", "0.mixer.v", "0.mixer.position",
+                     "1.conv", "1.mixer.k", "1.mixer.v", "1.mixer.position"]
+    stepper = OnnxStepper(tmp_path / "nested")
+    state, arrays = model.init_state(1), stepper.init_state(1)
+    for t in range(20):
+        logits, state = model.step(torch.tensor([t % 9]), state)
+        ours, arrays = stepper.step(np.array([t % 9]), arrays)
+        np.testing.assert_allclose(ours, logits.numpy(), atol=1e-5, rtol=0)
+    assert int(arrays[names.index("0.mixer.position")]) == 20
+
+
+# ----------------------------------------------------------------------------- bench edge
+
+
+def test_bench_cells_run_in_fresh_processes(exported, tmp_path):
+    """One ONNX per-token cell (no torch in its process) and one context sweep of the transformer
+    (its KV cache grows with the context, the state bytes say so)."""
+    from workbench.export.bench import _spawn
+
+    inv_ckpt, inv_dir = exported["inverted"]
+    tr_ckpt, tr_dir = exported["transformer"]
+    np.save(tmp_path / "tokens.npy", np.arange(64) % 9)
+    common = {"tokens": str(tmp_path / "tokens.npy"), "work": str(tmp_path), "warmup": 2, "threads": 1}
+    cell = _spawn({**common, "kind": "per_token", "runtime": "onnx-fp32", "checkpoint": str(inv_ckpt),
+                   "export": str(inv_dir), "context": 256, "steps": 5}, timeout_s=120)
+    assert cell["status"] == "ok", cell
+    assert cell["torch_imported"] is False and cell["steps"] == 5 and cell["median_us"] > 0
+    assert cell["peak_rss_bytes"] >= cell["rss_after_import_bytes"] > 0
+    sweep = _spawn({**common, "kind": "by_context", "runtime": "eager", "checkpoint": str(tr_ckpt),
+                    "export": str(tr_dir), "contexts": [4, 16], "steps": 3}, timeout_s=120)
+    assert sweep["status"] == "ok", sweep
+    assert sweep["torch_imported"] is True
+    small, large = sweep["points"]
+    assert large["state_bytes"] > small["state_bytes"] > 0
+
+
+def test_edge_report_block_renders(tmp_path):
+    from workbench.export.bench import edge_markdown
+    from workbench.report import render_blocks
+
+    committed = sorted((REPO / "results").glob("edge-*.json"))
+    if not committed:
+        pytest.skip("no results/edge-*.json committed")
+    data = json.loads(committed[0].read_text())
+    text = edge_markdown(data)
+    assert "onnx-fp32" in text and "Targets:" in text and "load average" in text
+    shutil.copy(committed[0], tmp_path / committed[0].name)
+    assert render_blocks(tmp_path)[committed[0].stem] == text
