@@ -27,7 +27,7 @@
 #
 # 1. **What is there**: the files, their settings, how busy the (shared) machine was.
 # 2. **Per token at batch 1**: the inverted char-LM's step in eager PyTorch, ONNX fp32 and ONNX
-#    int8, one and two threads; the process's peak memory.
+#    int8 (and ExecuTorch when it was installed), one and two threads; the process's peak memory.
 # 3. **Latency vs context, both runtimes**: inverted and transformer, eager and ONNX, at contexts
 #    from 256 to 64K: the recurrent state is constant, the KV cache grows.
 # 4. **What each carries from token to token** (state bytes vs context).
@@ -57,6 +57,7 @@ from workbench.plotting import save_figure
 notebook_started = time.perf_counter()
 FIGURE_FORMATS = ("html",) if smoke else ("html", "png")
 COLOURS = {("inverted", "onnx-fp32"): "#d62728", ("inverted", "eager"): "#ff9896", ("inverted", "onnx-int8"): "#8c564b",
+           ("inverted", "executorch"): "#9467bd",
            ("transformer", "onnx-fp32"): "#1f77b4", ("transformer", "eager"): "#aec7e8"}
 results_path = Path(results_dir)
 
@@ -97,10 +98,10 @@ if not runs:
 for label, data in runs.items():
     cells = [c for c in data["per_token"] if c.get("status") == "ok"]
     fig = make_subplots(rows=1, cols=2, subplot_titles=("µs per token (median, log)", "peak RSS of the process (MiB)"))
-    for runtime in ("eager", "onnx-fp32", "onnx-int8"):
+    for runtime in dict.fromkeys(c["runtime"] for c in cells):  # eager, onnx-fp32, onnx-int8[, executorch]
         mine = [c for c in cells if c["runtime"] == runtime]
         x = [f"{c['threads']} thread{'s' if c['threads'] > 1 else ''}" for c in mine]
-        colour = COLOURS[("inverted", runtime)]
+        colour = COLOURS.get(("inverted", runtime), "#7f7f7f")
         fig.add_trace(go.Bar(name=runtime, x=x, y=[c["median_us"] for c in mine], marker_color=colour,
                              text=[f"{c['median_us']:,.0f}" for c in mine], textposition="outside"), row=1, col=1)
         fig.add_trace(go.Bar(name=runtime, x=x, y=[c["peak_rss_bytes"] / 2**20 for c in mine], marker_color=colour,
@@ -132,12 +133,13 @@ for label, data in runs.items():
             key = (cell["model"], cell["runtime"])
             fig.add_trace(go.Scatter(x=[p["context"] for p in cell["points"]], y=[p["median_us"] for p in cell["points"]],
                                      mode="lines+markers", name=f"{cell['model']} {cell['runtime']}",
-                                     line={"color": COLOURS[key], "dash": "solid" if "onnx" in cell["runtime"] else "dash"},
+                                     line={"color": COLOURS.get(key, "#7f7f7f"), "dash": "solid" if "onnx" in cell["runtime"] else "dash"},
                                      showlegend=col == 1), row=1, col=col)
         ticks = data["settings"]["contexts"]
         fig.update_xaxes(type="log", tickvals=ticks, ticktext=[fmt_n(n) for n in ticks], title_text="context n",
                          row=1, col=col)
-    fig.update_yaxes(type="log", title_text="µs per token (median)", row=1, col=1)
+    fig.update_yaxes(type="log")
+    fig.update_yaxes(title_text="µs per token (median, log)", row=1, col=1)
     fig.update_layout(height=450, width=1100, title=f"Per-token latency vs context, eager and ONNX ({label})")
     for path in save_figure(fig, f"08_edge_context_{label}", FIGURE_FORMATS):
         print(f"wrote {path}")
