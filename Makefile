@@ -12,7 +12,7 @@ ifeq ($(origin WORKBENCH_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: venv demo test test-slow lab notebooks figures bench ablation bench-scaling lint clean
+.PHONY: venv demo test test-slow lab notebooks figures bench ablation bench-scaling bench-edge lint clean
 
 venv: $(STAMP)
 
@@ -21,7 +21,7 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch pinned: this machine's on-disk CPU build (a bare `torch` would pull CUDA).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[notebooks,kernels,dev]'
+	$(PY) -m pip install -q -e '.[notebooks,kernels,dev,edge]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
@@ -63,6 +63,18 @@ SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 
 bench-scaling: venv  ## time, memory and ESTIMATED energy vs length, both mixers -> results/scaling-<device>.json
 	$(PY) -m workbench.cli bench scaling $(SCALING_ARGS)
+
+# Two small char-LM checkpoints (trained here when missing, one thread, a few minutes each), then
+# the edge benchmark: exported ONNX fp32/int8 vs eager PyTorch per token, and inverted vs
+# transformer by context, in one run -> results/edge-<device>.json (`workbench report` renders it).
+EDGE_CKPT ?= results/checkpoints/edge
+EDGE_TRAIN = --task charlm --steps 300 --set train.eval_every=300 --set train.checkpoint_every=300 --quiet
+EDGE_ARGS ?=
+
+bench-edge: venv  ## per-token latency + peak memory: ONNX (fp32, int8) vs eager, inverted vs transformer at 256/4K/64K
+	test -f $(EDGE_CKPT)-inverted/checkpoint.pt || OMP_NUM_THREADS=1 $(PY) -m workbench.cli train --mixer inverted $(EDGE_TRAIN) --out $(EDGE_CKPT)-inverted
+	test -f $(EDGE_CKPT)-transformer/checkpoint.pt || OMP_NUM_THREADS=1 $(PY) -m workbench.cli train --mixer transformer $(EDGE_TRAIN) --out $(EDGE_CKPT)-transformer
+	$(PY) -m workbench.cli bench edge --inverted $(EDGE_CKPT)-inverted/checkpoint.pt --transformer $(EDGE_CKPT)-transformer/checkpoint.pt $(EDGE_ARGS)
 
 lint: venv
 	$(VENV)/bin/ruff check workbench tests notebooks

@@ -1,4 +1,4 @@
-"""Command line: ``workbench train | eval | generate | compare | notebooks | bench | report``.
+"""Command line: ``workbench train | eval | generate | export | compare | notebooks | bench | report``.
 
 Errors a user can cause (bad config, missing data, corrupt checkpoint, unknown
 characters) print one clear line and exit with status 2, never a deep traceback.
@@ -63,6 +63,19 @@ def cmd_eval(args: argparse.Namespace) -> None:
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
+    if args.runtime != "torch":  # onnx: numpy + onnxruntime only, torch is not imported on this path
+        from workbench.export.runtime import OnnxStepper, generate, load_vocab
+
+        if args.runtime == "executorch":
+            from workbench.export.executorch_export import ExecutorchStepper as OnnxStepper  # same interface
+        stepper = OnnxStepper(args.checkpoint)
+        encode, decode = load_vocab(stepper.manifest)
+        if not args.prompt:
+            raise ConfigError("the prompt is empty; give at least one character with --prompt")
+        out = generate(stepper, encode(args.prompt)[None, :], args.n, temperature=args.temperature, top_k=args.top_k,
+                       seed=args.seed)
+        print(decode(out[0]))
+        return
     import torch
 
     from workbench.checkpoint import model_from_checkpoint
@@ -79,6 +92,17 @@ def cmd_generate(args: argparse.Namespace) -> None:
     generator = torch.Generator().manual_seed(args.seed)
     out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator)
     print(vocab.decode(out[0]))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from workbench.export.onnx_export import export_checkpoint
+
+    manifest = export_checkpoint(args.checkpoint, args.out, fmt=args.format, quantize=args.quantize)
+    check = manifest.get("verification") or {}
+    print(f"exported {args.checkpoint} ({manifest['model_config']['mixer']}, {args.format}"
+          f"{', ' + args.quantize if args.quantize else ''}) to {args.out}: {manifest['graph']['file']} "
+          f"({manifest['graph']['bytes']:,} bytes), {len(manifest['state'])} state leaves; "
+          f"max |logits - PyTorch| over {check.get('steps', 0)} steps: {check.get('max_abs_diff_logits', float('nan')):.2e}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -149,6 +173,12 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_scaling_cli(args)
 
 
+def cmd_bench_edge(args: argparse.Namespace) -> None:
+    from workbench.export.bench import run_edge_cli
+
+    run_edge_cli(args)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="workbench", description="Inverted-attention research workbench")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -166,13 +196,23 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("generate", help="sample text from a char-LM checkpoint (recurrent mode)")
-    p.add_argument("checkpoint", type=Path)
+    p.add_argument("checkpoint", type=Path, help="checkpoint.pt, or with --runtime onnx an export directory")
+    p.add_argument("--runtime", choices=["torch", "onnx", "executorch"], default="torch",
+                   help="onnx: run an export directory (workbench export) with numpy + onnxruntime, no torch; "
+                        "executorch: a --format executorch export (batch 1)")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
+
+    p = sub.add_parser("export", help="export a checkpoint's recurrent step as one graph for on-device runtimes")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--format", choices=["onnx", "executorch"], default="onnx")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantization of the linear layers")
+    p.add_argument("--out", type=Path, required=True, help="export directory (graph, initial state, manifest.json)")
+    p.set_defaults(func=cmd_export)
 
     p = sub.add_parser("compare", help="run an experiment (protocol v2 and its companions) and print its table")
     p.add_argument("--experiment", default="v2", help="v2 (default), v2-2layer, v2-noconv, pareto or ablation")
@@ -192,7 +232,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_compare)
 
     p = sub.add_parser("report", help="render result tables from results/*.json into markdown files")
-    p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md"])
+    p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md", "docs/edge.md"])
     p.add_argument("--results", default="results")
     p.add_argument("--print", action="store_true", help="also print the tables")
     p.set_defaults(func=cmd_report)
@@ -211,18 +251,30 @@ def build_parser() -> argparse.ArgumentParser:
     scaling = bench.add_parser("scaling", help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
     add_scaling_arguments(scaling)
     scaling.set_defaults(func=cmd_bench)
+    from workbench.export.bench import add_edge_arguments
+
+    edge = bench.add_parser("edge", help="per-token latency and peak memory: exported (ONNX fp32/int8) vs eager, "
+                                         "inverted vs transformer by context -> results/edge-<device>.json")
+    add_edge_arguments(edge)
+    edge.set_defaults(func=cmd_bench_edge)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
-    from workbench.checkpoint import CheckpointError
     from workbench.data import DataError
     from workbench.notebooks import NotebookError
+
+    def user_errors() -> tuple[type[BaseException], ...]:
+        # CheckpointError lives beside torch (workbench.checkpoint); a command that never imported it
+        # (generate --runtime onnx: no torch) cannot have raised it, so it is looked up lazily.
+        checkpoint = sys.modules.get("workbench.checkpoint")
+        return (ConfigError, DataError, NotebookError, ValueError, FileNotFoundError) + (
+            (checkpoint.CheckpointError,) if checkpoint is not None else ())
 
     args = build_parser().parse_args(argv)
     try:
         code = args.func(args)
-    except (ConfigError, DataError, CheckpointError, NotebookError, ValueError, FileNotFoundError) as exc:
+    except user_errors() as exc:
         print(f"workbench: error: {exc}", file=sys.stderr)
         return 2
     return code or 0

@@ -200,6 +200,12 @@ def render_blocks(results: Path) -> dict[str, str]:
         blocks[path.stem] = scaling_markdown(json.loads(path.read_text()))
     for path in sorted(results.glob("long-context-*.json")):  # long-context-<device>[-bf16]
         blocks[path.stem] = long_context_markdown(json.loads(path.read_text()))
+    from workbench.export.bench import edge_markdown
+
+    for path in sorted(results.glob("edge-*.json")):  # block edge-<device>: exported vs eager, per token
+        data = json.loads(path.read_text())
+        if data.get("kind") == "edge":
+            blocks[path.stem] = edge_markdown(data)
     return blocks
 
 
