@@ -24,6 +24,7 @@ torch.set_num_threads(1)
 SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "transformer": {"n_heads": 4},
     "inverted": {"n_units": 8, "read_topk": 2, "write_bias": 2.0, "chunk_size": 6},
+    "mamba": {"d_state": 4, "chunk_size": 8},  # 19-21-token tests cross two chunk boundaries
 }
 
 

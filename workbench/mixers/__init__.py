@@ -8,11 +8,13 @@ from __future__ import annotations
 
 from workbench.mixers.base import Mixer
 from workbench.mixers.inverted import InvertedMixer
+from workbench.mixers.mamba import Mamba
 from workbench.mixers.transformer import SoftmaxAttention
 
 MIXERS: dict[str, type[Mixer]] = {
     "transformer": SoftmaxAttention,
     "inverted": InvertedMixer,
+    "mamba": Mamba,
 }
 
-__all__ = ["MIXERS", "Mixer", "InvertedMixer", "SoftmaxAttention"]
+__all__ = ["MIXERS", "Mixer", "InvertedMixer", "Mamba", "SoftmaxAttention"]
