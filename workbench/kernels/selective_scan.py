@@ -52,9 +52,9 @@ def _check(u, delta, A, B, C, D) -> None:
     if A.dim() != 2 or A.shape[0] != e:
         raise ValueError(f"A must be (E, N) with E = {e}, got {tuple(A.shape)}")
     n = A.shape[1]
-    for name, z in (("B", B), ("C", C)):
-        if tuple(z.shape) != (batch, t, n):
-            raise ValueError(f"{name} must be (batch, T, N) = {(batch, t, n)}, got {tuple(z.shape)}")
+    for name, v in (("B", B), ("C", C)):
+        if tuple(v.shape) != (batch, t, n):
+            raise ValueError(f"{name} must be (batch, T, N) = {(batch, t, n)}, got {tuple(v.shape)}")
     if D is not None and tuple(D.shape) != (e,):
         raise ValueError(f"D must be (E,) = ({e},), got {tuple(D.shape)}")
 
@@ -62,23 +62,22 @@ def _check(u, delta, A, B, C, D) -> None:
 # ----------------------------------------------------------------------------- the definition
 
 
-def selective_scan_naive(u, delta, A, B, C, D=None, return_state: bool = False):
-    """The recurrence as written, one Python step per position (for tests; differentiable by autograd).
-
-    Returns ``y`` (batch, T, E), and the final state ``h_T`` (batch, E, N) when ``return_state``.
-    """
+def selective_scan_naive(u, delta, A, B, C, D=None):
+    """The recurrence as written, one Python step per position (for tests; differentiable by autograd)."""
     _check(u, delta, A, B, C, D)
-    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])
+    h = u.new_zeros(u.shape[0], u.shape[2], A.shape[1])  # (batch, E, N)
     ys = []
     for t in range(u.shape[1]):
-        y, h = selective_scan_step(u[:, t], delta[:, t], A, B[:, t], C[:, t], D, h)
+        h = torch.exp(delta[:, t, :, None] * A) * h + (delta[:, t] * u[:, t])[..., None] * B[:, t, None, :]
+        y = (h * C[:, t, None, :]).sum(-1)
+        if D is not None:
+            y = y + D * u[:, t]
         ys.append(y)
-    y = torch.stack(ys, dim=1)
-    return (y, h) if return_state else y
+    return torch.stack(ys, dim=1)
 
 
-def selective_scan_step(u_t, delta_t, A, B_t, C_t, D, h):
-    """One step: ``u_t``, ``delta_t`` (batch, E); ``B_t``, ``C_t`` (batch, N); ``h`` (batch, E, N).
+def selective_scan_step(u_t, delta_t, A, B_t, C_t, h, D=None):
+    """One step from ``h`` = h_{t-1} (batch, E, N): ``u_t``, ``delta_t`` (batch, E); ``B_t``, ``C_t`` (batch, N).
 
     Returns ``(y_t (batch, E), h_t (batch, E, N))``.
     """
@@ -93,15 +92,17 @@ def selective_scan_step(u_t, delta_t, A, B_t, C_t, D, h):
 # ----------------------------------------------------------------------------- the in-place scan
 
 
-def scan_(a: torch.Tensor, x: torch.Tensor, reverse: bool = False) -> None:
+def scan_(a: torch.Tensor, x: torch.Tensor, reverse: bool = False, scratch: torch.Tensor | None = None) -> None:
     """Solve ``x_t <- a_t x_{t-1} + x_t`` (or ``x_t <- a_t x_{t+1} + x_t`` when ``reverse``) in place along dim 1.
 
     Blelloch's work-efficient scan, written recursively on strided views: pair each element with
     its neighbour (``x_odd += a_odd x_even``, ``a_odd *= a_even``), solve the half-length problem on
     the odd elements, then finish the even ones from their solved neighbour. ceil(log2 L) levels
-    each way, about 3 L elementwise updates in all, any length L, no allocation. ``a`` is
-    overwritten (it is left holding partial products); the coefficient of the first position
-    (of the last, when ``reverse``) is never used. Both tensors are (batch, L, ...), same shape.
+    each way, about 3 L elementwise updates in all, any length L. Both tensors are (batch, L, ...).
+    The coefficient of the first position (of the last, when ``reverse``) is never applied.
+
+    ``a`` is overwritten with partial products, unless ``scratch`` is given: a flat buffer of at
+    least half of ``a``'s numbers, which then holds the products and leaves ``a`` as it was.
     """
     n = x.shape[1]
     if n < 2:
@@ -115,8 +116,12 @@ def scan_(a: torch.Tensor, x: torch.Tensor, reverse: bool = False) -> None:
         fix, prev = slice((n + 1) % 2, n - 2, 2), slice((n + 1) % 2 + 1, n - 1, 2)
     a_recv, x_recv = a[:, recv], x[:, recv]
     x_recv.addcmul_(a_recv, x[:, send])
-    a_recv.mul_(a[:, send])
-    scan_(a_recv, x_recv, reverse)
+    if scratch is None:
+        products = a_recv.mul_(a[:, send])
+    else:
+        shape = a_recv.shape
+        products = torch.mul(a_recv, a[:, send], out=scratch[: a_recv.numel()].view(shape))
+    scan_(products, x_recv, reverse)
     x[:, fix].addcmul_(a[:, fix], x[:, prev])
 
 
@@ -162,20 +167,21 @@ def _sum_channels(h: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.
 
 
 class _SelectiveScan(torch.autograd.Function):
-    """y_t[e] = sum_n C_t[n] h_t[e, n] (no D term), chunked; backward recomputes the states chunk by chunk.
+    """y_t[e] = sum_n C_t[n] h_t[e, n] + D[e] u_t[e], chunked; backward recomputes the states chunk by chunk.
 
     Inside, states are laid out (batch, chunk, N, E): E (the widest axis) is contiguous, so the
-    sums over N are small matmuls and the sums over E are contiguous reductions.
+    sums over N are small matmuls and the sums over E are contiguous reductions. Everything of
+    size (batch, chunk, N, E) lives in a few reused buffers of about _TARGET_BLOCK numbers. D is
+    optional (None).
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, chunk_size: int):
+    def forward(ctx, u, delta, A, B, C, D, chunk_size: int):
         batch, t, e = u.shape
         n = A.shape[1]
         block, chunk = _plan(batch, t, e, n, chunk_size)
         n_chunks = -(-t // chunk)
         A2_t = (A * LOG2_E).t().contiguous()
-        w = delta * u
         y = u.new_empty(batch, t, e)
         starts = u.new_empty(batch, n_chunks, n, e)  # the state entering each chunk (for backward)
         a_buf = u.new_empty(block, chunk, n, e)
@@ -188,39 +194,38 @@ class _SelectiveScan(torch.autograd.Function):
                 ts = slice(j * chunk, min((j + 1) * chunk, t))
                 c = ts.stop - ts.start
                 a, x = _take(a_buf, nb, c), _take(h_buf, nb, c)
+                u_c, delta_c = u[bs, ts], delta[bs, ts]
                 starts[bs, j] = h
-                _decay_into(a, delta[bs, ts], A2_t)
-                _input_into(x, w[bs, ts], B[bs, ts])
+                _decay_into(a, delta_c, A2_t)
+                _input_into(x, delta_c * u_c, B[bs, ts])
                 x[:, 0].addcmul_(a[:, 0], h)
                 scan_(a, x)
-                y[bs, ts] = _sum_states(x, C[bs, ts])
+                y_c = _sum_states(x, C[bs, ts])
+                if D is not None:
+                    y_c.addcmul_(u_c, D)
+                y[bs, ts] = y_c
                 h = x[:, -1].clone()
-        ctx.save_for_backward(u, delta, A, B, C, starts)
+        ctx.save_for_backward(u, delta, A, B, C, D, starts)
         ctx.plan = (block, chunk)
         return y
 
     @staticmethod
     @torch.autograd.function.once_differentiable
     def backward(ctx, grad_y):
-        u, delta, A, B, C, starts = ctx.saved_tensors
+        u, delta, A, B, C, D, starts = ctx.saved_tensors
         block, chunk = ctx.plan
         batch, t, e = u.shape
         n = A.shape[1]
         n_chunks = starts.shape[1]
         A_t = A.t().contiguous()
-        A2_t = A_t * LOG2_E
+        A2_t = (A * LOG2_E).t().contiguous()
         grad_y = grad_y.contiguous()
-        w = delta * u
-        grad_w = torch.empty_like(u)
-        grad_delta = torch.empty_like(u)  # the part through the decays
-        grad_B = torch.empty_like(B)
-        grad_C = torch.empty_like(C)
+        grad_u, grad_delta = torch.empty_like(u), torch.empty_like(u)
+        grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         grad_A_t = torch.zeros_like(A_t)
-        a_buf = u.new_empty(block, chunk, n, e)
-        s_buf = u.new_empty(block, chunk, n, e)  # the decays shifted by one (the adjoint's coefficients)
-        x_buf = u.new_empty(block, chunk, n, e)
-        h_buf = u.new_empty(block, chunk, n, e)
-        g_buf = u.new_empty(block, chunk, n, e)
+        grad_D = None if D is None else torch.zeros_like(D)
+        a_buf, x_buf, h_buf, g_buf = (u.new_empty(block, chunk, n, e) for _ in range(4))
+        scratch = u.new_empty(block * (chunk // 2 + 1) * n * e)  # the scans' partial products
         for b0 in range(0, batch, block):
             bs = slice(b0, min(b0 + block, batch))
             nb = bs.stop - b0
@@ -228,42 +233,43 @@ class _SelectiveScan(torch.autograd.Function):
             for j in reversed(range(n_chunks)):
                 ts = slice(j * chunk, min((j + 1) * chunk, t))
                 c = ts.stop - ts.start
-                a, s, x, h, g = (_take(z, nb, c) for z in (a_buf, s_buf, x_buf, h_buf, g_buf))
-                # Recompute the chunk's states h (the scan consumes a; s keeps it shifted by one).
-                _decay_into(a, delta[bs, ts], A2_t)
-                s[:, : c - 1].copy_(a[:, 1:])
-                s[:, c - 1].zero_()
-                first = a[:, 0].clone()
-                _input_into(x, w[bs, ts], B[bs, ts])
+                a, x, h, g = (_take(v, nb, c) for v in (a_buf, x_buf, h_buf, g_buf))
+                u_c, delta_c, B_c, C_c, gy = u[bs, ts], delta[bs, ts], B[bs, ts], C[bs, ts], grad_y[bs, ts]
+                w_c = delta_c * u_c
+                # Recompute the chunk's states h; the scan keeps the decays a (its products go to scratch).
+                _decay_into(a, delta_c, A2_t)
+                _input_into(x, w_c, B_c)
                 h.copy_(x)
-                h[:, 0].addcmul_(first, starts[bs, j])
-                scan_(a, h)
-                # Adjoint states g_t = dL/dh_t = C_t y'_t + a_{t+1} g_{t+1}: the same scan, backwards in time.
-                gy = grad_y[bs, ts]
-                torch.mul(C[bs, ts][..., None], gy[:, :, None, :], out=g)
+                h[:, 0].addcmul_(a[:, 0], starts[bs, j])
+                scan_(a, h, scratch=scratch)
+                # Adjoint states g_t = dL/dh_t = C_t y'_t + a_{t+1} g_{t+1}: the same scan, backwards in time,
+                # on g[:c-1] with the coefficients a[1:] once g_{c-1} (which takes the carry) is folded in.
+                torch.mul(C_c[..., None], gy[:, :, None, :], out=g)
                 g[:, c - 1].add_(carry)
-                scan_(s, g, reverse=True)
-                carry = first * g[:, 0]
+                if c > 1:
+                    g[:, c - 2].addcmul_(a[:, c - 1], g[:, c - 1])
+                    scan_(a[:, 1:], g[:, : c - 1], reverse=True, scratch=scratch)
+                carry = a[:, 0] * g[:, 0]
                 # Gradients of the chunk's inputs (a is free now: scratch).
                 grad_C[bs, ts] = _sum_channels(h, gy, a)
-                grad_B[bs, ts] = _sum_channels(g, w[bs, ts], a)
-                grad_w[bs, ts] = _sum_states(g, B[bs, ts])
+                grad_B[bs, ts] = _sum_channels(g, w_c, a)
+                grad_w = _sum_states(g, B_c)
                 # Through the decays: dL/d(delta_t A) = g_t * a_t h_{t-1} = g_t * (h_t - x_t).
                 q = torch.sub(h, x, out=x).mul_(g)
-                grad_delta[bs, ts] = torch.mul(q, A_t, out=a).sum(-2)
-                grad_A_t += q.mul_(delta[bs, ts][:, :, None, :]).sum((0, 1))
-        grad_u = grad_w * delta
-        grad_delta = grad_delta.add_(grad_w * u)
-        return grad_u, grad_delta, grad_A_t.t(), grad_B, grad_C, None
+                grad_delta[bs, ts] = torch.mul(q, A_t, out=a).sum(-2).addcmul_(grad_w, u_c)
+                grad_A_t += q.mul_(delta_c[:, :, None, :]).sum((0, 1))
+                grad_u_c = grad_w.mul_(delta_c)
+                if D is not None:
+                    grad_u_c.addcmul_(gy, D)
+                    grad_D += (gy * u_c).sum((0, 1))
+                grad_u[bs, ts] = grad_u_c
+        return grad_u, grad_delta, grad_A_t.t(), grad_B, grad_C, grad_D, None
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, chunk_size: int = DEFAULT_CHUNK):
-    """The training form: same contract as :func:`selective_scan_naive` (``y`` only), chunked, no loop over positions."""
+    """The training form: same contract as :func:`selective_scan_naive`, chunked, no loop over positions."""
     _check(u, delta, A, B, C, D)
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
-    u, delta, B, C = (z.contiguous() for z in (u, delta, B, C))
-    y = _SelectiveScan.apply(u, delta, A.contiguous(), B, C, chunk_size)
-    if D is not None:
-        y = y + D * u
-    return y
+    u, delta, B, C = (v.contiguous() for v in (u, delta, B, C))
+    return _SelectiveScan.apply(u, delta, A.contiguous(), B, C, D, chunk_size)

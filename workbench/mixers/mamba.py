@@ -154,5 +154,5 @@ class Mamba(Mixer):
             u = (window * self.conv.weight[:, 0, :]).sum(-1) + self.conv.bias
         u = F.silu(u)
         delta, B, C = self._selective(u)
-        y, new_state["h"] = selective_scan_step(u, delta, self._A(), B, C, self.D, state["h"])
+        y, new_state["h"] = selective_scan_step(u, delta, self._A(), B, C, state["h"], self.D)
         return self.out_proj(y * F.silu(z)), new_state
