@@ -40,9 +40,12 @@ import math
 
 import torch
 
-DEFAULT_CHUNK = 64  # tokens per chunk of the chunked form (memory, not maths: any value gives the same y)
+DEFAULT_CHUNK = 32  # tokens per chunk of the chunked form (speed and memory only: any value gives the same y)
 LOG2_E = 1.0 / math.log(2.0)
-_TARGET_BLOCK = 1 << 20  # numbers per (batch block, chunk, E, N) buffer: 16 MB in float32, cache friendly
+# Numbers per (batch block, chunk, N, E) buffer: 2 MB in float32. The backward pass works in four such
+# buffers (and half of one for the scan's products), so they stay in the last-level cache; 2^19 was
+# fastest of 2^18..2^21 for a training step at batch 64, T 256, E 256, N 16 (one thread; 2^21 was 60% slower).
+_TARGET_BLOCK = 1 << 19
 
 
 def _check(u, delta, A, B, C, D) -> None:
@@ -161,9 +164,10 @@ def _sum_states(h: torch.Tensor, C: torch.Tensor) -> torch.Tensor:
     return torch.bmm(C.reshape(b * c, 1, n), h.view(b * c, n, e)).view(b, c, e)
 
 
-def _sum_channels(h: torch.Tensor, v: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
-    """sum_e h[b, t, n, e] v[b, t, e] -> (b, t, N), with ``out`` as (b, c, N, E) scratch."""
-    return torch.mul(h, v[:, :, None, :], out=out).sum(-1)
+def _sum_channels(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """sum_e h[b, t, n, e] v[b, t, e] -> (b, t, N): a (1 x E) @ (E x N) product per position (h transposed, no copy)."""
+    b, c, n, e = h.shape
+    return torch.bmm(v.reshape(b * c, 1, e), h.view(b * c, n, e).transpose(1, 2)).view(b, c, n)
 
 
 class _SelectiveScan(torch.autograd.Function):
@@ -250,12 +254,15 @@ class _SelectiveScan(torch.autograd.Function):
                     g[:, c - 2].addcmul_(a[:, c - 1], g[:, c - 1])
                     scan_(a[:, 1:], g[:, : c - 1], reverse=True, scratch=scratch)
                 carry = a[:, 0] * g[:, 0]
-                # Gradients of the chunk's inputs (a is free now: scratch).
-                grad_C[bs, ts] = _sum_channels(h, gy, a)
-                grad_B[bs, ts] = _sum_channels(g, w_c, a)
+                # Gradients of the chunk's inputs.
+                grad_C[bs, ts] = _sum_channels(h, gy)
+                grad_B[bs, ts] = _sum_channels(g, w_c)
                 grad_w = _sum_states(g, B_c)
-                # Through the decays: dL/d(delta_t A) = g_t * a_t h_{t-1} = g_t * (h_t - x_t).
-                q = torch.sub(h, x, out=x).mul_(g)
+                # Through the decays: dL/d(delta_t A) = g_t a_t h_{t-1} (not g_t (h_t - x_t): no cancellation).
+                q = x  # free now
+                torch.mul(a[:, 1:], h[:, :-1], out=q[:, 1:])
+                torch.mul(a[:, 0], starts[bs, j], out=q[:, 0])
+                q.mul_(g)
                 grad_delta[bs, ts] = torch.mul(q, A_t, out=a).sum(-2).addcmul_(grad_w, u_c)
                 grad_A_t += q.mul_(delta_c[:, :, None, :]).sum((0, 1))
                 grad_u_c = grad_w.mul_(delta_c)
