@@ -98,6 +98,8 @@ def test_chunked_result_does_not_depend_on_the_chunk(chunk):
     y_ref, g_ref = values_and_grads(selective_scan_naive, inputs)
     y, g = values_and_grads(lambda *v: selective_scan_chunked(*v, chunk_size=chunk), inputs)
     assert_all_close([y, *g], [y_ref, *g_ref])
+    with torch.no_grad():  # the inference path keeps no chunk-entry states
+        assert_all_close([selective_scan_chunked(*inputs, chunk_size=chunk)], [y_ref])
 
 
 def test_chunked_batch_blocks_with_a_remainder(monkeypatch):

@@ -20,13 +20,19 @@ Forms (the flash-linear-attention convention):
   in-place, work-efficient log-depth scan (Blelloch's up-sweep / down-sweep of the operator
   ``(a, x) o (a', x') = (a a', a' x + x')``), over all (batch, channel, state) lanes at once. The
   state entering a chunk is folded into the chunk's first input (``x_0 += a_0 h``), so the chunks
-  follow one another in a loop of T / chunk_size iterations; that loop bounds the memory to a few
-  (batch, chunk, E, N) buffers instead of the (batch, T, E, N) states (67M numbers at batch 64,
-  T 256, E 256, N 16). A custom ``autograd.Function`` keeps only the inputs and the chunk-entry
-  states and recomputes the chunk's states in backward, where the adjoint recurrence
-  ``g_t = C_t y'_t + a_{t+1} g_{t+1}`` runs as the same scan backwards in time. Every decay is
-  ``exp(delta * A)`` with ``delta >= 0``, ``A < 0``: nothing positive is ever exponentiated and
-  every product of decays stays in [0, 1].
+  follow one another in a loop of T / chunk_size iterations (and the batch is cut into blocks, so
+  that a chunk's buffers hold about 2^19 numbers). Why a loop over chunks and not a log-depth scan
+  over the chunk ends as well: the states of every position, (batch, T, E, N), are what must never
+  exist at once (67M numbers, 268 MB, at batch 64, T 256, E 256, N 16; 1.7 GB at batch 50, T 2048),
+  and a scan over chunk ends would need every chunk's states alive, or a second pass that
+  re-exponentiates ``exp(A (S_t - S_start))`` at every position to add the carried state in; the
+  loop costs T / C small iterations and keeps all the work in a few cache-sized buffers.
+  A custom ``autograd.Function`` keeps only the inputs and the chunk-entry states (E N numbers per
+  chunk) and recomputes a chunk's states in backward, where the adjoint recurrence
+  ``g_t = C_t y'_t + a_{t+1} g_{t+1}`` runs as the same scan backwards in time; the decays'
+  gradient is ``g_t a_t h_{t-1}`` (never the cancelling ``g_t (h_t - delta_t B_t u_t)``). Every
+  decay is ``exp(delta * A)`` with ``delta >= 0``, ``A < 0``: nothing positive is ever exponentiated
+  and every product of decays stays in [0, 1]. Tested against autograd of the naive form.
 * :func:`selective_scan_step`: one recurrent step, ``(y_t, h_t)`` from ``h_{t-1}`` (what ``Mixer.step`` calls).
 
 Differences from the paper: none in the maths. The paper's kernel is a fused GPU scan that keeps
@@ -173,21 +179,21 @@ def _sum_channels(h: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
 class _SelectiveScan(torch.autograd.Function):
     """y_t[e] = sum_n C_t[n] h_t[e, n] + D[e] u_t[e], chunked; backward recomputes the states chunk by chunk.
 
-    Inside, states are laid out (batch, chunk, N, E): E (the widest axis) is contiguous, so the
-    sums over N are small matmuls and the sums over E are contiguous reductions. Everything of
-    size (batch, chunk, N, E) lives in a few reused buffers of about _TARGET_BLOCK numbers. D is
-    optional (None).
+    Inside, states are laid out (batch, chunk, N, E): E (the widest axis) is contiguous, and every
+    sum over N or over E is a batch of small matmuls (no scratch tensor). Everything of size
+    (batch, chunk, N, E) lives in a few reused buffers of about _TARGET_BLOCK numbers. D is optional
+    (None). The chunk-entry states are kept only when a gradient will be asked for (``keep``).
     """
 
     @staticmethod
-    def forward(ctx, u, delta, A, B, C, D, chunk_size: int):
+    def forward(ctx, u, delta, A, B, C, D, chunk_size: int, keep: bool):
         batch, t, e = u.shape
         n = A.shape[1]
         block, chunk = _plan(batch, t, e, n, chunk_size)
         n_chunks = -(-t // chunk)
         A2_t = (A * LOG2_E).t().contiguous()
         y = u.new_empty(batch, t, e)
-        starts = u.new_empty(batch, n_chunks, n, e)  # the state entering each chunk (for backward)
+        starts = u.new_empty(batch, n_chunks if keep else 0, n, e)  # the state entering each chunk (for backward)
         a_buf = u.new_empty(block, chunk, n, e)
         h_buf = u.new_empty(block, chunk, n, e)
         for b0 in range(0, batch, block):
@@ -199,7 +205,8 @@ class _SelectiveScan(torch.autograd.Function):
                 c = ts.stop - ts.start
                 a, x = _take(a_buf, nb, c), _take(h_buf, nb, c)
                 u_c, delta_c = u[bs, ts], delta[bs, ts]
-                starts[bs, j] = h
+                if keep:
+                    starts[bs, j] = h
                 _decay_into(a, delta_c, A2_t)
                 _input_into(x, delta_c * u_c, B[bs, ts])
                 x[:, 0].addcmul_(a[:, 0], h)
@@ -220,7 +227,7 @@ class _SelectiveScan(torch.autograd.Function):
         block, chunk = ctx.plan
         batch, t, e = u.shape
         n = A.shape[1]
-        n_chunks = starts.shape[1]
+        n_chunks = -(-t // chunk)
         A_t = A.t().contiguous()
         A2_t = (A * LOG2_E).t().contiguous()
         grad_y = grad_y.contiguous()
@@ -270,7 +277,7 @@ class _SelectiveScan(torch.autograd.Function):
                     grad_u_c.addcmul_(gy, D)
                     grad_D += (gy * u_c).sum((0, 1))
                 grad_u[bs, ts] = grad_u_c
-        return grad_u, grad_delta, grad_A_t.t(), grad_B, grad_C, grad_D, None
+        return grad_u, grad_delta, grad_A_t.t(), grad_B, grad_C, grad_D, None, None
 
 
 def selective_scan_chunked(u, delta, A, B, C, D=None, chunk_size: int = DEFAULT_CHUNK):
@@ -279,4 +286,5 @@ def selective_scan_chunked(u, delta, A, B, C, D=None, chunk_size: int = DEFAULT_
     if not isinstance(chunk_size, int) or isinstance(chunk_size, bool) or chunk_size < 1:
         raise ValueError(f"chunk_size must be a positive integer, got {chunk_size!r}")
     u, delta, B, C = (v.contiguous() for v in (u, delta, B, C))
-    return _SelectiveScan.apply(u, delta, A.contiguous(), B, C, D, chunk_size)
+    keep = torch.is_grad_enabled() and any(v is not None and v.requires_grad for v in (u, delta, A, B, C, D))
+    return _SelectiveScan.apply(u, delta, A.contiguous(), B, C, D, chunk_size, keep)
