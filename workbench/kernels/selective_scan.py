@@ -235,7 +235,7 @@ class _SelectiveScan(torch.autograd.Function):
         grad_B, grad_C = torch.empty_like(B), torch.empty_like(C)
         grad_A_t = torch.zeros_like(A_t)
         grad_D = None if D is None else torch.zeros_like(D)
-        a_buf, x_buf, h_buf, g_buf = (u.new_empty(block, chunk, n, e) for _ in range(4))
+        a_buf, h_buf, g_buf = (u.new_empty(block, chunk, n, e) for _ in range(3))
         scratch = u.new_empty(block * (chunk // 2 + 1) * n * e)  # the scans' partial products
         for b0 in range(0, batch, block):
             bs = slice(b0, min(b0 + block, batch))
@@ -244,13 +244,12 @@ class _SelectiveScan(torch.autograd.Function):
             for j in reversed(range(n_chunks)):
                 ts = slice(j * chunk, min((j + 1) * chunk, t))
                 c = ts.stop - ts.start
-                a, x, h, g = (_take(v, nb, c) for v in (a_buf, x_buf, h_buf, g_buf))
+                a, h, g = (_take(v, nb, c) for v in (a_buf, h_buf, g_buf))
                 u_c, delta_c, B_c, C_c, gy = u[bs, ts], delta[bs, ts], B[bs, ts], C[bs, ts], grad_y[bs, ts]
                 w_c = delta_c * u_c
                 # Recompute the chunk's states h; the scan keeps the decays a (its products go to scratch).
                 _decay_into(a, delta_c, A2_t)
-                _input_into(x, w_c, B_c)
-                h.copy_(x)
+                _input_into(h, w_c, B_c)
                 h[:, 0].addcmul_(a[:, 0], starts[bs, j])
                 scan_(a, h, scratch=scratch)
                 # Adjoint states g_t = dL/dh_t = C_t y'_t + a_{t+1} g_{t+1}: the same scan, backwards in time,
@@ -265,12 +264,13 @@ class _SelectiveScan(torch.autograd.Function):
                 grad_C[bs, ts] = _sum_channels(h, gy)
                 grad_B[bs, ts] = _sum_channels(g, w_c)
                 grad_w = _sum_states(g, B_c)
-                # Through the decays: dL/d(delta_t A) = g_t a_t h_{t-1} (not g_t (h_t - x_t): no cancellation).
-                q = x  # free now
-                torch.mul(a[:, 1:], h[:, :-1], out=q[:, 1:])
-                torch.mul(a[:, 0], starts[bs, j], out=q[:, 0])
+                # Through the decays: dL/d(delta_t A) = g_t a_t h_{t-1} (not g_t (h_t - delta_t B_t u_t), which
+                # cancels), formed in a; h is free for scratch.
+                q = a
+                q[:, 1:].mul_(h[:, :-1])
+                q[:, 0].mul_(starts[bs, j])
                 q.mul_(g)
-                grad_delta[bs, ts] = torch.mul(q, A_t, out=a).sum(-2).addcmul_(grad_w, u_c)
+                grad_delta[bs, ts] = torch.mul(q, A_t, out=h).sum(-2).addcmul_(grad_w, u_c)
                 grad_A_t += q.mul_(delta_c[:, :, None, :]).sum((0, 1))
                 grad_u_c = grad_w.mul_(delta_c)
                 if D is not None:
