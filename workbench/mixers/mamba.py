@@ -124,10 +124,16 @@ class Mamba(Mixer):
     def _A(self) -> torch.Tensor:
         return -torch.exp(self.A_log)
 
+    def _branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(u, z) = in_proj(x), as two products with the halves of its weight: each comes out contiguous
+        (no strided views into one (..., 2E) tensor, and no concatenation of their gradients)."""
+        weight = self.in_proj.weight
+        return F.linear(x, weight[: self.d_inner]), F.linear(x, weight[self.d_inner :])
+
     # ------------------------------------------------------------------ parallel form
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        u, z = self.in_proj(x).chunk(2, dim=-1)
+        u, z = self._branches(x)
         if self.o.inner_conv:
             k = self.o.inner_conv
             u = F.conv1d(F.pad(u.transpose(1, 2), (k - 1, 0)), self.conv.weight, self.conv.bias, groups=self.d_inner)
@@ -146,7 +152,7 @@ class Mamba(Mixer):
         return state
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
-        u, z = self.in_proj(x_t).chunk(2, dim=-1)
+        u, z = self._branches(x_t)
         new_state: dict[str, Any] = {}
         if self.o.inner_conv:
             window = u[..., None]
