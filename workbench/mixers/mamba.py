@@ -44,7 +44,7 @@ from workbench.mixers.base import Mixer
 
 @dataclass
 class MambaOptions:
-    d_state: int = 16  # N: the paper's default (Table/sec. 4 use N = 16); the state knob with expand
+    d_state: int = 16  # N: the paper's default state size; the state knob (with expand): E * N numbers
     expand: int = 2  # E = expand * d_model = 256 channels at d_model 128 (the paper's expansion 2)
     dt_rank: int | None = None  # R of the low-rank delta projection; None: ceil(d_model / 16) = 8 (the paper's)
     inner_conv: int = 0  # width k of the paper's depthwise conv on u (d_conv = 4); 0: off, the Block has one
@@ -100,9 +100,13 @@ class Mamba(Mixer):
             bound = r**-0.5
             self.dt_proj.weight.uniform_(-bound, bound)
             log_dt = torch.rand(e) * (math.log(o.dt_max) - math.log(o.dt_min)) + math.log(o.dt_min)
-            self.dt_proj.bias.copy_(_inverse_softplus(log_dt.exp().clamp_min(1e-4)))
-        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e, 1))  # A = -(1..N)
+            self.dt_proj.bias.copy_(_inverse_softplus(log_dt.exp().clamp_min(1e-4)))  # floor: the reference code's
+        # A = -exp(A_log) = -(1, ..., N) in every channel (S4D-real). Stored flat, (E * N,): the paper keeps A_log
+        # (and D) out of weight decay, and the project's optimizer decays exactly the parameters of 2 or more
+        # dimensions; _no_weight_decay marks both as the reference code does, for optimizers that read it.
+        self.A_log = nn.Parameter(torch.log(torch.arange(1, n + 1, dtype=torch.float32)).repeat(e))
         self.D = nn.Parameter(torch.ones(e))
+        self.A_log._no_weight_decay = self.D._no_weight_decay = True
         # Hook points for the notebooks.
         self.hook_u = HookPoint()  # (B, T, E) the scan's input, after the activation
         self.hook_delta = HookPoint()  # (B, T, E) step sizes: large = reset to the present, small = keep the past
@@ -122,7 +126,8 @@ class Mamba(Mixer):
         return self.hook_delta(delta), self.hook_B(B), self.hook_C(C)
 
     def _A(self) -> torch.Tensor:
-        return -torch.exp(self.A_log)
+        """A (E, N), negative."""
+        return -torch.exp(self.A_log).view(self.d_inner, self.d_state)
 
     def _branches(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(u, z) = in_proj(x), as two products with the halves of its weight: each comes out contiguous
