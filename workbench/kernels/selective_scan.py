@@ -6,8 +6,10 @@ Algorithm 2 and eqs. (2a), (4): per channel e (of E = d_inner) and state index n
     h_t[e, n] = exp(delta_t[e] * A[e, n]) * h_{t-1}[e, n] + delta_t[e] * B_t[n] * u_t[e],   h_{-1} = 0,
     y_t[e]    = sum_n C_t[n] * h_t[e, n] + D[e] * u_t[e].
 
-Discretisation as in the paper's implementation: zero-order hold for A (``exp(delta A)``) and the
-simplified Euler rule for B (``delta B``), which the paper notes is the one it uses in practice.
+Discretisation: zero-order hold for A (``exp(delta A)``, the paper's eq. (4)) and, for B, the simplified
+Euler rule ``delta B`` of the authors' reference implementation rather than eq. (4)'s ZOH
+``(delta A)^-1 (exp(delta A) - I) delta B``; the authors say the simplification does not change
+results (state-spaces/mamba issue #114). mambapy, the test oracle, does the same.
 Shapes: ``u``, ``delta`` (batch, T, E); ``A`` (E, N), entries < 0; ``B``, ``C`` (batch, T, N), shared by
 all channels (the paper's "selective" B and C of one group); ``D`` (E,) or None. ``delta`` is passed
 after its softplus (the mixer does the projection, the bias and the softplus).
@@ -35,7 +37,7 @@ Forms (the flash-linear-attention convention):
   and every product of decays stays in [0, 1]. Tested against autograd of the naive form.
 * :func:`selective_scan_step`: one recurrent step, ``(y_t, h_t)`` from ``h_{t-1}`` (what ``Mixer.step`` calls).
 
-Differences from the paper: none in the maths. The paper's kernel is a fused GPU scan that keeps
+Differences from the paper: only the B discretisation above. The paper's kernel is a fused GPU scan that keeps
 the states in SRAM; here the chunked form plays that role on CPU (bounded buffers, recompute in
 backward). The paper's variable-length, complex-valued and grouped-B/C variants are not offered.
 """
