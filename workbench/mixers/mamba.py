@@ -24,6 +24,9 @@ Differences from the paper, all deliberate:
   depend on d_model only through E and R).
 * No residual, normalisation or MLP here: the surrounding ``Block`` provides them (the paper's
   Mamba LM stacks Mamba blocks without MLPs; the protocol keeps every mixer in the same block).
+* B is discretised as ``delta B`` (Euler), as in the authors' code, not eq. (4)'s ZOH (see the kernel).
+* A_log is stored flat, (E * N,), so that the project's optimizer (which decays every parameter of
+  two or more dimensions) leaves it undecayed, as the paper's code does; ``_A()`` gives A as (E, N).
 """
 
 from __future__ import annotations
