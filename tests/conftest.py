@@ -29,6 +29,7 @@ SMALL_MIXER_OPTIONS: dict[str, dict] = {
     # (Gated) DeltaNet: d_k != d_v, and chunks of 8 so the tests' sequences cross chunk boundaries.
     "gated_deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
     "deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
+    "mamba": {"d_state": 4, "chunk_size": 8},  # 19-21-token tests cross two chunk boundaries
 }
 
 

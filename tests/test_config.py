@@ -102,7 +102,7 @@ def test_load_missing_and_unparsable_files(tmp_path):
         ({"train": {"lr": 0}}, r"train.lr must be > 0"),
         ({"train": {"warmup_steps": -1}}, r"warmup_steps"),
         ({"train": {"time_budget_s": -1.0}}, r"time_budget_s must be > 0"),
-        ({"model": {"mixer": "mamba"}}, r"unknown mixer 'mamba'; choose one of \[.*'inverted'.*'transformer'"),
+        ({"model": {"mixer": "no-such-mixer"}}, r"unknown mixer .no-such-mixer.; choose one of \[.*'inverted'.*'transformer'"),
         ({"task": {"name": "sorting"}}, r"unknown task 'sorting'; choose one of \[.*'copy'.*'mqar'"),
     ],
 )

@@ -10,6 +10,7 @@ from workbench.mixers.base import Mixer
 from workbench.mixers.based import BasedMixer
 from workbench.mixers.gated_deltanet import DeltaNet, GatedDeltaNet
 from workbench.mixers.inverted import InvertedMixer
+from workbench.mixers.mamba import Mamba
 from workbench.mixers.sliding_window import SlidingWindowAttention
 from workbench.mixers.transformer import SoftmaxAttention
 
@@ -19,8 +20,9 @@ MIXERS: dict[str, type[Mixer]] = {
     "based": BasedMixer,
     "gated_deltanet": GatedDeltaNet,
     "deltanet": DeltaNet,
+    "mamba": Mamba,
     "inverted": InvertedMixer,
 }
 
-__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "InvertedMixer", "Mixer", "SlidingWindowAttention",
-           "SoftmaxAttention"]
+__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "InvertedMixer", "Mamba", "Mixer",
+           "SlidingWindowAttention", "SoftmaxAttention"]
