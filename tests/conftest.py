@@ -24,6 +24,7 @@ torch.set_num_threads(1)
 SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "transformer": {"n_heads": 4},
     "inverted": {"n_units": 8, "read_topk": 2, "write_bias": 2.0, "chunk_size": 6},
+    "gsa": {"n_heads": 2, "n_slots": 8, "chunk_size": 4},
 }
 
 

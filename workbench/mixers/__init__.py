@@ -7,12 +7,14 @@ offers a recurrent form: ``init_state(batch)`` then ``step(x_t, state)``.
 from __future__ import annotations
 
 from workbench.mixers.base import Mixer
+from workbench.mixers.gsa import GatedSlotAttention
 from workbench.mixers.inverted import InvertedMixer
 from workbench.mixers.transformer import SoftmaxAttention
 
 MIXERS: dict[str, type[Mixer]] = {
     "transformer": SoftmaxAttention,
     "inverted": InvertedMixer,
+    "gsa": GatedSlotAttention,
 }
 
-__all__ = ["MIXERS", "Mixer", "InvertedMixer", "SoftmaxAttention"]
+__all__ = ["MIXERS", "Mixer", "GatedSlotAttention", "InvertedMixer", "SoftmaxAttention"]
