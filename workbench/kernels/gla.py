@@ -49,6 +49,8 @@ GATES = ("key", "value")
 # Below this half-size the tree's block products are elementwise: batched matmuls of 1-4 rows
 # cost more in per-matrix overhead than they save.
 _MATMUL_FROM = 4
+# About this many numbers in a slice's largest array (see _Chunked): 1 MB of float32, measured best.
+_SLICE_ELEMENTS = 1 << 18
 
 
 def _check(q, k, v, g, gate: str, state) -> None:
@@ -103,6 +105,8 @@ def _cross(m: torch.Tensor, h: int) -> torch.Tensor:
 
 def _outer(a: torch.Tensor, b: torch.Tensor, h: int) -> torch.Tensor:
     """a (..., h, D) times b (..., h, D) transposed: (..., h, h)."""
+    if h == 1:
+        return (a * b).sum(-1, keepdim=True)
     if h >= _MATMUL_FROM:
         return a @ b.transpose(-1, -2)
     return (a[..., :, None, :] * b[..., None, :, :]).sum(-1)
@@ -110,6 +114,8 @@ def _outer(a: torch.Tensor, b: torch.Tensor, h: int) -> torch.Tensor:
 
 def _apply(m: torch.Tensor, x: torch.Tensor, h: int) -> torch.Tensor:
     """m (..., h, h) times x (..., h, D): (..., h, D)."""
+    if h == 1:
+        return m * x
     if h >= _MATMUL_FROM:
         return m @ x
     return (m[..., :, :, None] * x[..., None, :, :]).sum(-2)
@@ -161,123 +167,150 @@ def _carry_backward(grad_final, inject, carry):
     return exits, running
 
 
-def _reverse_cumsum(x: torch.Tensor) -> torch.Tensor:
-    return x.flip(-2).cumsum(-2).flip(-2)
+def _reverse_cumsum_(x: torch.Tensor) -> torch.Tensor:
+    """sum_{s >= t} x_s along dim -2, as total - cumsum + x (x is overwritten)."""
+    total = x.sum(-2, keepdim=True)
+    return x.sub_(x.cumsum(-2)).add_(total)
 
 
-class _ChunkedKey(torch.autograd.Function):
-    """gate="key" on chunked inputs: q, k, g (..., n, C, K), v (..., n, C, V), state (..., K, V) or None.
+def _key_forward(q, k, v, g, start):
+    """gate="key" on chunked inputs: q, k, g (L, n, C, K), v (L, n, C, V), start (L, K, V).
 
-    Forward, per chunk: W[t, i] = sum_a q_t[a] k_i[a] exp(G_t[a] - G_i[a]) (i <= t) on the tree,
+    Per chunk: W[t, i] = sum_a q_t[a] k_i[a] exp(G_t[a] - G_i[a]) (i <= t) on the tree,
     o = W v + (q * exp(G)) S_in, S_out = exp(G_end) * S_in + (k * exp(G_end - G))^T v.
-    Backward by hand: dW = tril(do v^T) gives dq, dk on the same tree, dv = W^T do, the states'
-    gradients run backwards over the chunks, and dG = q * dq - k * dk (plus the chunk-end terms),
-    dg its reverse cumulative sum.
+    """
+    chunk = q.shape[-2]
+    decay = g.exp()
+    q_right, k_left, total = q * decay, k.clone(), decay
+    w = q.new_zeros(*q.shape[:-1], chunk)
+    w.diagonal(dim1=-2, dim2=-1).copy_((q * k).sum(-1))
+    for h in _levels(chunk):
+        _cross(w, h).copy_(_outer(_halves(q_right, h)[1], _halves(k_left, h)[0], h))
+        total = _advance(total, h, right=(q_right,), left=(k_left,))
+    # Now q_right = q * exp(G), k_left = k * exp(G_end - G), total = exp(G_end) (L, n, 1, K).
+    entering, final = _carry_forward(start, k_left.transpose(-1, -2) @ v, total.transpose(-1, -2))
+    out = w @ v + q_right @ entering
+    return out, final, (decay, w, entering)
+
+
+def _key_backward(q, k, v, out, saved, grad, grad_final):
+    """Gradients of :func:`_key_forward`: dW = tril(do v^T) gives dq, dk on the same tree, dv = W^T do,
+    the states' gradients run backwards over the chunks, and dG = q * dq - k * dk (plus the chunk-end
+    terms); dg is its reverse cumulative sum."""
+    decay, w, entering = saved
+    chunk = q.shape[-2]
+    dw = (grad @ v.transpose(-1, -2)).tril_()
+    dv = w.transpose(-1, -2) @ grad
+    diag = dw.diagonal(dim1=-2, dim2=-1)[..., None]
+    dq, dk = diag * k, diag * q
+    q_right, k_left, right, left, total = q * decay, k.clone(), decay.clone(), torch.ones_like(k), decay
+    for h in _levels(chunk):
+        block = _cross(dw, h)
+        _halves(dq, h)[1].addcmul_(_halves(right, h)[1], _apply(block, _halves(k_left, h)[0], h))
+        _halves(dk, h)[0].addcmul_(_halves(left, h)[0], _apply(block.transpose(-1, -2), _halves(q_right, h)[1], h))
+        total = _advance(total, h, right=(q_right, right), left=(k_left, left))
+    exits, grad_start = _carry_backward(grad_final, q_right.transpose(-1, -2) @ grad, total.transpose(-1, -2))
+    dq.addcmul_(grad @ entering.transpose(-1, -2), right)
+    dv += k_left @ exits
+    dk_out = (v @ exits.transpose(-1, -2)) * left
+    dk += dk_out
+    dG = torch.addcmul(q * dq, k, dk, value=-1)
+    dG[..., -1, :] += (k * dk_out).sum(-2) + total.squeeze(-2) * (entering * exits).sum(-1)
+    return dq, dk, dv, _reverse_cumsum_(dG), grad_start
+
+
+def _value_forward(q, k, v, g, start):
+    """gate="value" on chunked inputs: q, k (L, n, C, K), v, g (L, n, C, V), start (L, K, V).
+
+    Per chunk: A = tril(q k^T); o_t = sum_{i <= t} A[t, i] exp(G_t - G_i) * v_i on the tree, plus
+    (q S_in) * exp(G); S_out = S_in * exp(G_end) + k^T (v * exp(G_end - G)).
+    """
+    chunk = q.shape[-2]
+    decay = g.exp()
+    a = (q @ k.transpose(-1, -2)).tril_()
+    out = a.diagonal(dim1=-2, dim2=-1)[..., None] * v
+    right, v_left, total = decay.clone(), v.clone(), decay
+    for h in _levels(chunk):
+        _halves(out, h)[1].addcmul_(_halves(right, h)[1], _apply(_cross(a, h), _halves(v_left, h)[0], h))
+        total = _advance(total, h, right=(right,), left=(v_left,))
+    # Now right = exp(G), v_left = v * exp(G_end - G), total = exp(G_end) (L, n, 1, V).
+    entering, final = _carry_forward(start, k.transpose(-1, -2) @ v_left, total)
+    out.addcmul_(q @ entering, right)
+    return out, final, (decay, a, entering)
+
+
+def _value_backward(q, k, v, out, saved, grad, grad_final):
+    """Gradients of :func:`_value_forward`: dA[t, i] = sum_b do_t[b] v_i[b] exp(G_t[b] - G_i[b]) (the
+    key form's scores with do and v), dv = the adjoint mix of do, dq = dA k, dk = dA^T q, and
+    dG = do * o - v * dv (plus the chunk-end terms); dg is its reverse cumulative sum."""
+    decay, a, entering = saved
+    chunk = q.shape[-2]
+    da = q.new_zeros(*q.shape[:-1], chunk)
+    da.diagonal(dim1=-2, dim2=-1).copy_((grad * v).sum(-1))
+    dv = a.diagonal(dim1=-2, dim2=-1)[..., None] * grad
+    g_right, v_left, left, total = grad * decay, v.clone(), torch.ones_like(v), decay
+    for h in _levels(chunk):
+        grad_r = _halves(g_right, h)[1]
+        _cross(da, h).copy_(_outer(grad_r, _halves(v_left, h)[0], h))
+        _halves(dv, h)[0].addcmul_(_halves(left, h)[0], _apply(_cross(a, h).transpose(-1, -2), grad_r, h))
+        total = _advance(total, h, right=(g_right,), left=(v_left, left))
+    exits, grad_start = _carry_backward(grad_final, q.transpose(-1, -2) @ g_right, total)
+    dq = da @ k + g_right @ entering.transpose(-1, -2)
+    dk = da.transpose(-1, -2) @ q + v_left @ exits.transpose(-1, -2)
+    dv_out = (k @ exits) * left
+    dv += dv_out
+    dG = torch.addcmul(grad * out, v, dv, value=-1)
+    dG[..., -1, :] += (v * dv_out).sum(-2) + total.squeeze(-2) * (entering * exits).sum(-2)
+    return dq, dk, dv, _reverse_cumsum_(dG), grad_start
+
+
+_PASSES = {"key": (_key_forward, _key_backward), "value": (_value_forward, _value_backward)}
+
+
+def _slices(lead: int, per_lead: int) -> list[slice]:
+    """Split the lead dim so one slice's largest array holds about _SLICE_ELEMENTS numbers."""
+    step = max(1, _SLICE_ELEMENTS // per_lead)
+    return [slice(i, i + step) for i in range(0, lead, step)]
+
+
+class _Chunked(torch.autograd.Function):
+    """The chunked op on (L, n, C, D) inputs with a hand-written backward, run slice by slice over L.
+
+    Slicing is only for speed: the op is memory-bound, and a slice's arrays stay in the cache
+    through the tens of passes the tree makes over them.
     """
 
     @staticmethod
-    def forward(ctx, q, k, v, g, start):
+    def forward(ctx, gate, q, k, v, g, start):
         ctx.set_materialize_grads(False)
-        chunk = q.shape[-2]
-        decay = g.exp()
-        q_right, k_left, total = q * decay, k.clone(), decay
-        w = q.new_zeros(*q.shape[:-1], chunk)
-        w.diagonal(dim1=-2, dim2=-1).copy_((q * k).sum(-1))
-        for h in _levels(chunk):
-            _cross(w, h).copy_(_outer(_halves(q_right, h)[1], _halves(k_left, h)[0], h))
-            total = _advance(total, h, right=(q_right,), left=(k_left,))
-        # Now q_right = q * exp(G), k_left = k * exp(G_end - G), total = exp(G_end) (..., n, 1, K).
-        carry = total.transpose(-1, -2)
+        forward = _PASSES[gate][0]
+        ctx.gate, ctx.has_start = gate, start is not None
         if start is None:
-            start = q.new_zeros(*q.shape[:-3], q.shape[-1], v.shape[-1])
-        entering, final = _carry_forward(start, k_left.transpose(-1, -2) @ v, carry)
-        out = w @ v + q_right @ entering
-        ctx.save_for_backward(q, k, v, decay, w, entering)
-        return out, final
+            start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
+        ctx.slices = _slices(q.shape[0], q[0].numel() * max(q.shape[-1], v.shape[-1], q.shape[-2]) // q.shape[-1])
+        outs, finals, saved = [], [], []
+        for sl in ctx.slices:
+            out, final, kept = forward(q[sl], k[sl], v[sl], g[sl], start[sl])
+            outs.append(out)
+            finals.append(final)
+            saved.extend(kept)
+        out = torch.cat(outs) if len(outs) > 1 else outs[0]
+        ctx.save_for_backward(q, k, v, out, *saved)  # freed after backward, like any saved tensor
+        return out, (torch.cat(finals) if len(finals) > 1 else finals[0])
 
     @staticmethod
     def backward(ctx, grad, grad_final):
-        q, k, v, decay, w, entering = ctx.saved_tensors
-        chunk = q.shape[-2]
-        if grad is None:
-            grad = torch.zeros_like(v)
-        dw = (grad @ v.transpose(-1, -2)).tril_()
-        dv = w.transpose(-1, -2) @ grad
-        diag = dw.diagonal(dim1=-2, dim2=-1)[..., None]
-        dq, dk = diag * k, diag * q
-        q_right, k_left, right, left, total = q * decay, k.clone(), decay.clone(), torch.ones_like(k), decay
-        for h in _levels(chunk):
-            block = _cross(dw, h)
-            _halves(dq, h)[1].addcmul_(_halves(right, h)[1], _apply(block, _halves(k_left, h)[0], h))
-            _halves(dk, h)[0].addcmul_(_halves(left, h)[0], _apply(block.transpose(-1, -2), _halves(q_right, h)[1], h))
-            total = _advance(total, h, right=(q_right, right), left=(k_left, left))
-        carry = total.transpose(-1, -2)
+        q, k, v, out, *saved = ctx.saved_tensors
+        backward = _PASSES[ctx.gate][1]
+        grad = torch.zeros_like(out) if grad is None else grad.contiguous()
         if grad_final is None:
-            grad_final = torch.zeros_like(entering[..., 0, :, :])
-        exits, grad_start = _carry_backward(grad_final, q_right.transpose(-1, -2) @ grad, carry)
-        dq.addcmul_(grad @ entering.transpose(-1, -2), right)
-        dv += k_left @ exits
-        dk_out = (v @ exits.transpose(-1, -2)) * left
-        dk += dk_out
-        dG = q * dq - k * dk
-        dG[..., -1, :] += (k * dk_out).sum(-2) + total.squeeze(-2) * (entering * exits).sum(-1)
-        return dq, dk, dv, _reverse_cumsum(dG), grad_start if ctx.needs_input_grad[4] else None
-
-
-class _ChunkedValue(torch.autograd.Function):
-    """gate="value" on chunked inputs: q, k (..., n, C, K), v, g (..., n, C, V), state (..., K, V) or None.
-
-    Forward, per chunk: A = tril(q k^T); o_t = sum_{i <= t} A[t, i] exp(G_t - G_i) * v_i on the tree,
-    plus (q S_in) * exp(G); S_out = S_in * exp(G_end) + k^T (v * exp(G_end - G)).
-    Backward by hand: dA[t, i] = sum_b do_t[b] v_i[b] exp(G_t[b] - G_i[b]) (the key form's scores
-    with do and v), dv = the adjoint mix of do, dq = dA k, dk = dA^T q, and dG = do * o - v * dv
-    (plus the chunk-end terms), dg its reverse cumulative sum.
-    """
-
-    @staticmethod
-    def forward(ctx, q, k, v, g, start):
-        ctx.set_materialize_grads(False)
-        chunk = q.shape[-2]
-        decay = g.exp()
-        a = (q @ k.transpose(-1, -2)).tril_()
-        out = a.diagonal(dim1=-2, dim2=-1)[..., None] * v
-        right, v_left, total = decay.clone(), v.clone(), decay
-        for h in _levels(chunk):
-            _halves(out, h)[1].addcmul_(_halves(right, h)[1], _apply(_cross(a, h), _halves(v_left, h)[0], h))
-            total = _advance(total, h, right=(right,), left=(v_left,))
-        # Now right = exp(G), v_left = v * exp(G_end - G), total = exp(G_end) (..., n, 1, V).
-        if start is None:
-            start = q.new_zeros(*q.shape[:-3], q.shape[-1], v.shape[-1])
-        entering, final = _carry_forward(start, k.transpose(-1, -2) @ v_left, total)
-        out.addcmul_(q @ entering, right)
-        ctx.save_for_backward(q, k, v, decay, a, entering, out)
-        return out, final
-
-    @staticmethod
-    def backward(ctx, grad, grad_final):
-        q, k, v, decay, a, entering, out = ctx.saved_tensors
-        chunk = q.shape[-2]
-        if grad is None:
-            grad = torch.zeros_like(v)
-        da = q.new_zeros(*q.shape[:-1], chunk)
-        da.diagonal(dim1=-2, dim2=-1).copy_((grad * v).sum(-1))
-        dv = a.diagonal(dim1=-2, dim2=-1)[..., None] * grad
-        g_right, v_left, left, total = grad * decay, v.clone(), torch.ones_like(v), decay
-        for h in _levels(chunk):
-            grad_r = _halves(g_right, h)[1]
-            _cross(da, h).copy_(_outer(grad_r, _halves(v_left, h)[0], h))
-            _halves(dv, h)[0].addcmul_(_halves(left, h)[0], _apply(_cross(a, h).transpose(-1, -2), grad_r, h))
-            total = _advance(total, h, right=(g_right,), left=(v_left, left))
-        if grad_final is None:
-            grad_final = torch.zeros_like(entering[..., 0, :, :])
-        exits, grad_start = _carry_backward(grad_final, q.transpose(-1, -2) @ g_right, total)
-        dq = da @ k + g_right @ entering.transpose(-1, -2)
-        dk = da.transpose(-1, -2) @ q + v_left @ exits.transpose(-1, -2)
-        dv_out = (k @ exits) * left
-        dv += dv_out
-        dG = grad * out - v * dv
-        dG[..., -1, :] += (v * dv_out).sum(-2) + total.squeeze(-2) * (entering * exits).sum(-2)
-        return dq, dk, dv, _reverse_cumsum(dG), grad_start if ctx.needs_input_grad[4] else None
+            grad_final = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
+        parts = []
+        for i, sl in enumerate(ctx.slices):
+            kept = saved[3 * i : 3 * i + 3]
+            parts.append(backward(q[sl], k[sl], v[sl], out[sl], kept, grad[sl], grad_final[sl]))
+        grads = [torch.cat(z) if len(z) > 1 else z[0] for z in zip(*parts)]
+        return None, *grads[:4], (grads[4] if ctx.has_start else None)
 
 
 def gla_chunked(q, k, v, g, *, gate: str = "key", initial_state=None, chunk_size: int = 64):
@@ -296,8 +329,10 @@ def gla_chunked(q, k, v, g, *, gate: str = "key", initial_state=None, chunk_size
     if pad:
         q, k, v, g = (F.pad(z, (0, 0, 0, pad)) for z in (q, k, v, g))
     n = (t + pad) // chunk
-    q, k, v, g = (z.reshape(*lead, n, chunk, z.shape[-1]) for z in (q, k, v, g))
-    function = _ChunkedKey if gate == "key" else _ChunkedValue
-    out, state = function.apply(q, k, v, g, initial_state)
+    # One lead dim, contiguous chunks: every array the op makes has one layout, and no matmul copies.
+    q, k, v, g = (z.reshape(-1, n, chunk, z.shape[-1]).contiguous() for z in (q, k, v, g))
+    if initial_state is not None:
+        initial_state = initial_state.reshape(-1, *initial_state.shape[-2:])
+    out, state = _Chunked.apply(gate, q, k, v, g, initial_state)
     out = out.reshape(*lead, n * chunk, out.shape[-1])
-    return (out[..., :t, :] if pad else out), state
+    return (out[..., :t, :] if pad else out), state.reshape(*lead, *state.shape[-2:])

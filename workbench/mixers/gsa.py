@@ -96,14 +96,13 @@ class GatedSlotAttention(Mixer):
         self.options = options
         self.n_heads, self.n_slots = options.n_heads, options.n_slots
         self.d_head = d_model // options.n_heads
-        self.qkv = nn.Linear(d_model, 3 * d_model, bias=False)
         n_gates = options.n_heads * options.n_slots
+        # One matmul for q, k, v and (full rank) the gate logits; a low-rank gate has its own two.
+        self.proj = nn.Linear(d_model, 3 * d_model + (0 if options.gate_rank else n_gates), bias=False)
         if options.gate_rank:
             self.gate = nn.Sequential(
                 nn.Linear(d_model, options.gate_rank, bias=False), nn.Linear(options.gate_rank, n_gates, bias=False)
             )
-        else:
-            self.gate = nn.Linear(d_model, n_gates, bias=False)
         self.norm_weight = nn.Parameter(torch.ones(d_model))
         self.out = nn.Linear(d_model, d_model, bias=False)
         self.hook_log_forget = HookPoint()  # (B, H, T, m): log alpha, the slots' log forget gates
@@ -111,11 +110,23 @@ class GatedSlotAttention(Mixer):
         self.hook_read_weights = HookPoint()  # (B, H, T, m): softmax over the slots
         self.hook_read = HookPoint()  # (B, T, d_model): the heads' reads o_t, before swish and the norm
 
-    def _project(self, x: torch.Tensor):
-        """x (..., d_model) -> q, k, v (..., H, d_head) and log alpha, 1 - alpha (..., H, m)."""
-        q, k, v = F.silu(self.qkv(x)).view(*x.shape[:-1], 3, self.n_heads, self.d_head).unbind(-3)
-        log_alpha = F.logsigmoid(self.gate(x)) / self.options.gate_temperature
-        log_alpha = log_alpha.view(*x.shape[:-1], self.n_heads, self.n_slots)
+    def _project(self, x: torch.Tensor, head_major: bool):
+        """x (B, [T,] d_model) -> q, k, v (B, H, [T,] d_head), log alpha and 1 - alpha (B, H, [T,] m).
+
+        ``head_major`` (a sequence): the heads are moved in front of time before the elementwise
+        maps, so every array the GLA passes read is contiguous without a copy of its own.
+        """
+        projected = self.proj(x)
+        d = 3 * self.n_heads * self.d_head
+        logits = self.gate(x) if self.options.gate_rank else projected[..., d:]
+        qkv = projected[..., :d].unflatten(-1, (3, self.n_heads, self.d_head))
+        logits = logits.unflatten(-1, (self.n_heads, self.n_slots))
+        if head_major:  # (B, T, 3, H, D) -> (3, B, H, T, D); (B, T, H, m) -> (B, H, T, m)
+            qkv, logits = qkv.permute(2, 0, 3, 1, 4).contiguous(), logits.transpose(1, 2).contiguous()
+        else:
+            qkv = qkv.movedim(-3, 0)
+        q, k, v = F.silu(qkv).unbind(0)
+        log_alpha = F.logsigmoid(logits) / self.options.gate_temperature
         return q, k, v, log_alpha, -torch.expm1(log_alpha)
 
     def _finish(self, read: torch.Tensor) -> torch.Tensor:
@@ -125,7 +136,7 @@ class GatedSlotAttention(Mixer):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
-        q, k, v, log_alpha, write = (z.transpose(1, 2) for z in self._project(x))  # (B, H, T, .)
+        q, k, v, log_alpha, write = self._project(x, head_major=True)  # (B, H, T, .)
         log_alpha = self.hook_log_forget(log_alpha)
         chunk = self.options.chunk_size
         scores, _ = gla_chunked(q, k, write, log_alpha, gate="value", chunk_size=chunk)
@@ -143,7 +154,7 @@ class GatedSlotAttention(Mixer):
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
-        q, k, v, log_alpha, write = self._project(x_t)  # (B, H, .)
+        q, k, v, log_alpha, write = self._project(x_t, head_major=False)  # (B, H, .)
         log_alpha = self.hook_log_forget(log_alpha)
         scores, key_slots = gla_step(q, k, write, log_alpha, state["key_slots"], gate="value")
         weights = self.hook_read_weights(self.hook_slot_scores(scores).softmax(-1))
