@@ -56,6 +56,8 @@ _SLICE_ELEMENTS = 1 << 18
 def _check(q, k, v, g, gate: str, state) -> None:
     if gate not in GATES:
         raise ValueError(f"gate must be one of {GATES}, got {gate!r}")
+    if q.dim() < 2 or q.shape[-2] == 0:
+        raise ValueError(f"q must be (..., T, K) with T >= 1, got {tuple(q.shape)}")
     if q.shape != k.shape or q.shape[:-1] != v.shape[:-1]:
         raise ValueError(f"q {tuple(q.shape)}, k {tuple(k.shape)} and v {tuple(v.shape)} do not match")
     gated = k if gate == "key" else v
@@ -78,15 +80,20 @@ def gla_step(q, k, v, g, state, *, gate: str = "key"):
 
 
 def gla_naive(q, k, v, g, *, gate: str = "key", initial_state=None):
-    """The definition: :func:`gla_step` looped over the T positions (dim -2)."""
+    """The definition as a plain loop over the T positions (dim -2), written out on its own."""
     _check(q, k, v, g, gate, initial_state)
     state = initial_state
     if state is None:
         state = q.new_zeros(*q.shape[:-2], q.shape[-1], v.shape[-1])
     outputs = []
     for t in range(q.shape[-2]):
-        o, state = gla_step(q[..., t, :], k[..., t, :], v[..., t, :], g[..., t, :], state, gate=gate)
-        outputs.append(o)
+        decay = torch.exp(g[..., t, :])
+        if gate == "key":  # S_t = diag(exp g_t) S_{t-1} + k_t v_t^T
+            state = torch.einsum("...i,...ij->...ij", decay, state)
+        else:  # S_t = S_{t-1} diag(exp g_t) + k_t v_t^T
+            state = torch.einsum("...ij,...j->...ij", state, decay)
+        state = state + torch.einsum("...i,...j->...ij", k[..., t, :], v[..., t, :])
+        outputs.append(torch.einsum("...i,...ij->...j", q[..., t, :], state))  # o_t = S_t^T q_t
     return torch.stack(outputs, dim=-2), state
 
 
