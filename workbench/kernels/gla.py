@@ -24,14 +24,19 @@ with o (B, H, T, V) and the state after the last token):
 
       exp(G_t - G_i) = exp(G_t - G_p) * exp(G_p - G_i),   p = the last position of L,
 
-  both exponents <= 0 and the product exact, so the block is one (h x h) matmul of q rescaled by
+  both exponents <= 0 and the product exact, so the block is one (h x h) product of q rescaled by
   ``exp(G_t - G_p)`` and k (or v) rescaled by ``exp(G_p - G_i)``. Each pair meets at exactly one
-  level (its lowest common block), the pairs t = i have decay 1. log2(C) levels, O(T log C)
-  exponentials and O(T C (K + V)) multiply-adds, nothing with two sequence-sized dimensions, and
-  no exponential of a positive number anywhere: stable in float32 for any gate (decays that
-  underflow to 0 are what the product would underflow to). Across chunks the state is carried by
-  a loop over the T / C chunks (elementwise decay plus the chunk's own rank-C update; the
-  per-chunk updates and all reads are batched outside the loop).
+  level (its lowest common block), the pairs t = i have decay 1. The rescaling factors of level 2h
+  are those of level h times the total decay of the neighbouring h-block (a product of decays, so
+  one exp per input and no exp per level). log2(C) levels, O(T C (K + V)) multiply-adds, nothing
+  with two sequence-sized dimensions, and no exponential of a positive number and no factor above
+  1 anywhere: stable in float32 for any gate (a decay that underflows to 0 is what the exact
+  product rounds to). Across chunks the state is carried by a loop over the T / C chunks
+  (elementwise decay plus the chunk's own update; the updates and all reads are batched outside
+  the loop); the tree's last level leaves exactly the factors exp(G_t) and exp(G_end - G_i) that
+  the cross-chunk terms need. Forward and backward are written by hand (the backward runs the
+  same tree: dG = q * dq - k * dk for the key gate, do * o - v * dv for the value gate, dg its
+  reverse cumulative sum), and run slice by slice over batch x heads so the arrays stay in cache.
 * :func:`gla_step`: one step of the recurrence (what a mixer's ``step`` calls).
 
 Differences from the paper's algorithm: GLA's chunked form stabilises the intra-chunk decays by

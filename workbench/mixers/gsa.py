@@ -45,11 +45,12 @@ from workbench.mixers.base import Mixer
 
 @dataclass
 class GSAOptions:
-    # The state knob (the Pareto sweep's axis): slots per head. 64 is the paper's default (it
-    # reports 64 as the best trade-off between recall and state size) and fla's GSA configs.
+    # The state knob (the Pareto sweep's axis): slots per head; state = heads * n_slots * 2 * d_head.
+    # 64 is the paper's experimental setting (and fla's GSA configs).
     n_slots: int = 64
-    # The paper uses 4 heads at every scale (fla's default too); 128 / 4 = 32 dimensions per head,
-    # the same split as the transformer baseline here.
+    # 4 heads is the paper's setting (and fla's default) at every model size it trains; at d_model
+    # 128 that is 32 dimensions per head, the same split as the transformer baseline here. (The state
+    # does not depend on it: heads * d_head = d_model.)
     n_heads: int = 4
     # tau, the damping of the forget gate alpha = sigmoid(.)^(1/tau): the paper (after GLA) uses 8,
     # which keeps alpha near 1 (long memories) at initialisation.
@@ -116,10 +117,11 @@ class GatedSlotAttention(Mixer):
         ``head_major`` (a sequence): the heads are moved in front of time before the elementwise
         maps, so every array the GLA passes read is contiguous without a copy of its own.
         """
-        projected = self.proj(x)
-        d = 3 * self.n_heads * self.d_head
-        logits = self.gate(x) if self.options.gate_rank else projected[..., d:]
-        qkv = projected[..., :d].unflatten(-1, (3, self.n_heads, self.d_head))
+        if self.options.gate_rank:
+            qkv, logits = self.proj(x), self.gate(x)
+        else:  # split, not slices: its backward concatenates instead of filling zeros and adding
+            qkv, logits = self.proj(x).split([3 * self.n_heads * self.d_head, self.n_heads * self.n_slots], dim=-1)
+        qkv = qkv.unflatten(-1, (3, self.n_heads, self.d_head))
         logits = logits.unflatten(-1, (self.n_heads, self.n_slots))
         if head_major:  # (B, T, 3, H, D) -> (3, B, H, T, D); (B, T, H, m) -> (B, H, T, m)
             qkv, logits = qkv.permute(2, 0, 3, 1, 4).contiguous(), logits.transpose(1, 2).contiguous()
