@@ -193,7 +193,8 @@ def test_gla_matches_fla_naive_recurrent_gla():
         return gla_chunked(q * 8**-0.5, k, v, g, gate="key", initial_state=s, chunk_size=16)
 
     def theirs(q, k, v, g, s):  # (B, H, T, D) here, (B, T, H, D) there
-        o, final = naive_recurrent_gla(*(z.transpose(1, 2) for z in (q, k, v, g)), initial_state=s, output_final_state=True)
+        q, k, v, g = (z.transpose(1, 2) for z in (q, k, v, g))
+        o, final = naive_recurrent_gla(q, k, v, g, initial_state=s, output_final_state=True)
         return o.transpose(1, 2), final
 
     assert_all_close(values_and_grads(ours, tensors), values_and_grads(theirs, tensors), rtol=1e-4, atol=1e-4)

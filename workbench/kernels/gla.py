@@ -69,7 +69,8 @@ def _check(q, k, v, g, gate: str, state) -> None:
     if g.shape != gated.shape:
         raise ValueError(f"g {tuple(g.shape)} must have the {gate} shape {tuple(gated.shape)}")
     if state is not None and state.shape != (*q.shape[:-2], q.shape[-1], v.shape[-1]):
-        raise ValueError(f"state {tuple(state.shape)} must be (..., K, V) = {(*q.shape[:-2], q.shape[-1], v.shape[-1])}")
+        expected = (*q.shape[:-2], q.shape[-1], v.shape[-1])
+        raise ValueError(f"state {tuple(state.shape)} must be (..., K, V) = {expected}")
 
 
 def gla_step(q, k, v, g, state, *, gate: str = "key"):
@@ -200,9 +201,13 @@ def _key_forward(q, k, v, g, start):
         _cross(w, h).copy_(_outer(_halves(q_right, h)[1], _halves(k_left, h)[0], h))
         total = _advance(total, h, right=(q_right,), left=(k_left,))
     # Now q_right = q * exp(G), k_left = k * exp(G_end - G), total = exp(G_end) (L, n, 1, K).
-    entering, final = _carry_forward(start, k_left.transpose(-1, -2) @ v, total.transpose(-1, -2))
-    out = w @ v + q_right @ entering
-    return out, final, (decay, w, entering)
+    update = k_left.transpose(-1, -2) @ v
+    if start is None and q.shape[1] == 1:  # one chunk from a zero state: nothing enters it
+        return w @ v, update[:, 0], (decay, w, None)
+    if start is None:
+        start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
+    entering, final = _carry_forward(start, update, total.transpose(-1, -2))
+    return w @ v + q_right @ entering, final, (decay, w, entering)
 
 
 def _key_backward(q, k, v, out, saved, grad, grad_final):
@@ -221,13 +226,22 @@ def _key_backward(q, k, v, out, saved, grad, grad_final):
         _halves(dq, h)[1].addcmul_(_halves(right, h)[1], _apply(block, _halves(k_left, h)[0], h))
         _halves(dk, h)[0].addcmul_(_halves(left, h)[0], _apply(block.transpose(-1, -2), _halves(q_right, h)[1], h))
         total = _advance(total, h, right=(q_right, right), left=(k_left, left))
-    exits, grad_start = _carry_backward(grad_final, q_right.transpose(-1, -2) @ grad, total.transpose(-1, -2))
-    dq.addcmul_(grad @ entering.transpose(-1, -2), right)
-    dv += k_left @ exits
-    dk_out = (v @ exits.transpose(-1, -2)) * left
-    dk += dk_out
+    grad_start, end_terms = None, 0.0
+    if entering is not None:
+        if grad_final is None:
+            grad_final = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
+        exits, grad_start = _carry_backward(grad_final, q_right.transpose(-1, -2) @ grad, total.transpose(-1, -2))
+        dq.addcmul_(grad @ entering.transpose(-1, -2), right)
+        end_terms = total.squeeze(-2) * (entering * exits).sum(-1)
+    else:  # one chunk from a zero state: only the final state's gradient comes back
+        exits = None if grad_final is None else grad_final[:, None]
+    if exits is not None:
+        dv += k_left @ exits
+        dk_out = (v @ exits.transpose(-1, -2)) * left
+        dk += dk_out
+        end_terms = end_terms + (k * dk_out).sum(-2)
     dG = torch.addcmul(q * dq, k, dk, value=-1)
-    dG[..., -1, :] += (k * dk_out).sum(-2) + total.squeeze(-2) * (entering * exits).sum(-1)
+    dG[..., -1, :] += end_terms
     return dq, dk, dv, _reverse_cumsum_(dG), grad_start
 
 
@@ -246,7 +260,12 @@ def _value_forward(q, k, v, g, start):
         _halves(out, h)[1].addcmul_(_halves(right, h)[1], _apply(_cross(a, h), _halves(v_left, h)[0], h))
         total = _advance(total, h, right=(right,), left=(v_left,))
     # Now right = exp(G), v_left = v * exp(G_end - G), total = exp(G_end) (L, n, 1, V).
-    entering, final = _carry_forward(start, k.transpose(-1, -2) @ v_left, total)
+    update = k.transpose(-1, -2) @ v_left
+    if start is None and q.shape[1] == 1:  # one chunk from a zero state: nothing enters it
+        return out, update[:, 0], (decay, a, None)
+    if start is None:
+        start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
+    entering, final = _carry_forward(start, update, total)
     out.addcmul_(q @ entering, right)
     return out, final, (decay, a, entering)
 
@@ -266,13 +285,23 @@ def _value_backward(q, k, v, out, saved, grad, grad_final):
         _cross(da, h).copy_(_outer(grad_r, _halves(v_left, h)[0], h))
         _halves(dv, h)[0].addcmul_(_halves(left, h)[0], _apply(_cross(a, h).transpose(-1, -2), grad_r, h))
         total = _advance(total, h, right=(g_right,), left=(v_left, left))
-    exits, grad_start = _carry_backward(grad_final, q.transpose(-1, -2) @ g_right, total)
-    dq = da @ k + g_right @ entering.transpose(-1, -2)
-    dk = da.transpose(-1, -2) @ q + v_left @ exits.transpose(-1, -2)
-    dv_out = (k @ exits) * left
-    dv += dv_out
+    dq, dk = da @ k, da.transpose(-1, -2) @ q
+    grad_start, end_terms = None, 0.0
+    if entering is not None:
+        if grad_final is None:
+            grad_final = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
+        exits, grad_start = _carry_backward(grad_final, q.transpose(-1, -2) @ g_right, total)
+        dq += g_right @ entering.transpose(-1, -2)
+        end_terms = total.squeeze(-2) * (entering * exits).sum(-2)
+    else:  # one chunk from a zero state: only the final state's gradient comes back
+        exits = None if grad_final is None else grad_final[:, None]
+    if exits is not None:
+        dk += v_left @ exits.transpose(-1, -2)
+        dv_out = (k @ exits) * left
+        dv += dv_out
+        end_terms = end_terms + (v * dv_out).sum(-2)
     dG = torch.addcmul(grad * out, v, dv, value=-1)
-    dG[..., -1, :] += (v * dv_out).sum(-2) + total.squeeze(-2) * (entering * exits).sum(-2)
+    dG[..., -1, :] += end_terms
     return dq, dk, dv, _reverse_cumsum_(dG), grad_start
 
 
@@ -297,12 +326,10 @@ class _Chunked(torch.autograd.Function):
         ctx.set_materialize_grads(False)
         forward = _PASSES[gate][0]
         ctx.gate, ctx.has_start = gate, start is not None
-        if start is None:
-            start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
         ctx.slices = _slices(q.shape[0], q[0].numel() * max(q.shape[-1], v.shape[-1], q.shape[-2]) // q.shape[-1])
         outs, finals, saved = [], [], []
         for sl in ctx.slices:
-            out, final, kept = forward(q[sl], k[sl], v[sl], g[sl], start[sl])
+            out, final, kept = forward(q[sl], k[sl], v[sl], g[sl], None if start is None else start[sl])
             outs.append(out)
             finals.append(final)
             saved.extend(kept)
@@ -315,13 +342,12 @@ class _Chunked(torch.autograd.Function):
         q, k, v, out, *saved = ctx.saved_tensors
         backward = _PASSES[ctx.gate][1]
         grad = torch.zeros_like(out) if grad is None else grad.contiguous()
-        if grad_final is None:
-            grad_final = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
         parts = []
         for i, sl in enumerate(ctx.slices):
             kept = saved[3 * i : 3 * i + 3]
-            parts.append(backward(q[sl], k[sl], v[sl], out[sl], kept, grad[sl], grad_final[sl]))
-        grads = [torch.cat(z) if len(z) > 1 else z[0] for z in zip(*parts)]
+            final_sl = None if grad_final is None else grad_final[sl]
+            parts.append(backward(q[sl], k[sl], v[sl], out[sl], kept, grad[sl], final_sl))
+        grads = [torch.cat(z) if len(z) > 1 else z[0] for z in list(zip(*parts))[: 5 if ctx.has_start else 4]]
         return None, *grads[:4], (grads[4] if ctx.has_start else None)
 
 
