@@ -128,7 +128,8 @@ class GatedSlotAttention(Mixer):
         else:
             qkv = qkv.movedim(-3, 0)
         q, k, v = F.silu(qkv).unbind(0)
-        log_alpha = F.logsigmoid(logits) / self.options.gate_temperature
+        # Hooked before 1 - alpha is taken from it: a patched gate moves the writes with it.
+        log_alpha = self.hook_log_forget(F.logsigmoid(logits) / self.options.gate_temperature)
         return q, k, v, log_alpha, -torch.expm1(log_alpha)
 
     def _finish(self, read: torch.Tensor) -> torch.Tensor:
@@ -139,7 +140,6 @@ class GatedSlotAttention(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v, log_alpha, write = self._project(x, head_major=True)  # (B, H, T, .)
-        log_alpha = self.hook_log_forget(log_alpha)
         chunk = self.options.chunk_size
         scores, _ = gla_chunked(q, k, write, log_alpha, gate="value", chunk_size=chunk)
         weights = self.hook_read_weights(self.hook_slot_scores(scores).softmax(-1))
@@ -157,7 +157,6 @@ class GatedSlotAttention(Mixer):
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
         q, k, v, log_alpha, write = self._project(x_t, head_major=False)  # (B, H, .)
-        log_alpha = self.hook_log_forget(log_alpha)
         scores, key_slots = gla_step(q, k, write, log_alpha, state["key_slots"], gate="value")
         weights = self.hook_read_weights(self.hook_slot_scores(scores).softmax(-1))
         read, value_slots = gla_step(weights, write, v, log_alpha, state["value_slots"], gate="key")
