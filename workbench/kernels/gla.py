@@ -180,10 +180,9 @@ def _carry_backward(grad_final, inject, carry):
     return exits, running
 
 
-def _reverse_cumsum_(x: torch.Tensor) -> torch.Tensor:
-    """sum_{s >= t} x_s along dim -2, as total - cumsum + x (x is overwritten)."""
-    total = x.sum(-2, keepdim=True)
-    return x.sub_(x.cumsum(-2)).add_(total)
+def _reverse_cumsum(x: torch.Tensor) -> torch.Tensor:
+    """sum_{s >= t} x_s along dim -2 (summed from the end: no total - cumsum cancellation)."""
+    return x.flip(-2).cumsum(-2).flip(-2)
 
 
 def _key_forward(q, k, v, g, start):
@@ -242,7 +241,7 @@ def _key_backward(q, k, v, out, saved, grad, grad_final):
         end_terms = end_terms + (k * dk_out).sum(-2)
     dG = torch.addcmul(q * dq, k, dk, value=-1)
     dG[..., -1, :] += end_terms
-    return dq, dk, dv, _reverse_cumsum_(dG), grad_start
+    return dq, dk, dv, _reverse_cumsum(dG), grad_start
 
 
 def _value_forward(q, k, v, g, start):
@@ -302,7 +301,7 @@ def _value_backward(q, k, v, out, saved, grad, grad_final):
         end_terms = end_terms + (v * dv_out).sum(-2)
     dG = torch.addcmul(grad * out, v, dv, value=-1)
     dG[..., -1, :] += end_terms
-    return dq, dk, dv, _reverse_cumsum_(dG), grad_start
+    return dq, dk, dv, _reverse_cumsum(dG), grad_start
 
 
 _PASSES = {"key": (_key_forward, _key_backward), "value": (_value_forward, _value_backward)}
