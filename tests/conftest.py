@@ -30,6 +30,7 @@ SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "gated_deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
     "deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
     "mamba": {"d_state": 4, "chunk_size": 8},  # 19-21-token tests cross two chunk boundaries
+    "gsa": {"n_heads": 2, "n_slots": 8, "chunk_size": 4},
 }
 
 

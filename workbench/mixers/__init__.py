@@ -9,6 +9,7 @@ from __future__ import annotations
 from workbench.mixers.base import Mixer
 from workbench.mixers.based import BasedMixer
 from workbench.mixers.gated_deltanet import DeltaNet, GatedDeltaNet
+from workbench.mixers.gsa import GatedSlotAttention
 from workbench.mixers.inverted import InvertedMixer
 from workbench.mixers.mamba import Mamba
 from workbench.mixers.sliding_window import SlidingWindowAttention
@@ -21,8 +22,9 @@ MIXERS: dict[str, type[Mixer]] = {
     "gated_deltanet": GatedDeltaNet,
     "deltanet": DeltaNet,
     "mamba": Mamba,
+    "gsa": GatedSlotAttention,
     "inverted": InvertedMixer,
 }
 
-__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "InvertedMixer", "Mamba", "Mixer",
+__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "GatedSlotAttention", "InvertedMixer", "Mamba", "Mixer",
            "SlidingWindowAttention", "SoftmaxAttention"]
