@@ -25,8 +25,8 @@ $(STAMP): pyproject.toml
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-demo: venv  ## the main job, small: both mixers on copy, MQAR and char-LM (< 10 min on 2 cores)
-	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm --mixers transformer,inverted --budget demo --seeds 1
+demo: venv  ## the main comparison, small, trained fresh into runs/demo-<time> and printed beside the reference
+	$(PY) -m workbench.cli demo
 
 test: venv  ## the full default suite (slow-marked tests excluded)
 	$(PY) -m pytest -q
@@ -42,7 +42,8 @@ notebooks: venv  ## re-run every notebook with papermill at full parameters
 
 figures: notebooks
 
-BENCH_ARGS = --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
+EXPERIMENT ?= v2
+BENCH_ARGS = --experiment $(EXPERIMENT) --budget full
 JOBS ?= 1
 bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped); JOBS=2: two single-threaded processes share the runs
 	@if [ "$(JOBS)" -le 1 ]; then $(PY) -m workbench.cli compare $(BENCH_ARGS); else \
@@ -54,10 +55,8 @@ bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped
 	  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli compare $(BENCH_ARGS); \
 	  wait; $(PY) -m workbench.cli compare $(BENCH_ARGS) --quiet; fi
 
-ablation: venv  ## each switch of the inverted mixer off on its own, MQAR + copy + char-LM, demo budget -> results/ablation
-	$(PY) -m workbench.cli compare --tasks mqar,copy,charlm --mixers ablation --budget demo --seeds $(ABLATION_SEEDS) --results results/ablation
-
-ABLATION_SEEDS ?= 1
+ablation: venv  ## the inverted mixer's switches at protocol v2's full budget -> results/compare-ablation-full.json
+	$(MAKE) bench EXPERIMENT=ablation
 
 SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 

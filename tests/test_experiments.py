@@ -180,3 +180,20 @@ def test_companion_experiments_build_and_take_their_rates_from_v2(tmp_path):
     widths = {v.model.get("d_model") for v in pareto.variants}
     assert {64, 128, 256} <= widths and pareto.seeds == 1
     assert get_experiment("v2-2layer", "full", tmp_path).model["n_layers"] == 2
+
+
+def test_demo_prints_fresh_numbers_beside_the_committed_reference(tmp_path):
+    from workbench.experiments.demo import CELLS, demo_experiment, side_by_side
+
+    experiment = demo_experiment(["transformer", "inverted"])
+    assert [c.label for c in experiment.cells] == ["mqar-64x4", "copy", "charlm"] == sorted(CELLS, key=CELLS.index)
+    assert experiment.budget == "demo" and experiment.seeds == 1
+
+    def row(variant, value):
+        return {"label": "copy", "variant": variant, "metrics": {"exact_match": {"mean": value, "std": 0.0, "n": 1}}}
+
+    reference = tmp_path / "ref.json"
+    reference.write_text(json.dumps({"rows": [row("transformer", 0.25)]}))
+    table = side_by_side({"rows": [row("transformer", 0.5), row("inverted", 0.75)]}, reference)
+    assert "| copy | exact_match | 0.500 / 0.250 | 0.750 / - |" in table
+    assert "no reference" in side_by_side({"rows": [row("inverted", 0.75)]}, tmp_path / "absent.json")

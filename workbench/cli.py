@@ -145,6 +145,14 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_demo(args: argparse.Namespace) -> None:
+    from workbench.experiments.demo import run_demo
+
+    _, table = run_demo(args.out, [m for m in args.mixers.split(",") if m] if args.mixers else None, jobs=args.jobs,
+                        progress=not args.quiet)
+    print(table)
+
+
 def cmd_notebooks(args: argparse.Namespace) -> None:
     from workbench.notebooks import run_notebooks
 
@@ -230,6 +238,13 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aggregate cells that lack seeds too (marked incomplete) instead of leaving them out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("demo", help="the main comparison at a small budget, trained fresh, beside the reference")
+    p.add_argument("--out", type=Path, help="results directory for the fresh runs (default runs/demo-<time>)")
+    p.add_argument("--mixers", help="comma list (default transformer,gated_deltanet,inverted)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
 
     p = sub.add_parser("report", help="render result tables from results/*.json into markdown files")
     p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md", "docs/edge.md"])
