@@ -197,3 +197,17 @@ def test_demo_prints_fresh_numbers_beside_the_committed_reference(tmp_path):
     table = side_by_side({"rows": [row("transformer", 0.5), row("inverted", 0.75)]}, reference)
     assert "| copy | exact_match | 0.500 / 0.250 | 0.750 / - |" in table
     assert "no reference" in side_by_side({"rows": [row("inverted", 0.75)]}, tmp_path / "absent.json")
+
+
+def test_a_partial_grid_gives_a_provisional_row_only_when_asked_and_runs_the_middle_rate_first(corpus_dir, tmp_path):
+    from workbench.experiments.runner import _priority
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"], lr_grid=(1e-3, 3e-3, 1e-2), seeds=2)
+    results = tmp_path / "results"
+    runs, _ = experiment.runs(results, chosen_rate(experiment, results))
+    assert min(runs, key=lambda r: _priority(experiment, r)).lr == 3e-3
+    middle = replace(experiment, lr_grid=(3e-3,), seeds=1)  # trains exactly the middle grid run
+    run_experiment(middle, results, progress=False)
+    assert aggregate(experiment, results)["rows"] == []
+    (row,) = aggregate(experiment, results, allow_incomplete=True)["rows"]
+    assert row["lr"] == 3e-3 and row["lr_provisional"] and not row["complete"] and row["seeds"] == 1

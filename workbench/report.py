@@ -55,8 +55,8 @@ def compare_table(summary: dict[str, Any]) -> str:
         for variant in variants:
             row = by_key.get((label, variant))
             cells.append("-" if row is None or "steps" not in row else
-                         f"{row['lr']:g} / {row['steps']['mean']:.0f}" + (f", {row['diverged']} diverged"
-                                                                          if row.get("diverged") else ""))
+                         f"{row['lr']:g}{'*' if row.get('lr_provisional') else ''} / {row['steps']['mean']:.0f}"
+                         + (f", {row['diverged']} diverged" if row.get("diverged") else ""))
         lines.append(f"| {label} | lr / steps | " + " | ".join(cells) + " |")
     params, state, speed = [], [], []
     for variant in variants:
@@ -79,6 +79,8 @@ def compare_table(summary: dict[str, Any]) -> str:
     lines += ["", f"Experiment `{summary['experiment']}`, budget `{summary['budget']}`, {summary['seeds']} seed(s) per "
               f"cell" + (f", learning rate chosen on seed 0 from {{{', '.join(f'{x:g}' for x in summary['lr_grid'])}}}"
                          if summary.get("lr_grid") else "") + f"; measured on: {', '.join(devices) or '-'}."]
+    if any(r.get("lr_provisional") for r in summary["rows"]):
+        lines.append("`*`: the learning rate is the best of the grid points finished so far (the grid is unfinished).")
     if missing:
         lines.append(f"Incomplete: {len(missing)} (cell, variant) pair(s) lack runs: " + ", ".join(
             f"{m['label']} / {m['variant']} ({m['seeds']} seed(s), grid {m['grid_done']}/{m['grid']})"
