@@ -88,6 +88,49 @@ def compare_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+LOWER_IS_BETTER = {"bpc"}
+
+
+def verdict(mine: dict[str, float] | None, theirs: dict[str, float] | None, metric: str) -> str:
+    """``better``/``worse`` when the means differ by more than the larger standard deviation of the two
+    (each over at least 2 seeds), ``tie`` when they do not, ``n/a`` without enough seeds."""
+    if not mine or not theirs:
+        return "-"
+    if min(mine.get("n", 1), theirs.get("n", 1)) < 2:
+        return "n/a (1 seed)"
+    difference = mine["mean"] - theirs["mean"]
+    if metric in LOWER_IS_BETTER:
+        difference = -difference
+    if abs(difference) <= max(mine["std"], theirs["std"]):
+        return "tie"
+    return "better" if difference > 0 else "worse"
+
+
+def standings_table(summary: dict[str, Any], focus: str = "inverted") -> str:
+    """Where ``focus`` stands against every other variant, cell by cell, on each cell's primary metric
+    (and the extrapolation metrics): better / tie / worse by the one-standard-deviation rule."""
+    variants = [v for v in dict.fromkeys(r["variant"] for r in summary["rows"]) if v != focus]
+    by_key = {(r["label"], r["variant"]): r for r in summary["rows"]}
+    lines = ["| cell | metric | " + " | ".join(f"vs {v}" for v in variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
+    for label in dict.fromkeys(r["label"] for r in summary["rows"]):
+        mine = by_key.get((label, focus))
+        if mine is None:
+            continue
+        for metric in mine["metrics"]:
+            if metric.startswith(("token_accuracy", "val_")):
+                continue
+            cells = []
+            for variant in variants:
+                other = by_key.get((label, variant))
+                cells.append(verdict(mine["metrics"].get(metric), other["metrics"].get(metric) if other else None,
+                                     metric))
+            lines.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
+    lines += ["", f"`{focus}` against each variant: better or worse when the means differ by more than the larger "
+              "of the two standard deviations over seeds, else a tie (protocol v2's rule)."]
+    return "\n".join(lines)
+
+
 def ablation_table(summary: dict[str, Any]) -> str:
     """One row per variant, one column per (cell, metric), with the change from the first (default) row."""
     variants = list(dict.fromkeys(row["variant"] for row in summary["rows"]))
@@ -192,6 +235,8 @@ def render_blocks(results: Path) -> dict[str, str]:
             blocks[f"ablation-{summary['budget']}"] = ablation_table(summary)
         else:
             blocks[path.stem] = compare_table(summary)
+            if any(r["variant"] == "inverted" for r in summary["rows"]):
+                blocks[f"standings-{path.stem.removeprefix('compare-')}"] = standings_table(summary)
     for path in sorted((results / "v1").glob("compare-*.json")):  # protocol v1, as it ran
         blocks[f"v1-{path.stem.split('-', 1)[1]}"] = v1_table(json.loads(path.read_text()))
     for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
