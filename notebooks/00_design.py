@@ -178,15 +178,14 @@ def attention_flops(n, d=d_model):
 def inverted_flops(n, o=o_inv, d=d_model):
     """FLOPs of the inverted forward (chunked form, CPU path), per token times n.
 
-    Per token: conv w*d; gates and ordinal query d_feat*(2 + 2F); query and key 2*d*d_k; value and
-    out 2*d^2; the EMA's (C, C) chunk matmul C*d; scoring the M + C candidates (M + C)*key_dim; and
+    Per token: gates and ordinal query d_feat*(2 + 2F); query and key 2*d*d_k; value and out 2*d^2; the EMA's (C, C) chunk matmul C*d; scoring the M + C candidates (M + C)*key_dim; and
     mixing the k kept values, k*d (element-wise on the CPU path, ``chunk_read_gather``, so the
     counter does not see it; the dense read would cost (M + C)*d here instead).
     """
     c = min(o.chunk_size, n)
     ema = c * d if o.timescales else 0
     mix = o.read_topk * d if o.read_topk < o.n_units + c else (o.n_units + c) * d
-    per_token = (o.conv_width * d + d_feat * (2 + 2 * o.n_freq) + 2 * d * o.d_key + 2 * d * d + ema
+    per_token = (d_feat * (2 + 2 * o.n_freq) + 2 * d * o.d_key + 2 * d * d + ema
                  + (o.n_units + c) * key_dim + mix)
     return 2 * n * per_token
 
@@ -207,7 +206,15 @@ show_table(["n", "attention FLOPs", "inverted FLOPs", "ratio", "largest tensor, 
 
 # Where the two lines cross, from the formulas (both checked against the counter above).
 crossover = next((n for n in range(1, 1 << 16) if attention_flops(n) > inverted_flops(n)), None)
-print(f"d_model={d_model}, M={o_inv.n_units}, C={o_inv.chunk_size}: attention costs more FLOPs than the inverted mixer from n = {crossover}")
+if crossover == 1:
+    flop_finding = (f"at d_model={d_model}, M={o_inv.n_units}, C={o_inv.chunk_size} the inverted mixer costs fewer "
+                    f"forward FLOPs than attention at every length n >= 1 (ratio {attention_flops(lengths[0]) / inverted_flops(lengths[0]):.2f}x "
+                    f"at n={lengths[0]}, {attention_flops(lengths[-1]) / inverted_flops(lengths[-1]):.1f}x at n={lengths[-1]})")
+elif crossover is None:
+    flop_finding = f"attention costs fewer FLOPs than the inverted mixer at every length up to {1 << 16}"
+else:
+    flop_finding = f"attention costs fewer FLOPs below n = {crossover} and more from there on"
+print(flop_finding)
 
 # %%
 fig = make_subplots(rows=1, cols=2, subplot_titles=("forward FLOPs (measured)", "largest tensor in the forward (elements)"))
@@ -235,10 +242,10 @@ fig.show()
 
 # %% [markdown]
 # **Reading the figure.** Left: attention's FLOPs follow the slope-2 guide, the inverted mixer's the
-# slope-1 guide. At short lengths the inverted mixer is *more* expensive: every token scores
-# $M + C$ candidates (units plus its own chunk) even when fewer than $M + C$ tokens exist, so the
-# crossover printed above is the length from which the mechanism pays for itself at these sizes.
-# Right: from $n \approx d$ on, attention's largest tensor is the $H \times n \times n$ weight matrix (below
+# slope-1 guide. Every inverted token scores $M + C$ candidates (units plus its own chunk) even when
+# fewer tokens exist, but with $d_k = 32$ a candidate costs about a quarter of an attention pair
+# (scored on $d_k + 2F$ numbers, and only $k$ values are mixed), so where the two lines cross is an
+# empirical matter: the sentence printed under the table is computed from the formulas. Right: from $n \approx d$ on, attention's largest tensor is the $H \times n \times n$ weight matrix (below
 # that, a weight matrix of the projections); the inverted mixer's grows linearly (its
 # $n \times (M + C)$ score table and its $n \times d$ activations).
 
@@ -407,7 +414,7 @@ show_table(
 # from the same write and pool decisions.
 
 # %%
-mixer = tiny_mixer(n_units=8, n_pools=2, read_topk=2, chunk_size=8, conv_width=4)
+mixer = tiny_mixer(n_units=8, n_pools=2, read_topk=2, chunk_size=8)
 T_demo = 64
 with torch.no_grad(), capture(mixer, ["hook_unit", "hook_occupant"]) as cache:
     mixer(torch.randn(1, T_demo, 16, dtype=torch.float64))
@@ -556,7 +563,7 @@ fig.show()
 # %% [markdown]
 # ## 4 · The inverted mechanism, equation by equation
 #
-# Notation: $x_t \in \mathbb{R}^d$ is the mixer's input at position $t$ (after the block's LayerNorm),
+# Notation: $x_t \in \mathbb{R}^d$ is the block's LayerNorm output at position $t$ (4.1 turns it into the mixer's input $h_t$),
 # $M$ the number of units, $P$ the number of pools, $S = M/P$ the pool size, $C$ the chunk length,
 # $k$ = `read_topk`, $F$ = `n_freq`, $\mathrm{sg}$ = stop-gradient. Each equation names the function
 # that computes it, relative to the module `workbench.mixers.inverted`: `ema_scan` is
@@ -564,16 +571,18 @@ fig.show()
 # `workbench.mixers.inverted.InvertedMixer._read`. The last check of this section resolves every
 # such citation in this notebook, so a renamed function fails here.
 #
-# **4.1 Local channel.** A depthwise causal convolution of width $w$ gives each token a private view
-# of its predecessors. It carries order, and the "which token came just before" asymmetry that
-# copying and associative recall need:
+# **4.1 Local channel (the block's front end).** A depthwise causal convolution of width $w$ gives
+# each token a private view of its predecessors. It carries order, and the "which token came just
+# before" asymmetry that copying and associative recall need:
 # $$\ell_t = \textstyle\sum_{j=0}^{w-1} W_j \odot x_{t-j} + b, \qquad h_t = x_t + \ell_t .$$
-# (`InvertedMixer.conv` in `InvertedMixer.forward`; `InvertedMixer._features` forms $h$.) The output
-# adds $\ell_t$ again, so the local path reaches the residual stream even when nothing is read.
+# It is not part of the mixer: `workbench.model.Block` applies it in front of **every** mixer
+# (`ModelConfig.short_conv`, hook `blocks.N.hook_local`), hands the mixer $h$, and adds $\ell_t$ to
+# the mixer's output, so the local path reaches the residual stream even when nothing is read.
+# The mixer receives $h_t$; `InvertedMixer._features` computes every linear map of it at once.
 #
 # **4.2 Multi-timescale context.** Channel group $g$ keeps an exponential average with its own decay
 # $\lambda_g$ (`timescales`, buffer `InvertedMixer.decay`):
-# $$c_t = \lambda \odot c_{t-1} + (1-\lambda) \odot x_t, \qquad f_t = [h_t;\ c_t].$$
+# $$c_t = \lambda \odot c_{t-1} + (1-\lambda) \odot h_t, \qquad f_t = [h_t;\ c_t].$$
 # `ema_scan` computes all $t$ at once by doubling: after sweep $j$ each $y_t$ holds the sum of the last
 # $2^j$ terms $\lambda^i (1-\lambda) x_{t-i}$, so $\lceil \log_2 T\rceil$ vectorised sweeps suffice.
 # The CPU path the mixer runs, `workbench.kernels.reference.ema_chunked`, computes the same numbers
@@ -636,12 +645,12 @@ fig.show()
 # unit inside the chunk, and for each chunk token the next rewrite of its unit.
 #
 # **4.8 Messages and the ordinal code.** A posted message carries a key and a value,
-# $$k_s = \Big[\tfrac{W_k h_s}{\sqrt{d_k}};\ \phi(\nu_s)\Big]\cdot \text{write}_s, \qquad v_s = W_v x_s \cdot \text{write}_s,$$
+# $$k_s = \Big[\tfrac{W_k h_s}{\sqrt{d_k}};\ \phi(\nu_s)\Big]\cdot \text{write}_s, \qquad v_s = W_v h_s \cdot \text{write}_s,$$
 # (times the route scale), where $\nu_s = \sum_{s' \le s} \text{write}_{s'} - 1$ is the message's ordinal and
 # $$\phi(\nu) = [\cos \omega_f \nu;\ \sin \omega_f \nu]_{f=0}^{F-1}, \qquad \omega_f = M^{-f/(F-1)}$$
 # (`InvertedMixer._message`, `ordinal_code`). The fastest frequency separates neighbouring ordinals, the
-# slowest turns once over about $2\pi M$ messages. The key holds $h$ (identity plus local context, the
-# "what came before me" part); the value holds $x$ (the token itself).
+# slowest turns once over about $2\pi M$ messages. Key and value both read $h$ (the token plus its
+# local context, the "what came before me" part, from the block's convolution) through separate maps.
 #
 # **4.9 Query and ordinal read.** The read pointer is $p_t = \sum_{s\le t} \text{advance}_s - 1$
 # (`hook_read_pointer`). With $z_t = W_z f_t + b_z$ (`InvertedMixer.ordinal_query`):
@@ -674,7 +683,7 @@ fig.show()
 #   On CPU the $k$ kept candidates are then mapped back to the positions that wrote them and their
 #   values fetched by one lookup (`chunk_read_gather`), instead of a dense $C \times (M + C)$ weight
 #   matrix times every candidate's value.
-# * `InvertedMixer.step`: the recurrent form. The state holds the conv window, the EMA, the counters,
+# * `InvertedMixer.step`: the recurrent form. The state holds the EMA, the counters,
 #   and the $M$ keys and values with `occupied` and `fired_at`: constant size. A token writes first,
 #   then reads, as in the parallel form, where $o_m(t)$ includes $t$ itself.
 #
@@ -770,7 +779,7 @@ assert not unresolved and len(methods) >= 10
 # ($\log \frac{T}{C}$ sweeps over $\frac{T}{C} \times d$ numbers), negligible next to the rest.
 #
 # Decoding (`InvertedMixer.step`): per token $O(d^2 + M e + k d)$, **independent of the position**, with
-# a state of $M(e + d + 2) + d\,w + P + 2$ numbers. Softmax attention decodes with per-token work
+# a state of $M(e + d + 2) + d + P + 2$ numbers (the block's conv window adds $(w - 1)\,d$ for every mixer). Softmax attention decodes with per-token work
 # $O(d^2 + t\,d)$ and a key-value cache of $2 t d$ numbers, both growing with the position $t$.
 # Below, one decoding step is measured at several positions for both real modules.
 
@@ -879,21 +888,21 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 # ```text
 # АЛГОРИТМ ПеревёрнутоеВнимание_Параллельно
-# ВХОД:  x[1..T] — векторы размерности d (выход LayerNorm блока)
+# ВХОД:  h[1..T] — векторы размерности d от блока (Block): h = n + local, где n — выход LayerNorm,
+#        local ← КАУЗАЛЬНАЯ_СВЁРТКА(n, ширина w) — общий для всех миксеров вход блока
+#        (личный канал токена: порядок и предшественник)
 #        M — число узлов, P — число пулов, S = M / P, C — длина блока, k — сколько узлов читать
-# ВЫХОД: y[1..T] — добавка к остаточному потоку
+# ВЫХОД: y[1..T] — добавка к остаточному потоку (блок прибавит к ней ещё local)
 #
-#   // 1. Локальный канал и контекст (InvertedMixer.conv, ema_scan, _features)
-#   local ← КАУЗАЛЬНАЯ_СВЁРТКА(x, ширина w)        // личный канал токена: порядок и предшественник
-#   h ← x + local
-#   ema ← ЭКСП_СРЕДНЕЕ(x, λ по группам каналов)   // по кускам: матрица C×C + скан по концам кусков
+#   // 1. Контекст на нескольких временных масштабах (ema_scan, _features)
+#   ema ← ЭКСП_СРЕДНЕЕ(h, λ по группам каналов)   // по кускам: матрица C×C + скан по концам кусков
 #   feat ← [h ; ema]
 #
 #   // 2. Значимость: кто публикует сообщение (_gates, straight_through)
 #   p ← σ(feat · w_s + b_s)                        // вероятность записи
 #   ЕСЛИ write_gate выключен ТО p ← 1                // абляция: пишет каждый токен
-#   write ← ПРЯМОЙ_ПРОХОД(p > 1/2, p)              // вперёд 0/1, градиент как у p
-#   advance ← ПРЯМОЙ_ПРОХОД(σ(feat · w_a + b_a) > 1/2, …)
+#   write ← СКВОЗНАЯ_ОЦЕНКА(p > 1/2, p)            // straight-through: вперёд 0/1, градиент как у p
+#   advance ← СКВОЗНАЯ_ОЦЕНКА(σ(feat · w_a + b_a) > 1/2, …)
 #   count ← НАКОПЛЕННАЯ_СУММА(write)
 #   ordinal ← count − 1                            // порядковый номер сообщения
 #   pointer ← НАКОПЛЕННАЯ_СУММА(advance) − 1       // указатель чтения
@@ -914,7 +923,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 #   // 5. Сообщения и запросы (_message, ordinal_code, _query, rotate_ordinal_query)
 #   key[s] ← [W_k · h[s] / √d_k ; ordinal_code(ordinal[s])] · write[s]
-#   value[s] ← W_v · x[s] · write[s]
+#   value[s] ← W_v · h[s] · write[s]
 #   query[t] ← [W_q · h[t] ; rotate_ordinal_query(W_z · feat[t], pointer[t])]
 #
 #   // 6. Чтение по блокам длины C (_mix_chunked, _read)
@@ -940,7 +949,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #       ЕСЛИ gate_margin > 0 ТО                  // по умолчанию выключено (эксперимент)
 #           aux_loss ← aux_loss + gate_margin · среднее(p · (1 − p))   // p: оба вентиля; уводит их от порога 1/2
 #
-#   ВЕРНУТЬ W_o · read + local
+#   ВЕРНУТЬ W_o · read                              // блок прибавит local
 # КОНЕЦ АЛГОРИТМА
 # ```
 #
@@ -948,11 +957,10 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 # ```text
 # ФУНКЦИЯ Шаг(x_t, состояние)                      // InvertedMixer.step; память O(M·d)
-#   // состояние: conv, ema, count, pointer, pool_counts, keys[M], values[M], occupied[M], fired_at[M]
-#   окно ← [состояние.conv ; x_t]
-#   local ← Σ_j W_j ⊙ окно[j] + b
-#   h ← x_t + local
-#   ema ← λ ⊙ состояние.ema + (1 − λ) ⊙ x_t
+#   // состояние: ema, count, pointer, pool_counts, keys[M], values[M], occupied[M], fired_at[M]
+#   // (окно свёртки хранит блок: Block.step прибавляет local до и после миксера)
+#   h ← x_t                                        // x_t = n_t + local_t от блока
+#   ema ← λ ⊙ состояние.ema + (1 − λ) ⊙ h
 #   feat ← [h ; ema]
 #   write, advance ← ВЕНТИЛИ(feat)
 #   count ← состояние.count + write
@@ -962,7 +970,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #       pool_counts[Q] ← pool_counts[Q] + 1
 #       m ← Q · S + (pool_counts[Q] − 1) mod S     // самый отдохнувший узел пула
 #       keys[m] ← [W_k · h / √d_k ; ordinal_code(count − 1)]
-#       values[m] ← W_v · x_t
+#       values[m] ← W_v · h
 #       occupied[m] ← ИСТИНА
 #       fired_at[m] ← pool_counts[Q]               // узел уходит на отдых
 #   q ← [W_q · h ; rotate_ordinal_query(W_z · feat, pointer)]
@@ -971,7 +979,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   K ← k узлов с наибольшей оценкой
 #   α ← softmax(оценка[K])
 #   read ← Σ_{m ∈ K} α_m · values[m]
-#   ВЕРНУТЬ (W_o · read + local, новое состояние)
+#   ВЕРНУТЬ (W_o · read, новое состояние)          // блок прибавит local
 # КОНЕЦ ФУНКЦИИ
 # ```
 #

@@ -44,7 +44,7 @@
 # %% tags=["parameters"]
 smoke = False  # True: a tiny run (what the tests use); the numbers are then meaningless
 checkpoint = ""  # a char-LM inverted checkpoint.pt to load; if the path ends in checkpoint.pt and is missing, training writes it
-steps = 800  # char-LM training steps (protocol v1 config otherwise: d_model 128, one block, mixer defaults)
+steps = 800  # char-LM training steps (protocol v2 config otherwise: d_model 128, one block, short conv, mixer defaults)
 mixer_options = {}  # overrides of the inverted mixer's defaults, e.g. {"n_pools": 4} or {"refractory": False}
 seed = 0
 layer = 0  # which block's mixer to inspect
@@ -67,12 +67,15 @@ from IPython.display import display
 from plotly.subplots import make_subplots
 
 from workbench.analysis import entropy_bits, mutual_information_bits, overwrite_stats, shuffled_mutual_information_bits
-from workbench.compare import protocol, run_config
+from workbench.checkpoint import model_from_checkpoint
+from workbench.experiments import Variant
+from workbench.experiments.protocol_v2 import charlm_cells, mqar_cell, protocol_v2
 from workbench.hooks import capture
+from workbench.lab.corpus import charlm_options
 from workbench.model import IGNORE
 from workbench.plotting import save_figure
 from workbench.tasks import build_task
-from workbench.train import model_from_checkpoint, train
+from workbench.train import train
 
 budget = "smoke" if smoke else "full"
 if smoke:
@@ -80,14 +83,16 @@ if smoke:
     n_windows, snippet_len = min(n_windows, 4), min(snippet_len, 48)
 n_shuffles = 2 if smoke else 5
 
-spec = protocol("charlm", budget)[0]  # protocol v1's char-LM cell: context 256, batch 32 (smoke: 8)
-spec.train.update(steps=steps, eval_every=max(1, steps // 4), warmup_steps=min(100, steps // 10))
-config = run_config(spec, "inverted", mixer_options, seed)
-if smoke:  # a much smaller model, so the smoke run takes seconds
-    config.task.options["context"] = 64
+experiment = protocol_v2(budget)  # protocol v2's model: d_model 128, one block, the shared short conv
+cell = charlm_cells(budget)[0]  # its char-LM cell: context 256, batch 32 (smoke: 8)
+config = experiment.config(cell, Variant("inverted", "inverted", dict(mixer_options)), seed, cell.train.get("lr", 3e-3))
+config.train.steps, config.train.eval_every, config.train.warmup_steps = steps, max(1, steps // 4), min(100, steps // 10)
+config.train.checkpoint_every = steps
+if smoke:  # a much smaller model on a generated text, so the smoke run takes seconds and needs no download
+    config.task.options = charlm_options(True, context=64, max_eval_windows=4)
     config.model.d_model = 32
     config.model.mixer_options = {"n_units": 16, **mixer_options}
-    config.validate()
+config.validate()
 config.to_dict()
 
 # %% [markdown]
@@ -112,8 +117,8 @@ else:
     out_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint.pt" else None
     if ckpt is not None and out_dir is None:
         print(f"{ckpt} does not exist; training here without saving (name it .../checkpoint.pt to keep the run)")
-    result = train(config, out_dir=out_dir, progress=not smoke, task=task)
-    model, history, metrics = result["model"], result["history"], result["metrics"]
+    model, result = train(config, out_dir=out_dir, progress=not smoke, task=task)
+    history, metrics = result["history"], result["metrics"]
     print(f"trained {result['steps']} steps in {time.perf_counter() - started:.0f}s on {result['device']}")
     if out_dir is not None:
         print(f"checkpoint written to {out_dir / 'checkpoint.pt'}; set checkpoint to it to skip training next time")
@@ -335,7 +340,7 @@ fig.show()
 # Per-unit statistics across the batch, computed once:
 
 # %%
-width = max(mixer.o.conv_width, 1)
+width = max(model.config.short_conv, 1)  # the block's short conv: what each message's key has seen
 held_contexts = [Counter() for _ in range(M)]
 for b, t in zip(b_idx.tolist(), t_idx.tolist()):
     window = vocab.decode(tokens[b, max(0, t - width + 1) : t + 1])
@@ -560,23 +565,26 @@ display(widgets.VBox([snippet_picker, typed, unit_slider, status, writes_widget,
 # * **read mass at the queries** - the share of a query's read weight landing on the unit that
 #   holds its own pair's value (or key) message, versus other pairs and filler messages.
 #
-# Same model config (protocol v1 with the mixer's defaults), protocol's MQAR 64 x 4 cell.
+# Same model config (protocol v2 with the mixer's defaults), protocol v2's MQAR 64 x 4 cell
+# (Zoology's vocabulary of 8,192 tokens).
 
 # %%
 if mqar:
-    mspec = protocol("mqar", "smoke" if smoke else "demo")[0]
-    mspec.task_options["long_config"] = None
-    mspec.train.update(steps=mqar_steps, eval_every=max(1, mqar_steps // 4), warmup_steps=min(100, mqar_steps // 10))
-    mconfig = run_config(mspec, "inverted", {**mixer_options, **mqar_mixer_options}, seed)
+    mcell = mqar_cell(64, 4, "smoke" if smoke else "demo")
+    mvariant = Variant("inverted", "inverted", {**mixer_options, **mqar_mixer_options})
+    mconfig = experiment.config(mcell, mvariant, seed, mcell.train.get("lr", 3e-3))
+    mconfig.task.options["long_configs"] = []
+    mconfig.train.steps, mconfig.train.eval_every = mqar_steps, max(1, mqar_steps // 4)
+    mconfig.train.warmup_steps, mconfig.train.checkpoint_every = min(100, mqar_steps // 10), mqar_steps
     if smoke:
         mconfig.model.d_model = 32
         mconfig.model.mixer_options = {"n_units": 16, **mixer_options, **mqar_mixer_options}
-        mconfig.validate()
+    mconfig.validate()
     mtask = build_task(mconfig.task.name, mconfig.task.options)
     started = time.perf_counter()
-    mresult = train(mconfig, progress=not smoke, task=mtask)
-    mmodel = mresult["model"].eval()
-    print(f"MQAR {mspec.label}: {mresult['steps']} steps in {time.perf_counter() - started:.0f}s, "
+    mmodel, mresult = train(mconfig, progress=not smoke, task=mtask)
+    mmodel.eval()
+    print(f"MQAR {mcell.label}: {mresult['steps']} steps in {time.perf_counter() - started:.0f}s, "
           f"held-out accuracy {mresult['metrics']['accuracy']:.3f}")
 
     kv, mM = mtask.kv_pairs, mmodel.blocks[layer].mixer.o.n_units
@@ -585,7 +593,8 @@ if mqar:
               f"and the gate has no reason to skip filler; set mqar_mixer_options={{'n_units': 8}} to make it choose")
     minputs, mtargets = mtask.eval_batch.inputs[:256], mtask.eval_batch.targets[:256]
     with torch.no_grad(), capture(mmodel, [PREFIX + "hook_"]) as cache:
-        correct = (mmodel(minputs.to(device)).argmax(-1).cpu() == mtargets).numpy()
+        # Only the labelled positions are scored: full logits over an 8,192-token vocabulary would be large.
+        correct = (mmodel.predict_labelled(minputs.to(device), mtargets.to(device)).cpu() == mtargets).numpy()
     mrec = {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
     mx, my = minputs.numpy(), mtargets.numpy()
     positions = np.arange(mx.shape[1])
@@ -623,7 +632,7 @@ if mqar:
     fig.update_yaxes(title_text="mean read weight", range=[0, 1.02], row=1, col=2)
     fig.update_xaxes(title_text="role", row=1, col=1)
     fig.update_xaxes(title_text="message read (by the source it came from)", row=1, col=2)
-    fig.update_layout(title=f"MQAR {mspec.label}, inverted (M={mM}): "
+    fig.update_layout(title=f"MQAR {mcell.label}, inverted (M={mM}): "
                             f"query accuracy {query_acc:.2f}", height=400, width=1000)
     save_figure(fig, "02_routing_mqar")
     fig.show()

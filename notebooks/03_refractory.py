@@ -85,6 +85,7 @@ from workbench.analysis import (
 )
 from workbench.config import ConfigError, RunConfig
 from workbench.hooks import capture
+from workbench.lab.corpus import charlm_options
 from workbench.model import IGNORE
 from workbench.plotting import save_figure
 from workbench.tasks import build_task
@@ -103,7 +104,7 @@ COLORS = {"refractory on": "#1f77b4", "refractory off": "#d62728", "shuffled (on
 def make_config(options: dict, n_steps: int, width: int, window: int, batch: int, evals, run_seed: int) -> RunConfig:
     """One block, inverted mixer, char-LM; everything not named here is the workbench default."""
     return RunConfig.from_dict({
-        "task": {"name": "charlm", "options": {"context": window, "max_eval_windows": evals}},
+        "task": {"name": "charlm", "options": charlm_options(smoke, context=window, max_eval_windows=evals)},
         "model": {"mixer": "inverted", "d_model": width, "n_layers": 1, "mixer_options": dict(options)},
         "train": {"steps": n_steps, "batch_size": batch, "eval_every": max(1, n_steps // 4),
                   "warmup_steps": min(100, n_steps // 10), "seed": run_seed},
@@ -148,8 +149,8 @@ inputs, targets = validation_batch(task, n_windows)
 results, recs = {}, {}
 for name, cfg in configs.items():
     started = time.perf_counter()
-    results[name] = train(cfg, progress=not smoke, task=task)
-    recs[name] = analyse(results[name]["model"], inputs, targets)
+    trained_model, results[name] = train(cfg, progress=not smoke, task=task)
+    recs[name] = analyse(trained_model, inputs, targets)
     print(f"{name:>15s}: {results[name]['steps']} steps in {time.perf_counter() - started:.0f}s, "
           f"bpc {results[name]['metrics']['bpc']:.3f}, next-char accuracy {recs[name]['accuracy']:.3f}, "
           f"write fraction {(recs[name]['unit'] >= 0).mean():.3f}")
@@ -434,7 +435,7 @@ for name in ("refractory on", "refractory off"):
 
 # %%
 live_context, live_windows = 64, 16
-live_task = build_task("charlm", {"context": live_context, "max_eval_windows": 8})
+live_task = build_task("charlm", charlm_options(smoke, context=live_context, max_eval_windows=8))
 live_inputs, live_targets = validation_batch(live_task, live_windows)
 
 
@@ -443,8 +444,8 @@ def live_train(n_units: int, read_topk: int, n_pools: int, write_price: float, r
                "refractory": refractory}
     cfg = make_config(options, n_steps, 32, live_context, 16, 8, seed)  # raises ConfigError for impossible knobs
     started = time.perf_counter()
-    res = train(cfg, progress=False, task=live_task)
-    rec = analyse(res["model"], live_inputs, live_targets)
+    live_model, res = train(cfg, progress=False, task=live_task)
+    rec = analyse(live_model, live_inputs, live_targets)
     return options, res, rec, time.perf_counter() - started
 
 

@@ -17,8 +17,8 @@
 #
 # The backbone of the workbench is task-agnostic: an input adapter feeds N blocks
 # (sequence mixer + MLP) and a final norm; only the adapter (token ids or real vectors) and
-# the head depend on the task. This notebook trains **the same backbone** - protocol v1's
-# d_model 128, one block, the mixer named in `mixers` - under four heads:
+# the head depend on the task. This notebook trains **the same backbone** - protocol v2's
+# d_model 128, one block with the shared short convolution, the mixer named in `mixers` - under four heads:
 #
 # | kind | task | input adapter | head | what it measures |
 # |---|---|---|---|---|
@@ -55,7 +55,9 @@ import torch
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
-from workbench.compare import RunSpec, run_config
+from workbench.config import RunConfig
+from workbench.experiments.protocol_v2 import MODEL
+from workbench.lab.corpus import charlm_options
 from workbench.model import count_parameters
 from workbench.plotting import save_figure
 from workbench.tasks import build_task
@@ -81,7 +83,8 @@ HEADS = {
     "regression": {"task": "diabetes", "options": {}, "batch_size": 64, "metrics": ["r2", "mse"]},
     "generation": {
         "task": "charlm",
-        "options": {"context": 64, "max_eval_windows": 4} if smoke else {"context": 256, "max_eval_windows": 50},
+        "options": charlm_options(smoke, context=64, max_eval_windows=4) if smoke
+        else charlm_options(smoke, context=256, max_eval_windows=50),
         "batch_size": 8 if smoke else 32,
         "metrics": ["bpc"],
     },
@@ -95,22 +98,25 @@ for head, task in tasks.items():
 # %% [markdown]
 # ## Train every head on every backbone
 #
-# Each (head, mixer) pair is one `train` call with protocol v1's model (d_model 128, one
-# block, the mixer's default options) and the same optimizer and schedule; only the
+# Each (head, mixer) pair is one `train` call with protocol v2's model (d_model 128, one
+# block with the shared short convolution, the mixer's default options) and the same optimizer and schedule; only the
 # batch size differs by task. Evaluation runs every `eval_every` steps on the task's
 # held-out set (digits and diabetes: a fixed 20% test split; majority: a fixed generated
 # set; char-LM: windows of the validation text).
 
 # %%
 results: dict[tuple[str, str], dict] = {}
+models: dict[tuple[str, str], torch.nn.Module] = {}
 for head, spec in HEADS.items():
     for mixer in mixers:
-        run = RunSpec(f"heads-{head}", spec["task"], spec["options"], {
-            "steps": steps, "batch_size": spec["batch_size"], "eval_every": eval_every,
-            "warmup_steps": max(1, min(50, steps // 10)),
+        config = RunConfig.from_dict({
+            "task": {"name": spec["task"], "options": spec["options"]},
+            "model": {**MODEL, "mixer": mixer},
+            "train": {"steps": steps, "batch_size": spec["batch_size"], "eval_every": eval_every,
+                      "warmup_steps": max(1, min(50, steps // 10)), "checkpoint_every": steps, "seed": seed},
         })
         started = time.perf_counter()
-        result = train(run_config(run, mixer, {}, seed), progress=not smoke, task=tasks[head])
+        models[(head, mixer)], result = train(config, progress=not smoke, task=tasks[head])
         result["wall_s"] = time.perf_counter() - started
         results[(head, mixer)] = result
         shown = ", ".join(f"{k} {result['metrics'][k]:.3f}" for k in spec["metrics"] if k in result["metrics"])
@@ -161,7 +167,7 @@ digits = tasks["vision"]
 fig = make_subplots(rows=1, cols=len(mixers), subplot_titles=[
     f"{m}: accuracy {results[('vision', m)]['metrics']['accuracy']:.3f}" for m in mixers], horizontal_spacing=0.08)
 for col, mixer in enumerate(mixers, start=1):
-    model = results[("vision", mixer)]["model"].eval()
+    model = models[("vision", mixer)].eval()
     with torch.no_grad():
         preds = model(digits.test_inputs.to(next(model.parameters()).device)).argmax(-1).cpu()
     confusion = torch.zeros(10, 10, dtype=torch.long)
@@ -199,7 +205,7 @@ tied = top2[:, 0] == top2[:, 1]
 bins = list(range(majority.min_len, majority.max_len + 1, 4))
 fig = go.Figure()
 for mixer in mixers:
-    hit = (majority.predict(results[("token classification", mixer)]["model"], batch) == batch.targets).float()
+    hit = (majority.predict(models[("token classification", mixer)], batch) == batch.targets).float()
     for subset, dash, suffix in ((torch.ones_like(tied), "solid", "all"), (tied, "dot", "ties")):
         xs, ys, ns = [], [], []
         for low in bins:
@@ -236,7 +242,7 @@ fig = make_subplots(rows=1, cols=len(mixers), subplot_titles=[
 truth = diabetes.test_targets[:, 0]
 low, high = float(truth.min()) - 0.3, float(truth.max()) + 0.3
 for col, mixer in enumerate(mixers, start=1):
-    model = results[("regression", mixer)]["model"].eval()
+    model = models[("regression", mixer)].eval()
     with torch.no_grad():
         predicted = model(diabetes.test_inputs.to(next(model.parameters()).device)).cpu()[:, 0]
     fig.add_trace(go.Scatter(x=truth.tolist(), y=predicted.tolist(), mode="markers",
@@ -266,7 +272,7 @@ PROMPT = "ROMEO:\n"
 prompt_text = PROMPT if all(ch in charlm.vocab.index for ch in PROMPT) else charlm.vocab.chars[:1]
 samples = {}
 for mixer in mixers:
-    model = results[("generation", mixer)]["model"].eval()
+    model = models[("generation", mixer)].eval()
     device = next(model.parameters()).device
     prompt = charlm.vocab.encode(prompt_text)[None].to(device)
     out = model.generate(prompt, sample_chars, temperature=0.8, generator=torch.Generator(device=device).manual_seed(seed))
@@ -310,7 +316,7 @@ for head, spec in HEADS.items():
 for head, spec in HEADS.items():
     cells = []
     for m in mixers:
-        adapter, backbone, head_params = parts(results[(head, m)]["model"])
+        adapter, backbone, head_params = parts(models[(head, m)])
         cells.append(f"{adapter:,} / {backbone:,} / {head_params:,}")
     lines.append(f"| {head} | {spec['task']} | params: adapter / backbone / head | " + " | ".join(cells) + " |")
 for head, spec in HEADS.items():
