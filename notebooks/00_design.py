@@ -22,7 +22,7 @@
 # | § | what | where in the code |
 # |---|---|---|
 # | 1 | Why softmax attention costs O(n²): the QK and OV circuits, measured on the real module | `workbench.mixers.transformer` |
-# | 2 | Existing variants as neighbourhoods N(t, l): masks, receptive fields, cost | `workbench.neighbourhoods` |
+# | 2 | Existing variants as neighbourhoods N(t, l): masks, receptive fields, cost | `workbench.lab.neighbourhoods` |
 # | 3 | Attention = amplification + normalization, and where each lives in the inverted mixer | `InvertedMixer._read`, `_gain`, `_route` |
 # | 4 | The inverted mechanism, equation by equation, with a live check that its three forms agree | `workbench.mixers.inverted` |
 # | 5 | Complexity: training, memory, decoding, state; the four functions named in the brief | `adaptive_scale` and friends |
@@ -56,6 +56,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import workbench.mixers.inverted as inverted_module
 from workbench.glossary import GLOSSARY, GLOSSARY_RU
 from workbench.hooks import capture
+from workbench.lab.neighbourhoods import (
+    InvertedUnits,
+    SlidingWindow,
+    is_causal,
+    receptive_field_growth,
+    standard_patterns,
+)
 from workbench.mixers.inverted import (
     InvertedMixer,
     InvertedOptions,
@@ -68,15 +75,8 @@ from workbench.mixers.inverted import (
     straight_through,
 )
 from workbench.mixers.transformer import SoftmaxAttention
-from workbench.neighbourhoods import (
-    InvertedUnits,
-    SlidingWindow,
-    is_causal,
-    receptive_field_growth,
-    standard_patterns,
-)
 from workbench.notebooks import REPO_ROOT
-from workbench.plotting import save_figure
+from workbench.plotting import EXTRA_COLOURS, GREY, mixer_colour, save_figure
 from workbench.symbolic.executor import Program, execute
 from workbench.symbolic.policy import RuleLearner
 from workbench.symbolic.rules import RuleBase, compose, inverse
@@ -217,8 +217,9 @@ else:
 print(flop_finding)
 
 # %%
-fig = make_subplots(rows=1, cols=2, subplot_titles=("forward FLOPs (measured)", "largest tensor in the forward (elements)"))
-for name, color in (("attention", "#d62728"), ("inverted", "#1f77b4")):
+fig = make_subplots(rows=1, cols=2, subplot_titles=("forward FLOPs (measured)", "largest tensor in the forward (elements)"),
+                    horizontal_spacing=0.1)
+for name, color in (("attention", mixer_colour("transformer")), ("inverted", mixer_colour("inverted"))):
     fig.add_trace(go.Scatter(x=lengths, y=cost[name], mode="lines+markers", name=f"{name} FLOPs", line_color=color), row=1, col=1)
     fig.add_trace(
         go.Scatter(x=lengths, y=cost[f"{name}_mem"], mode="lines+markers", name=f"{name} memory", line=dict(color=color, dash="dot")),
@@ -226,16 +227,19 @@ for name, color in (("attention", "#d62728"), ("inverted", "#1f77b4")):
         col=2,
     )
 guide = np.array(lengths, dtype=float)
+# Slope guides start a third below the line they belong to: parallel to it, never drawn over it.
 for slope, col, anchor in ((1, 1, cost["inverted"][0]), (2, 1, cost["attention"][0]), (2, 2, cost["attention_mem"][-1])):
-    ref = anchor * (guide / guide[0]) ** slope if col == 1 else anchor * (guide / guide[-1]) ** slope
+    ref = anchor / 3 * ((guide / guide[0]) ** slope if col == 1 else (guide / guide[-1]) ** slope)
     fig.add_trace(
-        go.Scatter(x=lengths, y=ref, mode="lines", line=dict(color="grey", dash="dash", width=1), name=f"slope {slope}", showlegend=col == 1),
+        go.Scatter(x=lengths, y=ref, mode="lines", line=dict(color=GREY, dash="dash", width=1), name=f"slope {slope} (guide)",
+                   showlegend=col == 1, legendgroup=f"slope {slope}"),
         row=1,
         col=col,
     )
 fig.update_xaxes(type="log", title_text="sequence length n")
 fig.update_yaxes(type="log")
-fig.update_layout(title=f"cost of one mixer layer vs length (d_model={d_model}; grey: slopes 1 and 2)", height=420, width=1000)
+fig.update_layout(title=f"cost of one mixer layer vs length (d_model={d_model}; grey: slopes 1 and 2)", height=440, width=1050,
+                  legend=dict(orientation="h", y=-0.22))
 for path in save_figure(fig, "00_design_problem"):
     print(f"wrote {path}")
 fig.show()
@@ -263,7 +267,7 @@ fig.show()
 #   row *t* of the boolean product $(A_L \lor I)\cdots(A_1 \lor I)$, with $A_l$ the mask of layer *l*;
 # * **what decides N**: position only (static) or content (dynamic).
 #
-# `workbench/neighbourhoods.py` implements each variant as a `Pattern` with an exact mask, exact
+# `workbench/lab/neighbourhoods.py` implements each variant as a `Pattern` with an exact mask, exact
 # row sizes in $O(n)$ memory (so costs can be counted at lengths where an $n \times n$ mask would not
 # fit) and the receptive-field composition. The variants, in one line each:
 #
@@ -289,6 +293,12 @@ fig.show()
 
 # %%
 patterns = standard_patterns()
+# Variants that are also mixers of the workbench take that mixer's colour; the others get colours no mixer uses.
+PATTERN_COLOURS = {"vanilla": mixer_colour("transformer"), "sliding window": mixer_colour("sliding_window"),
+                   "inverted": mixer_colour("inverted")}
+others = iter(EXTRA_COLOURS)
+PATTERN_COLOURS |= {name: next(others) for name in patterns if name not in PATTERN_COLOURS}
+SYMBOLS = dict(zip(patterns, ["circle", "square", "diamond", "triangle-up", "x", "cross", "star", "triangle-down"]))
 layer_shown = {"dilated": 1}  # dilation 1 at layer 0 is just a short window; layer 1 shows the gaps
 fig = make_subplots(rows=2, cols=4, subplot_titles=[
     f"{name} (layer {layer_shown.get(name, 0) + 1})" if name in layer_shown else name for name in patterns
@@ -322,7 +332,8 @@ fig.show()
 growth = {name: receptive_field_growth(p, n_rf, max_layers, position=n_rf - 1) for name, p in patterns.items()}
 fig = go.Figure()
 for name, sizes in growth.items():
-    fig.add_trace(go.Scatter(x=list(range(max_layers + 1)), y=sizes, mode="lines+markers", name=name))
+    fig.add_trace(go.Scatter(x=list(range(max_layers + 1)), y=sizes, mode="lines+markers", name=name,
+                             line=dict(color=PATTERN_COLOURS[name]), marker=dict(symbol=SYMBOLS[name], size=8)))
 fig.update_layout(
     title=f"receptive field of the last token (n = {n_rf}) vs depth",
     xaxis_title="layers L",
@@ -351,8 +362,10 @@ def slope(ns, ys):
 
 fig = go.Figure()
 for name, ys in edge_counts.items():
-    fig.add_trace(go.Scatter(x=cost_lengths, y=ys, mode="lines+markers", name=name))
-fig.add_trace(go.Scatter(x=cost_lengths, y=scored, mode="lines", name="inverted, scored (M + C)", line=dict(dash="dot")))
+    fig.add_trace(go.Scatter(x=cost_lengths, y=ys, mode="lines+markers", name=name, line=dict(color=PATTERN_COLOURS[name]),
+                             marker=dict(symbol=SYMBOLS[name], size=8)))
+fig.add_trace(go.Scatter(x=cost_lengths, y=scored, mode="lines", name="inverted, scored (M + C)",
+                         line=dict(dash="dot", color=PATTERN_COLOURS["inverted"])))
 fig.update_layout(
     title="edges per layer vs sequence length (exact counts)",
     xaxis_title="sequence length n",
@@ -705,6 +718,7 @@ for b, t in zip(*torch.nonzero(units_taken >= 0, as_tuple=True)):
     agree += int(lo + int(before[b, t, lo : lo + check.pool_size].argmax()) == m)
     total += 1
 print(f"ring == argmax of refractory gain for {agree}/{total} messages")
+ring_agree, ring_total = agree, total  # for the findings
 assert agree == total and total > 20
 
 # (2) Ordinal identity: <rotate_ordinal_query(z, p), ordinal_code(n)> depends on p - n only.
@@ -745,6 +759,7 @@ for impl in ("naive", "chunked"):
     rows.append([impl, "recurrent", f"{dy:.1e}", f"{dg:.1e}"])
     assert dy < 1e-10 and dg < 1e-9, (impl, dy, dg)
 show_table(["form", "vs", "max abs output difference", "max abs input-gradient difference"], rows)
+forms_max_diff = max(float(r[2]) for r in rows)  # for the findings
 print(f"write fraction in this run: {forms.stats['write_fraction']:.2f} (tokens skip, rings wrap: T=23 > S=4)")
 
 # (5) Every `InvertedMixer.<name>` cited in this notebook exists (module functions are imported
@@ -803,7 +818,8 @@ def step_cost(module, positions):
 att_flops, att_state = step_cost(attention, decode_positions)
 inv_flops, inv_state = step_cost(inverted, decode_positions)
 fig = make_subplots(rows=1, cols=2, subplot_titles=("FLOPs of one decoding step", "recurrent state (numbers)"))
-for name, ys, ss, color in (("attention", att_flops, att_state, "#d62728"), ("inverted", inv_flops, inv_state, "#1f77b4")):
+for name, ys, ss, color in (("attention", att_flops, att_state, mixer_colour("transformer")),
+                            ("inverted", inv_flops, inv_state, mixer_colour("inverted"))):
     fig.add_trace(go.Scatter(x=decode_positions, y=ys, mode="lines+markers", name=name, line_color=color), row=1, col=1)
     fig.add_trace(go.Scatter(x=decode_positions, y=ss, mode="lines+markers", name=name, line_color=color, showlegend=False), row=1, col=2)
 fig.update_xaxes(type="log", title_text="position t of the generated token")
@@ -1224,7 +1240,7 @@ DOCUMENT_MAP = [
     ("README.md", [("README.md", "commands, layout, the results tables")]),
     ("design/conceptual_framework.md", [
         ("notebooks/00_design.py", "§ 1 the quadratic problem (QK/OV), § 2 variants as neighbourhoods, § 3 amplification + normalization"),
-        ("workbench/neighbourhoods.py", "masks, receptive fields and costs of the variants"),
+        ("workbench/lab/neighbourhoods.py", "masks, receptive fields and costs of the variants"),
         ("papers/inverted-attention.md", "technical report: problem, related work"),
     ]),
     ("design/mathematical_modeling.md", [
@@ -1277,3 +1293,25 @@ print("all files present" if not missing else f"not in this checkout: {missing}"
 # estimate built from counted FLOPs and bytes times assumed costs per operation. The FLOP ratios
 # in § 5 are a proxy for compute energy only; they ignore memory traffic, which often dominates on
 # real hardware.
+
+# %% [markdown]
+# ## Findings
+#
+# What the computations of this notebook established, each sentence computed from the numbers
+# it printed above.
+
+# %%
+exponents = {name: slope(cost_lengths, edge_counts[name]) for name in patterns}
+findings = [
+    f"FLOPs (§ 1, counted by PyTorch and matched by the formulas): {flop_finding}.",
+    f"Edges per layer grow with exponent {exponents['vanilla']:.2f} for vanilla attention and "
+    f"{exponents['inverted']:.2f} for the inverted units (fitted over n = {cost_lengths[len(cost_lengths) // 2]:,} to "
+    f"{cost_lengths[-1]:,}); the largest neighbourhood of an inverted token stays at "
+    f"{int(patterns['inverted'].row_sizes(cost_lengths[-1]).max())} positions at n = {cost_lengths[-1]:,}.",
+    f"The refractory ring is the argmax of the gains for {ring_agree} of {ring_total} messages (§ 4.6), and the "
+    f"naive, chunked and recurrent forms agree to {forms_max_diff:.1e} in float64 (§ 4.12).",
+    f"Decoding (§ 5): one inverted step costs {inv_flops[0]:,} FLOPs with a state of {inv_state[0]:,} numbers at every "
+    f"position; attention's step grows to {att_flops[-1]:,} FLOPs and its cache to {att_state[-1]:,} numbers at "
+    f"t = {decode_positions[-1]:,}.",
+]
+display(Markdown("\n".join(f"- {line}" for line in findings)))

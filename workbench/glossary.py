@@ -23,7 +23,7 @@ _INV = "workbench.mixers.inverted"
 _MIX = f"{_INV}.InvertedMixer"
 _OPT = f"{_INV}.InvertedOptions"
 _ATT = "workbench.mixers.transformer"
-_NB = "workbench.neighbourhoods"
+_NB = "workbench.lab.neighbourhoods"
 _SYM = "workbench.symbolic"
 
 GLOSSARY: dict[str, tuple[str, str]] = {
