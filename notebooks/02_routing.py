@@ -70,7 +70,6 @@ from workbench.checkpoint import model_from_checkpoint
 from workbench.config import ConfigError, RunConfig
 from workbench.experiments import Variant
 from workbench.experiments.protocol_v2 import charlm_cells, mqar_cell, protocol_v2
-from workbench.hooks import capture
 from workbench.lab.analysis import (
     entropy_bits,
     mutual_information_bits,
@@ -78,6 +77,7 @@ from workbench.lab.analysis import (
     shuffled_mutual_information_bits,
 )
 from workbench.lab.corpus import charlm_options
+from workbench.lab.probes import internals, option, unit_count
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
 from workbench.tasks import build_task
@@ -134,11 +134,13 @@ model.eval()
 device = next(model.parameters()).device
 vocab = task.vocab
 mixer = model.blocks[layer].mixer
-M, K, pool_size = mixer.o.n_units, mixer.o.read_topk, mixer.pool_size
+# Hyper-parameters through workbench.lab.probes (the mixer's options, else the config): not its code.
+M, K, n_pools = option(model, layer, "n_units"), option(model, layer, "read_topk"), option(model, layer, "n_pools", 1)
+refractory, pool_size = option(model, layer, "refractory", True), M // n_pools
 context = task.context
 print(f"validation bits per character: {metrics['bpc']:.3f}")
-print(f"mixer: M={M} units in {mixer.o.n_pools} pool(s) of {pool_size}, reads top k={K}, "
-      f"refractory={mixer.o.refractory}, write_price={mixer.o.write_price}, training context {context}")
+print(f"mixer: M={M} units in {n_pools} pool(s) of {pool_size}, reads top k={K}, "
+      f"refractory={refractory}, write_price={option(model, layer, 'write_price')}, training context {context}")
 
 # %%
 fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (incl. write price)", "validation bits per character"))
@@ -161,16 +163,10 @@ fig.show()
 # units. We run it on `n_windows` validation windows of the training context.
 
 # %%
-PREFIX = f"blocks.{layer}.mixer."
-NAMES = {"salience": "hook_salience", "unit": "hook_unit", "gain": "hook_gain", "occupant": "hook_occupant",
-         "read": "hook_read_weights", "pointer": "hook_read_pointer"}
-
-
 def run_hooks(ids: torch.Tensor) -> dict[str, np.ndarray]:
-    """Mixer internals for a (B, T) batch of token ids, as numpy arrays."""
-    with torch.no_grad(), capture(model, [PREFIX + "hook_"]) as cache:
-        model(ids.to(device))
-    return {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+    """Mixer internals for a (B, T) batch of token ids, as numpy arrays (workbench.lab.probes)."""
+    record, _ = internals(model, layer, lambda: model(ids.to(device)))
+    return record
 
 
 def show_char(c: str) -> str:
@@ -218,7 +214,7 @@ summary = {
     "fraction of units read per token (nominal k/M)": K / M,
     "effective units read per token, 2^H(read weights)": (2**read_entropy).mean(),
     "units occupied at the last position (mean)": occupied[:, -1].mean(),
-    "read-pointer advances per token (mean)": (batch["pointer"][:, -1] + 1).mean() / T,
+    **({"read-pointer advances per token (mean)": (batch["pointer"][:, -1] + 1).mean() / T} if "pointer" in batch else {}),
     "windows with more writes than units": (wrote.sum(1) > M).mean(),
 }
 for name, value in summary.items():
@@ -426,12 +422,14 @@ def fig_reads(rec) -> go.Figure:
                   row=1, col=2)
     # The read pointer (cumulative advance gate) is the reference of the ordinal read score: draw
     # the source position of the message whose ordinal equals it, where that message exists by then.
-    write_pos = np.nonzero(rec["unit"] >= 0)[0]
-    ordinal = np.floor(rec["pointer"]).astype(int)
-    ok = (ordinal >= 0) & (ordinal < len(write_pos))
-    ok[ok] &= write_pos[ordinal[ok]] <= pos[ok]
-    fig.add_trace(go.Scatter(x=pos[ok], y=write_pos[ordinal[ok]], mode="markers", name="message at the read pointer's ordinal",
-                             marker=dict(symbol="line-ew-open", size=7, color=WRITE)), row=1, col=2)
+    if "pointer" in rec:  # a mixer without a read pointer has no ordinal reference to draw
+        write_pos = np.nonzero(rec["unit"] >= 0)[0]
+        ordinal = np.floor(rec["pointer"]).astype(int)
+        ok = (ordinal >= 0) & (ordinal < len(write_pos))
+        ok[ok] &= write_pos[ordinal[ok]] <= pos[ok]
+        fig.add_trace(go.Scatter(x=pos[ok], y=write_pos[ordinal[ok]], mode="markers",
+                                 name="message at the read pointer's ordinal",
+                                 marker=dict(symbol="line-ew-open", size=7, color=WRITE)), row=1, col=2)
     fig.update_yaxes(title_text="unit m", range=unit_range(rec), row=1, col=1)
     fig.update_yaxes(title_text="source position s", autorange="reversed", row=1, col=2)
     position_axis(fig, text, 1, 1)
@@ -591,10 +589,9 @@ def mqar_routing(trained, task, n: int = 256) -> dict:
     """
     inputs, targets = task.eval_batch.inputs[:n], task.eval_batch.targets[:n]
     kv = task.kv_pairs
-    with torch.no_grad(), capture(trained, [PREFIX + "hook_"]) as cache:
-        # Only the labelled positions are scored: full logits over a large vocabulary would be big.
-        predicted = trained.predict_labelled(inputs.to(device), targets.to(device)).cpu()
-    rec = {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+    # Only the labelled positions are scored: full logits over a large vocabulary would be big.
+    rec, predicted = internals(trained, layer, lambda: trained.predict_labelled(inputs.to(device), targets.to(device)))
+    predicted = predicted.cpu()
     x, y = inputs.numpy(), targets.numpy()
     role = np.full(x.shape, "filler", dtype=object)
     role[:, : 2 * kv : 2], role[:, 1 : 2 * kv : 2] = "key", "value"
@@ -613,7 +610,7 @@ def mqar_routing(trained, task, n: int = 256) -> dict:
     return {"rec": rec, "role": role, "role_write": {r: float((rec["unit"] >= 0)[role == r].mean()) for r in ROLES},
             "landing": {k: float(np.mean(v)) for k, v in landing.items()}, "value_held": float(np.mean(value_held)),
             "accuracy": float((predicted == targets).numpy()[y != IGNORE].mean()), "queries": len(value_held),
-            "M": trained.blocks[layer].mixer.o.n_units}
+            "M": unit_count(rec)}
 
 
 def routing_figure(routing: dict, title: str) -> go.Figure:
@@ -766,7 +763,7 @@ findings.append(
     f"MI(unit; character written) is {mi['character written']:.3f} bits against {mi_null['character written']:.3f} "
     f"with shuffled units: {'an excess of ' + format(content, '.3f') + ' bits, so units carry some content' if content > 0.01 else 'no excess worth the name, so units do not specialise by content'}"
     f"; MI(unit; write ordinal) is {mi['write ordinal in window']:.3f} bits of H(unit) = {h_unit:.2f}"
-    + (" (one pool: the ring fixes the unit by the ordinal)." if mixer.o.n_pools == 1 and mixer.o.refractory else "."))
+    + (" (one pool: the ring fixes the unit by the ordinal)." if n_pools == 1 and refractory else "."))
 if mqar:
     own = mrouting["landing"]["own value"]
     findings.append(

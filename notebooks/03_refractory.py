@@ -71,7 +71,6 @@ from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
 from workbench.config import ConfigError, RunConfig
-from workbench.hooks import capture
 from workbench.lab.analysis import (
     binned_avalanches,
     ccdf,
@@ -86,6 +85,7 @@ from workbench.lab.analysis import (
     run_lengths,
 )
 from workbench.lab.corpus import charlm_options
+from workbench.lab.probes import internals, option, unit_count
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
 from workbench.tasks import build_task
@@ -95,9 +95,6 @@ if smoke:
     steps, d_model, context, batch_size = min(steps, 20), 32, 64, 8
     n_windows, eval_windows, n_boot, live_steps = min(n_windows, 4), 4, min(n_boot, 3), min(live_steps, 20)
 
-PREFIX = "blocks.0.mixer."
-NAMES = {"salience": "hook_salience", "unit": "hook_unit", "gain": "hook_gain", "occupant": "hook_occupant",
-         "read": "hook_read_weights"}
 # Refractoriness on is the inverted mixer as it ships: its colour everywhere (workbench.plotting).
 COLORS = {"refractory on": mixer_colour("inverted"), "refractory off": "#332288", "shuffled (on)": GREY}
 
@@ -116,13 +113,11 @@ def analyse(model, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
     """Mixer internals (numpy) and next-character accuracy on a batch of windows."""
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad(), capture(model, [PREFIX + "hook_"]) as cache:
-        logits = model(inputs.to(device))
-    rec = {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+    rec, logits = internals(model, 0, lambda: model(inputs.to(device)))  # hook points, workbench.lab.probes
     rec["accuracy"] = float((logits.argmax(-1).cpu() == targets).float().mean())
     rec["tokens"] = inputs.numpy()
-    mixer = model.blocks[0].mixer
-    rec["M"], rec["pool_size"], rec["refractory"] = mixer.o.n_units, mixer.pool_size, mixer.o.refractory
+    rec["M"], rec["refractory"] = unit_count(rec), option(model, 0, "refractory", True)
+    rec["pool_size"] = rec["M"] // option(model, 0, "n_pools", 1)
     return rec
 
 
