@@ -1256,7 +1256,7 @@ DOCUMENT_MAP = [
         ("workbench/kernels/__init__.py", "fast paths (PyTorch, Triton) of the EMA and the chunked read"),
     ]),
     ("testing/benchmark_results.md", [
-        ("README.md", "Results tables, rendered by `workbench report` from results/compare-<budget>.json"),
+        ("README.md", "Results tables, rendered by `workbench report` from results/compare-<experiment>-<budget>.json"),
         ("notebooks/04_benchmarks.py", "the protocol's results as figures"),
         ("workbench/bench/scaling.py", "time and memory vs sequence length (train, prefill, decode)"),
         ("workbench/bench/energy.py", "ESTIMATED energy per token (counted FLOPs and bytes x assumed costs)"),
@@ -1272,6 +1272,10 @@ DOCUMENT_MAP = [
         ("workbench/symbolic/rules.py", "rule hypotheses, evidence, the rule base"),
         ("workbench/symbolic/executor.py", "programs, primitives, traces"),
         ("workbench/symbolic/policy.py", "program policy, rule learner, System2, the dual-process controller"),
+    ]),
+    ("(reading without running)", [
+        ("docs/site/index.html", "every notebook as an offline page (`make notebooks`), checked in headless Chromium"),
+        ("workbench/lab/__init__.py", "the notebooks' support code: statistics, neighbourhoods, probes, rendering"),
     ]),
     ("(mechanism studies)", [
         ("notebooks/02_routing.py", "which unit takes which message, who reads it back"),
