@@ -30,6 +30,7 @@
 # | 7 | System 2: symbolic deliberation over the same tokens, in words, Russian pseudocode and a live trace | `workbench.symbolic` |
 # | 8 | Glossary of every identifier | `workbench.glossary` |
 # | 9 | Where each requested document lives | - |
+# | - | Findings: each sentence computed from the numbers above | - |
 #
 # Run headless with `workbench notebooks run 00_design` (`--smoke` for the seconds-long
 # version the tests use; its numbers are computed the same way at smaller sizes).

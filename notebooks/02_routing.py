@@ -36,6 +36,9 @@
 #    read-back weights (token x unit, and mapped back to source tokens), and a card per unit;
 # 4. optionally the same questions on **MQAR** (associative recall), where we know which
 #    tokens matter: do keys and values write, do queries read the right unit?
+# 5. a **live** panel: change M, the pools, refractoriness and the write price, and a small MQAR
+#    model re-trains and the routing figures redraw;
+# 6. **findings** computed from the numbers above.
 #
 # Run it in JupyterLab for the widgets (dropdowns, sliders and a text box driving plotly
 # figures). Headless (`workbench notebooks run 02_routing`) it draws the default selection

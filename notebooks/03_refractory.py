@@ -40,7 +40,8 @@
 #    power-law avalanches are read as a sign of criticality; here they are an *observation*
 #    about one small model, reported with the numbers that could contradict it;
 # 5. a **live** panel: change M, k, pools, write price, refractoriness and the step budget,
-#    press the button, and a tiny model re-trains in seconds and the figures redraw.
+#    press the button, and a tiny model re-trains in seconds and the figures redraw;
+# 6. **findings** computed from the tables and fits.
 #
 # Headless (`workbench notebooks run 03_refractory`) it runs top to bottom, trains the live
 # model once at its default knobs and saves every figure to `figures/03_refractory_*.html`.

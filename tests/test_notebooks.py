@@ -139,3 +139,11 @@ def test_failing_cell_is_named(tmp_path: Path, kernel_env: Path):
 def test_unknown_notebook_name_is_a_clear_error():
     with pytest.raises(ValueError, match="matches no notebook"):
         run_notebooks(["no_such_notebook"], smoke=True)
+
+
+def test_executed_copy_is_trusted(smoke_run):
+    """JupyterLab shows an executed copy's widgets and HTML only if the notebook is trusted."""
+    from nbformat.sign import NotebookNotary
+
+    executed, _ = smoke_run("01_quickstart")
+    assert NotebookNotary().check_signature(nbformat.read(executed, as_version=4))

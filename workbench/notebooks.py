@@ -153,7 +153,21 @@ def execute_notebook(
         raise
     except Exception as exc:  # kernel died, kernel not found, timeouts ...
         raise NotebookError(f"notebook {source.name} could not be executed: {type(exc).__name__}: {exc}") from exc
+    trust(output)
     return output
+
+
+def trust(path: Path) -> bool:
+    """Sign an executed copy for this user (``jupyter trust``): JupyterLab then shows its saved
+    widgets and HTML outputs instead of text. False when the signature store is unavailable."""
+    import nbformat
+    from nbformat.sign import NotebookNotary
+
+    try:
+        NotebookNotary().sign(nbformat.read(path, as_version=4))
+    except Exception:  # a read-only or locked signature database must not fail a run
+        return False
+    return True
 
 
 @contextmanager

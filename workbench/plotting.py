@@ -83,7 +83,7 @@ def _template() -> go.layout.Template:
         colorway=list(MIXER_COLOURS.values()) + list(EXTRA_COLOURS),
         xaxis=axis, yaxis=axis, paper_bgcolor="white", plot_bgcolor="white",
         legend=dict(bgcolor="rgba(255,255,255,0.85)", borderwidth=0, font=dict(size=12)),
-        margin=dict(l=70, r=30, t=95, b=60), hoverlabel=dict(font=dict(family=FONT)),
+        margin=dict(l=70, r=30, t=80, b=60), hoverlabel=dict(font=dict(family=FONT)),
         # simple_white draws shapes with zero-width lines: reference lines (add_hline/add_vline) would vanish.
         shapedefaults=dict(line=dict(width=1.5, color=GREY), opacity=1),
         annotationdefaults=dict(font=dict(size=11, color="#444444")),
