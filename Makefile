@@ -12,7 +12,7 @@ ifeq ($(origin WORKBENCH_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: venv demo test test-slow lab notebooks figures bench ablation bench-scaling bench-edge lint clean
+.PHONY: venv demo test test-slow lab notebooks notebooks-smoke figures bench ablation bench-scaling bench-edge lint clean
 
 venv: $(STAMP)
 
@@ -34,13 +34,18 @@ test: venv  ## the full default suite (slow-marked tests excluded)
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
-lab: venv
-	$(VENV)/bin/jupyter lab notebooks/
+lab: venv  ## JupyterLab on notebooks/: the NN_name.py sources open as notebooks (project settings: .jupyter/lab/settings)
+	$(PY) -m workbench.lab.jupyterlab
 
-notebooks: venv  ## re-run every notebook with papermill at full parameters
-	$(PY) -m workbench.cli notebooks run
+notebooks: venv  ## run every notebook at full parameters, render each to docs/site/<name>.html (offline), check the pages in headless Chromium
+	$(PY) -m workbench.cli notebooks run --html
+	$(PY) -m workbench.cli notebooks check
 
-figures: notebooks
+notebooks-smoke: venv  ## the same at smoke size, into notebooks/executed/ (minutes; numbers meaningless)
+	OMP_NUM_THREADS=1 $(PY) -m workbench.cli notebooks run --smoke --html
+	$(PY) -m workbench.cli notebooks check --site notebooks/executed/site
+
+figures: notebooks  ## figures/*.png (scale 3) and *.svg come from the full notebook runs
 
 EXPERIMENT ?= v2
 BENCH_ARGS = --experiment $(EXPERIMENT) --budget full
@@ -80,3 +85,4 @@ lint: venv
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed
+	rm -f docs/site/[0-9][0-9]_*.html

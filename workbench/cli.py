@@ -153,13 +153,6 @@ def cmd_demo(args: argparse.Namespace) -> None:
     print(table)
 
 
-def cmd_notebooks(args: argparse.Namespace) -> None:
-    from workbench.notebooks import run_notebooks
-
-    for path in run_notebooks(args.names or None, smoke=args.smoke):
-        print(f"executed {path}")
-
-
 def cmd_report(args: argparse.Namespace) -> None:
     from workbench.report import orphan_markers, render_blocks, update_markdown
 
@@ -252,12 +245,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--print", action="store_true", help="also print the tables")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("notebooks", help="notebook tools")
-    nb = p.add_subparsers(dest="notebooks_command", required=True)
-    run = nb.add_parser("run", help="execute notebooks with papermill")
-    run.add_argument("names", nargs="*", help="notebook names (default: all)")
-    run.add_argument("--smoke", action="store_true", help="tiny parameters (what the tests use)")
-    run.set_defaults(func=cmd_notebooks)
+    from workbench.notebooks import add_arguments as add_notebook_arguments
+
+    add_notebook_arguments(sub)  # run, render, check
 
     from workbench.bench.scaling import add_scaling_arguments
 

@@ -23,7 +23,7 @@ _INV = "workbench.mixers.inverted"
 _MIX = f"{_INV}.InvertedMixer"
 _OPT = f"{_INV}.InvertedOptions"
 _ATT = "workbench.mixers.transformer"
-_NB = "workbench.neighbourhoods"
+_NB = "workbench.lab.neighbourhoods"
 _SYM = "workbench.symbolic"
 
 GLOSSARY: dict[str, tuple[str, str]] = {
@@ -93,6 +93,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "_read": (f"{_MIX}._read", "Top-k normalization over occupied units: softmax of the k best scores; returns weights and lse."),
     "forward": (f"{_MIX}.forward", "Parallel form: gates, ring allocation, occupant table, read, capacity price."),
     "_gain": (f"{_MIX}._gain", "Refractory gain of every unit: pool writes since it last fired / pool size, in [0, 1]."),
+    "_pool_load": (f"{_MIX}._pool_load", "Share of the writes each pool took, its entropy, and the Switch-style balance loss."),
     "_mix_naive": (f"{_MIX}._mix_naive", "Reference read: gather every unit's message at every step (O(T M d) memory)."),
     "_mix_chunked": (f"{_MIX}._mix_chunked", "Chunked read: units as of the chunk start + the chunk's own messages, dense matmuls."),
     "init_state": (f"{_MIX}.init_state", "Empty recurrent state: conv window, EMA, counters and the M (key, value) slots."),
