@@ -180,3 +180,26 @@ def test_companion_experiments_build_and_take_their_rates_from_v2(tmp_path):
     widths = {v.model.get("d_model") for v in pareto.variants}
     assert {64, 128, 256} <= widths and pareto.seeds == 1
     assert get_experiment("v2-2layer", "full", tmp_path).model["n_layers"] == 2
+
+
+def test_the_summary_is_written_atomically(corpus_dir, tmp_path, monkeypatch):
+    """compare-<experiment>-<budget>.json goes through storage.write_json_atomic; a write that fails
+    midway leaves the previous summary whole and no temp file behind."""
+    import workbench.experiments.aggregate as aggregate_module
+    import workbench.storage as storage
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"])
+    results = tmp_path / "results"
+    run_experiment(experiment, results, progress=False)
+    path = experiment.summary_path(results)
+    before = path.read_text()
+    assert aggregate_module.write_json_atomic is storage.write_json_atomic
+
+    def dies_midway(handle):
+        handle.write(b'{"rows": [')
+        raise KeyboardInterrupt  # a kill between two writes
+
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_atomic(path, dies_midway)
+    assert path.read_text() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
