@@ -225,5 +225,5 @@ def test_tabular_split_is_seeded_and_disjoint():
 def test_build_task_errors():
     with pytest.raises(ConfigError, match="unknown task 'sorting'"):
         build_task("sorting")
-    with pytest.raises(ConfigError, match="bad options for task 'copy'"):
+    with pytest.raises(ConfigError, match=r"unknown options \['max_length'\] for task 'copy'"):
         build_task("copy", {"max_length": 6})

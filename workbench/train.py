@@ -19,7 +19,8 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from workbench.config import RunConfig
+from workbench.config import RunConfig, check_option_values, option_spec_of_dataclass
+from workbench.mixers import MIXERS
 from workbench.model import Model, mixer_options, parameter_report
 from workbench.provenance import device_name, git_commit, load_average
 from workbench.tasks import Task, build_task, check_task, step_generator
@@ -36,6 +37,9 @@ def check_config(config: RunConfig) -> RunConfig:
     """The whole run config checked, the mixer and task against their registries: one ConfigError
     naming the bad value, before anything is built or trained. Returns the config."""
     config.validate()
+    if config.model.mixer in MIXERS:  # every option of every mixer: the kind of its default, finite numbers
+        spec = option_spec_of_dataclass(MIXERS[config.model.mixer].Options)
+        check_option_values("model.mixer_options", config.model.mixer_options, spec)
     mixer_options(config.model)
     check_task(config.task)
     return config

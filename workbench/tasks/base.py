@@ -34,6 +34,11 @@ class Task:
         """Held-out metrics. ``final`` adds the slower extras (e.g. length generalization)."""
         raise NotImplementedError
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise ConfigError for option values this task cannot use (``options``: every option, the
+        defaults filled in, each already of its default's kind). Runs before any data is read."""
+
     def state(self) -> dict[str, Any]:
         """What a checkpoint must keep to use the model later (e.g. a vocabulary)."""
         return {}

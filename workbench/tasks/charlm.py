@@ -7,11 +7,13 @@ measured over the whole validation split in non-overlapping windows of ``context
 from __future__ import annotations
 
 import math
+import os
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
+from workbench.config import ConfigError, check_int
 from workbench.data import DataError, read_text, shakespeare_path
 from workbench.model import IGNORE, Model, TaskIO
 from workbench.tasks.base import Batch, Task
@@ -40,6 +42,7 @@ class CharLMTask(Task):
     def __init__(
         self, path: str | None = None, context: int = 256, max_eval_windows: int | None = None
     ) -> None:
+        self.check_options({"path": path, "context": context, "max_eval_windows": max_eval_windows})
         text = read_text(path if path else shakespeare_path())
         if len(text) < 2 * (context + 1) * 10:
             raise DataError(f"the text has {len(text)} characters; char-LM needs at least {20 * (context + 1)}")
@@ -49,6 +52,15 @@ class CharLMTask(Task):
         self.train_data, self.val_data = data[:split], data[split:]
         self.context, self.max_eval_windows = context, max_eval_windows
         self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=len(self.vocab.chars))
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        path = options["path"]
+        if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path)):
+            raise ConfigError(f"charlm.path must be the path of a UTF-8 text file, got {path!r}")
+        check_int("charlm.context", options["context"], minimum=1)
+        if options["max_eval_windows"] is not None:
+            check_int("charlm.max_eval_windows", options["max_eval_windows"], minimum=1)
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         starts = torch.randint(0, len(self.train_data) - self.context - 1, (batch_size,), generator=generator)
