@@ -1,19 +1,32 @@
 """Command line: ``workbench train | eval | generate | compare | notebooks | bench | report``.
 
-Errors a user can cause (bad config, missing data, corrupt checkpoint, unknown
-characters) print one clear line and exit with status 2, never a deep traceback.
+One error boundary (``main``): a failure a user can cause (bad arguments, config or data, a
+damaged checkpoint, a diverging run, no memory, a file that cannot be read or written) prints one
+line naming the cause and the fix and exits with status 2; anything else is a bug in workbench:
+one line saying so, status 1. ``--debug`` (or ``WORKBENCH_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
 from workbench.config import ConfigError, RunConfig
 
 SYSTEM2_TASKS = ("hops", "kinship", "temporal", "concepts")
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 2, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (status 2) naming the fix: ``--help``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -75,7 +88,10 @@ def cmd_generate(args: argparse.Namespace) -> None:
     if not args.prompt:
         raise ConfigError("the prompt is empty; give at least one character with --prompt")
     vocab = CharVocab(chars)
-    prompt = vocab.encode(args.prompt)[None, :]
+    try:
+        prompt = vocab.encode(args.prompt)[None, :]
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; use only characters of the training text in --prompt") from None
     generator = torch.Generator().manual_seed(args.seed)
     out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator)
     print(vocab.decode(out[0]))
@@ -122,8 +138,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
 
 
 def cmd_notebooks(args: argparse.Namespace) -> None:
-    from workbench.notebooks import run_notebooks
+    from workbench.notebooks import resolve_names, run_notebooks
 
+    try:
+        resolve_names(args.names or None)
+    except ValueError as exc:  # a name that matches no notebook, or several
+        raise ConfigError(str(exc)) from None
     for path in run_notebooks(args.names or None, smoke=args.smoke):
         print(f"executed {path}")
 
@@ -131,7 +151,17 @@ def cmd_notebooks(args: argparse.Namespace) -> None:
 def cmd_report(args: argparse.Namespace) -> None:
     from workbench.report import orphan_markers, render_blocks, update_markdown
 
-    blocks = render_blocks(Path(args.results))
+    results = Path(args.results)
+    if not results.is_dir():
+        raise ConfigError(f"results directory {results} does not exist; give --results DIR")
+    missing = [target for target in args.files if not Path(target).is_file()]
+    if missing:
+        raise ConfigError(f"no such markdown file: {', '.join(missing)}; give files that hold report markers")
+    try:
+        blocks = render_blocks(results)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a hand-edited or truncated result file
+        raise ConfigError(f"cannot render the results in {results} ({type(exc).__name__}: {exc}); fix or move "
+                          f"the broken compare-*.json (--debug shows where)") from None
     for name, body in blocks.items():
         if args.print:
             print(f"## {name}\n\n{body}\n")
@@ -146,35 +176,70 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from workbench.bench.scaling import run_scaling_cli
 
+    _check_bench_args(args)
     run_scaling_cli(args)
 
 
+def _check_bench_args(args: argparse.Namespace) -> None:
+    """The benchmark's arguments checked before any child process starts."""
+    from workbench.mixers import MIXERS
+
+    for name in ("repeats", "d_model", "tokens_per_batch", "decode_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    if args.long < 0:
+        raise ConfigError(f"--long must be a number of tokens >= 0 (0: skip), got {args.long}")
+    if not math.isfinite(args.time_limit) or args.time_limit <= 0:
+        raise ConfigError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+    if args.memory_limit_gb is not None and (not math.isfinite(args.memory_limit_gb) or args.memory_limit_gb <= 0):
+        raise ConfigError(f"--memory-limit-gb must be a positive number, got {args.memory_limit_gb}")
+    try:
+        lengths = [int(v.replace("_", "")) for v in args.lengths.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
+    if not args.no_scaling and (not lengths or min(lengths) < 1):
+        raise ConfigError(f"--lengths must be positive integers, got {args.lengths!r}")
+    mixers = [m for m in args.mixers.split(",") if m]
+    unknown = [m for m in mixers if m not in MIXERS]
+    if unknown or (not mixers and not args.no_scaling):
+        raise ConfigError(f"--mixers: unknown mixer(s) {unknown}; choose from {', '.join(sorted(MIXERS))}")
+    dtypes = [d for d in args.long_dtypes.split(",") if d]
+    if args.long and (not dtypes or any(d not in ("float32", "bfloat16") for d in dtypes)):
+        raise ConfigError(f"--long-dtypes must be a comma list of float32, bfloat16; got {args.long_dtypes!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="Inverted-attention research workbench")
+    # --debug is accepted before or after the subcommand (SUPPRESS: a subcommand's default never hides it).
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, also print the traceback (or set WORKBENCH_DEBUG=1)")
+    parser = _Parser(prog="workbench", description="Inverted-attention research workbench", parents=[debug])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one model")
+    p = sub.add_parser("train", parents=[debug], help="train one model")
     _add_config_args(p)
     p.add_argument("--out", type=Path, help="run directory (checkpoint.pt, result.json)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its task")
+    p = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its task")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--final", action="store_true", help="include length-generalization extras")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("generate", help="sample text from a char-LM checkpoint (recurrent mode)")
+    p = sub.add_parser("generate", parents=[debug], help="sample text from a char-LM checkpoint (recurrent mode)")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--prompt", default="\n")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("compare", help="run an experiment (protocol v2 and its companions) and print its table")
+    p = sub.add_parser("compare", parents=[debug], help="run an experiment (protocol v2 and its companions) and print its table")
     p.add_argument("--experiment", default="v2", help="v2 (default), v2-2layer, v2-noconv, pareto or ablation")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--tasks", help="only cells of these tasks (copy, mqar, charlm) or labels; or System 2 tasks "
@@ -191,40 +256,89 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("report", help="render result tables from results/*.json into markdown files")
+    p = sub.add_parser("report", parents=[debug], help="render result tables from results/*.json into markdown files")
     p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md"])
     p.add_argument("--results", default="results")
     p.add_argument("--print", action="store_true", help="also print the tables")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("notebooks", help="notebook tools")
+    p = sub.add_parser("notebooks", parents=[debug], help="notebook tools")
     nb = p.add_subparsers(dest="notebooks_command", required=True)
-    run = nb.add_parser("run", help="execute notebooks with papermill")
+    run = nb.add_parser("run", parents=[debug], help="execute notebooks with papermill")
     run.add_argument("names", nargs="*", help="notebook names (default: all)")
     run.add_argument("--smoke", action="store_true", help="tiny parameters (what the tests use)")
     run.set_defaults(func=cmd_notebooks)
 
     from workbench.bench.scaling import add_scaling_arguments
 
-    p = sub.add_parser("bench", help="performance benchmarks")
+    p = sub.add_parser("bench", parents=[debug], help="performance benchmarks")
     bench = p.add_subparsers(dest="bench_command", required=True)
-    scaling = bench.add_parser("scaling", help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
+    scaling = bench.add_parser("scaling", parents=[debug], help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
     add_scaling_arguments(scaling)
     scaling.set_defaults(func=cmd_bench)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error a user can cause and fix; None for a bug in workbench."""
     from workbench.checkpoint import CheckpointError
     from workbench.data import DataError
     from workbench.notebooks import NotebookError
 
-    args = build_parser().parse_args(argv)
+    if isinstance(exc, (ConfigError, DataError, CheckpointError, NotebookError)):
+        return str(exc)
+    if isinstance(exc, FloatingPointError):  # a diverging run: its message names the step and the fix
+        return str(exc)
+    if _out_of_memory(exc):
+        return ("out of memory; use a smaller model (model.d_model, model.n_layers), batch (train.batch_size) "
+                "or task (sequence length, n_eval)")
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot access{where}: {exc.strerror or exc}; check the path, its permissions and free disk space"
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    import torch
+
+    if isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr: exit 2 (user error) or 1 (internal error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2; argparse printed its line)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USER_ERROR)
+    debug = getattr(args, "debug", False) or os.environ.get("WORKBENCH_DEBUG", "") not in ("", "0")
     try:
         code = args.func(args)
-    except (ConfigError, DataError, CheckpointError, NotebookError, ValueError, FileNotFoundError) as exc:
-        print(f"workbench: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted; `train --resume` continues a run from its last checkpoint", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush stays quiet
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        message = _user_error(exc)
+        if message is not None:
+            print(f"workbench: error: {message}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"workbench: internal error: {type(exc).__name__}: {first} (a bug in workbench, not in your input: "
+              f"rerun with --debug and report the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return code or 0
 
 

@@ -19,7 +19,7 @@ import torch
 from tqdm.auto import tqdm
 
 from workbench.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from workbench.config import RunConfig, check_option_values, option_spec_of_dataclass
+from workbench.config import ConfigError, RunConfig, check_option_values, option_spec_of_dataclass
 from workbench.mixers import MIXERS
 from workbench.model import Model, mixer_options, parameter_report
 from workbench.provenance import device_name, git_commit, load_average
@@ -170,7 +170,8 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     rank, world = _distributed(dev)
     if config.train.batch_size % world:
-        raise ValueError(f"train.batch_size={config.train.batch_size} must divide among {world} processes")
+        raise ConfigError(f"train.batch_size={config.train.batch_size} must divide among {world} processes; "
+                          f"give a multiple of {world}")
     task = task or build_task(config.task.name, config.task.options)
     torch.manual_seed(config.train.seed)
     model = Model(config.model, task.io).to(dev)
@@ -235,7 +236,8 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         inputs, targets, mask = (_shard(t, rank, world) for t in (batch.inputs, batch.targets, batch.mask))
         loss = compute_loss(inputs.to(dev), targets.to(dev), None if mask is None else mask.to(dev))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a lower train.lr")
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step} (training diverged); "
+                                     f"try a lower train.lr or a train.grad_clip")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.train.grad_clip:
