@@ -16,7 +16,7 @@ import sys
 import traceback
 from pathlib import Path
 
-from workbench.config import ConfigError, RunConfig
+from workbench.config import MAX_SEED, ConfigError, RunConfig
 
 SYSTEM2_TASKS = ("hops", "kinship", "temporal", "concepts")
 EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 2, 1
@@ -71,8 +71,22 @@ def cmd_train(args: argparse.Namespace) -> None:
 def cmd_eval(args: argparse.Namespace) -> None:
     from workbench.checkpoint import model_from_checkpoint
 
-    model, config, task, _ = model_from_checkpoint(args.checkpoint)
+    model, config, task, _ = model_from_checkpoint(args.checkpoint, data=args.data)
     print(json.dumps(task.evaluate(model, final=args.final), indent=2))
+
+
+def _check_generate_args(args: argparse.Namespace) -> None:
+    """Sampling settings checked before the checkpoint is read: one line each, never a crash."""
+    if args.n < 0:
+        raise ConfigError(f"--n must be >= 0 characters to generate, got {args.n}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise ConfigError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be a positive number of candidates (leave it out for all), got {args.top_k}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}], got {args.seed}")
+    if not args.prompt:
+        raise ConfigError("the prompt is empty; give at least one character with --prompt")
 
 
 def cmd_generate(args: argparse.Namespace) -> None:
@@ -81,12 +95,13 @@ def cmd_generate(args: argparse.Namespace) -> None:
     from workbench.checkpoint import model_from_checkpoint
     from workbench.tasks.charlm import CharVocab
 
-    model, config, task, payload = model_from_checkpoint(args.checkpoint)
-    chars = payload.get("task_state", {}).get("chars")
+    _check_generate_args(args)
+    # The vocabulary is the checkpoint's own (task_state.chars): no data file is read.
+    model, config, _, payload = model_from_checkpoint(args.checkpoint, need_task=False)
+    chars = payload["task_state"].get("chars")
     if config.task.name != "charlm" or not chars:
-        raise ConfigError("generate needs a char-LM checkpoint (trained with --task charlm)")
-    if not args.prompt:
-        raise ConfigError("the prompt is empty; give at least one character with --prompt")
+        raise ConfigError(f"generate needs a char-LM checkpoint (trained with --task charlm); {args.checkpoint} "
+                          f"is a {config.task.name!r} checkpoint")
     vocab = CharVocab(chars)
     try:
         prompt = vocab.encode(args.prompt)[None, :]
@@ -228,6 +243,8 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its task")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--final", action="store_true", help="include length-generalization extras")
+    p.add_argument("--data", type=Path, default=None,
+                   help="char-LM: the training text, where it is now (it must be the same text, by sha256)")
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("generate", parents=[debug], help="sample text from a char-LM checkpoint (recurrent mode)")

@@ -18,7 +18,15 @@ from typing import Any, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from workbench.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
+from workbench.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    load_optimizer,
+    load_rng,
+    load_weights,
+    save_checkpoint,
+)
 from workbench.config import ConfigError, RunConfig, check_option_values, option_spec_of_dataclass
 from workbench.mixers import MIXERS
 from workbench.model import Model, mixer_options, parameter_report
@@ -184,14 +192,17 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
 
     step, history, train_time, tokens, context = 0, [], 0.0, 0, 0
     if resume and ckpt_path and ckpt_path.is_file():
-        payload = load_checkpoint(ckpt_path)
+        payload = load_checkpoint(ckpt_path, resume=True)
         if payload["config"] != config.to_dict():
-            raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it")
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["rng"])
+            raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it "
+                                  f"(resume with the config it holds: --config {Path(out_dir) / 'result.json'} "
+                                  f"if the run finished, else the same options; or train afresh with --overwrite)")
+        task.check_state(payload["task_state"], source=f"checkpoint {ckpt_path}")
+        load_weights(model, payload["model"], ckpt_path)
+        load_optimizer(optimizer, payload["optimizer"], ckpt_path)
+        load_rng(payload["rng"], ckpt_path)
         step, history = payload["step"], payload["history"]
-        train_time, tokens = payload["train_time"], payload["tokens"]
+        train_time, tokens = float(payload["train_time"]), payload["tokens"]
 
     def checkpoint() -> None:
         if ckpt_path and rank == 0:
@@ -201,6 +212,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
                     "format": CHECKPOINT_FORMAT,
                     "config": config.to_dict(),
                     "task_state": task.state(),
+                    "io": dataclasses.asdict(task.io),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "rng": torch.get_rng_state(),
@@ -218,7 +230,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         return metrics
 
     target = config.train.target_metric
-    reached = bool(history) and target is not None and history[-1]["metrics"][task.metric] >= target
+    reached = bool(history) and target is not None and history[-1]["metrics"].get(task.metric, -math.inf) >= target
     timed = bool(config.train.time_budget_s)  # a wall-clock budget: the bar counts seconds, not steps
     bar = tqdm(total=config.train.time_budget_s if timed else config.train.steps, initial=round(train_time) if timed else step,
                disable=not progress or rank != 0, desc=f"{task.name}/{config.model.mixer}", leave=False,
