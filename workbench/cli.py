@@ -59,11 +59,13 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from workbench.train import train
+    from workbench.train import distributed_rank, train
 
     config = _config_from_args(args)
     out = args.out or Path("results/checkpoints") / f"{config.task.name}-{config.model.mixer}-s{config.train.seed}"
     _, result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
+    if distributed_rank() != 0:  # under torchrun every rank runs this; rank 0 speaks
+        return
     print(json.dumps({k: result[k] for k in ("task", "mixer", "parameters", "metrics", "steps", "tokens_per_s")}, indent=2))
     print(f"checkpoint and result.json in {out}")
 

@@ -33,6 +33,11 @@ from workbench.model import Model, mixer_options, parameter_report
 from workbench.provenance import device_name, git_commit, load_average
 from workbench.tasks import Task, build_task, check_task, step_generator
 
+# Seconds every rank waits for the others when the process group starts (and at each collective)
+# before it gives up with an error instead of hanging: $WORKBENCH_DIST_TIMEOUT_S, default 10 minutes.
+DIST_TIMEOUT_VARIABLE = "WORKBENCH_DIST_TIMEOUT_S"
+DIST_TIMEOUT_S = 600.0
+
 
 class TrainedRun(NamedTuple):
     """What ``train`` returns: the trained model (for in-process callers) and the run's record."""
@@ -110,16 +115,68 @@ def mixer_stats(model: Model) -> dict[str, float]:
             for name, value in getattr(block.mixer, "stats", {}).items()}  # fmt: skip
 
 
+def dist_timeout_s() -> float:
+    """The process group's timeout in seconds (``$WORKBENCH_DIST_TIMEOUT_S``, default 600)."""
+    raw = os.environ.get(DIST_TIMEOUT_VARIABLE)
+    if raw is None:
+        return DIST_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{DIST_TIMEOUT_VARIABLE}={raw!r} must be a positive number of seconds")
+    return value
+
+
+def distributed_rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 prints and writes."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _distributed(dev: torch.device) -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size); starts the process group when launched by torchrun.
+
+    Start-up waits at most ``dist_timeout_s()`` for the other ranks (a rank that never comes, a
+    wrong MASTER_ADDR), then fails with one clear error instead of hanging.
+    """
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number of processes") from None
     if world <= 1:
         return 0, 1
+    import datetime
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        timeout = dist_timeout_s()
+        try:
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=timeout))
+        except (RuntimeError, ValueError, OSError) as exc:  # DistStoreError and friends
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200].rstrip(". ")
+            raise ConfigError(
+                f"the process group of {world} ranks did not start within {timeout:g} s (rank "
+                f"{os.environ.get('RANK', '?')}, MASTER_ADDR={os.environ.get('MASTER_ADDR', '?')}, MASTER_PORT="
+                f"{os.environ.get('MASTER_PORT', '?')}): {first}; launch every rank with torchrun, or raise "
+                f"{DIST_TIMEOUT_VARIABLE}") from None
     return dist.get_rank(), world
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
+    """The mean of a scalar over every rank (the loss each rank saw on its shard of the global batch)."""
+    if world == 1:
+        return value.item()
+    import torch.distributed as dist
+
+    total = value.detach().clone().reshape(1)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.item() / world
 
 
 def _shard(tensor: torch.Tensor | None, rank: int, world: int) -> torch.Tensor | None:
@@ -261,10 +318,11 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         context = max(context, batch.inputs.shape[1])
         bar.update(time.perf_counter() - started if timed else 1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
+            logged = _mean_over_ranks(loss, world)  # the global batch's loss, not this rank's shard
             metrics = evaluate()
-            history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics,
+            history.append({"step": step, "loss": logged, "lr": lr, "time_s": train_time, "metrics": metrics,
                             "mixer_stats": mixer_stats(model), "load_average_1min": load_average()})
-            bar.set_postfix(step=step, loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
+            bar.set_postfix(step=step, loss=f"{logged:.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
             reached = target is not None and metrics[task.metric] >= target
         if step % config.train.checkpoint_every == 0:
             checkpoint()
