@@ -132,7 +132,6 @@ def test_the_issues_bad_values_are_one_line_not_a_traceback(override, tmp_path, 
     assert not (tmp_path / "run" / "checkpoint.pt").exists()
 
 
-
 @pytest.mark.parametrize("options, message", [
     ('task.options={"kv_pairs": 0}', "kv_pairs must be a positive integer"),
     ('task.options={"max_eval_windows": -1}', "max_eval_windows must be a positive integer"),
@@ -144,7 +143,6 @@ def test_bad_task_options_are_one_line(options, message, tmp_path, capsys):
     assert message in err and "Traceback" not in err
 
 
-
 def test_an_empty_config_file_is_refused(tmp_path, capsys):
     """Before: an empty YAML (or {}) trained the defaults."""
     for text in ("", "{}\n"):
@@ -154,6 +152,67 @@ def test_an_empty_config_file_is_refused(tmp_path, capsys):
         assert "is empty" in capsys.readouterr().err
     assert not (tmp_path / "run").exists()
 
+
+def test_train_refuses_a_directory_that_holds_a_run(tmp_path, capsys):
+    """Before: a second `train` into the directory overwrote the checkpoint without a word."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--steps", "2", "--set", "train.seed=1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a checkpoint" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out), "--resume", "--overwrite"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert main(["train", *TINY, "--steps", "2", "--set", "train.seed=1", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "result.json").read_text())["seed"] == 1
+    # A finished run without its checkpoint (compare deletes them): nothing to resume, said so.
+    (out / "checkpoint.pt").unlink()
+    assert main(["train", *TINY, "--steps", "2", "--set", "train.seed=1", "--out", str(out), "--resume"]) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 2
+    assert "finished run" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
+    """Before: --resume with no checkpoint started from scratch silently."""
+    out = tmp_path / "new"
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out), "--resume"]) == 0
+    assert f"no checkpoint in {out} to resume; starting from step 0" in capsys.readouterr().err
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
+    from workbench.experiments.runner import claim_run
+
+    out = tmp_path / "run"
+    with claim_run(out) as holder:  # this test plays the other process
+        assert holder is None
+        assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 2
+        assert "is being trained by another process" in capsys.readouterr().err
+
+
+def test_stale_temp_files_are_cleaned_and_records_written_atomically(tmp_path, monkeypatch, capsys):
+    """A writer killed mid-write leaves a .tmp: the next run in the directory removes it. result.json
+    and the checkpoint are fsynced (file and directory) before and after the rename."""
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("checkpoint.pt.tmp", "checkpoint.pt.abc123.tmp", "result.json.tmp"):
+        (out / name).write_bytes(b"half a file")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "result.json"]
+    assert any(p.endswith(".tmp") and "result.json." in p for p in synced)  # the file, before its rename
+    assert str(out) in synced  # the directory, after it
 
 
 def test_an_internal_error_is_one_line_with_exit_1_and_debug_shows_the_traceback(monkeypatch, capsys):
@@ -173,7 +232,6 @@ def test_an_internal_error_is_one_line_with_exit_1_and_debug_shows_the_traceback
     monkeypatch.setenv("WORKBENCH_DEBUG", "1")
     assert main(["eval", "x.pt"]) == 1
     assert "Traceback" in capsys.readouterr().err
-
 
 
 @pytest.mark.parametrize("error, code, message", [
@@ -199,7 +257,6 @@ def test_errors_are_classified(monkeypatch, capsys, error, code, message):
     assert message in err and err.count("\n") == 1 and "Traceback" not in err
 
 
-
 def test_usage_errors_are_one_line_and_help_is_exit_0(capsys):
     assert main(["train", "--steps", "x"]) == 2
     err = capsys.readouterr().err
@@ -208,7 +265,6 @@ def test_usage_errors_are_one_line_and_help_is_exit_0(capsys):
     assert main([]) == 2
     assert main(["--help"]) == 0
     capsys.readouterr()
-
 
 
 def test_the_installed_entry_point_prints_no_traceback(tmp_path):
@@ -221,7 +277,6 @@ def test_the_installed_entry_point_prints_no_traceback(tmp_path):
     assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
 
 
-
 def test_bench_arguments_are_checked_before_anything_runs(tmp_path, capsys):
     for flags, message in [(["--repeats", "0"], "--repeats"), (["--time-limit", "nan"], "--time-limit"),
                            (["--lengths", "1,x"], "--lengths"), (["--mixers", "nope"], "unknown mixer"),
@@ -231,7 +286,6 @@ def test_bench_arguments_are_checked_before_anything_runs(tmp_path, capsys):
         err = capsys.readouterr().err
         assert message in err and "Traceback" not in err
     assert not any(tmp_path.iterdir())
-
 
 
 def test_report_and_notebooks_user_errors_are_one_line(tmp_path, capsys):

@@ -63,11 +63,44 @@ def cmd_train(args: argparse.Namespace) -> None:
 
     config = _config_from_args(args)
     out = args.out or Path("results/checkpoints") / f"{config.task.name}-{config.model.mixer}-s{config.train.seed}"
-    _, result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
-    if distributed_rank() != 0:  # under torchrun every rank runs this; rank 0 speaks
+    rank = distributed_rank()  # under torchrun every rank runs this; rank 0 checks, claims, prints
+    if rank != 0:
+        train(config, out_dir=out, resume=args.resume, progress=False)
         return
+    from workbench.experiments.runner import claim_run
+
+    _check_run_directory(out, args.resume, args.overwrite)
+    with claim_run(out) as holder:
+        if holder is not None:
+            raise ConfigError(f"{out} is being trained by another process ({holder}); wait for it, or give "
+                              f"another --out")
+        _check_run_directory(out, args.resume, args.overwrite)  # again, now that the directory is ours
+        if args.overwrite:
+            for name in ("checkpoint.pt", "result.json"):
+                (out / name).unlink(missing_ok=True)
+        elif args.resume and not (out / "checkpoint.pt").is_file():
+            print(f"workbench: no checkpoint in {out} to resume; starting from step 0", file=sys.stderr)
+        _, result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
     print(json.dumps({k: result[k] for k in ("task", "mixer", "parameters", "metrics", "steps", "tokens_per_s")}, indent=2))
     print(f"checkpoint and result.json in {out}")
+
+
+def _check_run_directory(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run directory that holds a run is never overwritten silently."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the directory, --overwrite replaces it: give one of them")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; give a directory for the run")
+    checkpoint, result = (out / "checkpoint.pt").is_file(), (out / "result.json").is_file()
+    if overwrite:
+        return
+    if not resume and (checkpoint or result):
+        held = "a checkpoint" if checkpoint else "a finished run (result.json)"
+        raise ConfigError(f"{out} already holds {held}; pass --resume to continue it, --overwrite to replace it, "
+                          f"or --out DIR for a new run")
+    if resume and result and not checkpoint:
+        raise ConfigError(f"{out} holds a finished run (result.json) and no checkpoint to resume; pass --overwrite "
+                          f"to train it again, or --out DIR for a new run")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
@@ -239,6 +272,7 @@ def build_parser() -> argparse.ArgumentParser:
     _add_config_args(p)
     p.add_argument("--out", type=Path, help="run directory (checkpoint.pt, result.json)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run the directory holds")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 

@@ -31,6 +31,7 @@ from workbench.config import ConfigError, RunConfig, check_option_values, option
 from workbench.mixers import MIXERS
 from workbench.model import Model, mixer_options, parameter_report
 from workbench.provenance import device_name, git_commit, load_average
+from workbench.storage import remove_stale_temps, write_json_atomic
 from workbench.tasks import Task, build_task, check_task, step_generator
 
 # Seconds every rank waits for the others when the process group starts (and at each collective)
@@ -246,6 +247,8 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         compute_loss = torch.nn.parallel.DistributedDataParallel(compute_loss)
     out = Path(out_dir) if out_dir and rank == 0 else None
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir else None
+    if out is not None:  # temp files of a writer that was killed (this run directory is ours)
+        remove_stale_temps(out)
 
     step, history, train_time, tokens, context = 0, [], 0.0, 0, 0
     if resume and ckpt_path and ckpt_path.is_file():
@@ -355,8 +358,5 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
     }
     result.update(extra or {})
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "result.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out / "result.json")
+        write_json_atomic(out / "result.json", result)  # temp file, fsync, rename, fsync the directory
     return TrainedRun(model, result)
