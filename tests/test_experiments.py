@@ -182,6 +182,73 @@ def test_companion_experiments_build_and_take_their_rates_from_v2(tmp_path):
     assert get_experiment("v2-2layer", "full", tmp_path).model["n_layers"] == 2
 
 
+def test_a_run_whose_holder_dies_during_the_pass_is_taken_over_at_once(corpus_dir, tmp_path, monkeypatch):
+    """After its pass a process retries a run whose holder died meanwhile at once (no poll wait)."""
+    import workbench.experiments.runner as runner
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer", "inverted"])
+    results = tmp_path / "results"
+    runs, _ = experiment.runs(results, chosen_rate(experiment, results))
+    lock = claim_run(runs[0].directory)  # the other process, which dies while we train the other run
+    assert lock.__enter__() is None
+    real = runner.train_run
+
+    def train_then_holder_dies(run, *args):
+        real(run, *args)
+        lock.__exit__(None, None, None)
+
+    monkeypatch.setattr(runner, "train_run", train_then_holder_dies)
+    real_sleep = runner.time.sleep
+
+    def sleep(seconds):
+        if seconds == 12345:  # the poll wait (other sleeps: subprocess internals)
+            pytest.fail("waited although nothing was held any more")
+        real_sleep(seconds)
+
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+    summary, missing = run_experiment(experiment, results, progress=False, wait=True, poll_s=12345)
+    assert missing == [] and all(row["complete"] for row in summary["rows"]) and len(summary["rows"]) == 2
+
+
+@pytest.mark.slow
+def test_two_compare_processes_with_one_killed_leave_every_cell_complete(corpus_dir, tmp_path):
+    """Issue 22: a run held by a process that is killed is taken over by the survivor, which exits 0
+    only once every cell has all its seeds (before: skipped, and 5 seeds of 6 averaged silently)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    argv = [sys.executable, "-m", "workbench.cli", "compare", "--budget", "smoke", "--cells", "copy", "--mixers",
+            "transformer@d_model=16,inverted:n_units=8:chunk_size=8@d_model=16", "--seeds", "2",
+            "--results", str(results), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    survivor = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    held = None
+    while held is None and time.time() < deadline and victim.poll() is None:
+        for lock in results.glob("v2/smoke/*/running.lock"):
+            try:
+                if lock.read_text().startswith(f"pid {victim.pid} "):
+                    held = lock.parent
+            except OSError:
+                continue
+        time.sleep(0.02)
+    assert held is not None, "the victim never claimed a run"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert (held / "result.json").is_file()  # the killed process's run was finished by the survivor
+    summary = json.loads((results / "compare-v2-smoke.json").read_text())
+    assert len(summary["rows"]) == 2 and summary["incomplete"] == []
+    assert all(row["complete"] and row["seeds"] == 2 for row in summary["rows"])
+    assert len(list(results.glob("v2/smoke/*/result.json"))) == 4
+
+
 def test_the_summary_is_written_atomically(corpus_dir, tmp_path, monkeypatch):
     """compare-<experiment>-<budget>.json goes through storage.write_json_atomic; a write that fails
     midway leaves the previous summary whole and no temp file behind."""
