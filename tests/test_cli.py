@@ -199,7 +199,7 @@ def test_stale_temp_files_are_cleaned_and_records_written_atomically(tmp_path, m
 
     out = tmp_path / "run"
     out.mkdir()
-    for name in ("checkpoint.pt.tmp", "checkpoint.pt.abc123.tmp", "result.json.tmp"):
+    for name in ("checkpoint.pt.tmp", "checkpoint.pt.abc123.tmp", "result.json.tmp", "notes.tmp"):
         (out / name).write_bytes(b"half a file")
     synced: list[str] = []
     real_fsync = os.fsync
@@ -210,7 +210,7 @@ def test_stale_temp_files_are_cleaned_and_records_written_atomically(tmp_path, m
 
     monkeypatch.setattr(os, "fsync", fsync)
     assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 0
-    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "result.json"]
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.tmp", "result.json"]  # not ours: kept
     assert any(p.endswith(".tmp") and "result.json." in p for p in synced)  # the file, before its rename
     assert str(out) in synced  # the directory, after it
 

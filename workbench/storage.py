@@ -69,15 +69,16 @@ def write_json_atomic(path: Path, data: Any) -> None:
 
 
 def remove_stale_temps(directory: Path, name: str | None = None, older_than_s: float = 0.0) -> list[Path]:
-    """Remove the temp files a killed writer left in ``directory`` (of target ``name`` only, when
-    given; only those older than ``older_than_s``, so a concurrent writer's file is left alone).
-    Returns what was removed."""
+    """Remove the temp files a killed writer left in ``directory`` (those of target ``name`` only,
+    ``<name>.tmp`` or ``<name>.<random>.tmp``, when given; only those older than ``older_than_s``, so a
+    concurrent writer's file is left alone). Returns what was removed."""
     directory = Path(directory)
     if not directory.is_dir():
         return []
     pattern = f"{name}.*{TEMP_SUFFIX}" if name else f"*{TEMP_SUFFIX}"
+    legacy = [directory / f"{name}{TEMP_SUFFIX}"] if name else []  # the fixed name older versions used
     now, removed = time.time(), []
-    for tmp in directory.glob(pattern):
+    for tmp in [*directory.glob(pattern), *legacy]:
         try:
             if tmp.is_file() and now - tmp.stat().st_mtime >= older_than_s:
                 tmp.unlink()

@@ -247,8 +247,9 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         compute_loss = torch.nn.parallel.DistributedDataParallel(compute_loss)
     out = Path(out_dir) if out_dir and rank == 0 else None
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir else None
-    if out is not None:  # temp files of a writer that was killed (this run directory is ours)
-        remove_stale_temps(out)
+    if out is not None:  # temp files of a writer that was killed (only ours: --out may be any directory)
+        for name in ("checkpoint.pt", "result.json"):
+            remove_stale_temps(out, name)
 
     step, history, train_time, tokens, context = 0, [], 0.0, 0, 0
     if resume and ckpt_path and ckpt_path.is_file():
