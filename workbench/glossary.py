@@ -129,6 +129,9 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "write_bias": (f"{_OPT}.write_bias", "Initial salience logit (start by writing; the price prunes)."),
     "price_ranked": (f"{_OPT}.price_ranked", "The write price for excess writes falls only on the least salient "
                      "writes beyond the top M of the sequence (same value as the plain price)."),
+    "pool_balance": (f"{_OPT}.pool_balance", "Weight of the Switch-style load-balance loss over pools (0 = off)."),
+    "write_floor": (f"{_OPT}.write_floor", "Floor on the batch's mean write probability: below it every token's p "
+                    "is pushed up, so a gate cannot drift shut (0 = off)."),
     "write_gate": (f"{_OPT}.write_gate", "Learned write gate (salience); False = every token writes and the ring "
                    "evicts the oldest message (ablation of demand-driven writing)."),
     "chunk_size": (f"{_OPT}.chunk_size", "C, chunk length of the chunked parallel form and window of the surrogate."),

@@ -260,27 +260,32 @@ def check_site(site_dir: Path = SITE_DIR, names: list[str] | None = None) -> lis
     return [check_page(page) for page in pages]
 
 
-def add_arguments(sub: Any) -> None:
-    """The ``workbench notebooks`` subcommands: run, render, check."""
-    p = sub.add_parser("notebooks", help="notebook tools")
+def add_arguments(sub: Any, parents: list | None = None) -> None:
+    """The ``workbench notebooks`` subcommands: run, render, check (``parents``: shared flags such as --debug)."""
+    parents = parents or []
+    p = sub.add_parser("notebooks", parents=parents, help="notebook tools")
     nb = p.add_subparsers(dest="notebooks_command", required=True)
-    run = nb.add_parser("run", help="execute notebooks with papermill (and render them with --html)")
+    run = nb.add_parser("run", parents=parents, help="execute notebooks with papermill (and render them with --html)")
     run.add_argument("names", nargs="*", help="notebook names (default: all)")
     run.add_argument("--smoke", action="store_true", help="tiny parameters (what the tests use)")
     run.add_argument("--html", action="store_true", help=f"also render each to {SITE_DIR}/ (smoke: notebooks/executed/site/)")
     run.set_defaults(func=_cmd_run)
-    render = nb.add_parser("render", help=f"executed notebooks -> self-contained HTML pages in {SITE_DIR}/")
+    render = nb.add_parser("render", parents=parents, help=f"executed notebooks -> self-contained HTML pages in {SITE_DIR}/")
     render.add_argument("names", nargs="*", help="notebook names (default: every executed one)")
     render.add_argument("--executed", default=str(DEFAULT_OUT_DIR), help="where the executed .ipynb are")
     render.add_argument("--site", default=str(SITE_DIR))
     render.set_defaults(func=_cmd_render)
-    check = nb.add_parser("check", help="open the rendered pages in headless Chromium; fail on JS errors or figures not drawn")
+    check = nb.add_parser("check", parents=parents, help="open the rendered pages in headless Chromium; fail on JS errors or figures not drawn")
     check.add_argument("names", nargs="*", help="notebook names (default: every rendered page)")
     check.add_argument("--site", default=str(SITE_DIR))
     check.set_defaults(func=_cmd_check)
 
 
 def _cmd_run(args: argparse.Namespace) -> None:
+    try:
+        resolve_names(args.names or None)
+    except ValueError as exc:  # a name that matches no notebook, or several
+        raise NotebookError(str(exc)) from None
     site = (DEFAULT_OUT_DIR / "site" if args.smoke else SITE_DIR) if args.html else None
     for path in run_notebooks(args.names or None, smoke=args.smoke, site_dir=site):
         print(f"executed {path}")

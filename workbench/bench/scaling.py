@@ -1204,6 +1204,10 @@ def run_long_recurrent(
                 y, state = block.step(pool[i % len(pool)], state)
                 finite &= torch.isfinite(y).all()
                 largest = torch.maximum(largest, y.detach().abs().max().float())
+                if (time_limit_s is not None and (i - done) % 256 == 255
+                        and time.perf_counter() - start > time_limit_s):
+                    size = i + 1 - done  # out of time mid-window: this window ends here
+                    break
             sync()
             dt = time.perf_counter() - t0
             done += size
@@ -1309,7 +1313,8 @@ def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
-    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per phase of each point")
+    parser.add_argument("--time-limit", type=float, default=600.0,
+                        help="seconds per phase of each point; --long: seconds per run (it stops early, marked so)")
     parser.add_argument("--memory-limit-gb", type=float, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS)")
     parser.add_argument("--decode-steps", type=int, default=50)
@@ -1346,7 +1351,7 @@ def run_scaling_cli(args: argparse.Namespace) -> None:
         print(f"wrote {result['path']}")
     for dtype in (d for d in args.long_dtypes.split(",") if d) if args.long else ():
         long = run_long_recurrent(n_tokens=args.long, d_model=args.d_model, device=args.device, out=Path(args.out),
-                                  threads=args.threads, note=args.note, dtype=dtype)
+                                  threads=args.threads, note=args.note, dtype=dtype, time_limit_s=args.time_limit)
         s = long["summary"]
         print(f"long context ({dtype}): {long['settings']['tokens_done']:,} tokens, state {s['state_bytes']:,} B "
               f"(constant: {s['state_bytes_constant']}), µs/token first {s['s_per_token_first_window'] * 1e6:.1f} "

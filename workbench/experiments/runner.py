@@ -170,6 +170,8 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
             break
         if trained:  # new results may have unblocked seeds: list again at once
             continue
+        if held and any(not _held(r) for r in left):  # a holder finished or died meanwhile: take over at once
+            continue
         if not (wait and (held or any(_held(r) for r in left))):
             break
         if progress:
