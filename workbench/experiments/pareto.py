@@ -11,6 +11,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from workbench.config import TrainConfig
 from workbench.experiments.protocol_v2 import MIXERS, MODEL, mqar_cell, protocol_v2
 from workbench.experiments.spec import Cell, Experiment, Variant
 
@@ -41,13 +42,13 @@ def sweep_variants(mixers: list[str]) -> list[Variant]:
 def pareto(budget: str, results: Path = Path("results")) -> Experiment:
     cell = mqar_cell(256, 16, budget)
     source = protocol_v2(budget)
-    source_cell = next(c for c in source.cells if c.label == cell.label)
+    source_cell = next((c for c in source.cells if c.label == cell.label), None)
 
     def lr_lookup(_cell: Cell, variant: Variant) -> float | None:
         from workbench.experiments.runner import chosen_rate
 
-        if not source.lr_grid:
-            return source_cell.train.get("lr", 3e-3)
+        if not source.lr_grid or source_cell is None:  # below the full budget v2 trains at its one default rate
+            return cell.train.get("lr", TrainConfig.lr)
         return chosen_rate(source, results)(source_cell, Variant(variant.mixer, variant.mixer))
 
     return Experiment("pareto", budget, [cell], sweep_variants(MIXERS), seeds=1, model=dict(MODEL),
