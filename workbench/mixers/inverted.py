@@ -159,7 +159,7 @@ class InvertedOptions:
     price_ranked: bool = True  # the excess price falls only on the least salient writes beyond the top M
     write_cost: float = 0.0  # loss per write probability, every token (demand-driven: writing is never free); 0 = off
     pool_balance: float = 0.0  # weight of a load-balance loss over pools (Switch-style); 0 = off
-    write_floor: float = 0.0  # the batch's mean write probability is pushed up when below this; 0 = off
+    write_floor: float = 0.05  # the batch's mean write probability is pushed up below this (a gate cannot drift shut)
 
 
 class InvertedMixer(Mixer):
