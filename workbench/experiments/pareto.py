@@ -18,6 +18,7 @@ from workbench.experiments.spec import Cell, Experiment, Variant
 # The option that sets each mixer's state size, and its values beside the default at d_model 128.
 KNOBS: dict[str, tuple[str, list[Any]]] = {
     "inverted": ("n_units", [64, 256]),
+    "seeking": ("n_units", [32, 128]),
     "sliding_window": ("window", [64, 256]),
     "gsa": ("n_slots", [32, 128]),
     "mamba": ("d_state", [8, 32]),

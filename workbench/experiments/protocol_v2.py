@@ -25,7 +25,7 @@ LR_GRID = (1e-3, 3e-3, 1e-2)
 MQAR_VOCAB = 8192
 MODEL: dict[str, Any] = {"d_model": 128, "n_layers": 1, "short_conv": 8}
 # The peers of protocol v2, each at its own defaults (see each mixer's docstring for the paper).
-MIXERS = ["transformer", "sliding_window", "based", "mamba", "gated_deltanet", "deltanet", "gsa", "inverted"]
+MIXERS = ["transformer", "sliding_window", "based", "mamba", "gated_deltanet", "deltanet", "gsa", "inverted", "seeking"]
 EXTRAPOLATION = [(512, 32), (1024, 64), (2048, 128), (4096, 64), (16384, 64)]
 N_EVAL_LONG = 200  # held-out sequences per extrapolation length (1,000 at the training length)
 
