@@ -546,9 +546,10 @@ findings = [
     f"Resting is exact: {rest_following(recs['refractory on']):.1%} of the writes with refractoriness on went to "
     f"the most rested unit of their pool (without it: {rest_following(recs['refractory off']):.1%}).",
     f"Load evenness at the window end (entropy of the write counts over its most even value): "
-    f"{on['load evenness at window end']:.1%} on, {off['load evenness at window end']:.1%} off. The entropy reaches "
-    f"{load_entropy(recs['refractory on']['unit'], M)[0][-1]:.2f} bits with refractoriness on, of log2 M = "
-    f"{math.log2(M):.2f}: {'the pools split the writes unevenly' if on['load evenness at window end'] < 0.95 else 'close to the most even spread'}.",
+    f"{on['load evenness at window end']:.1%} on, {off['load evenness at window end']:.1%} off. With refractoriness on "
+    f"the entropy reaches {load_entropy(recs['refractory on']['unit'], M)[0][-1]:.2f} bits; a window's writes allow at "
+    f"most {load_entropy(recs['refractory on']['unit'], M)[1][-1]:.2f} (log2 M = {math.log2(M):.2f} would need at least "
+    f"M writes spread evenly).",
 ]
 same, chance = off["same-char evictions (of evictions)"], off["same char by chance (sum of p_char^2)"]
 if not math.isnan(same):
