@@ -49,8 +49,9 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
+from workbench.kernels.chunk_read.torch_impl import chunk_read_gather, chunk_tables
 from workbench.kernels.dispatch import get_impl, resolve
-from workbench.kernels.reference import chunk_read_gather, chunk_tables, decayed_cumsum
+from workbench.kernels.ema.torch_impl import decayed_cumsum
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
