@@ -127,6 +127,7 @@ def test_every_registered_mixer_runs_side_by_side(tmp_path):
     assert set(result["crossover"]) == set(MIXERS) - {"inverted"}
 
 
+@pytest.mark.slow  # two compiles per point (tests/test_fast.py checks the fused step itself by default)
 def test_fused_decode_phase_matches_the_plain_step(tmp_path):
     result = sc.run_scaling(lengths=(32,), mixers=("inverted", "transformer"), out=None, time_limit_s=300,
                             phases=("decode", "decode_fused"), decode_batch=3, fused_backend="compile",

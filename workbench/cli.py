@@ -77,7 +77,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     vocab = CharVocab(chars)
     prompt = vocab.encode(args.prompt)[None, :]
     generator = torch.Generator().manual_seed(args.seed)
-    out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator)
+    out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator,
+                         fused=args.fused)
     print(vocab.decode(out[0]))
 
 
@@ -172,6 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None)
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fused", action="store_true",
+                   help="decode with the fused step (workbench.fast: compiled once, then several times faster)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("compare", help="run an experiment (protocol v2 and its companions) and print its table")

@@ -308,7 +308,13 @@ def fused_step(
     capacity: int | None = None,
     options: dict[str, Any] | None = None,
 ) -> FusedStep:
-    """The fused step of a ``Block`` or ``Model`` (compiled on first use, then reused while the weights stay)."""
+    """The fused step of a ``Block`` or ``Model`` (compiled on first use, then reused while the weights stay).
+
+    ``capacity`` matters only for a KV cache: it is rounded up to a power of two (fewer compiles)
+    and ignored for constant-state mixers.
+    """
+    growing = any(adapter_for(block.mixer).growing for block in _blocks(module))
+    capacity = (1 << max(int(capacity) - 1, 1).bit_length()) if (growing and capacity) else (capacity if growing else None)
     key = (batch_size, backend, capacity, tuple(sorted((options or {}).items())))
     entries = _CACHE.setdefault(module, {})
     found = entries.get(key)
