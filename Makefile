@@ -12,7 +12,7 @@ ifeq ($(origin WORKBENCH_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: venv demo test test-slow lab notebooks figures bench ablation bench-scaling lint clean
+.PHONY: venv demo test test-slow lab notebooks notebooks-smoke figures bench ablation bench-scaling bench-edge lint clean
 
 venv: $(STAMP)
 
@@ -21,12 +21,12 @@ $(STAMP): pyproject.toml
 	$(PY) -m pip install -q --upgrade pip
 	# torch pinned: this machine's on-disk CPU build (a bare `torch` would pull CUDA).
 	$(PY) -m pip install -q torch==2.13.0
-	$(PY) -m pip install -q -e '.[notebooks,kernels,dev]'
+	$(PY) -m pip install -q -e '.[notebooks,kernels,dev,edge]'
 	$(PY) -m ipykernel install --sys-prefix --name python3 >/dev/null
 	touch $(STAMP)
 
-demo: venv  ## the main job, small: both mixers on copy, MQAR and char-LM (< 10 min on 2 cores)
-	$(PY) -m workbench.cli compare --tasks copy,mqar,charlm --mixers transformer,inverted --budget demo --seeds 1
+demo: venv  ## the main comparison, small, trained fresh into runs/demo-<time> and printed beside the reference
+	$(PY) -m workbench.cli demo
 
 test: venv  ## the full default suite (slow-marked tests excluded)
 	$(PY) -m pytest -q
@@ -34,15 +34,21 @@ test: venv  ## the full default suite (slow-marked tests excluded)
 test-slow: venv
 	$(PY) -m pytest -q -m slow
 
-lab: venv
-	$(VENV)/bin/jupyter lab notebooks/
+lab: venv  ## JupyterLab on notebooks/: the NN_name.py sources open as notebooks (project settings: .jupyter/lab/settings)
+	$(PY) -m workbench.lab.jupyterlab
 
-notebooks: venv  ## re-run every notebook with papermill at full parameters
-	$(PY) -m workbench.cli notebooks run
+notebooks: venv  ## run every notebook at full parameters, render each to docs/site/<name>.html (offline), check the pages in headless Chromium
+	$(PY) -m workbench.cli notebooks run --html
+	$(PY) -m workbench.cli notebooks check
 
-figures: notebooks
+notebooks-smoke: venv  ## the same at smoke size, into notebooks/executed/ (minutes; numbers meaningless)
+	OMP_NUM_THREADS=1 $(PY) -m workbench.cli notebooks run --smoke --html
+	$(PY) -m workbench.cli notebooks check --site notebooks/executed/site
 
-BENCH_ARGS = --tasks copy,mqar,charlm,charlm-600s --mixers transformer,inverted --budget full --seeds 3
+figures: notebooks  ## figures/*.png (scale 3) and *.svg come from the full notebook runs
+
+EXPERIMENT ?= v2
+BENCH_ARGS = --experiment $(EXPERIMENT) --budget full
 JOBS ?= 1
 bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped); JOBS=2: two single-threaded processes share the runs
 	@if [ "$(JOBS)" -le 1 ]; then $(PY) -m workbench.cli compare $(BENCH_ARGS); else \
@@ -54,18 +60,29 @@ bench: venv  ## the full protocol, 3 seeds; resumable (finished runs are skipped
 	  OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli compare $(BENCH_ARGS); \
 	  wait; $(PY) -m workbench.cli compare $(BENCH_ARGS) --quiet; fi
 
-ablation: venv  ## each switch of the inverted mixer off on its own, MQAR + copy + char-LM, demo budget -> results/ablation
-	$(PY) -m workbench.cli compare --tasks mqar,copy,charlm --mixers ablation --budget demo --seeds $(ABLATION_SEEDS) --results results/ablation
-
-ABLATION_SEEDS ?= 1
+ablation: venv  ## the inverted mixer's switches at protocol v2's full budget -> results/compare-ablation-full.json
+	$(MAKE) bench EXPERIMENT=ablation
 
 SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 
 bench-scaling: venv  ## time, memory and ESTIMATED energy vs length, both mixers -> results/scaling-<device>.json
 	$(PY) -m workbench.cli bench scaling $(SCALING_ARGS)
 
+# Two small char-LM checkpoints (trained here when missing, one thread, a few minutes each), then
+# the edge benchmark: exported ONNX fp32/int8 vs eager PyTorch per token, and inverted vs
+# transformer by context, in one run -> results/edge-<device>.json (`workbench report` renders it).
+EDGE_CKPT ?= results/checkpoints/edge
+EDGE_TRAIN = --task charlm --steps 300 --set train.eval_every=300 --set train.checkpoint_every=300 --quiet
+EDGE_ARGS ?=
+
+bench-edge: venv  ## per-token latency + peak memory: ONNX (fp32, int8) vs eager, inverted vs transformer at 256/4K/64K
+	test -f $(EDGE_CKPT)-inverted/checkpoint.pt || OMP_NUM_THREADS=1 $(PY) -m workbench.cli train --mixer inverted $(EDGE_TRAIN) --out $(EDGE_CKPT)-inverted
+	test -f $(EDGE_CKPT)-transformer/checkpoint.pt || OMP_NUM_THREADS=1 $(PY) -m workbench.cli train --mixer transformer $(EDGE_TRAIN) --out $(EDGE_CKPT)-transformer
+	$(PY) -m workbench.cli bench edge --inverted $(EDGE_CKPT)-inverted/checkpoint.pt --transformer $(EDGE_CKPT)-transformer/checkpoint.pt $(EDGE_ARGS)
+
 lint: venv
 	$(VENV)/bin/ruff check workbench tests notebooks
 
 clean:
 	rm -rf $(VENV) .pytest_cache .ruff_cache notebooks/executed
+	rm -f docs/site/[0-9][0-9]_*.html

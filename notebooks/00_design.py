@@ -22,7 +22,7 @@
 # | § | what | where in the code |
 # |---|---|---|
 # | 1 | Why softmax attention costs O(n²): the QK and OV circuits, measured on the real module | `workbench.mixers.transformer` |
-# | 2 | Existing variants as neighbourhoods N(t, l): masks, receptive fields, cost | `workbench.neighbourhoods` |
+# | 2 | Existing variants as neighbourhoods N(t, l): masks, receptive fields, cost | `workbench.lab.neighbourhoods` |
 # | 3 | Attention = amplification + normalization, and where each lives in the inverted mixer | `InvertedMixer._read`, `_gain`, `_route` |
 # | 4 | The inverted mechanism, equation by equation, with a live check that its three forms agree | `workbench.mixers.inverted` |
 # | 5 | Complexity: training, memory, decoding, state; the four functions named in the brief | `adaptive_scale` and friends |
@@ -30,6 +30,7 @@
 # | 7 | System 2: symbolic deliberation over the same tokens, in words, Russian pseudocode and a live trace | `workbench.symbolic` |
 # | 8 | Glossary of every identifier | `workbench.glossary` |
 # | 9 | Where each requested document lives | - |
+# | - | Findings: each sentence computed from the numbers above | - |
 #
 # Run headless with `workbench notebooks run 00_design` (`--smoke` for the seconds-long
 # version the tests use; its numbers are computed the same way at smaller sizes).
@@ -56,6 +57,13 @@ from torch.utils.flop_counter import FlopCounterMode
 import workbench.mixers.inverted as inverted_module
 from workbench.glossary import GLOSSARY, GLOSSARY_RU
 from workbench.hooks import capture
+from workbench.lab.neighbourhoods import (
+    InvertedUnits,
+    SlidingWindow,
+    is_causal,
+    receptive_field_growth,
+    standard_patterns,
+)
 from workbench.mixers.inverted import (
     InvertedMixer,
     InvertedOptions,
@@ -68,15 +76,8 @@ from workbench.mixers.inverted import (
     straight_through,
 )
 from workbench.mixers.transformer import SoftmaxAttention
-from workbench.neighbourhoods import (
-    InvertedUnits,
-    SlidingWindow,
-    is_causal,
-    receptive_field_growth,
-    standard_patterns,
-)
 from workbench.notebooks import REPO_ROOT
-from workbench.plotting import save_figure
+from workbench.plotting import EXTRA_COLOURS, GREY, mixer_colour, save_figure
 from workbench.symbolic.executor import Program, execute
 from workbench.symbolic.policy import RuleLearner
 from workbench.symbolic.rules import RuleBase, compose, inverse
@@ -178,15 +179,14 @@ def attention_flops(n, d=d_model):
 def inverted_flops(n, o=o_inv, d=d_model):
     """FLOPs of the inverted forward (chunked form, CPU path), per token times n.
 
-    Per token: conv w*d; gates and ordinal query d_feat*(2 + 2F); query and key 2*d*d_k; value and
-    out 2*d^2; the EMA's (C, C) chunk matmul C*d; scoring the M + C candidates (M + C)*key_dim; and
+    Per token: gates and ordinal query d_feat*(2 + 2F); query and key 2*d*d_k; value and out 2*d^2; the EMA's (C, C) chunk matmul C*d; scoring the M + C candidates (M + C)*key_dim; and
     mixing the k kept values, k*d (element-wise on the CPU path, ``chunk_read_gather``, so the
     counter does not see it; the dense read would cost (M + C)*d here instead).
     """
     c = min(o.chunk_size, n)
     ema = c * d if o.timescales else 0
     mix = o.read_topk * d if o.read_topk < o.n_units + c else (o.n_units + c) * d
-    per_token = (o.conv_width * d + d_feat * (2 + 2 * o.n_freq) + 2 * d * o.d_key + 2 * d * d + ema
+    per_token = (d_feat * (2 + 2 * o.n_freq) + 2 * d * o.d_key + 2 * d * d + ema
                  + (o.n_units + c) * key_dim + mix)
     return 2 * n * per_token
 
@@ -207,11 +207,20 @@ show_table(["n", "attention FLOPs", "inverted FLOPs", "ratio", "largest tensor, 
 
 # Where the two lines cross, from the formulas (both checked against the counter above).
 crossover = next((n for n in range(1, 1 << 16) if attention_flops(n) > inverted_flops(n)), None)
-print(f"d_model={d_model}, M={o_inv.n_units}, C={o_inv.chunk_size}: attention costs more FLOPs than the inverted mixer from n = {crossover}")
+if crossover == 1:
+    flop_finding = (f"at d_model={d_model}, M={o_inv.n_units}, C={o_inv.chunk_size} the inverted mixer costs fewer "
+                    f"forward FLOPs than attention at every length n >= 1 (ratio {attention_flops(lengths[0]) / inverted_flops(lengths[0]):.2f}x "
+                    f"at n={lengths[0]}, {attention_flops(lengths[-1]) / inverted_flops(lengths[-1]):.1f}x at n={lengths[-1]})")
+elif crossover is None:
+    flop_finding = f"attention costs fewer FLOPs than the inverted mixer at every length up to {1 << 16}"
+else:
+    flop_finding = f"attention costs fewer FLOPs below n = {crossover} and more from there on"
+print(flop_finding)
 
 # %%
-fig = make_subplots(rows=1, cols=2, subplot_titles=("forward FLOPs (measured)", "largest tensor in the forward (elements)"))
-for name, color in (("attention", "#d62728"), ("inverted", "#1f77b4")):
+fig = make_subplots(rows=1, cols=2, subplot_titles=("forward FLOPs (measured)", "largest tensor in the forward (elements)"),
+                    horizontal_spacing=0.1)
+for name, color in (("attention", mixer_colour("transformer")), ("inverted", mixer_colour("inverted"))):
     fig.add_trace(go.Scatter(x=lengths, y=cost[name], mode="lines+markers", name=f"{name} FLOPs", line_color=color), row=1, col=1)
     fig.add_trace(
         go.Scatter(x=lengths, y=cost[f"{name}_mem"], mode="lines+markers", name=f"{name} memory", line=dict(color=color, dash="dot")),
@@ -219,26 +228,29 @@ for name, color in (("attention", "#d62728"), ("inverted", "#1f77b4")):
         col=2,
     )
 guide = np.array(lengths, dtype=float)
+# Slope guides start a third below the line they belong to: parallel to it, never drawn over it.
 for slope, col, anchor in ((1, 1, cost["inverted"][0]), (2, 1, cost["attention"][0]), (2, 2, cost["attention_mem"][-1])):
-    ref = anchor * (guide / guide[0]) ** slope if col == 1 else anchor * (guide / guide[-1]) ** slope
+    ref = anchor / 3 * ((guide / guide[0]) ** slope if col == 1 else (guide / guide[-1]) ** slope)
     fig.add_trace(
-        go.Scatter(x=lengths, y=ref, mode="lines", line=dict(color="grey", dash="dash", width=1), name=f"slope {slope}", showlegend=col == 1),
+        go.Scatter(x=lengths, y=ref, mode="lines", line=dict(color=GREY, dash="dash", width=1), name=f"slope {slope} (guide)",
+                   showlegend=col == 1, legendgroup=f"slope {slope}"),
         row=1,
         col=col,
     )
 fig.update_xaxes(type="log", title_text="sequence length n")
 fig.update_yaxes(type="log")
-fig.update_layout(title=f"cost of one mixer layer vs length (d_model={d_model}; grey: slopes 1 and 2)", height=420, width=1000)
+fig.update_layout(title=f"cost of one mixer layer vs length (d_model={d_model}; grey: slopes 1 and 2)", height=440, width=1050,
+                  legend=dict(orientation="h", y=-0.22))
 for path in save_figure(fig, "00_design_problem"):
     print(f"wrote {path}")
 fig.show()
 
 # %% [markdown]
 # **Reading the figure.** Left: attention's FLOPs follow the slope-2 guide, the inverted mixer's the
-# slope-1 guide. At short lengths the inverted mixer is *more* expensive: every token scores
-# $M + C$ candidates (units plus its own chunk) even when fewer than $M + C$ tokens exist, so the
-# crossover printed above is the length from which the mechanism pays for itself at these sizes.
-# Right: from $n \approx d$ on, attention's largest tensor is the $H \times n \times n$ weight matrix (below
+# slope-1 guide. Every inverted token scores $M + C$ candidates (units plus its own chunk) even when
+# fewer tokens exist, but with $d_k = 32$ a candidate costs about a quarter of an attention pair
+# (scored on $d_k + 2F$ numbers, and only $k$ values are mixed), so where the two lines cross is an
+# empirical matter: the sentence printed under the table is computed from the formulas. Right: from $n \approx d$ on, attention's largest tensor is the $H \times n \times n$ weight matrix (below
 # that, a weight matrix of the projections); the inverted mixer's grows linearly (its
 # $n \times (M + C)$ score table and its $n \times d$ activations).
 
@@ -256,7 +268,7 @@ fig.show()
 #   row *t* of the boolean product $(A_L \lor I)\cdots(A_1 \lor I)$, with $A_l$ the mask of layer *l*;
 # * **what decides N**: position only (static) or content (dynamic).
 #
-# `workbench/neighbourhoods.py` implements each variant as a `Pattern` with an exact mask, exact
+# `workbench/lab/neighbourhoods.py` implements each variant as a `Pattern` with an exact mask, exact
 # row sizes in $O(n)$ memory (so costs can be counted at lengths where an $n \times n$ mask would not
 # fit) and the receptive-field composition. The variants, in one line each:
 #
@@ -282,6 +294,12 @@ fig.show()
 
 # %%
 patterns = standard_patterns()
+# Variants that are also mixers of the workbench take that mixer's colour; the others get colours no mixer uses.
+PATTERN_COLOURS = {"vanilla": mixer_colour("transformer"), "sliding window": mixer_colour("sliding_window"),
+                   "inverted": mixer_colour("inverted")}
+others = iter(EXTRA_COLOURS)
+PATTERN_COLOURS |= {name: next(others) for name in patterns if name not in PATTERN_COLOURS}
+SYMBOLS = dict(zip(patterns, ["circle", "square", "diamond", "triangle-up", "x", "cross", "star", "triangle-down"]))
 layer_shown = {"dilated": 1}  # dilation 1 at layer 0 is just a short window; layer 1 shows the gaps
 fig = make_subplots(rows=2, cols=4, subplot_titles=[
     f"{name} (layer {layer_shown.get(name, 0) + 1})" if name in layer_shown else name for name in patterns
@@ -315,7 +333,8 @@ fig.show()
 growth = {name: receptive_field_growth(p, n_rf, max_layers, position=n_rf - 1) for name, p in patterns.items()}
 fig = go.Figure()
 for name, sizes in growth.items():
-    fig.add_trace(go.Scatter(x=list(range(max_layers + 1)), y=sizes, mode="lines+markers", name=name))
+    fig.add_trace(go.Scatter(x=list(range(max_layers + 1)), y=sizes, mode="lines+markers", name=name,
+                             line=dict(color=PATTERN_COLOURS[name]), marker=dict(symbol=SYMBOLS[name], size=8)))
 fig.update_layout(
     title=f"receptive field of the last token (n = {n_rf}) vs depth",
     xaxis_title="layers L",
@@ -344,8 +363,10 @@ def slope(ns, ys):
 
 fig = go.Figure()
 for name, ys in edge_counts.items():
-    fig.add_trace(go.Scatter(x=cost_lengths, y=ys, mode="lines+markers", name=name))
-fig.add_trace(go.Scatter(x=cost_lengths, y=scored, mode="lines", name="inverted, scored (M + C)", line=dict(dash="dot")))
+    fig.add_trace(go.Scatter(x=cost_lengths, y=ys, mode="lines+markers", name=name, line=dict(color=PATTERN_COLOURS[name]),
+                             marker=dict(symbol=SYMBOLS[name], size=8)))
+fig.add_trace(go.Scatter(x=cost_lengths, y=scored, mode="lines", name="inverted, scored (M + C)",
+                         line=dict(dash="dot", color=PATTERN_COLOURS["inverted"])))
 fig.update_layout(
     title="edges per layer vs sequence length (exact counts)",
     xaxis_title="sequence length n",
@@ -407,7 +428,7 @@ show_table(
 # from the same write and pool decisions.
 
 # %%
-mixer = tiny_mixer(n_units=8, n_pools=2, read_topk=2, chunk_size=8, conv_width=4)
+mixer = tiny_mixer(n_units=8, n_pools=2, read_topk=2, chunk_size=8)
 T_demo = 64
 with torch.no_grad(), capture(mixer, ["hook_unit", "hook_occupant"]) as cache:
     mixer(torch.randn(1, T_demo, 16, dtype=torch.float64))
@@ -556,7 +577,7 @@ fig.show()
 # %% [markdown]
 # ## 4 · The inverted mechanism, equation by equation
 #
-# Notation: $x_t \in \mathbb{R}^d$ is the mixer's input at position $t$ (after the block's LayerNorm),
+# Notation: $x_t \in \mathbb{R}^d$ is the block's LayerNorm output at position $t$ (4.1 turns it into the mixer's input $h_t$),
 # $M$ the number of units, $P$ the number of pools, $S = M/P$ the pool size, $C$ the chunk length,
 # $k$ = `read_topk`, $F$ = `n_freq`, $\mathrm{sg}$ = stop-gradient. Each equation names the function
 # that computes it, relative to the module `workbench.mixers.inverted`: `ema_scan` is
@@ -564,16 +585,18 @@ fig.show()
 # `workbench.mixers.inverted.InvertedMixer._read`. The last check of this section resolves every
 # such citation in this notebook, so a renamed function fails here.
 #
-# **4.1 Local channel.** A depthwise causal convolution of width $w$ gives each token a private view
-# of its predecessors. It carries order, and the "which token came just before" asymmetry that
-# copying and associative recall need:
+# **4.1 Local channel (the block's front end).** A depthwise causal convolution of width $w$ gives
+# each token a private view of its predecessors. It carries order, and the "which token came just
+# before" asymmetry that copying and associative recall need:
 # $$\ell_t = \textstyle\sum_{j=0}^{w-1} W_j \odot x_{t-j} + b, \qquad h_t = x_t + \ell_t .$$
-# (`InvertedMixer.conv` in `InvertedMixer.forward`; `InvertedMixer._features` forms $h$.) The output
-# adds $\ell_t$ again, so the local path reaches the residual stream even when nothing is read.
+# It is not part of the mixer: `workbench.model.Block` applies it in front of **every** mixer
+# (`ModelConfig.short_conv`, hook `blocks.N.hook_local`), hands the mixer $h$, and adds $\ell_t$ to
+# the mixer's output, so the local path reaches the residual stream even when nothing is read.
+# The mixer receives $h_t$; `InvertedMixer._features` computes every linear map of it at once.
 #
 # **4.2 Multi-timescale context.** Channel group $g$ keeps an exponential average with its own decay
 # $\lambda_g$ (`timescales`, buffer `InvertedMixer.decay`):
-# $$c_t = \lambda \odot c_{t-1} + (1-\lambda) \odot x_t, \qquad f_t = [h_t;\ c_t].$$
+# $$c_t = \lambda \odot c_{t-1} + (1-\lambda) \odot h_t, \qquad f_t = [h_t;\ c_t].$$
 # `ema_scan` computes all $t$ at once by doubling: after sweep $j$ each $y_t$ holds the sum of the last
 # $2^j$ terms $\lambda^i (1-\lambda) x_{t-i}$, so $\lceil \log_2 T\rceil$ vectorised sweeps suffice.
 # The CPU path the mixer runs, `workbench.kernels.ema.torch_impl.ema_chunked`, computes the same numbers
@@ -636,12 +659,12 @@ fig.show()
 # unit inside the chunk, and for each chunk token the next rewrite of its unit.
 #
 # **4.8 Messages and the ordinal code.** A posted message carries a key and a value,
-# $$k_s = \Big[\tfrac{W_k h_s}{\sqrt{d_k}};\ \phi(\nu_s)\Big]\cdot \text{write}_s, \qquad v_s = W_v x_s \cdot \text{write}_s,$$
+# $$k_s = \Big[\tfrac{W_k h_s}{\sqrt{d_k}};\ \phi(\nu_s)\Big]\cdot \text{write}_s, \qquad v_s = W_v h_s \cdot \text{write}_s,$$
 # (times the route scale), where $\nu_s = \sum_{s' \le s} \text{write}_{s'} - 1$ is the message's ordinal and
 # $$\phi(\nu) = [\cos \omega_f \nu;\ \sin \omega_f \nu]_{f=0}^{F-1}, \qquad \omega_f = M^{-f/(F-1)}$$
 # (`InvertedMixer._message`, `ordinal_code`). The fastest frequency separates neighbouring ordinals, the
-# slowest turns once over about $2\pi M$ messages. The key holds $h$ (identity plus local context, the
-# "what came before me" part); the value holds $x$ (the token itself).
+# slowest turns once over about $2\pi M$ messages. Key and value both read $h$ (the token plus its
+# local context, the "what came before me" part, from the block's convolution) through separate maps.
 #
 # **4.9 Query and ordinal read.** The read pointer is $p_t = \sum_{s\le t} \text{advance}_s - 1$
 # (`hook_read_pointer`). With $z_t = W_z f_t + b_z$ (`InvertedMixer.ordinal_query`):
@@ -674,7 +697,7 @@ fig.show()
 #   On CPU the $k$ kept candidates are then mapped back to the positions that wrote them and their
 #   values fetched by one lookup (`chunk_read_gather`), instead of a dense $C \times (M + C)$ weight
 #   matrix times every candidate's value.
-# * `InvertedMixer.step`: the recurrent form. The state holds the conv window, the EMA, the counters,
+# * `InvertedMixer.step`: the recurrent form. The state holds the EMA, the counters,
 #   and the $M$ keys and values with `occupied` and `fired_at`: constant size. A token writes first,
 #   then reads, as in the parallel form, where $o_m(t)$ includes $t$ itself.
 #
@@ -696,6 +719,7 @@ for b, t in zip(*torch.nonzero(units_taken >= 0, as_tuple=True)):
     agree += int(lo + int(before[b, t, lo : lo + check.pool_size].argmax()) == m)
     total += 1
 print(f"ring == argmax of refractory gain for {agree}/{total} messages")
+ring_agree, ring_total = agree, total  # for the findings
 assert agree == total and total > 20
 
 # (2) Ordinal identity: <rotate_ordinal_query(z, p), ordinal_code(n)> depends on p - n only.
@@ -736,6 +760,7 @@ for impl in ("naive", "chunked"):
     rows.append([impl, "recurrent", f"{dy:.1e}", f"{dg:.1e}"])
     assert dy < 1e-10 and dg < 1e-9, (impl, dy, dg)
 show_table(["form", "vs", "max abs output difference", "max abs input-gradient difference"], rows)
+forms_max_diff = max(float(r[2]) for r in rows)  # for the findings
 print(f"write fraction in this run: {forms.stats['write_fraction']:.2f} (tokens skip, rings wrap: T=23 > S=4)")
 
 # (5) Every `InvertedMixer.<name>` cited in this notebook exists (module functions are imported
@@ -770,7 +795,7 @@ assert not unresolved and len(methods) >= 10
 # ($\log \frac{T}{C}$ sweeps over $\frac{T}{C} \times d$ numbers), negligible next to the rest.
 #
 # Decoding (`InvertedMixer.step`): per token $O(d^2 + M e + k d)$, **independent of the position**, with
-# a state of $M(e + d + 2) + d\,w + P + 2$ numbers. Softmax attention decodes with per-token work
+# a state of $M(e + d + 2) + d + P + 2$ numbers (the block's conv window adds $(w - 1)\,d$ for every mixer). Softmax attention decodes with per-token work
 # $O(d^2 + t\,d)$ and a key-value cache of $2 t d$ numbers, both growing with the position $t$.
 # Below, one decoding step is measured at several positions for both real modules.
 
@@ -794,7 +819,8 @@ def step_cost(module, positions):
 att_flops, att_state = step_cost(attention, decode_positions)
 inv_flops, inv_state = step_cost(inverted, decode_positions)
 fig = make_subplots(rows=1, cols=2, subplot_titles=("FLOPs of one decoding step", "recurrent state (numbers)"))
-for name, ys, ss, color in (("attention", att_flops, att_state, "#d62728"), ("inverted", inv_flops, inv_state, "#1f77b4")):
+for name, ys, ss, color in (("attention", att_flops, att_state, mixer_colour("transformer")),
+                            ("inverted", inv_flops, inv_state, mixer_colour("inverted"))):
     fig.add_trace(go.Scatter(x=decode_positions, y=ys, mode="lines+markers", name=name, line_color=color), row=1, col=1)
     fig.add_trace(go.Scatter(x=decode_positions, y=ss, mode="lines+markers", name=name, line_color=color, showlegend=False), row=1, col=2)
 fig.update_xaxes(type="log", title_text="position t of the generated token")
@@ -879,21 +905,21 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 # ```text
 # АЛГОРИТМ ПеревёрнутоеВнимание_Параллельно
-# ВХОД:  x[1..T] — векторы размерности d (выход LayerNorm блока)
+# ВХОД:  h[1..T] — векторы размерности d от блока (Block): h = n + local, где n — выход LayerNorm,
+#        local ← КАУЗАЛЬНАЯ_СВЁРТКА(n, ширина w) — общий для всех миксеров вход блока
+#        (личный канал токена: порядок и предшественник)
 #        M — число узлов, P — число пулов, S = M / P, C — длина блока, k — сколько узлов читать
-# ВЫХОД: y[1..T] — добавка к остаточному потоку
+# ВЫХОД: y[1..T] — добавка к остаточному потоку (блок прибавит к ней ещё local)
 #
-#   // 1. Локальный канал и контекст (InvertedMixer.conv, ema_scan, _features)
-#   local ← КАУЗАЛЬНАЯ_СВЁРТКА(x, ширина w)        // личный канал токена: порядок и предшественник
-#   h ← x + local
-#   ema ← ЭКСП_СРЕДНЕЕ(x, λ по группам каналов)   // по кускам: матрица C×C + скан по концам кусков
+#   // 1. Контекст на нескольких временных масштабах (ema_scan, _features)
+#   ema ← ЭКСП_СРЕДНЕЕ(h, λ по группам каналов)   // по кускам: матрица C×C + скан по концам кусков
 #   feat ← [h ; ema]
 #
 #   // 2. Значимость: кто публикует сообщение (_gates, straight_through)
 #   p ← σ(feat · w_s + b_s)                        // вероятность записи
 #   ЕСЛИ write_gate выключен ТО p ← 1                // абляция: пишет каждый токен
-#   write ← ПРЯМОЙ_ПРОХОД(p > 1/2, p)              // вперёд 0/1, градиент как у p
-#   advance ← ПРЯМОЙ_ПРОХОД(σ(feat · w_a + b_a) > 1/2, …)
+#   write ← СКВОЗНАЯ_ОЦЕНКА(p > 1/2, p)            // straight-through: вперёд 0/1, градиент как у p
+#   advance ← СКВОЗНАЯ_ОЦЕНКА(σ(feat · w_a + b_a) > 1/2, …)
 #   count ← НАКОПЛЕННАЯ_СУММА(write)
 #   ordinal ← count − 1                            // порядковый номер сообщения
 #   pointer ← НАКОПЛЕННАЯ_СУММА(advance) − 1       // указатель чтения
@@ -914,7 +940,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 #   // 5. Сообщения и запросы (_message, ordinal_code, _query, rotate_ordinal_query)
 #   key[s] ← [W_k · h[s] / √d_k ; ordinal_code(ordinal[s])] · write[s]
-#   value[s] ← W_v · x[s] · write[s]
+#   value[s] ← W_v · h[s] · write[s]
 #   query[t] ← [W_q · h[t] ; rotate_ordinal_query(W_z · feat[t], pointer[t])]
 #
 #   // 6. Чтение по блокам длины C (_mix_chunked, _read)
@@ -940,7 +966,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #       ЕСЛИ gate_margin > 0 ТО                  // по умолчанию выключено (эксперимент)
 #           aux_loss ← aux_loss + gate_margin · среднее(p · (1 − p))   // p: оба вентиля; уводит их от порога 1/2
 #
-#   ВЕРНУТЬ W_o · read + local
+#   ВЕРНУТЬ W_o · read                              // блок прибавит local
 # КОНЕЦ АЛГОРИТМА
 # ```
 #
@@ -948,11 +974,10 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 # ```text
 # ФУНКЦИЯ Шаг(x_t, состояние)                      // InvertedMixer.step; память O(M·d)
-#   // состояние: conv, ema, count, pointer, pool_counts, keys[M], values[M], occupied[M], fired_at[M]
-#   окно ← [состояние.conv ; x_t]
-#   local ← Σ_j W_j ⊙ окно[j] + b
-#   h ← x_t + local
-#   ema ← λ ⊙ состояние.ema + (1 − λ) ⊙ x_t
+#   // состояние: ema, count, pointer, pool_counts, keys[M], values[M], occupied[M], fired_at[M]
+#   // (окно свёртки хранит блок: Block.step прибавляет local до и после миксера)
+#   h ← x_t                                        // x_t = n_t + local_t от блока
+#   ema ← λ ⊙ состояние.ema + (1 − λ) ⊙ h
 #   feat ← [h ; ema]
 #   write, advance ← ВЕНТИЛИ(feat)
 #   count ← состояние.count + write
@@ -962,7 +987,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #       pool_counts[Q] ← pool_counts[Q] + 1
 #       m ← Q · S + (pool_counts[Q] − 1) mod S     // самый отдохнувший узел пула
 #       keys[m] ← [W_k · h / √d_k ; ordinal_code(count − 1)]
-#       values[m] ← W_v · x_t
+#       values[m] ← W_v · h
 #       occupied[m] ← ИСТИНА
 #       fired_at[m] ← pool_counts[Q]               // узел уходит на отдых
 #   q ← [W_q · h ; rotate_ordinal_query(W_z · feat, pointer)]
@@ -971,7 +996,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   K ← k узлов с наибольшей оценкой
 #   α ← softmax(оценка[K])
 #   read ← Σ_{m ∈ K} α_m · values[m]
-#   ВЕРНУТЬ (W_o · read + local, новое состояние)
+#   ВЕРНУТЬ (W_o · read, новое состояние)          // блок прибавит local
 # КОНЕЦ ФУНКЦИИ
 # ```
 #
@@ -1216,7 +1241,7 @@ DOCUMENT_MAP = [
     ("README.md", [("README.md", "commands, layout, the results tables")]),
     ("design/conceptual_framework.md", [
         ("notebooks/00_design.py", "§ 1 the quadratic problem (QK/OV), § 2 variants as neighbourhoods, § 3 amplification + normalization"),
-        ("workbench/neighbourhoods.py", "masks, receptive fields and costs of the variants"),
+        ("workbench/lab/neighbourhoods.py", "masks, receptive fields and costs of the variants"),
         ("papers/inverted-attention.md", "technical report: problem, related work"),
     ]),
     ("design/mathematical_modeling.md", [
@@ -1232,7 +1257,7 @@ DOCUMENT_MAP = [
         ("workbench/kernels/__init__.py", "fast paths (PyTorch, Triton) of the EMA and the chunked read"),
     ]),
     ("testing/benchmark_results.md", [
-        ("README.md", "Results tables, rendered by `workbench report` from results/compare-<budget>.json"),
+        ("README.md", "Results tables, rendered by `workbench report` from results/compare-<experiment>-<budget>.json"),
         ("notebooks/04_benchmarks.py", "the protocol's results as figures"),
         ("workbench/bench/scaling.py", "time and memory vs sequence length (train, prefill, decode)"),
         ("workbench/bench/energy.py", "ESTIMATED energy per token (counted FLOPs and bytes x assumed costs)"),
@@ -1248,6 +1273,10 @@ DOCUMENT_MAP = [
         ("workbench/symbolic/rules.py", "rule hypotheses, evidence, the rule base"),
         ("workbench/symbolic/executor.py", "programs, primitives, traces"),
         ("workbench/symbolic/policy.py", "program policy, rule learner, System2, the dual-process controller"),
+    ]),
+    ("(reading without running)", [
+        ("docs/site/index.html", "every notebook as an offline page (`make notebooks`), checked in headless Chromium"),
+        ("workbench/lab/__init__.py", "the notebooks' support code: statistics, neighbourhoods, probes, rendering"),
     ]),
     ("(mechanism studies)", [
         ("notebooks/02_routing.py", "which unit takes which message, who reads it back"),
@@ -1269,3 +1298,25 @@ print("all files present" if not missing else f"not in this checkout: {missing}"
 # estimate built from counted FLOPs and bytes times assumed costs per operation. The FLOP ratios
 # in § 5 are a proxy for compute energy only; they ignore memory traffic, which often dominates on
 # real hardware.
+
+# %% [markdown]
+# ## Findings
+#
+# What the computations of this notebook established, each sentence computed from the numbers
+# it printed above.
+
+# %%
+exponents = {name: slope(cost_lengths, edge_counts[name]) for name in patterns}
+findings = [
+    f"FLOPs (§ 1, counted by PyTorch and matched by the formulas): {flop_finding}.",
+    f"Edges per layer grow with exponent {exponents['vanilla']:.2f} for vanilla attention and "
+    f"{exponents['inverted']:.2f} for the inverted units (fitted over n = {cost_lengths[len(cost_lengths) // 2]:,} to "
+    f"{cost_lengths[-1]:,}); the largest neighbourhood of an inverted token stays at "
+    f"{int(patterns['inverted'].row_sizes(cost_lengths[-1]).max())} positions at n = {cost_lengths[-1]:,}.",
+    f"The refractory ring is the argmax of the gains for {ring_agree} of {ring_total} messages (§ 4.6), and the "
+    f"naive, chunked and recurrent forms agree to {forms_max_diff:.1e} in float64 (§ 4.12).",
+    f"Decoding (§ 5): one inverted step costs {inv_flops[0]:,} FLOPs with a state of {inv_state[0]:,} numbers at every "
+    f"position; attention's step grows to {att_flops[-1]:,} FLOPs and its cache to {att_state[-1]:,} numbers at "
+    f"t = {decode_positions[-1]:,}.",
+]
+display(Markdown("\n".join(f"- {line}" for line in findings)))

@@ -36,6 +36,9 @@
 #    read-back weights (token x unit, and mapped back to source tokens), and a card per unit;
 # 4. optionally the same questions on **MQAR** (associative recall), where we know which
 #    tokens matter: do keys and values write, do queries read the right unit?
+# 5. a **live** panel: change M, the pools, refractoriness and the write price, and a small MQAR
+#    model re-trains and the routing figures redraw;
+# 6. **findings** computed from the numbers above.
 #
 # Run it in JupyterLab for the widgets (dropdowns, sliders and a text box driving plotly
 # figures). Headless (`workbench notebooks run 02_routing`) it draws the default selection
@@ -44,7 +47,7 @@
 # %% tags=["parameters"]
 smoke = False  # True: a tiny run (what the tests use); the numbers are then meaningless
 checkpoint = ""  # a char-LM inverted checkpoint.pt to load; if the path ends in checkpoint.pt and is missing, training writes it
-steps = 800  # char-LM training steps (protocol v1 config otherwise: d_model 128, one block, mixer defaults)
+steps = 800  # char-LM training steps (protocol v2 config otherwise: d_model 128, one block, short conv, mixer defaults)
 mixer_options = {}  # overrides of the inverted mixer's defaults, e.g. {"n_pools": 4} or {"refractory": False}
 seed = 0
 layer = 0  # which block's mixer to inspect
@@ -63,31 +66,44 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
-from workbench.analysis import entropy_bits, mutual_information_bits, overwrite_stats, shuffled_mutual_information_bits
-from workbench.compare import protocol, run_config
-from workbench.hooks import capture
+from workbench.checkpoint import model_from_checkpoint
+from workbench.config import ConfigError, RunConfig
+from workbench.experiments import Variant
+from workbench.experiments.protocol_v2 import charlm_cells, mqar_cell, protocol_v2
+from workbench.lab.analysis import (
+    entropy_bits,
+    mutual_information_bits,
+    overwrite_stats,
+    shuffled_mutual_information_bits,
+)
+from workbench.lab.corpus import charlm_options
+from workbench.lab.probes import internals, option, unit_count
 from workbench.model import IGNORE
-from workbench.plotting import save_figure
+from workbench.plotting import GREY, mixer_colour, save_figure
 from workbench.tasks import build_task
-from workbench.train import model_from_checkpoint, train
+from workbench.train import train
 
 budget = "smoke" if smoke else "full"
+# Writes in the inverted mixer's colour (workbench.plotting), reads and gains in colours no mixer uses.
+WRITE, READ, GAIN, LIGHT = mixer_colour("inverted"), "#332288", "#117733", "#CFCFCF"
 if smoke:
     steps, mqar_steps = min(steps, 20), min(mqar_steps, 20)
     n_windows, snippet_len = min(n_windows, 4), min(snippet_len, 48)
 n_shuffles = 2 if smoke else 5
 
-spec = protocol("charlm", budget)[0]  # protocol v1's char-LM cell: context 256, batch 32 (smoke: 8)
-spec.train.update(steps=steps, eval_every=max(1, steps // 4), warmup_steps=min(100, steps // 10))
-config = run_config(spec, "inverted", mixer_options, seed)
-if smoke:  # a much smaller model, so the smoke run takes seconds
-    config.task.options["context"] = 64
+experiment = protocol_v2(budget)  # protocol v2's model: d_model 128, one block, the shared short conv
+cell = charlm_cells(budget)[0]  # its char-LM cell: context 256, batch 32 (smoke: 8)
+config = experiment.config(cell, Variant("inverted", "inverted", dict(mixer_options)), seed, cell.train.get("lr", 3e-3))
+config.train.steps, config.train.eval_every, config.train.warmup_steps = steps, max(1, steps // 4), min(100, steps // 10)
+config.train.checkpoint_every = steps
+if smoke:  # a much smaller model on a generated text, so the smoke run takes seconds and needs no download
+    config.task.options = charlm_options(True, context=64, max_eval_windows=4)
     config.model.d_model = 32
     config.model.mixer_options = {"n_units": 16, **mixer_options}
-    config.validate()
+config.validate()
 config.to_dict()
 
 # %% [markdown]
@@ -112,8 +128,8 @@ else:
     out_dir = ckpt.parent if ckpt is not None and ckpt.name == "checkpoint.pt" else None
     if ckpt is not None and out_dir is None:
         print(f"{ckpt} does not exist; training here without saving (name it .../checkpoint.pt to keep the run)")
-    result = train(config, out_dir=out_dir, progress=not smoke, task=task)
-    model, history, metrics = result["model"], result["history"], result["metrics"]
+    model, result = train(config, out_dir=out_dir, progress=not smoke, task=task)
+    history, metrics = result["history"], result["metrics"]
     print(f"trained {result['steps']} steps in {time.perf_counter() - started:.0f}s on {result['device']}")
     if out_dir is not None:
         print(f"checkpoint written to {out_dir / 'checkpoint.pt'}; set checkpoint to it to skip training next time")
@@ -121,11 +137,13 @@ model.eval()
 device = next(model.parameters()).device
 vocab = task.vocab
 mixer = model.blocks[layer].mixer
-M, K, pool_size = mixer.o.n_units, mixer.o.read_topk, mixer.pool_size
+# Hyper-parameters through workbench.lab.probes (the mixer's options, else the config): not its code.
+M, K, n_pools = option(model, layer, "n_units"), option(model, layer, "read_topk"), option(model, layer, "n_pools", 1)
+refractory, pool_size = option(model, layer, "refractory", True), M // n_pools
 context = task.context
 print(f"validation bits per character: {metrics['bpc']:.3f}")
-print(f"mixer: M={M} units in {mixer.o.n_pools} pool(s) of {pool_size}, reads top k={K}, "
-      f"refractory={mixer.o.refractory}, write_price={mixer.o.write_price}, training context {context}")
+print(f"mixer: M={M} units in {n_pools} pool(s) of {pool_size}, reads top k={K}, "
+      f"refractory={refractory}, write_price={option(model, layer, 'write_price')}, training context {context}")
 
 # %%
 fig = make_subplots(rows=1, cols=2, subplot_titles=("training loss (incl. write price)", "validation bits per character"))
@@ -148,16 +166,10 @@ fig.show()
 # units. We run it on `n_windows` validation windows of the training context.
 
 # %%
-PREFIX = f"blocks.{layer}.mixer."
-NAMES = {"salience": "hook_salience", "unit": "hook_unit", "gain": "hook_gain", "occupant": "hook_occupant",
-         "read": "hook_read_weights", "pointer": "hook_read_pointer"}
-
-
 def run_hooks(ids: torch.Tensor) -> dict[str, np.ndarray]:
-    """Mixer internals for a (B, T) batch of token ids, as numpy arrays."""
-    with torch.no_grad(), capture(model, [PREFIX + "hook_"]) as cache:
-        model(ids.to(device))
-    return {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+    """Mixer internals for a (B, T) batch of token ids, as numpy arrays (workbench.lab.probes)."""
+    record, _ = internals(model, layer, lambda: model(ids.to(device)))
+    return record
 
 
 def show_char(c: str) -> str:
@@ -205,7 +217,7 @@ summary = {
     "fraction of units read per token (nominal k/M)": K / M,
     "effective units read per token, 2^H(read weights)": (2**read_entropy).mean(),
     "units occupied at the last position (mean)": occupied[:, -1].mean(),
-    "read-pointer advances per token (mean)": (batch["pointer"][:, -1] + 1).mean() / T,
+    **({"read-pointer advances per token (mean)": (batch["pointer"][:, -1] + 1).mean() / T} if "pointer" in batch else {}),
     "windows with more writes than units": (wrote.sum(1) > M).mean(),
 }
 for name, value in summary.items():
@@ -226,7 +238,7 @@ fig.add_vline(x=min(1.0, M / T), line_dash="dash", line_color="grey", annotation
 fig.add_trace(go.Bar(x=[show_char(vocab.chars[c]) for c in frequent], y=write_rate, name="P(write | char)", showlegend=False),
               row=1, col=2)
 fig.add_hline(y=write_fraction, line_dash="dot", line_color="grey", annotation_text="all characters",
-              annotation_position="top left", row=1, col=2)
+              annotation_position="bottom left", row=1, col=2)
 positions = np.arange(T)
 fig.add_trace(go.Scatter(x=positions, y=wrote.mean(0), name="tokens that write (fraction)"), row=1, col=3)
 fig.add_trace(go.Scatter(x=positions, y=n_read.mean(0) / M, name="units read / M (measured)"), row=1, col=3)
@@ -335,7 +347,7 @@ fig.show()
 # Per-unit statistics across the batch, computed once:
 
 # %%
-width = max(mixer.o.conv_width, 1)
+width = max(model.config.short_conv, 1)  # the block's short conv: what each message's key has seen
 held_contexts = [Counter() for _ in range(M)]
 for b, t in zip(b_idx.tolist(), t_idx.tolist()):
     window = vocab.decode(tokens[b, max(0, t - width + 1) : t + 1])
@@ -376,7 +388,7 @@ def fig_writes(rec) -> go.Figure:
     w = unit >= 0
     fig = make_subplots(rows=2, cols=1, shared_xaxes=True, row_heights=[0.25, 0.75], vertical_spacing=0.06,
                         subplot_titles=("salience p_t (red: the token wrote)", "units: age of the held message; x = writes"))
-    fig.add_trace(go.Bar(x=pos, y=sal, marker_color=np.where(w, "#d62728", "#9e9e9e"), customdata=chars, showlegend=False,
+    fig.add_trace(go.Bar(x=pos, y=sal, marker_color=np.where(w, WRITE, GREY), customdata=chars, showlegend=False,
                          hovertemplate="t=%{x} '%{customdata}'<br>p=%{y:.2f}<extra></extra>"), row=1, col=1)
     fig.add_hline(y=0.5, line_dash="dash", line_color="grey", row=1, col=1)
     age = blank(occ >= 0, pos[:, None] - occ).T  # (M, T)
@@ -384,8 +396,8 @@ def fig_writes(rec) -> go.Figure:
     fig.add_trace(go.Heatmap(z=age, x=pos, y=np.arange(M), colorscale="Blues", reversescale=True, customdata=held,
                              colorbar=dict(title="age", len=0.7, y=0.35),
                              hovertemplate="unit %{y}, t=%{x}: holds '%{customdata}' (age %{z})<extra></extra>"), row=2, col=1)
-    fig.add_trace(go.Scatter(x=pos[w], y=unit[w], mode="markers+text", marker=dict(symbol="x", size=7, color="#d62728"),
-                             text=chars[w], textposition="middle left", textfont=dict(size=9, color="#d62728"),
+    fig.add_trace(go.Scatter(x=pos[w], y=unit[w], mode="markers+text", marker=dict(symbol="x", size=7, color=WRITE),
+                             text=chars[w], textposition="middle left", textfont=dict(size=9, color=WRITE),
                              customdata=chars[w], name="write", showlegend=False,
                              hovertemplate="t=%{x} '%{customdata}' -> unit %{y}<extra></extra>"), row=2, col=1)
     fig.update_yaxes(title_text="p_t", range=[0, 1], row=1, col=1)
@@ -413,19 +425,21 @@ def fig_reads(rec) -> go.Figure:
                   row=1, col=2)
     # The read pointer (cumulative advance gate) is the reference of the ordinal read score: draw
     # the source position of the message whose ordinal equals it, where that message exists by then.
-    write_pos = np.nonzero(rec["unit"] >= 0)[0]
-    ordinal = np.floor(rec["pointer"]).astype(int)
-    ok = (ordinal >= 0) & (ordinal < len(write_pos))
-    ok[ok] &= write_pos[ordinal[ok]] <= pos[ok]
-    fig.add_trace(go.Scatter(x=pos[ok], y=write_pos[ordinal[ok]], mode="markers", name="message at the read pointer's ordinal",
-                             marker=dict(symbol="line-ew-open", size=7, color="#d62728")), row=1, col=2)
+    if "pointer" in rec:  # a mixer without a read pointer has no ordinal reference to draw
+        write_pos = np.nonzero(rec["unit"] >= 0)[0]
+        ordinal = np.floor(rec["pointer"]).astype(int)
+        ok = (ordinal >= 0) & (ordinal < len(write_pos))
+        ok[ok] &= write_pos[ordinal[ok]] <= pos[ok]
+        fig.add_trace(go.Scatter(x=pos[ok], y=write_pos[ordinal[ok]], mode="markers",
+                                 name="message at the read pointer's ordinal",
+                                 marker=dict(symbol="line-ew-open", size=7, color=WRITE)), row=1, col=2)
     fig.update_yaxes(title_text="unit m", range=unit_range(rec), row=1, col=1)
     fig.update_yaxes(title_text="source position s", autorange="reversed", row=1, col=2)
     position_axis(fig, text, 1, 1)
     fig.update_xaxes(title_text="reading position t", row=1, col=2)
     fig.update_layout(title=f"read-back: each token reads k={K} of M={M} units "
                             f"({(weights > 0).sum(-1).mean():.2f} on average in this text)", height=520, width=1150,
-                      showlegend=True, legend=dict(x=0.56, y=1.1, orientation="h"))
+                      showlegend=True, legend=dict(orientation="h", x=0.5, xanchor="center", y=-0.18))
     return fig
 
 
@@ -436,30 +450,30 @@ def fig_unit(rec, m: int) -> go.Figure:
     fig = make_subplots(rows=2, cols=2, vertical_spacing=0.16, horizontal_spacing=0.1,
                         subplot_titles=(f"unit {m} in this text: gain, fires, read weight", "characters it held (validation batch)",
                                         f"contexts it held (last {width} characters)", "who reads it (share of its read mass)"))
-    fig.add_trace(go.Bar(x=pos, y=weights, name="read weight on the unit", marker_color="#1f77b4",
+    fig.add_trace(go.Bar(x=pos, y=weights, name="read weight on the unit", marker_color=READ,
                          customdata=[show_char(c) for c in text],
                          hovertemplate="t=%{x} '%{customdata}' reads %{y:.2f}<extra></extra>"), row=1, col=1)
-    fig.add_trace(go.Scatter(x=pos, y=gain, mode="lines", name="refractory gain", line=dict(color="#2ca02c")), row=1, col=1)
+    fig.add_trace(go.Scatter(x=pos, y=gain, mode="lines", name="refractory gain", line=dict(color=GAIN)), row=1, col=1)
     fig.add_trace(go.Scatter(x=fires, y=np.full(len(fires), 1.08), mode="markers+text", name="fires (takes a message)",
                              text=[show_char(text[t]) for t in fires], textposition="top center",
-                             marker=dict(symbol="triangle-down", size=10, color="#d62728")), row=1, col=1)
+                             marker=dict(symbol="triangle-down", size=10, color=WRITE)), row=1, col=1)
     held = joint[m]
     order = np.argsort(-held)[:12]
     share = held[order] / max(held.sum(), 1)
     base = joint.sum(0)[order] / joint.sum()
     names = [show_char(vocab.chars[c]) for c in order]
-    fig.add_trace(go.Bar(x=names, y=share, name=f"unit {m}", marker_color="#d62728"), row=1, col=2)
-    fig.add_trace(go.Bar(x=names, y=base, name="all units", marker_color="#9e9e9e"), row=1, col=2)
+    fig.add_trace(go.Bar(x=names, y=share, name=f"unit {m}", marker_color=WRITE), row=1, col=2)
+    fig.add_trace(go.Bar(x=names, y=base, name="all units", marker_color=GREY), row=1, col=2)
     top = held_contexts[m].most_common(10)[::-1]
     fig.add_trace(go.Bar(x=[c for _, c in top], y=[f"«{s}»" for s, _ in top], orientation="h", name="contexts held",
-                         marker_color="#d62728", showlegend=False), row=2, col=1)
+                         marker_color=WRITE, showlegend=False), row=2, col=1)
     mass = reader_mass[m]
     order = np.argsort(-mass)[:12]
     all_mass = reader_mass.sum(0)
     fig.add_trace(go.Bar(x=[show_char(vocab.chars[c]) for c in order], y=mass[order] / max(mass.sum(), 1e-12),
-                         name=f"reads of unit {m}", marker_color="#1f77b4"), row=2, col=2)
+                         name=f"reads of unit {m}", marker_color=READ), row=2, col=2)
     fig.add_trace(go.Bar(x=[show_char(vocab.chars[c]) for c in order], y=all_mass[order] / max(all_mass.sum(), 1e-12),
-                         name="reads of all units", marker_color="#c7c7c7"), row=2, col=2)
+                         name="reads of all units", marker_color=LIGHT), row=2, col=2)
     position_axis(fig, text, 1, 1)
     fig.update_yaxes(title_text="gain / weight", range=[0, 1.25], row=1, col=1)
     fig.update_yaxes(title_text="share of its writes", row=1, col=2)
@@ -546,7 +560,9 @@ def on_unit(change) -> None:
 snippet_picker.observe(on_snippet, names="value")
 typed.observe(on_typed, names="value")
 unit_slider.observe(on_unit, names="value")
-display(widgets.VBox([snippet_picker, typed, unit_slider, status, writes_widget, reads_widget, unit_widget]))
+display(widgets.VBox([snippet_picker, typed, unit_slider, status]))
+for figure_widget in (writes_widget, reads_widget, unit_widget):  # on their own: a rendered page draws each
+    display(figure_widget)
 
 # %% [markdown]
 # ## MQAR: does routing find the pairs?
@@ -560,93 +576,208 @@ display(widgets.VBox([snippet_picker, typed, unit_slider, status, writes_widget,
 # * **read mass at the queries** - the share of a query's read weight landing on the unit that
 #   holds its own pair's value (or key) message, versus other pairs and filler messages.
 #
-# Same model config (protocol v1 with the mixer's defaults), protocol's MQAR 64 x 4 cell.
+# Same model config (protocol v2 with the mixer's defaults), protocol v2's MQAR 64 x 4 cell
+# (Zoology's vocabulary of 8,192 tokens).
 
 # %%
-if mqar:
-    mspec = protocol("mqar", "smoke" if smoke else "demo")[0]
-    mspec.task_options["long_config"] = None
-    mspec.train.update(steps=mqar_steps, eval_every=max(1, mqar_steps // 4), warmup_steps=min(100, mqar_steps // 10))
-    mconfig = run_config(mspec, "inverted", {**mixer_options, **mqar_mixer_options}, seed)
-    if smoke:
-        mconfig.model.d_model = 32
-        mconfig.model.mixer_options = {"n_units": 16, **mixer_options, **mqar_mixer_options}
-        mconfig.validate()
-    mtask = build_task(mconfig.task.name, mconfig.task.options)
-    started = time.perf_counter()
-    mresult = train(mconfig, progress=not smoke, task=mtask)
-    mmodel = mresult["model"].eval()
-    print(f"MQAR {mspec.label}: {mresult['steps']} steps in {time.perf_counter() - started:.0f}s, "
-          f"held-out accuracy {mresult['metrics']['accuracy']:.3f}")
+ROLES = ["key", "value", "query", "filler"]
 
-    kv, mM = mtask.kv_pairs, mmodel.blocks[layer].mixer.o.n_units
-    if mM >= mtask.seq_len:
-        print(f"note: M={mM} units >= {mtask.seq_len} tokens per sequence, so writing is free (the price never binds) "
-              f"and the gate has no reason to skip filler; set mqar_mixer_options={{'n_units': 8}} to make it choose")
-    minputs, mtargets = mtask.eval_batch.inputs[:256], mtask.eval_batch.targets[:256]
-    with torch.no_grad(), capture(mmodel, [PREFIX + "hook_"]) as cache:
-        correct = (mmodel(minputs.to(device)).argmax(-1).cpu() == mtargets).numpy()
-    mrec = {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
-    mx, my = minputs.numpy(), mtargets.numpy()
-    positions = np.arange(mx.shape[1])
-    role = np.full(mx.shape, "filler", dtype=object)
+
+def mqar_routing(trained, task, n: int = 256) -> dict:
+    """Routing on MQAR: write fraction by token role and where each query's read mass lands.
+
+    A query's own pair is known, so its read weights split into: the unit holding the pair's value
+    message (what it should read), its key's message, other pairs' messages, and filler or query
+    messages.
+    """
+    inputs, targets = task.eval_batch.inputs[:n], task.eval_batch.targets[:n]
+    kv = task.kv_pairs
+    # Only the labelled positions are scored: full logits over a large vocabulary would be big.
+    rec, predicted = internals(trained, layer, lambda: trained.predict_labelled(inputs.to(device), targets.to(device)))
+    predicted = predicted.cpu()
+    x, y = inputs.numpy(), targets.numpy()
+    role = np.full(x.shape, "filler", dtype=object)
     role[:, : 2 * kv : 2], role[:, 1 : 2 * kv : 2] = "key", "value"
-    role[my != IGNORE] = "query"
-    roles = ["key", "value", "query", "filler"]
-    role_write = {r: (mrec["unit"] >= 0)[role == r].mean() for r in roles}
-
-    landing = {"own value": [], "own key": [], "other pairs": [], "query/filler": []}
+    role[y != IGNORE] = "query"
+    landing: dict[str, list[float]] = {"own value": [], "own key": [], "other pairs": [], "query/filler": []}
     value_held = []
-    for b, t in zip(*np.nonzero(my != IGNORE)):
-        key_pos = int(np.nonzero(mx[b, : 2 * kv : 2] == mx[b, t])[0][0]) * 2
-        holder = mrec["occupant"][b, t]  # (M,) source position held by each unit
-        w = mrec["read"][b, t]
+    for b, t in zip(*np.nonzero(y != IGNORE)):
+        key_pos = int(np.nonzero(x[b, : 2 * kv : 2] == x[b, t])[0][0]) * 2
+        holder, w = rec["occupant"][b, t], rec["read"][b, t]  # (M,) source position held by each unit; weights
         landing["own value"].append(w[holder == key_pos + 1].sum())
         landing["own key"].append(w[holder == key_pos].sum())
         other = (holder >= 0) & (holder < 2 * kv) & (holder != key_pos) & (holder != key_pos + 1)
         landing["other pairs"].append(w[other].sum())
         landing["query/filler"].append(w[holder >= 2 * kv].sum())
         value_held.append((holder == key_pos + 1).any())
-    query_acc = correct[my != IGNORE].mean()
-    print(f"accuracy at the {len(value_held)} queries of this batch: {query_acc:.3f}; "
-          f"the own value's message is still held at {np.mean(value_held):.1%} of them")
-    for r in roles:
-        print(f"  write fraction of {r:>6s} tokens: {role_write[r]:.3f}")
-    for name, values in landing.items():
-        print(f"  mean read mass of a query on messages from {name:>12s}: {np.mean(values):.3f}")
+    return {"rec": rec, "role": role, "role_write": {r: float((rec["unit"] >= 0)[role == r].mean()) for r in ROLES},
+            "landing": {k: float(np.mean(v)) for k, v in landing.items()}, "value_held": float(np.mean(value_held)),
+            "accuracy": float((predicted == targets).numpy()[y != IGNORE].mean()), "queries": len(value_held),
+            "M": unit_count(rec)}
 
+
+def routing_figure(routing: dict, title: str) -> go.Figure:
     fig = make_subplots(rows=1, cols=2, subplot_titles=("write fraction by token role", "where a query's read mass lands"))
-    fig.add_trace(go.Bar(x=roles, y=[role_write[r] for r in roles], showlegend=False, marker_color="#d62728"), row=1, col=1)
-    fig.add_trace(go.Bar(x=list(landing), y=[np.mean(v) for v in landing.values()], showlegend=False,
-                         marker_color="#1f77b4"), row=1, col=2)
+    fig.add_trace(go.Bar(x=ROLES, y=[routing["role_write"][r] for r in ROLES], showlegend=False, marker_color=WRITE),
+                  row=1, col=1)
+    fig.add_trace(go.Bar(x=list(routing["landing"]), y=list(routing["landing"].values()), showlegend=False,
+                         marker_color=READ), row=1, col=2)
     fig.update_yaxes(title_text="fraction of tokens that write", range=[0, 1.02], row=1, col=1)
     fig.update_yaxes(title_text="mean read weight", range=[0, 1.02], row=1, col=2)
     fig.update_xaxes(title_text="role", row=1, col=1)
     fig.update_xaxes(title_text="message read (by the source it came from)", row=1, col=2)
-    fig.update_layout(title=f"MQAR {mspec.label}, inverted (M={mM}): "
-                            f"query accuracy {query_acc:.2f}", height=400, width=1000)
+    fig.update_layout(title=title, height=420, width=1000)
+    return fig
+
+
+if mqar:
+    mcell = mqar_cell(64, 4, "smoke" if smoke else "demo")
+    mvariant = Variant("inverted", "inverted", {**mixer_options, **mqar_mixer_options})
+    mconfig = experiment.config(mcell, mvariant, seed, mcell.train.get("lr", 3e-3))
+    mconfig.task.options["long_configs"] = []
+    mconfig.train.steps, mconfig.train.eval_every = mqar_steps, max(1, mqar_steps // 4)
+    mconfig.train.warmup_steps, mconfig.train.checkpoint_every = min(100, mqar_steps // 10), mqar_steps
+    if smoke:
+        mconfig.model.d_model = 32
+        mconfig.model.mixer_options = {"n_units": 16, **mixer_options, **mqar_mixer_options}
+    mconfig.validate()
+    mtask = build_task(mconfig.task.name, mconfig.task.options)
+    started = time.perf_counter()
+    mmodel, mresult = train(mconfig, progress=not smoke, task=mtask)
+    mmodel.eval()
+    print(f"MQAR {mcell.label}: {mresult['steps']} steps in {time.perf_counter() - started:.0f}s, "
+          f"held-out accuracy {mresult['metrics']['accuracy']:.3f}")
+
+    mrouting = mqar_routing(mmodel, mtask)
+    mM = mrouting["M"]
+    if mM >= mtask.seq_len:
+        print(f"note: M={mM} units >= {mtask.seq_len} tokens per sequence, so writing is free (the price never binds) "
+              f"and the gate has no reason to skip filler; set mqar_mixer_options={{'n_units': 8}} to make it choose")
+    print(f"accuracy at the {mrouting['queries']} queries of this batch: {mrouting['accuracy']:.3f}; "
+          f"the own value's message is still held at {mrouting['value_held']:.1%} of them")
+    for r in ROLES:
+        print(f"  write fraction of {r:>6s} tokens: {mrouting['role_write'][r]:.3f}")
+    for name, value in mrouting["landing"].items():
+        print(f"  mean read mass of a query on messages from {name:>12s}: {value:.3f}")
+    fig = routing_figure(mrouting, f"MQAR {mcell.label}, inverted (M={mM}): query accuracy {mrouting['accuracy']:.2f}")
     save_figure(fig, "02_routing_mqar")
     fig.show()
 
-    mfirst = {k: v[0] for k, v in mrec.items()}
-    mfirst["text"] = "".join("KVQ."[roles.index(r)] for r in role[0])
+    mfirst = {k: v[0] for k, v in mrouting["rec"].items()}
+    mfirst["text"] = "".join("KVQ."[ROLES.index(r)] for r in mrouting["role"][0])
     fig = fig_writes(mfirst)
     fig.update_layout(title="MQAR example 0: writes (tokens labelled K key, V value, Q query, . filler)")
     save_figure(fig, "02_routing_mqar_writes")
     fig.show()
 
 # %% [markdown]
-# ## What to take from this
+# ## Live: change the routing and re-train
 #
-# * The sparsity printout tells you how selective the gate became under the write price: if
-#   writes per window stay below M, no message is ever evicted and the price is zero - the
-#   gate then closes only where writing does not help the loss - and the units that stay empty
-#   are capacity this model does not use at this context length.
-# * If the heatmap rows look like the top row and MI(unit; character) is close to its shuffle
-#   baseline, **the units do not specialise by content** in this model; the ordinal MI shows
-#   what they do encode (with one pool: exactly the write order). That is by design of the
-#   refractory ring, not a failure to learn - try `mixer_options={"n_pools": 4}` or
-#   `{"refractory": False}` to give content a say, and compare the numbers.
-# * The read maps show whether tokens read recent messages (a band near the diagonal of the
-#   source map) or specific older ones (isolated bright cells); on MQAR the read-mass split
-#   says directly whether queries find their own pair.
+# The knobs that decide routing: **M** (units), **pools** (with more than one, messages go to
+# the pool whose learned interest bids highest, so content gets a say), **refractoriness**
+# (off: each unit bids by content and similar messages overwrite), the **write price** (what a
+# write beyond capacity costs) and the step budget. Press the button: a small inverted model
+# trains on MQAR (64 tokens, 4 pairs, a 256-token vocabulary) and the two panels redraw - which
+# roles write, and where each query's read mass lands. Headless, it trains once at the defaults.
+
+# %%
+live_task = build_task("mqar", {"seq_len": 64, "kv_pairs": 4, "vocab_size": 256, "n_eval": 64 if smoke else 256,
+                                 "long_configs": []})
+live_default_steps = 20 if smoke else 400
+
+
+def live_train(n_units: int, n_pools: int, refractory: bool, write_price: float, n_steps: int):
+    cfg = RunConfig.from_dict({
+        "task": {"name": "mqar", "options": {"seq_len": 64, "kv_pairs": 4, "vocab_size": 256,
+                                             "n_eval": 64 if smoke else 256, "long_configs": []}},
+        "model": {"mixer": "inverted", "d_model": 32 if smoke else 64, "n_layers": 1,
+                  "mixer_options": {"n_units": n_units, "n_pools": n_pools, "refractory": refractory,
+                                    "write_price": write_price}},
+        "train": {"steps": n_steps, "batch_size": 32, "eval_every": n_steps, "warmup_steps": max(1, n_steps // 10),
+                  "checkpoint_every": n_steps, "seed": seed},
+    })  # raises ConfigError for impossible knobs (M not divisible by the pools)
+    started = time.perf_counter()
+    trained, _ = train(cfg, progress=False, task=live_task)
+    return mqar_routing(trained.eval(), live_task), time.perf_counter() - started
+
+
+def live_title(routing: dict, knob_values: dict, seconds: float) -> str:
+    knob_text = ", ".join(f"{k}={v}" for k, v in knob_values.items())
+    return (f"live MQAR: {knob_text} ({seconds:.0f}s)<br><sup>query accuracy {routing['accuracy']:.2f}; "
+            f"own value still held at {routing['value_held']:.0%} of the queries</sup>")
+
+
+live_knobs = {
+    "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=8, description="M (units)"),
+    "n_pools": widgets.Dropdown(options=[1, 2, 4, 8], value=1, description="pools"),
+    "refractory": widgets.Checkbox(value=True, description="refractory"),
+    "write_price": widgets.FloatSlider(value=1.0, min=0.0, max=4.0, step=0.25, description="write price"),
+    "n_steps": widgets.IntSlider(value=live_default_steps, min=10, max=1500, step=10, description="steps"),
+}
+live_button = widgets.Button(description="train & redraw", button_style="primary")
+live_status = widgets.HTML()
+knob_values = {k: w.value for k, w in live_knobs.items()}
+live_routing, live_seconds = live_train(**knob_values)
+live_initial = routing_figure(live_routing, live_title(live_routing, knob_values, live_seconds))
+save_figure(live_initial, "02_routing_live")
+live_widget = go.FigureWidget(live_initial)
+live_status.value = f"trained at the default knobs in {live_seconds:.1f}s"
+
+
+def on_live_click(_button) -> None:
+    live_button.disabled = True
+    live_status.value = "training ..."
+    try:
+        values = {k: w.value for k, w in live_knobs.items()}
+        routing, seconds = live_train(**values)
+    except ConfigError as exc:
+        live_status.value = f"<span style='color:#b00'>{exc}</span>"
+    else:
+        refresh(live_widget, routing_figure(routing, live_title(routing, values, seconds)))
+        live_status.value = f"trained in {seconds:.1f}s"
+    finally:
+        live_button.disabled = False
+
+
+live_button.on_click(on_live_click)
+display(widgets.VBox([widgets.HBox(list(live_knobs.values())[:3]),
+                      widgets.HBox([live_knobs["write_price"], live_knobs["n_steps"], live_button, live_status])]))
+display(live_widget)
+
+# %% [markdown]
+# ## Findings
+#
+# Computed from the numbers above: how selective the gate is, whether units specialise by
+# content beyond chance, and (on MQAR) whether queries read their own pair.
+
+# %%
+findings = [
+    f"The gate opened for {write_fraction:.1%} of the characters ({wrote.sum(1).mean():.1f} writes per "
+    f"{T}-character window against M = {M} units); "
+    + ("no window wrote more than M messages, so the write price never bound and nothing was evicted."
+       if (wrote.sum(1) <= M).all() else
+       f"{(wrote.sum(1) > M).mean():.0%} of the windows wrote more than M, and {overwrites.eviction_fraction:.1%} "
+       f"of the writes evicted a message still held."),
+    f"Each token reads {n_read.mean():.2f} units on average (nominal k = {K}); the read weights' "
+    f"effective number of units, 2^H, is {(2 ** read_entropy).mean():.2f}.",
+]
+content = mi["character written"] - mi_null["character written"]
+findings.append(
+    f"MI(unit; character written) is {mi['character written']:.3f} bits against {mi_null['character written']:.3f} "
+    f"with shuffled units: {'an excess of ' + format(content, '.3f') + ' bits, so units carry some content' if content > 0.01 else 'no excess worth the name, so units do not specialise by content'}"
+    f"; MI(unit; write ordinal) is {mi['write ordinal in window']:.3f} bits of H(unit) = {h_unit:.2f}"
+    + (" (one pool: the ring fixes the unit by the ordinal)." if n_pools == 1 and refractory else "."))
+if mqar:
+    own = mrouting["landing"]["own value"]
+    findings.append(
+        f"On MQAR {mcell.label} the model answers {mrouting['accuracy']:.1%} of the queries; a query puts "
+        f"{own:.2f} of its read mass on its own pair's value message (held at {mrouting['value_held']:.0%} of the "
+        f"queries), keys write {mrouting['role_write']['key']:.0%} and values {mrouting['role_write']['value']:.0%} "
+        f"of the time, filler {mrouting['role_write']['filler']:.0%}.")
+findings.append(
+    f"The live panel at its defaults (M = {knob_values['n_units']}, {knob_values['n_pools']} pool(s), refractory "
+    f"{knob_values['refractory']}) answers {live_routing['accuracy']:.1%} of the queries with "
+    f"{live_routing['landing']['own value']:.2f} of the read mass on the own value.")
+if smoke:
+    findings.append("Smoke run: a handful of steps on a generated text, so these numbers say nothing about the mixer.")
+display(Markdown("\n".join(f"- {line}" for line in findings)))

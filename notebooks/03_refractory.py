@@ -35,12 +35,13 @@
 #    work spreads), against the most even spread possible;
 # 3. the cost of no rest - evictions, same-character overwrites, message lifetimes, and
 #    bits per character / next-character accuracy;
-# 4. firing statistics - avalanche sizes, with a discrete power-law fit (`workbench.analysis`)
+# 4. firing statistics - avalanche sizes, with a discrete power-law fit (`workbench.lab.analysis`)
 #    compared against an exponential fit and against shuffled firing. In spiking networks,
 #    power-law avalanches are read as a sign of criticality; here they are an *observation*
 #    about one small model, reported with the numbers that could contradict it;
 # 5. a **live** panel: change M, k, pools, write price, refractoriness and the step budget,
-#    press the button, and a tiny model re-trains in seconds and the figures redraw.
+#    press the button, and a tiny model re-trains in seconds and the figures redraw;
+# 6. **findings** computed from the tables and fits.
 #
 # Headless (`workbench notebooks run 03_refractory`) it runs top to bottom, trains the live
 # model once at its default knobs and saves every figure to `figures/03_refractory_*.html`.
@@ -67,10 +68,11 @@ import ipywidgets as widgets
 import numpy as np
 import plotly.graph_objects as go
 import torch
-from IPython.display import display
+from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
-from workbench.analysis import (
+from workbench.config import ConfigError, RunConfig
+from workbench.lab.analysis import (
     binned_avalanches,
     ccdf,
     compare_powerlaw_exponential,
@@ -83,10 +85,10 @@ from workbench.analysis import (
     powerlaw_gof_pvalue,
     run_lengths,
 )
-from workbench.config import ConfigError, RunConfig
-from workbench.hooks import capture
+from workbench.lab.corpus import charlm_options
+from workbench.lab.probes import internals, option, unit_count
 from workbench.model import IGNORE
-from workbench.plotting import save_figure
+from workbench.plotting import GREY, mixer_colour, save_figure
 from workbench.tasks import build_task
 from workbench.train import train
 
@@ -94,16 +96,14 @@ if smoke:
     steps, d_model, context, batch_size = min(steps, 20), 32, 64, 8
     n_windows, eval_windows, n_boot, live_steps = min(n_windows, 4), 4, min(n_boot, 3), min(live_steps, 20)
 
-PREFIX = "blocks.0.mixer."
-NAMES = {"salience": "hook_salience", "unit": "hook_unit", "gain": "hook_gain", "occupant": "hook_occupant",
-         "read": "hook_read_weights"}
-COLORS = {"refractory on": "#1f77b4", "refractory off": "#d62728", "shuffled (on)": "#7f7f7f"}
+# Refractoriness on is the inverted mixer as it ships: its colour everywhere (workbench.plotting).
+COLORS = {"refractory on": mixer_colour("inverted"), "refractory off": "#332288", "shuffled (on)": GREY}
 
 
 def make_config(options: dict, n_steps: int, width: int, window: int, batch: int, evals, run_seed: int) -> RunConfig:
     """One block, inverted mixer, char-LM; everything not named here is the workbench default."""
     return RunConfig.from_dict({
-        "task": {"name": "charlm", "options": {"context": window, "max_eval_windows": evals}},
+        "task": {"name": "charlm", "options": charlm_options(smoke, context=window, max_eval_windows=evals)},
         "model": {"mixer": "inverted", "d_model": width, "n_layers": 1, "mixer_options": dict(options)},
         "train": {"steps": n_steps, "batch_size": batch, "eval_every": max(1, n_steps // 4),
                   "warmup_steps": min(100, n_steps // 10), "seed": run_seed},
@@ -114,13 +114,11 @@ def analyse(model, inputs: torch.Tensor, targets: torch.Tensor) -> dict:
     """Mixer internals (numpy) and next-character accuracy on a batch of windows."""
     model.eval()
     device = next(model.parameters()).device
-    with torch.no_grad(), capture(model, [PREFIX + "hook_"]) as cache:
-        logits = model(inputs.to(device))
-    rec = {key: cache[PREFIX + name].cpu().numpy() for key, name in NAMES.items()}
+    rec, logits = internals(model, 0, lambda: model(inputs.to(device)))  # hook points, workbench.lab.probes
     rec["accuracy"] = float((logits.argmax(-1).cpu() == targets).float().mean())
     rec["tokens"] = inputs.numpy()
-    mixer = model.blocks[0].mixer
-    rec["M"], rec["pool_size"], rec["refractory"] = mixer.o.n_units, mixer.pool_size, mixer.o.refractory
+    rec["M"], rec["refractory"] = unit_count(rec), option(model, 0, "refractory", True)
+    rec["pool_size"] = rec["M"] // option(model, 0, "n_pools", 1)
     return rec
 
 
@@ -148,8 +146,8 @@ inputs, targets = validation_batch(task, n_windows)
 results, recs = {}, {}
 for name, cfg in configs.items():
     started = time.perf_counter()
-    results[name] = train(cfg, progress=not smoke, task=task)
-    recs[name] = analyse(results[name]["model"], inputs, targets)
+    trained_model, results[name] = train(cfg, progress=not smoke, task=task)
+    recs[name] = analyse(trained_model, inputs, targets)
     print(f"{name:>15s}: {results[name]['steps']} steps in {time.perf_counter() - started:.0f}s, "
           f"bpc {results[name]['metrics']['bpc']:.3f}, next-char accuracy {recs[name]['accuracy']:.3f}, "
           f"write fraction {(recs[name]['unit'] >= 0).mean():.3f}")
@@ -193,7 +191,7 @@ fig = make_subplots(rows=2, cols=2, shared_xaxes=True, row_heights=[0.4, 0.6], v
                     horizontal_spacing=0.08, subplot_titles=[f"{n}: gain of 4 busiest units" for n in recs]
                     + [f"{n}: gain of every unit" for n in recs])
 positions = np.arange(T)
-palette = ["#1f77b4", "#ff7f0e", "#2ca02c", "#9467bd"]
+palette = ["#D55E00", "#332288", "#117733", "#AA4499"]  # four busiest units, told apart
 for col, rec in enumerate(recs.values(), start=1):
     unit, gain = rec["unit"][shown], rec["gain"][shown]
     busiest = np.argsort(-np.bincount(unit[unit >= 0], minlength=rec["M"]), kind="stable")[:4]
@@ -434,7 +432,7 @@ for name in ("refractory on", "refractory off"):
 
 # %%
 live_context, live_windows = 64, 16
-live_task = build_task("charlm", {"context": live_context, "max_eval_windows": 8})
+live_task = build_task("charlm", charlm_options(smoke, context=live_context, max_eval_windows=8))
 live_inputs, live_targets = validation_batch(live_task, live_windows)
 
 
@@ -443,8 +441,8 @@ def live_train(n_units: int, read_topk: int, n_pools: int, write_price: float, r
                "refractory": refractory}
     cfg = make_config(options, n_steps, 32, live_context, 16, 8, seed)  # raises ConfigError for impossible knobs
     started = time.perf_counter()
-    res = train(cfg, progress=False, task=live_task)
-    rec = analyse(res["model"], live_inputs, live_targets)
+    live_model, res = train(cfg, progress=False, task=live_task)
+    rec = analyse(live_model, live_inputs, live_targets)
     return options, res, rec, time.perf_counter() - started
 
 
@@ -460,19 +458,19 @@ def live_figure(options, res, rec, seconds) -> go.Figure:
                              colorbar=dict(title="gain", x=0.26, xanchor="left", thickness=12),
                              hovertemplate="unit %{y}, t=%{x}: %{z:.2f}<extra></extra>"), row=1, col=1)
     pos = np.arange(unit.shape[1])
-    fig.add_trace(go.Scatter(x=pos, y=entropy, name="load entropy", line=dict(color="#1f77b4")), row=1, col=2)
-    fig.add_trace(go.Scatter(x=pos, y=ceiling, name="most even possible", line=dict(color="#1f77b4", dash="dash")), row=1, col=2)
+    fig.add_trace(go.Scatter(x=pos, y=entropy, name="load entropy", line=dict(color=COLORS["refractory on"])), row=1, col=2)
+    fig.add_trace(go.Scatter(x=pos, y=ceiling, name="most even possible", line=dict(color=COLORS["refractory on"], dash="dash")), row=1, col=2)
     fit_text = "no power-law fit (too few distinct sizes)"
     if len(sizes):
         values, survival = ccdf(sizes)
-        fig.add_trace(go.Scatter(x=values, y=survival, mode="markers", name="run sizes", marker=dict(color="#d62728")),
+        fig.add_trace(go.Scatter(x=values, y=survival, mode="markers", name="run sizes", marker=dict(color=COLORS["refractory off"])),
                       row=1, col=3)
         try:
             fit = fit_discrete_powerlaw(sizes, min_tail=10)
             lr = compare_powerlaw_exponential(sizes, fit)
             x = np.arange(fit.xmin, values.max() + 1)
             fig.add_trace(go.Scatter(x=x, y=fit.n_tail / fit.n * (1 - discrete_powerlaw_cdf(x - 1, fit.alpha, fit.xmin)),
-                                     mode="lines", line=dict(color="#d62728", dash="dash"), name=f"power law α={fit.alpha:.2f}"),
+                                     mode="lines", line=dict(color=COLORS["refractory off"], dash="dash"), name=f"power law α={fit.alpha:.2f}"),
                           row=1, col=3)
             fit_text = f"α={fit.alpha:.2f} from x_min={fit.xmin} (KS {fit.ks:.3f}), LR prefers {lr.preferred}"
         except ValueError:
@@ -508,7 +506,7 @@ knobs = {
     "refractory": widgets.Checkbox(value=True, description="refractory"),
     "n_steps": widgets.IntSlider(value=live_steps, min=10, max=600, step=10, description="steps"),
 }
-button = widgets.Button(description="train & redraw", button_style="primary", icon="play")
+button = widgets.Button(description="train & redraw", button_style="primary")
 status = widgets.HTML()
 first = live_train(**{k: w.value for k, w in knobs.items()})
 initial = live_figure(*first)
@@ -533,23 +531,47 @@ def on_click(_button) -> None:
 
 button.on_click(on_click)
 display(widgets.VBox([widgets.HBox(list(knobs.values())[:3]), widgets.HBox(list(knobs.values())[3:]),
-                      widgets.HBox([button, status]), live_widget]))
+                      widgets.HBox([button, status])]))
+display(live_widget)  # on its own: a rendered page draws it as a figure
 
 # %% [markdown]
-# ## What to take from this
+# ## Findings
 #
-# * **Gain and load** - with refractoriness on, the gain traces are sawtooths and the load
-#   entropy should sit on its ceiling (the ring gives every unit of a pool its turn; only an
-#   uneven split *between* pools can lower it). With it off, check the rank plot: how many units
-#   take most of the writes, and how many are never used.
-# * **Cost of no rest** - compare evictions per write, message lifetimes and the same-character
-#   share (against its chance level): that is "similar messages overwrite" measured directly.
-#   Whether any of it costs accuracy at this size is in the bits-per-character row; this is one
-#   seed, so differences in the second decimal are within run-to-run noise.
-# * **Avalanches** - first ask whether the model differs from the shuffled null at all (the
-#   `mean` column and the grey markers): that is burstiness, and it needs no power law. Then
-#   report the fit as the table does: the exponent with its x_min and tail share, the KS
-#   distance, which model the likelihood ratio prefers, and the bootstrap p. Sizes are capped by the window, so they span at most
-#   log10(window length) decades (printed above) - too little to tell a power law from an
-#   exponential with a cutoff with any confidence; criticality is not something these plots
-#   can establish.
+# Computed from the tables and fits above (one seed, one text: observations about this model, not
+# laws).
+
+# %%
+on, off = table["refractory on"], table["refractory off"]
+findings = [
+    f"Resting is exact: {rest_following(recs['refractory on']):.1%} of the writes with refractoriness on went to "
+    f"the most rested unit of their pool (without it: {rest_following(recs['refractory off']):.1%}).",
+    f"Load evenness at the window end (entropy of the write counts over its most even value): "
+    f"{on['load evenness at window end']:.1%} on, {off['load evenness at window end']:.1%} off. The entropy reaches "
+    f"{load_entropy(recs['refractory on']['unit'], M)[0][-1]:.2f} bits with refractoriness on, of log2 M = "
+    f"{math.log2(M):.2f}: {'the pools split the writes unevenly' if on['load evenness at window end'] < 0.95 else 'close to the most even spread'}.",
+]
+same, chance = off["same-char evictions (of evictions)"], off["same char by chance (sum of p_char^2)"]
+if not math.isnan(same):
+    findings.append(
+        f"Without rest, {same:.1%} of the evictions replace a message of the same character (chance: {chance:.1%}); "
+        f"with rest, {on['same-char evictions (of evictions)']:.1%} (chance {on['same char by chance (sum of p_char^2)']:.1%}). "
+        f"Evictions per write: {on['evictions per write']:.3f} on, {off['evictions per write']:.3f} off.")
+gap = off["bits per character"] - on["bits per character"]
+findings.append(
+    f"Bits per character: {on['bits per character']:.3f} on, {off['bits per character']:.3f} off "
+    f"({'rest is better by' if gap > 0 else 'rest is worse by'} {abs(gap):.3f}); one seed, so a difference in the "
+    f"second decimal is within run-to-run noise.")
+for name in ("refractory on", "refractory off"):
+    definition = next(iter(sets[name]))
+    d = avalanche_fits[(name, definition)]
+    if d["fit"] is None:
+        findings.append(f"{name}, {definition}: too few distinct sizes to fit a power law.")
+        continue
+    verdict = "not tested" if math.isnan(d["gof"]) else ("not rejected" if d["gof"] > 0.1 else "rejected")
+    findings.append(
+        f"{name}, avalanches {definition}: mean size {d['mean']:.2f} against {sets['shuffled (on)'][next(iter(sets['shuffled (on)']))].mean():.2f} "
+        f"for shuffled writes; the likelihood ratio prefers {d['lr'].preferred} and a power law is {verdict}, over "
+        f"sizes spanning {math.log10(max(d['max'], 1)):.1f} decades (capped by the window): too narrow to claim criticality.")
+if smoke:
+    findings.append("Smoke run: a handful of steps on a generated text, so these numbers say nothing about the mixer.")
+display(Markdown("\n".join(f"- {line}" for line in findings)))

@@ -13,49 +13,52 @@
 # ---
 
 # %% [markdown]
-# # 04 · Benchmarks: protocol v1, transformer vs inverted
+# # 04 · Benchmarks: protocol v2, every mixer side by side
 #
-# This notebook reads what `workbench compare` left in `results/` and shows it. It trains
-# nothing for the tables (except in smoke mode, below): every number comes from
-# `results/runs/<budget>/<task config>--<mixer>--s<seed>/result.json` (one file per run,
-# with its evaluation history) and `results/compare-<budget>.json` (the aggregate).
+# This notebook reads what the experiments left in `results/` and shows it; it trains nothing
+# for the tables (except in smoke mode, below). Protocol v2 (`workbench/experiments/protocol_v2.py`)
+# gives every mixer the same model (d_model 128, one block, the shared short causal convolution
+# in front of the mixer), the same learning-rate grid (chosen on seed 0 per cell), budget and
+# seeds, in Zoology's setting:
 #
-# Protocol v1 (`workbench/compare.py`): the same model for every task - d_model 128, one
-# block (mixer + MLP) - and budgets counted in steps: `smoke` (seconds, meaningless
-# numbers), `demo` (`make demo`, a sanity view) and `full` (`make bench`, 3 seeds).
+# * **MQAR** (multi-query associative recall, vocabulary 8,192) at (sequence length, key-value
+#   pairs) = (64, 4), (128, 8), (256, 16), (512, 64); the (256, 16) models are also evaluated at
+#   (512, 32), (1024, 64) and (2048, 128), longer than anything they saw;
+# * **copy** (lengths up to 64, evaluated at 128 and 256 too);
+# * **char-LM** on tiny-shakespeare for 3,000 steps, and for 600 s of wall clock.
 #
-# Sections:
+# Files read (every number below comes from them):
 #
-# 1. **Protocol table** per budget: both mixers side by side, mean ± std over seeds, the
-#    number of seeds in each cell, and *steps to target* (sample efficiency).
-# 2. **Training curves** from each run's history, against steps and against wall time.
-# 3. **Accuracy vs context length**: copy at the training lengths (L ≤ 64) and beyond
-#    (L = 128, 256); MQAR by sequence length, with the 1024×64 length-generalization probe.
-# 4. **Ablations** of the inverted mixer (variants such as `inverted:refractory=false`),
-#    when such runs exist.
-# 5. **Char-LM samples**: text generated with `model.generate` (recurrent form).
+# * `results/compare-<experiment>-<budget>.json`: mean ± std over seeds per (cell, mixer), the
+#   learning rate chosen, parameters, recurrent state floats, tokens/s;
+# * `results/<experiment>/<budget>/<cell>--<variant>--lr<lr>--s<seed>/result.json`: one run,
+#   with its evaluation history (the training curves);
+# * `results/compare-pareto-<budget>.json`: the Pareto sweep (MQAR (256, 16) accuracy against
+#   state size), and the companions `v2-2layer`, `v2-noconv`, `ablation` when present;
+# * `results/v1/compare-*.json`: protocol v1 as it ran (transformer vs inverted, no shared conv).
 #
-# With `smoke = True` (what the tests use) it runs a tiny compare live into a temporary
-# directory and shows that, so the whole path - compare, result files, tables, figures -
-# is exercised in under a minute.
+# A file that is absent is said to be absent; nothing fails for want of it. With `smoke = True`
+# (what the tests use) a tiny protocol v2 and Pareto sweep run live into a temporary directory
+# and are shown instead, so the whole path runs in about a minute.
 
 # %% tags=["parameters"]
-smoke = False  # True: run a tiny compare live into a temp dir and show it (numbers meaningless)
-results_dir = "results"  # where `workbench compare` wrote runs/ and compare-*.json
+smoke = False  # True: run a tiny v2 + Pareto sweep live into a temp dir and show it (numbers meaningless)
+results_dir = "results"  # where the experiments wrote compare-*.json and their run folders
 budget = "full"  # the budget to show; falls back to demo, then smoke, when it has no results
-checkpoint = ""  # path of a char-LM checkpoint for the text samples; empty: train a small one live
-sample_steps = 600  # steps of the live char-LM trained per mixer when no checkpoint is given
+smoke_mixers = ["transformer", "inverted"]  # mixers of the live smoke run
+checkpoint = ""  # a char-LM checkpoint.pt for the text samples; empty: train a small one per mixer live
+sample_mixers = ["transformer", "inverted"]  # mixers whose samples are trained live when no checkpoint is given
+sample_steps = 600  # steps of each live char-LM
 sample_chars = 400  # characters generated per sample
 seed = 0  # live char-LM training and sampling
 
 # %%
+import dataclasses
 import json
-import re
+import math
 import shutil
-import statistics
 import tempfile
 import time
-from collections import defaultdict
 from pathlib import Path
 
 import plotly.graph_objects as go
@@ -63,30 +66,56 @@ import torch
 from IPython.display import Markdown, display
 from plotly.subplots import make_subplots
 
-from workbench.compare import RunSpec, compare, protocol, run_config
-from workbench.plotting import save_figure
+from workbench.checkpoint import model_from_checkpoint
+from workbench.config import RunConfig
+from workbench.experiments import Experiment, get_experiment
+from workbench.experiments.pareto import sweep_variants
+from workbench.experiments.protocol_v2 import MODEL, mqar_cell
+from workbench.experiments.runner import run_experiment
+from workbench.lab.corpus import charlm_options
+from workbench.lab.results import (
+    LOWER_IS_BETTER,
+    cell_labels,
+    copy_length_points,
+    first_budget,
+    load_summary,
+    mqar_length_points,
+    pareto_front,
+    primary_metric,
+    ranking,
+    rows_by_key,
+    run_records,
+)
+from workbench.mixers import MIXERS
+from workbench.plotting import mixer_colour, mixer_order, save_figure
+from workbench.report import ablation_table, compare_table, v1_table
 from workbench.tasks import build_task
-from workbench.train import model_from_checkpoint, train
+from workbench.train import train
 
 notebook_started = time.perf_counter()
-BUDGETS = ("full", "demo", "smoke")
-TASK_ORDER = ("copy", "mqar", "charlm", "charlm-600s", "digits", "diabetes")
-LOWER_IS_BETTER = {"bpc", "mse"}
-PALETTE = {"transformer": "#1f77b4", "inverted": "#d62728"}
-EXTRA_COLOURS = ["#2ca02c", "#9467bd", "#8c564b", "#e377c2", "#7f7f7f", "#bcbd22", "#17becf", "#ff7f0e"]
-
+repo_results = Path("results")
 if smoke:
-    # A tiny protocol run, live: one inverted ablation on MQAR first (so the ablation path
-    # runs too), then the main comparison. compare() rewrites compare-smoke.json with the
-    # rows of its own call only, so the main call goes last.
+    # A tiny protocol v2 and Pareto sweep, live, for the mixers named (that exist in this checkout).
+    # Char-LM cells read a generated text, so the smoke run needs no download.
     results_path = Path(tempfile.mkdtemp(prefix="workbench-04-"))
     budget = "smoke"
+    mixers_here = [m for m in smoke_mixers if m in MIXERS]
+
+    def offline(experiment):
+        experiment.cells = [dataclasses.replace(c, task_options={**c.task_options, **charlm_options(True)})
+                            if c.task == "charlm" else c for c in experiment.cells]
+        return experiment
+
     started = time.perf_counter()
-    compare(tasks=["mqar"], mixers=["inverted:refractory=false"], budget="smoke", seeds=1,
-            results=results_path, progress=False)
-    compare(tasks=["copy", "mqar", "charlm"], mixers=["transformer", "inverted"], budget="smoke", seeds=1,
-            results=results_path, progress=False)
-    print(f"smoke: ran a tiny compare into {results_path} in {time.perf_counter() - started:.1f}s")
+    v2 = get_experiment("v2", "smoke")
+    run_experiment(offline(v2.filtered(variants=[v for v in v2.variants if v.mixer in mixers_here])), results_path,
+                   progress=False)
+    # The Pareto experiment takes its rates from v2's (256, 16) cell, which the smoke budget lacks:
+    # the same sweep is built here on the smoke cell, two widths per mixer.
+    chosen = [v for v in sweep_variants(mixers_here) if v.label.endswith(("d_model=64", "d_model=128"))]
+    sweep = Experiment("pareto", "smoke", [mqar_cell(256, 16, "smoke")], chosen, seeds=1, model=dict(MODEL))
+    run_experiment(sweep, results_path, progress=False)
+    print(f"smoke: ran a tiny v2 and Pareto sweep into {results_path} in {time.perf_counter() - started:.1f}s")
 else:
     results_path = Path(results_dir)
 print(f"reading results from {results_path.resolve()}")
@@ -94,610 +123,323 @@ print(f"reading results from {results_path.resolve()}")
 # %% [markdown]
 # ## What is there
 #
-# Every `result.json` under `runs/` is one (task config, mixer, seed) run. The tables below
-# aggregate those files directly - they are the source of truth; `compare-<budget>.json`
-# holds only the rows of the *last* `compare` call for that budget, so it can lag behind the
-# runs (e.g. after an ablation-only call). The inventory says when the two disagree.
+# One line per experiment and budget: whether its summary exists, how many (cell, mixer) rows it
+# holds and how many pairs still lack seeds (a summary written while runs were still missing
+# lists them as incomplete).
 
 # %%
-records: list[dict] = []
-skipped: list[str] = []
-for path in sorted(results_path.glob("runs/*/*/result.json")):
-    try:
-        record = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        skipped.append(f"{path} ({type(exc).__name__})")
-        continue
-    record["budget"] = path.parent.parent.name  # runs/<budget>/...: where compare looks for it
-    record.setdefault("label", path.parent.name.split("--")[0])  # <label>--<mixer>--s<seed>
-    record.setdefault("mixer_label", record.get("mixer", "?"))
-    records.append(record)
-
-summaries: dict[str, dict] = {}
-for path in sorted(results_path.glob("compare-*.json")):
-    try:
-        summary = json.loads(path.read_text())
-        summaries[summary["budget"]] = summary
-    except (OSError, json.JSONDecodeError, KeyError) as exc:
-        skipped.append(f"{path} ({type(exc).__name__})")
-
-runs_by_budget: dict[str, list[dict]] = defaultdict(list)
-for record in records:
-    runs_by_budget[record["budget"]].append(record)
-
-for name in BUDGETS:
-    runs = runs_by_budget.get(name, [])
-    summary = summaries.get(name)
-    groups = {(r["label"], r["mixer_label"]) for r in runs}
-    line = f"{name:>5}: {len(runs):3d} runs in {len(groups):2d} (task config, mixer) cells"
-    if summary is not None:
-        listed = {(row["label"], row["mixer"]) for row in summary["rows"]}
-        line += f"; compare-{name}.json lists {len(listed)} cells"
-        if runs and listed != groups:
-            line += f" (runs not in it: {len(groups - listed)}, in it without runs: {len(listed - groups)})"
-    else:
-        line += f"; no compare-{name}.json"
-    print(line)
-for item in skipped:
-    print(f"skipped unreadable {item}")
-
-available = [b for b in BUDGETS if runs_by_budget.get(b) or (summaries.get(b) or {}).get("rows")]
-if budget in available:
-    shown = budget
-elif available:
-    shown = available[0]
-    message = (
-        f"**No results at budget `{budget}` in `{results_path}`.** Showing budget `{shown}` instead"
-        + (" - a smoke-level sanity view, not a result." if shown != "full" else ".")
-        + " Run `make bench` (the full protocol, 3 seeds, resumable) to fill the full tables."
-    )
-    print("NOTE:", message.replace("**", "").replace("`", ""))
-    display(Markdown(message))
-else:
-    shown = None
-    message = (
-        f"**No benchmark results at all in `{results_path}`** (no runs/*/*/result.json, no compare-*.json). "
-        "Run `make demo` (minutes) or `make bench` (hours), or set `smoke = True` to run a tiny one here."
-    )
-    print("NOTE:", message.replace("**", "").replace("`", ""))
-    display(Markdown(message))
-print(f"budget shown in the figures: {shown}")
-
-# %% [markdown]
-# ## Aggregation
-#
-# For each (task config, mixer) the helpers below take mean and standard deviation over
-# the seeds present (std is shown only with two or more). The *primary* metric of a task
-# config is the first one protocol v1 lists for it (exact match for copy, accuracy for
-# MQAR and digits, bits per character for char-LM, R² for diabetes).
-#
-# **Steps to target** is the first evaluation step at which a run's primary metric
-# reached the protocol's target (0.99 for copy and MQAR; training stops there), averaged
-# over the seeds that reached it - `k/n` says how many did. Fewer steps = more sample
-# efficient. Task configs without a target (char-LM, tabular) get **steps to common level**
-# instead: the level is the worse mixer's final mean, so it asks how early the better
-# mixer got to where the other one ended. Evaluation happens every `eval_every` steps, so
-# these counts are rounded up to that grid.
-
-# %%
-
-
-def stats(values: list[float]) -> dict[str, float] | None:
-    if not values:
-        return None
-    return {"mean": statistics.fmean(values), "std": statistics.stdev(values) if len(values) > 1 else 0.0,
-            "n": len(values)}
-
-
-def fmt(stat: dict | None, digits: int = 3, show_n: bool = True) -> str:
-    if not stat:
-        return "-"
-    text = f"{stat['mean']:.{digits}f}"
-    if stat["n"] > 1:
-        text += f" ± {stat['std']:.{digits}f}"
-    return text + (f" (n={stat['n']})" if show_n else "")
-
-
-def spec_metrics(budget_name: str) -> dict[str, list[str]]:
-    """Task config label -> the metrics protocol v1 shows for it (primary first)."""
-    return {s.label: s.metrics for task in TASK_ORDER for s in protocol(task, budget_name)}
-
-
-def label_order(labels, budget_name: str) -> list[str]:
-    known = list(spec_metrics(budget_name))
-    return [x for x in known if x in labels] + sorted(set(labels) - set(known))
-
-
-def mixer_order(mixers) -> list[str]:
-    base = [m for m in ("transformer", "inverted") if m in mixers]
-    return base + sorted(set(mixers) - set(base))
-
-
-def colour(mixer: str, index: int = 0) -> str:
-    return PALETTE.get(mixer, EXTRA_COLOURS[index % len(EXTRA_COLOURS)])
-
-
-def metric_value(metrics: dict, name: str) -> float | None:
-    if name in metrics:
-        return metrics[name]
-    if name == "bpc" and "neg_bpc" in metrics:
-        return -metrics["neg_bpc"]
-    return None
-
-
-def primary_metric(label: str, runs: list[dict], budget_name: str) -> str:
-    names = spec_metrics(budget_name).get(label)
-    if names:
-        return names[0]
-    return "bpc" if runs[0]["metric"] == "neg_bpc" else runs[0]["metric"]
-
-
-def first_step_reaching(run: dict, level: float, metric: str, lower_better: bool):
-    """(step, train seconds) of the first history entry at or past ``level``; None if never."""
-    for entry in run.get("history", []):
-        value = metric_value(entry["metrics"], metric)
-        if value is not None and (value <= level if lower_better else value >= level):
-            return entry["step"], entry["time_s"]
-    return None
-
-
-def cells_from_runs(runs: list[dict], budget_name: str) -> dict[tuple[str, str], dict]:
-    """(label, mixer label) -> aggregated cell, including steps/seconds to target."""
-    grouped: dict[tuple[str, str], list[dict]] = defaultdict(list)
-    for run in runs:
-        grouped[(run["label"], run["mixer_label"])].append(run)
-    names = spec_metrics(budget_name)
-    cells: dict[tuple[str, str], dict] = {}
-    for (label, mixer), group in grouped.items():
-        metric_names = names.get(label) or [k for k in group[0]["metrics"] if k not in ("neg_bpc", "val_chars")]
-        # Plus probes of the primary metric the protocol list does not name (e.g. another long MQAR config).
-        metric_names = list(dict.fromkeys(metric_names + sorted(
-            {k for r in group for k in r["metrics"] if k.startswith(metric_names[0] + "@")})))
-        cell = {
-            "runs": group,
-            "seeds": len(group),
-            "primary": primary_metric(label, group, budget_name),
-            "metrics": {m: stats([v for r in group if (v := metric_value(r["metrics"], m)) is not None])
-                        for m in metric_names},
-            "steps": stats([r["steps"] for r in group]),
-            "train_time_s": stats([r["train_time_s"] for r in group]),
-            "tokens_per_s": stats([r["tokens_per_s"] for r in group]),
-            "parameters": group[0]["parameters"],
-            "device": group[0]["device"],
-            "target": group[0]["config"]["train"].get("target_metric"),
-        }
-        cells[(label, mixer)] = cell
-    # Steps to target (or to the common level when the config has no target).
-    for label in {key[0] for key in cells}:
-        here = {m: c for (lab, m), c in cells.items() if lab == label}
-        any_cell = next(iter(here.values()))
-        primary = any_cell["primary"]
-        lower = primary in LOWER_IS_BETTER
-        if any_cell["target"] is not None:
-            level, kind = any_cell["target"], "target"
-            metric = any_cell["runs"][0]["metric"]  # the target is set on the training metric
+EXPERIMENTS = ("v2", "pareto", "v2-2layer", "v2-noconv", "ablation")
+inventory = []
+for name in EXPERIMENTS:
+    for b in ("full", "demo", "smoke"):
+        summary = load_summary(results_path, name, b)
+        if summary is None:
+            inventory.append(f"| `{name}` | `{b}` | absent | - | - |")
         else:
-            # The level comes from the baseline mixers only, so ablation runs never move it.
-            base = [c for m, c in here.items() if ":" not in m] or list(here.values())
-            finals = [c["metrics"][primary]["mean"] for c in base if c["metrics"].get(primary)]
-            if not finals:
-                continue
-            level, kind, metric = (max(finals) if lower else min(finals)), "common level", primary
-        for cell in here.values():
-            hits = [first_step_reaching(r, level, metric, lower and kind != "target") for r in cell["runs"]]
-            reached = [h for h in hits if h is not None]
-            cell["to_level"] = {
-                "kind": kind, "level": level, "reached": len(reached), "n": len(hits),
-                "steps": stats([h[0] for h in reached]), "seconds": stats([h[1] for h in reached]),
-            }
-    return cells
-
-
-def cells_from_summary(summary: dict) -> dict[tuple[str, str], dict]:
-    """Cells from a compare-<budget>.json when the run files are not there (no curves then)."""
-    cells = {}
-    for row in summary["rows"]:
-        metrics = dict(row["metrics"])
-        cells[(row["label"], row["mixer"])] = {
-            "runs": [], "seeds": row["seeds"], "primary": next(iter(metrics), "-"), "metrics": metrics,
-            "steps": row["steps"], "train_time_s": row["train_time_s"], "tokens_per_s": row["tokens_per_s"],
-            "parameters": row["parameters"], "device": row["device"], "target": None,
-            "reached_target": row.get("reached_target"),
-        }
-    return cells
-
-
-cells_by_budget = {}
-for name in available:
-    if runs_by_budget.get(name):
-        cells_by_budget[name] = cells_from_runs(runs_by_budget[name], name)
-    else:
-        print(f"{name}: no run files, tables from compare-{name}.json only (no curves, no steps to target)")
-        cells_by_budget[name] = cells_from_summary(summaries[name])
+            mixers = {row["mixer"] for row in summary["rows"]}
+            inventory.append(f"| `{name}` | `{b}` | {len(summary['rows'])} rows, {len(mixers)} mixer(s) | "
+                             f"{summary['seeds']} | {len(summary.get('incomplete', []))} |")
+display(Markdown("| experiment | budget | summary | seeds per row | pairs lacking seeds |\n|---|---|---|---|---|\n"
+                 + "\n".join(inventory)))
+shown, v2_summary = first_budget(results_path, "v2", budget)
+if shown is None:
+    display(Markdown(f"**No protocol v2 results in `{results_path}`** (no `compare-v2-*.json`). Run "
+                     "`workbench compare --experiment v2 --budget full` (hours), or set `smoke = True` to run a "
+                     "tiny one here. The sections below say what each one would show."))
+elif shown != budget:
+    display(Markdown(f"**No protocol v2 results at budget `{budget}`**; showing budget `{shown}` instead"
+                     + (" - a sanity view, not a result." if shown != "full" else ".")))
+print(f"protocol v2 budget shown: {shown}")
+records = run_records(results_path, v2_summary) if v2_summary else {}
+print(f"run records behind the summary: {sum(len(r) for r in records.values())} in {len(records)} (cell, mixer) pairs")
 
 # %% [markdown]
-# ## 1 · Protocol table
+# ## 1 · The headline table
 #
-# One table per budget that has results, the two mixers side by side; variants with a `:`
-# in their name are ablations and get their own table in section 4. Each cell is
-# `mean ± std (n=seeds)`; the better mean of a row is in bold (for bpc and MSE lower is
-# better, marked ↓). What to look for:
-#
-# - **copy / MQAR accuracy** near 1 for both at the full budget, so the interesting rows are
-#   the **steps to target** (who learns the task with fewer examples) and the
-#   length-generalization columns (`@L128`, `@L256`, `@1024x64`), where a mixer that learned a
-#   position-independent procedure keeps its accuracy.
-# - **char-LM bpc** (lower is better): the language-modelling quality at equal steps
-#   (`charlm`) and at equal wall-clock time (`charlm-600s`, where a faster mixer gets more
-#   steps - compare the *steps* row).
-# - Differences smaller than the std across seeds are not differences.
-#
-# The cost table after it gives parameters (mixer / whole model), training throughput and
-# training time, measured on the device named there.
+# Every mixer side by side, one row per (cell, metric): mean ± std over seeds (a cell short of
+# seeds says so, e.g. `(2/3)`), then the learning rate each mixer chose and the steps it ran
+# (copy and MQAR stop early at 0.99), and per mixer its parameters, its recurrent state in floats
+# (after the cell's context; `grows` marks a KV cache) and its training speed. The table is
+# rendered by `workbench.report.compare_table`, the same code that writes the README's table.
+# For bpc lower is better; differences smaller than the std across seeds are not differences.
 
 # %%
-
-
-def protocol_table(cells: dict, budget_name: str) -> str:
-    mixers = mixer_order({m for (_, m) in cells if ":" not in m})
-    labels = label_order({lab for (lab, m) in cells if m in mixers}, budget_name)
-    lines = ["| task config | quantity | " + " | ".join(f"`{m}`" for m in mixers) + " |",
-             "|---|---|" + "---|" * len(mixers)]
-    for label in labels:
-        row_cells = [cells.get((label, m)) for m in mixers]
-        metric_names = list(dict.fromkeys(k for c in row_cells if c for k in c["metrics"]))
-        for metric in metric_names:
-            values = [c["metrics"].get(metric) if c else None for c in row_cells]
-            means = [v["mean"] for v in values if v]
-            if not means:
-                continue  # not measured at this budget (e.g. the long-length probes in smoke)
-            best = min(means) if metric in LOWER_IS_BETTER else max(means)
-            if len(means) < 2 or means.count(best) > 1:
-                best = None  # bold only a unique winner
-            texts = []
-            for v in values:
-                text = fmt(v)
-                texts.append(f"**{text}**" if v and best is not None and v["mean"] == best else text)
-            arrow = " ↓" if metric in LOWER_IS_BETTER else ""
-            lines.append(f"| {label} | {metric}{arrow} | " + " | ".join(texts) + " |")
-        to_level = [c.get("to_level") if c else None for c in row_cells]
-        if any(to_level):
-            kind = next(t for t in to_level if t)["kind"]
-            level = next(t for t in to_level if t)["level"]
-            texts = [f"{fmt(t['steps'], 0, False)} ({t['reached']}/{t['n']})" if t else "-" for t in to_level]
-            lines.append(f"| {label} | steps to {kind} ({level:.3g}) | " + " | ".join(texts) + " |")
-        elif any(c and c.get("reached_target") is not None for c in row_cells):
-            texts = [f"{c['reached_target']}/{c['seeds']} reached" if c else "-" for c in row_cells]
-            lines.append(f"| {label} | target | " + " | ".join(texts) + " |")
-        lines.append(f"| {label} | steps run | " + " | ".join(fmt(c["steps"], 0) if c else "-" for c in row_cells) + " |")
-    return "\n".join(lines)
-
-
-def cost_table(cells: dict) -> str:
-    mixers = mixer_order({m for (_, m) in cells if ":" not in m})
-    labels = label_order({lab for (lab, m) in cells if m in mixers}, "full")
-    lines = ["| task config | mixer | params mixer / total | train tokens/s | train time (s) | device |",
-             "|---|---|---|---|---|---|"]
-    for label in labels:
-        for mixer in mixers:
-            c = cells.get((label, mixer))
-            if c:
-                p = c["parameters"]
-                lines.append(f"| {label} | `{mixer}` | {p['mixer']:,} / {p['total']:,} | "
-                             f"{c['tokens_per_s']['mean']:,.0f} | {fmt(c['train_time_s'], 1, False)} | {c['device']} |")
-    return "\n".join(lines)
-
-
-for name in available:
-    cells = cells_by_budget[name]
-    if not any(":" not in m for (_, m) in cells):
-        print(f"budget {name}: only ablation variants, no baseline mixer runs")
-        continue
-    note = " (sanity view, not a result)" if name != "full" else ""
-    display(Markdown(f"### Budget `{name}`{note}\n\n" + protocol_table(cells, name)))
-    display(Markdown(f"Cost, budget `{name}`:\n\n" + cost_table(cells)))
+if v2_summary:
+    display(Markdown(compare_table(v2_summary)))
+else:
+    print("no protocol v2 summary: nothing to tabulate")
 
 # %% [markdown]
-# A compact view of the same table for the budget shown: the primary metric of each task
-# config, one panel per config, a bar per mixer (height = mean, whisker = std) and one dot
-# per seed. Panels have their own y scales; for bpc lower is better.
+# The same numbers as a figure: one panel per cell, its primary metric, a bar per mixer (height:
+# mean; whisker: std over seeds) and one dot per seed from the run records.
 
 # %%
-if shown is not None:
-    cells = cells_by_budget[shown]
-    mixers = mixer_order({m for (_, m) in cells if ":" not in m})
-    labels = label_order({lab for (lab, m) in cells if m in mixers}, shown)
-    n_cols = min(4, max(1, len(labels)))
+def headline_figure(summary: dict, records: dict) -> go.Figure:
+    labels = cell_labels(summary)
+    by_key = rows_by_key(summary)
+    variants = mixer_order({row["variant"] for row in summary["rows"]})
+    n_cols = min(3, len(labels))
     n_rows = -(-len(labels) // n_cols)
-    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=[
-        f"{lab}: {next(c['primary'] for (x, m), c in cells.items() if x == lab)}" for lab in labels])
+    titles = [f"{label}: {primary_metric(summary, label)}"
+              + (" (lower is better)" if primary_metric(summary, label) in LOWER_IS_BETTER else "") for label in labels]
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles, vertical_spacing=0.22 / n_rows + 0.08,
+                        horizontal_spacing=0.07)
     for index, label in enumerate(labels):
         row, col = index // n_cols + 1, index % n_cols + 1
-        for j, mixer in enumerate(mixers):
-            c = cells.get((label, mixer))
-            stat = c["metrics"].get(c["primary"]) if c else None
+        metric = primary_metric(summary, label)
+        for variant in variants:
+            cell = by_key.get((label, variant))
+            stat = cell["metrics"].get(metric) if cell else None
             if not stat:
                 continue
-            fig.add_trace(go.Bar(x=[mixer], y=[stat["mean"]], error_y={"type": "data", "array": [stat["std"]]},
-                                 marker_color=colour(mixer, j), name=mixer, legendgroup=mixer, showlegend=index == 0),
+            fig.add_trace(go.Bar(x=[variant], y=[stat["mean"]], marker_color=mixer_colour(variant), name=variant,
+                                 error_y=dict(type="data", array=[stat["std"]], visible=stat["n"] > 1, color="#333"),
+                                 legendgroup=variant, showlegend=False,
+                                 hovertemplate=f"{variant}: %{{y:.3f}} ± {stat['std']:.3f} (n={stat['n']})<extra></extra>"),
                           row=row, col=col)
-            seeds = [metric_value(r["metrics"], c["primary"]) for r in c["runs"]]
-            fig.add_trace(go.Scatter(x=[mixer] * len(seeds), y=seeds, mode="markers", marker={"color": "black", "size": 5},
-                                     name="seeds", legendgroup="seeds", showlegend=index == 0 and j == 0),
-                          row=row, col=col)
-            arrow = " (lower is better)" if c["primary"] in LOWER_IS_BETTER else ""
-            fig.update_yaxes(title_text=c["primary"] + arrow, row=row, col=col)
-    fig.update_xaxes(title_text="mixer")
-    fig.update_layout(title=f"protocol v1, budget {shown}: primary metric per task config (mean ± std over seeds)",
-                      height=320 * n_rows, width=1100, barmode="group")
-    for path in save_figure(fig, "04_benchmarks_protocol"):
-        print(f"wrote {path}")
+            seeds = [r["metrics"][metric] for r in records.get((label, variant), []) if metric in r["metrics"]]
+            if len(seeds) > 1:
+                fig.add_trace(go.Scatter(x=[variant] * len(seeds), y=seeds, mode="markers", showlegend=False,
+                                         marker=dict(color="black", size=5, symbol="circle-open"),
+                                         hovertemplate="seed: %{y:.3f}<extra></extra>"), row=row, col=col)
+        fig.update_xaxes(tickangle=40, row=row, col=col)
+    fig.update_layout(title=f"protocol v2, budget {summary['budget']}: primary metric per cell "
+                            f"(mean ± std over {summary['seeds']} seed(s); circles: seeds)",
+                      height=330 * n_rows + 80, width=1150, bargap=0.25)
+    return fig
+
+
+if v2_summary:
+    fig = headline_figure(v2_summary, records)
+    save_figure(fig, "04_benchmarks_headline")
     fig.show()
 
 # %% [markdown]
 # ## 2 · Training curves
 #
-# Each line is one run (one seed), coloured by mixer: the primary metric at each
-# evaluation during training. The first figure puts **steps** on the x axis (sample
-# efficiency: which mixer learns more per example), the second **training wall time**
-# (compute efficiency on this device: evaluation time is excluded). A mixer that is ahead
-# per step but behind per second is more sample-efficient but slower per step. Dashed grey
-# lines mark the target where the protocol sets one; copy and MQAR runs stop once they
-# reach it, which is why some lines end early.
+# Each line is one seed of one mixer (at the learning rate it chose): the cell's primary metric at
+# each evaluation, against steps (sample efficiency) and against training wall time (compute
+# efficiency on this device; evaluation time excluded). Copy and MQAR runs stop once they reach
+# 0.99, which is why some lines end early; the 600-s char-LM cell runs as many steps as fit.
 
 # %%
-
-
-def curves_figure(cells: dict, budget_name: str, x_key: str, x_title: str):
-    mixers = mixer_order({m for (_, m) in cells if ":" not in m})
-    labels = [lab for lab in label_order({lab for (lab, m) in cells if m in mixers}, budget_name)
-              if any(cells.get((lab, m), {}).get("runs") for m in mixers)]
+def curves_figure(summary: dict, records: dict, x_key: str, x_title: str) -> go.Figure | None:
+    labels = [label for label in cell_labels(summary) if any(k[0] == label for k in records)]
     if not labels:
         return None
     n_cols = min(3, len(labels))
     n_rows = -(-len(labels) // n_cols)
-    titles = [f"{lab}: {next(cells[(lab, m)]['primary'] for m in mixers if (lab, m) in cells)}" for lab in labels]
-    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=titles)
-    shown_legend = set()
+    fig = make_subplots(rows=n_rows, cols=n_cols, subplot_titles=[f"{lab}: {primary_metric(summary, lab)}" for lab in labels],
+                        vertical_spacing=0.2 / n_rows + 0.07, horizontal_spacing=0.07)
+    legend = set()
     for index, label in enumerate(labels):
         row, col = index // n_cols + 1, index % n_cols + 1
-        for j, mixer in enumerate(mixers):
-            cell = cells.get((label, mixer))
-            if not cell:
-                continue
-            for run in cell["runs"]:
-                points = [(h[x_key], metric_value(h["metrics"], cell["primary"])) for h in run.get("history", [])]
-                points = [(x, y) for x, y in points if y is not None]
+        metric = primary_metric(summary, label)
+        history_metric = "neg_bpc" if metric == "bpc" else metric
+        for variant in mixer_order({v for (lab, v) in records if lab == label}):
+            for record in records[(label, variant)]:
+                points = [(h[x_key], h["metrics"].get(metric, -h["metrics"].get(history_metric, math.nan)
+                                                        if metric == "bpc" else math.nan)) for h in record.get("history", [])]
+                points = [(x, y) for x, y in points if not math.isnan(y)]
                 if not points:
                     continue
-                fig.add_trace(go.Scatter(
-                    x=[p[0] for p in points], y=[p[1] for p in points], mode="lines+markers",
-                    line={"color": colour(mixer, j), "width": 1.5}, marker={"size": 4},
-                    name=mixer, legendgroup=mixer, showlegend=mixer not in shown_legend,
-                    hovertext=f"{mixer}, seed {run.get('seed')}"), row=row, col=col)
-                shown_legend.add(mixer)
-            if cell.get("target") is not None and cell["primary"] == cell["runs"][0]["metric"]:
-                fig.add_hline(y=cell["target"], line_dash="dash", line_color="grey", row=row, col=col)
-        fig.update_yaxes(title_text=titles[index].split(": ")[-1], row=row, col=col)
+                fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[1] for p in points], mode="lines",
+                                         line=dict(color=mixer_colour(variant), width=1.6), name=variant,
+                                         legendgroup=variant, showlegend=variant not in legend,
+                                         hovertemplate=f"{variant}, seed {record.get('seed')}: %{{y:.3f}}<extra></extra>"),
+                              row=row, col=col)
+                legend.add(variant)
         fig.update_xaxes(title_text=x_title, row=row, col=col)
-    fig.update_layout(title=f"training curves, budget {budget_name}: primary metric vs {x_title}",
-                      height=320 * n_rows, width=1100)
+        if metric in LOWER_IS_BETTER:
+            fig.update_yaxes(title_text=f"{metric} (lower is better)", row=row, col=col)
+    fig.update_layout(title=f"training curves, protocol v2 budget {summary['budget']}: primary metric vs {x_title}",
+                      height=320 * n_rows + 90, width=1150, legend=dict(orientation="h", y=-0.12))
     return fig
 
 
-if shown is not None:
+if v2_summary:
     for x_key, x_title, stem in (("step", "step", "04_benchmarks_curves_step"),
                                  ("time_s", "training time (s)", "04_benchmarks_curves_time")):
-        fig = curves_figure(cells_by_budget[shown], shown, x_key, x_title)
+        fig = curves_figure(v2_summary, records, x_key, x_title)
         if fig is None:
-            print(f"budget {shown}: no run histories to plot (only compare-{shown}.json)")
+            print("no run records with histories next to the summary: no curves")
             break
-        for path in save_figure(fig, stem):
-            print(f"wrote {path}")
+        save_figure(fig, stem)
         fig.show()
 
 # %% [markdown]
-# ## 3 · Accuracy vs context length
+# ## 3 · Accuracy against state size: the Pareto sweep
 #
-# Left, **copy**: the model trains on lengths 1-64. The point at L = 64 is the held-out set
-# over the training range (lengths 1-64 mixed); L = 128 and 256 are longer than anything
-# seen in training (measured at the end of the run, when the budget includes them - smoke
-# runs skip them). Exact match is solid, token accuracy dotted.
-#
-# Right, **MQAR**: each solid point is a model trained *and* tested at one (sequence length ×
-# key-value pairs) config, so the line shows how recall holds up as the context and the
-# number of facts to hold grow together. Open diamonds are the length-generalization probe:
-# the same trained models tested at a longer config (1024×64 in the full protocol, 128×8
-# in demo) they never saw, spread a little around that length so they do not overlap. A
-# fixed-size memory (the inverted mixer's M units) has to hold 64 pairs there; softmax
-# attention has to attend over positions past its training range.
-# Whiskers are std over seeds.
+# A recurrent mixer holds a state of fixed size; recall quality is bounded by it (Zoology's
+# argument). The Pareto sweep (`workbench/experiments/pareto.py`) trains every mixer on MQAR
+# (256, 16) at d_model 64, 128 and 256 and at d_model 128 with its state knob (units, window,
+# slots, state dimension, feature dimension, heads) halved and doubled, one seed each at the rate
+# protocol v2 chose. The x axis is the state each run reports (floats after 256 tokens, one
+# sequence; for softmax attention the KV cache). Filled circles: protocol v2's own (256, 16)
+# rows (mean ± std over seeds). A point is on the **front** when no other run has both a smaller
+# state and a higher accuracy.
 
 # %%
-LONG_COPY = re.compile(r"^(exact_match|token_accuracy)@L(\d+)$")
-LONG_MQAR = re.compile(r"^accuracy@(\d+)x(\d+)$")
+pareto_budget, pareto_summary = first_budget(results_path, "pareto", shown or budget)
+pareto_points: list[tuple[float, float, str]] = []
+if pareto_summary is None:
+    display(Markdown(f"**No Pareto sweep in `{results_path}`** (`compare-pareto-full.json` is absent). Run "
+                     "`workbench compare --experiment pareto --budget full` after protocol v2's (256, 16) grid."))
+else:
+    fig = go.Figure()
+    for variant in mixer_order({row["variant"] for row in pareto_summary["rows"]}):
+        row = rows_by_key(pareto_summary)[("mqar-256x16", variant)] if ("mqar-256x16", variant) in rows_by_key(
+            pareto_summary) else None
+        if not row or not row.get("state_floats") or "accuracy" not in row["metrics"]:
+            continue
+        x, y = row["state_floats"]["floats"], row["metrics"]["accuracy"]["mean"]
+        pareto_points.append((x, y, variant))
+    front = pareto_front(pareto_points)
+    for mixer in mixer_order({p[2].split("@")[0].split(":")[0] for p in pareto_points}):
+        mine = sorted((p for p in pareto_points if p[2].split("@")[0].split(":")[0] == mixer), key=lambda p: p[0])
+        fig.add_trace(go.Scatter(x=[p[0] for p in mine], y=[p[1] for p in mine], mode="markers+lines",
+                                 line=dict(color=mixer_colour(mixer), width=1, dash="dot"), name=mixer, legendgroup=mixer,
+                                 marker=dict(color=mixer_colour(mixer), size=[12 if p[2] in front else 8 for p in mine],
+                                             symbol=["diamond" if p[2] in front else "circle-open" for p in mine],
+                                             line=dict(width=2)),
+                                 text=[p[2] for p in mine], hovertemplate="%{text}: %{y:.3f} at %{x:,} floats<extra></extra>"))
+    if v2_summary:
+        for variant in mixer_order({row["variant"] for row in v2_summary["rows"]}):
+            row = rows_by_key(v2_summary).get(("mqar-256x16", variant))
+            if row and row.get("state_floats") and "accuracy" in row["metrics"]:
+                stat = row["metrics"]["accuracy"]
+                fig.add_trace(go.Scatter(x=[row["state_floats"]["floats"]], y=[stat["mean"]], mode="markers",
+                                         error_y=dict(type="data", array=[stat["std"]], visible=stat["n"] > 1),
+                                         marker=dict(color=mixer_colour(variant), size=11), legendgroup=variant,
+                                         showlegend=False, name=f"{variant} (v2)",
+                                         hovertemplate=f"{variant}, protocol v2: %{{y:.3f}} (n={stat['n']})<extra></extra>"))
+    fig.update_xaxes(type="log", title_text="recurrent state (floats, one sequence of 256 tokens)")
+    fig.update_yaxes(title_text="MQAR (256, 16) accuracy", range=[-0.02, 1.02])
+    fig.update_layout(title=f"accuracy vs state size, Pareto sweep budget {pareto_budget} "
+                            f"(diamonds: on the front; filled: protocol v2 rows)", height=520, width=1000)
+    save_figure(fig, "04_benchmarks_pareto")
+    fig.show()
+    print("on the Pareto front: " + ", ".join(front) if front else "no points with a state size and an accuracy")
+
+# %% [markdown]
+# ## 4 · Accuracy against length
+#
+# Left, **MQAR**: every mixer's (256, 16) model at its own length and at (512, 32), (1024, 64)
+# and (2048, 128): longer contexts *and* more facts to hold than in training (solid). Dotted: the
+# cells trained and tested at one configuration each, (64, 4) to (512, 64). Right, **copy**:
+# exact match over the training lengths (1 to 64, shown at 64) and at 128 and 256, never seen in
+# training. Whiskers: std over seeds.
+
+# %%
+def length_figure(summary: dict) -> go.Figure | None:
+    by_key = rows_by_key(summary)
+    variants = mixer_order({row["variant"] for row in summary["rows"]})
+    fig = make_subplots(rows=1, cols=2, horizontal_spacing=0.1, subplot_titles=(
+        "MQAR: accuracy vs sequence length", "copy: exact match vs length"))
+    drawn = False
+    for variant in variants:
+        colour = mixer_colour(variant)
+        trained_here = [(label, by_key[(label, variant)]) for label in cell_labels(summary)
+                        if label.startswith("mqar-") and (label, variant) in by_key]
+        extrapolating = [(label, row) for label, row in trained_here if len(mqar_length_points(row)) > 1]
+        for label, row in extrapolating:
+            points = mqar_length_points(row)
+            fig.add_trace(go.Scatter(x=[p[0] for p in points], y=[p[2]["mean"] for p in points], mode="lines+markers",
+                                     error_y=dict(type="data", array=[p[2]["std"] for p in points]),
+                                     line=dict(color=colour, width=2.2), name=variant, legendgroup=variant,
+                                     text=[f"{p[0]}x{p[1]}" for p in points],
+                                     hovertemplate=f"{variant}, trained {label}, tested %{{text}}: %{{y:.3f}}<extra></extra>"),
+                          row=1, col=1)
+            drawn = True
+        own = sorted(mqar_length_points(row)[0] for _, row in trained_here if mqar_length_points(row))
+        if len(own) > 1:
+            fig.add_trace(go.Scatter(x=[p[0] for p in own], y=[p[2]["mean"] for p in own], mode="lines+markers",
+                                     error_y=dict(type="data", array=[p[2]["std"] for p in own]),
+                                     line=dict(color=colour, dash="dot", width=1.4), marker=dict(symbol="square-open"),
+                                     legendgroup=variant, showlegend=not extrapolating, name=variant,
+                                     text=[f"{p[0]}x{p[1]}" for p in own],
+                                     hovertemplate=f"{variant}, trained and tested %{{text}}: %{{y:.3f}}<extra></extra>"),
+                          row=1, col=1)
+            drawn = True
+        copy_row = by_key.get(("copy", variant))
+        if copy_row:
+            points = copy_length_points(copy_row)
+            train_len = max((r["config"]["task"]["options"].get("max_len", 64)
+                             for r in records.get(("copy", variant), [])), default=64)
+            xs = [train_len if length is None else length for length, _ in points]
+            fig.add_trace(go.Scatter(x=xs, y=[s["mean"] for _, s in points], mode="lines+markers",
+                                     error_y=dict(type="data", array=[s["std"] for _, s in points]),
+                                     line=dict(color=colour, width=2.2), legendgroup=variant, name=variant,
+                                     showlegend=not trained_here, hovertemplate=f"{variant}: L=%{{x}}: %{{y:.3f}}<extra></extra>"),
+                          row=1, col=2)
+            drawn = True
+    if not drawn:
+        return None
+    # Ticks at the lengths measured, not at every log decade's minor ticks.
+    xs = {col: sorted({x for trace in fig.select_traces(col=col, row=1) for x in (trace.x or ())}) for col in (1, 2)}
+    fig.update_xaxes(type="log", title_text="MQAR sequence length", tickvals=xs[1], row=1, col=1)
+    fig.update_xaxes(type="log", title_text="copy length L (first point: the training range)", tickvals=xs[2], row=1, col=2)
+    fig.update_yaxes(title_text="accuracy", range=[-0.02, 1.04], row=1, col=1)
+    fig.update_yaxes(title_text="exact match", range=[-0.02, 1.04], row=1, col=2)
+    fig.update_layout(title=f"accuracy vs length, protocol v2 budget {summary['budget']} "
+                            "(solid: one model tested longer; dotted: trained at each length)", height=480, width=1150)
+    return fig
 
 
-def seed_stats(runs: list[dict], key: str) -> dict | None:
-    return stats([r["metrics"][key] for r in runs if key in r["metrics"]])
+fig = length_figure(v2_summary) if v2_summary else None
+if fig is None:
+    print("no MQAR or copy rows: no length figure")
+else:
+    save_figure(fig, "04_benchmarks_length")
+    fig.show()
 
+# %% [markdown]
+# ## 5 · Companion experiments
+#
+# Each when its summary exists: `v2-2layer` (MQAR (256, 16) with two blocks), `v2-noconv` (no
+# shared short convolution: what the front end buys each mixer) and `ablation` (the inverted
+# mixer's switches one at a time, with the change from the default in brackets).
 
-if shown is not None:
-    cells = cells_by_budget[shown]
-    mixers = mixer_order({m for (_, m) in cells if ":" not in m})
-    fig = make_subplots(rows=1, cols=2, subplot_titles=("copy: accuracy vs length L", "MQAR: accuracy vs sequence length"))
-    plotted = False
-    for j, mixer in enumerate(mixers):
-        copy_runs = cells.get(("copy", mixer), {}).get("runs", [])
-        for metric, dash in (("exact_match", "solid"), ("token_accuracy", "dot")):
-            base = seed_stats(copy_runs, metric)
-            points = [(64, base)] if base else []
-            longer = sorted({int(m.group(2)) for r in copy_runs for k in r["metrics"]
-                             if (m := LONG_COPY.match(k)) and m.group(1) == metric})
-            points += [(length, seed_stats(copy_runs, f"{metric}@L{length}")) for length in longer]
-            xs, ys, errs = [x for x, _ in points], [s["mean"] for _, s in points], [s["std"] for _, s in points]
-            if xs:
-                plotted = True
-                fig.add_trace(go.Scatter(x=xs, y=ys, error_y={"type": "data", "array": errs}, mode="lines+markers",
-                                         line={"color": colour(mixer, j), "dash": dash},
-                                         name=f"{mixer}: copy {metric.replace('_', ' ')}"), row=1, col=1)
-        trained = []
-        for (label, mixer_label), cell in cells.items():
-            if mixer_label != mixer or not cell["runs"] or cell["runs"][0]["task"] != "mqar":
-                continue
-            options = cell["runs"][0]["task_options"]
-            trained.append((options.get("seq_len", 64), options.get("kv_pairs", 4), label, cell))
-        trained.sort()
-        if trained:
-            plotted = True
-            stat_list = [seed_stats(c["runs"], "accuracy") for *_, c in trained]
-            fig.add_trace(go.Scatter(
-                x=[t[0] for t in trained], y=[s["mean"] for s in stat_list],
-                error_y={"type": "data", "array": [s["std"] for s in stat_list]}, mode="lines+markers",
-                text=[f"{t[0]}x{t[1]}" for t in trained], textposition="top center",
-                line={"color": colour(mixer, j)}, name=f"{mixer}: MQAR trained & tested"), row=1, col=2)
-            for position, (seq_len, kv, _label, cell) in enumerate(trained):
-                for key in sorted({k for r in cell["runs"] for k in r["metrics"] if LONG_MQAR.match(k)}):
-                    stat = seed_stats(cell["runs"], key)
-                    long_len = int(LONG_MQAR.match(key).group(1))
-                    # Spread the probes of the different trained models a little around their length.
-                    spread = 2 ** (0.05 * (position - (len(trained) - 1) / 2) + 0.02 * (j - (len(mixers) - 1) / 2))
-                    fig.add_trace(go.Scatter(
-                        x=[long_len * spread], y=[stat["mean"]], error_y={"type": "data", "array": [stat["std"]]},
-                        mode="markers", marker={"symbol": "diamond-open", "size": 10, "color": colour(mixer, j)},
-                        name=f"{mixer}: trained {seq_len}x{kv}, tested {key.split('@')[1]}"), row=1, col=2)
-    if plotted:
-        fig.update_xaxes(type="log", title_text="sequence length L to copy (64 = training range 1-64)",
-                         tickvals=[16, 32, 64, 128, 256, 512], row=1, col=1)
-        fig.update_xaxes(type="log", title_text="MQAR sequence length", tickvals=[64, 128, 256, 512, 1024], row=1, col=2)
-        fig.update_yaxes(range=[0, 1.05], title_text="accuracy")
-        fig.update_layout(title=f"accuracy vs context length, budget {shown}", height=450, width=1150)
-        for path in save_figure(fig, "04_benchmarks_length"):
-            print(f"wrote {path}")
-        fig.show()
+# %%
+companions = {}
+for name in ("v2-2layer", "v2-noconv", "ablation"):
+    found, summary = first_budget(results_path, name, shown or budget)
+    companions[name] = summary
+    if summary is None:
+        display(Markdown(f"`{name}`: no summary in `{results_path}` (absent)."))
     else:
-        print(f"budget {shown}: no copy or MQAR runs with run files")
+        table = ablation_table(summary) if name == "ablation" else compare_table(summary)
+        display(Markdown(f"### `{name}`, budget `{found}`\n\n{table}"))
 
 # %% [markdown]
-# ## 4 · Ablations of the inverted mixer
+# ## 6 · Protocol v1, as it ran
 #
-# Rows are the inverted mixer as protocol v1 runs it (`inverted`, the reference) and every
-# variant run with options changed in its name (`inverted:refractory=false`, `conv_width=0`,
-# `read_topk=1/2/4`, `n_units=32/128`, ...); columns are task configs, cells the primary
-# metric `mean ± std (n=seeds)` with its change from the reference in brackets. Two more
-# tables follow where they apply: **steps to target** (copy and MQAR accuracy saturate near 1,
-# so a component can matter for how *fast* the task is learned while the final accuracy is
-# the same; n there counts the seeds that reached the target) and **length generalization**
-# (the `@` probes). Run ablations with e.g.
-# `workbench compare --tasks copy,mqar,charlm --mixers inverted,inverted:refractory=false,inverted:conv_width=0 --budget full --seeds 3`.
-# What to look for: a component matters for a task when removing it moves the metric by
-# more than the seed-to-seed spread - e.g. the refractory allocation for MQAR (similar
-# messages overwrite each other without it), the local convolution for copy (order and the
-# predecessor), the number of units for the long MQAR configs.
+# Protocol v1 compared the transformer and the inverted mixer only, without the shared short
+# convolution in front of the transformer (the inverted mixer had its own); its files are kept
+# under `results/v1/`, read from the repository in every mode.
 
 # %%
-
-
-def ablation_table(cells: dict, rows: list[str], columns: list[tuple], digits: int = 3) -> str:
-    """Rows = variants; columns = (task config, header, cell -> stat); [change vs the reference]."""
-    lines = ["| variant | " + " | ".join(header for _, header, _ in columns) + " |", "|---|" + "---|" * len(columns)]
-    for variant in rows:
-        texts = []
-        for label, _, get in columns:
-            cell, ref = cells.get((label, variant)), cells.get((label, "inverted"))
-            stat, ref_stat = (get(cell) if cell else None), (get(ref) if ref else None)
-            text = fmt(stat, digits)
-            if stat and ref_stat and variant != "inverted":
-                text += f" [{stat['mean'] - ref_stat['mean']:+.{digits}f}]"
-            texts.append(text)
-        name = "`inverted` (reference)" if variant == "inverted" else f"`{variant}`"
-        lines.append(f"| {name} | " + " | ".join(texts) + " |")
-    return "\n".join(lines)
-
-
-def ablation_views(cells: dict, budget_name: str):
-    variants = sorted({m for (_, m) in cells if m.startswith("inverted:")})
-    if not variants:
-        return [], None
-    rows = ["inverted"] + variants
-    labels = label_order({lab for (lab, m) in cells if m in variants}, budget_name)
-    here = {lab: [cells[(lab, m)] for m in rows if (lab, m) in cells] for lab in labels}
-    tables = []
-    # 1. The primary metric of every task config.
-    columns = [(lab, f"{lab}: {here[lab][0]['primary']}", lambda c: c["metrics"].get(c["primary"])) for lab in labels]
-    tables.append(("primary metric", ablation_table(cells, rows, columns)))
-    # 2. Sample efficiency where the protocol sets a target (copy, MQAR), where accuracy saturates.
-    columns = [(lab, f"{lab}: steps", lambda c: (c.get("to_level") or {}).get("steps")) for lab in labels
-               if any((c.get("to_level") or {}).get("kind") == "target" for c in here[lab])]
-    if columns:
-        tables.append(("steps to target (fewer = more sample-efficient)", ablation_table(cells, rows, columns, 0)))
-    # 3. Length probes: metrics measured past the training length (names with '@').
-    columns = [(lab, f"{lab}: {name}", lambda c, name=name: c["metrics"].get(name)) for lab in labels
-               for name in dict.fromkeys(k for c in here[lab] for k, v in c["metrics"].items() if "@" in k and v)]
-    if columns:
-        tables.append(("length generalization", ablation_table(cells, rows, columns)))
-    # Figure: the primary metric per task config (top) and, where the protocol sets a target,
-    # the steps to reach it (bottom) - accuracy often saturates while the speed differs.
-    with_target = any((c.get("to_level") or {}).get("kind") == "target" for lab in labels for c in here[lab])
-    n_rows = 2 if with_target else 1
-    fig = make_subplots(rows=n_rows, cols=len(labels), subplot_titles=labels, vertical_spacing=0.25)
-    quantities = [(1, lambda c: c["metrics"].get(c["primary"]), None)]
-    if with_target:
-        quantities.append((2, lambda c: (c.get("to_level") or {}).get("steps")
-                           if (c.get("to_level") or {}).get("kind") == "target" else None, "steps to target"))
-    for col, label in enumerate(labels, start=1):
-        for row, get, title in quantities:
-            drawn = False
-            for j, variant in enumerate(rows):
-                cell = cells.get((label, variant))
-                stat = get(cell) if cell else None
-                if stat:
-                    drawn = True
-                    fig.add_trace(go.Bar(x=[variant.replace("inverted:", "")], y=[stat["mean"]],
-                                         error_y={"type": "data", "array": [stat["std"]]},
-                                         marker_color="#d62728" if variant == "inverted" else EXTRA_COLOURS[j % 8],
-                                         showlegend=False, hovertext=f"n={stat['n']}"), row=row, col=col)
-            if drawn:
-                primary = here[label][0]["primary"]
-                text = title or primary + (" (lower is better)" if primary in LOWER_IS_BETTER else "")
-                fig.update_yaxes(title_text=text, row=row, col=col)
-                fig.update_xaxes(title_text="variant", tickangle=30, row=row, col=col)
-    fig.update_layout(title=f"inverted-mixer ablations, budget {budget_name} (mean ± std over seeds)",
-                      height=450 * n_rows, width=max(500, 330 * len(labels)))
-    return tables, fig
-
-
-found_ablation = False
-for name in available:
-    tables, fig = ablation_views(cells_by_budget[name], name)
-    if not tables:
-        continue
-    display(Markdown(f"### Ablations, budget `{name}`\n\n"
-                     + "\n\n".join(f"**{title}**\n\n{table}" for title, table in tables)))
-    if name == shown or not found_ablation:
-        for path in save_figure(fig, "04_benchmarks_ablation"):
-            print(f"wrote {path}")
-        fig.show()
-    found_ablation = True
-if not found_ablation:
-    print("no ablation runs (mixer labels like inverted:refractory=false) in any budget; see the command above")
+v1_found = False
+for b in ("full", "demo"):
+    path = repo_results / "v1" / f"compare-{b}.json"
+    if path.is_file():
+        display(Markdown(f"### Protocol v1, budget `{b}`\n\n" + v1_table(json.loads(path.read_text()))))
+        v1_found = True
+if not v1_found:
+    print("results/v1 holds no compare-*.json")
 
 # %% [markdown]
-# ## 5 · Char-LM samples
+# ## 7 · Char-LM samples
 #
-# The benchmark deletes its checkpoints to keep `results/` small, so text samples come
-# either from a checkpoint you point `checkpoint` at (e.g. from
-# `workbench train --task charlm --mixer inverted`), or from a char-LM trained here with the
-# protocol's model (d_model 128, one block), once per mixer: `sample_steps` steps (a handful
-# in smoke mode, where the "text" is noise). Generation uses `model.generate`, the recurrent
-# form - one character at a time with a state of fixed size for the inverted mixer - at
-# temperature 0.8 from the same prompt and random seed for each mixer. What to look for:
-# word shapes, line breaks and speaker names (`NAME:`) appearing; bpc and samples improve
-# together.
+# The experiments delete their checkpoints to keep `results/` small, so text samples come from a
+# checkpoint you point `checkpoint` at, or from a char-LM trained here with protocol v2's model
+# for each mixer in `sample_mixers` (`sample_steps` steps; a handful in smoke mode, where the
+# text is noise). Generation uses `model.generate`, the recurrent form, at temperature 0.8 from
+# the same prompt and random seed for each mixer.
 
 # %%
 PROMPT = "ROMEO:\n"
-samples: dict[str, tuple[str, str]] = {}  # name -> (bpc text, generated text)
+samples: dict[str, tuple[str, str]] = {}
 
 
 def sample_from(model, vocab, n_new: int) -> str:
@@ -718,18 +460,18 @@ if checkpoint:
 else:
     steps = 20 if smoke else sample_steps
     n_new = min(sample_chars, 80) if smoke else sample_chars
-    options = {"context": 64, "max_eval_windows": 4} if smoke else {"context": 256, "max_eval_windows": 60}
-    task = build_task("charlm", options)  # built once: both mixers see the same text and vocabulary
-    for mixer in ("transformer", "inverted"):
-        spec = RunSpec(
-            "charlm-sample", "charlm", options,
-            {"steps": steps, "batch_size": 8 if smoke else 32, "eval_every": steps, "warmup_steps": max(1, steps // 10)},
-        )
+    options = charlm_options(smoke, context=64 if smoke else 256, max_eval_windows=4 if smoke else 60)
+    task = build_task("charlm", options)  # built once: every mixer sees the same text and vocabulary
+    for mixer in [m for m in sample_mixers if m in MIXERS]:
+        config = RunConfig.from_dict({
+            "task": {"name": "charlm", "options": options}, "model": {**MODEL, "mixer": mixer},
+            "train": {"steps": steps, "batch_size": 8 if smoke else 32, "eval_every": steps,
+                      "warmup_steps": max(1, steps // 10), "checkpoint_every": steps, "seed": seed}})
         started = time.perf_counter()
-        result = train(run_config(spec, mixer, {}, seed), progress=not smoke, task=task)
+        model, result = train(config, progress=not smoke, task=task)
         bpc_text = (f"validation bpc {result['metrics']['bpc']:.3f} after {result['steps']} steps "
                     f"({time.perf_counter() - started:.0f}s to train on {result['device']})")
-        samples[mixer] = (bpc_text, sample_from(result["model"], task.vocab, n_new))
+        samples[mixer] = (bpc_text, sample_from(model, task.vocab, n_new))
 
 for name, (bpc_text, text) in samples.items():
     print(f"=== {name}: {bpc_text}")
@@ -737,9 +479,76 @@ for name, (bpc_text, text) in samples.items():
     print()
 
 # %% [markdown]
-# ## Run time
+# ## Findings
+#
+# Computed from the summaries above (nothing here is typed by hand): per cell, which mixer leads
+# and whether its lead exceeds the spread across seeds; where the inverted mixer ranks; how recall
+# holds up with length; which runs sit on the accuracy/state front.
 
 # %%
+def spread(stat: dict) -> float:
+    return stat["std"] if stat["n"] > 1 else 0.0
+
+
+findings: list[str] = []
+if v2_summary:
+    for label in cell_labels(v2_summary):
+        metric = primary_metric(v2_summary, label)
+        order = ranking(v2_summary, label, metric)
+        if not order:
+            continue
+        (lead, best), rest = order[0], order[1:]
+        text = f"**{label}** ({metric}{', lower is better' if metric in LOWER_IS_BETTER else ''}): `{lead}` leads with {best['mean']:.3f}"
+        if rest:
+            runner, second = rest[0]
+            gap = abs(best["mean"] - second["mean"])
+            if gap == 0:
+                text = f"**{label}** ({metric}): `{lead}` and `{runner}` tie at {best['mean']:.3f}"
+            elif min(best["n"], second["n"]) < 2:
+                text += f", {gap:.3f} ahead of `{runner}` ({second['mean']:.3f}); one seed, so no error bar to judge by"
+            else:
+                clear = gap > spread(best) + spread(second)
+                text += (f", {gap:.3f} ahead of `{runner}` ({second['mean']:.3f}); "
+                         + ("more than their two std together" if clear else "within the std across seeds"))
+        names = [v for v, _ in order]
+        if "inverted" in names and lead != "inverted":
+            inv = dict(order)["inverted"]
+            text += f"; `inverted` ranks {names.index('inverted') + 1} of {len(names)} ({inv['mean']:.3f})"
+        findings.append(text + ".")
+    by_key = rows_by_key(v2_summary)
+    longest = {}
+    for (_label, variant), row in by_key.items():
+        points = mqar_length_points(row)
+        if len(points) > 1:
+            longest[variant] = points[-1]
+    if longest:
+        s_len, kv, _ = next(iter(longest.values()))
+        order = sorted(longest.items(), key=lambda item: -item[1][2]["mean"])
+        findings.append(f"**MQAR at the longest evaluation ({s_len}, {kv})**, trained at (256, 16): "
+                        + ", ".join(f"`{v}` {p[2]['mean']:.3f}" for v, p in order) + ".")
+    copies = {variant: copy_length_points(row) for (label, variant), row in by_key.items() if label == "copy"}
+    longer = {v: pts[-1] for v, pts in copies.items() if len(pts) > 1 and pts[-1][0] is not None}
+    if longer:
+        length = max(p[0] for p in longer.values())
+        findings.append(f"**copy at L={length}** (beyond training): "
+                        + ", ".join(f"`{v}` {p[1]['mean']:.3f}" for v, p in
+                                    sorted(longer.items(), key=lambda item: -item[1][1]["mean"]) if p[0] == length) + ".")
+    incomplete = v2_summary.get("incomplete", [])
+    if incomplete:
+        findings.append(f"{len(incomplete)} (cell, mixer) pair(s) still lack seeds or grid runs; their rows are "
+                        "missing or marked `(n/expected)` above.")
+else:
+    findings.append(f"No protocol v2 summary in `{results_path}`: nothing to conclude yet.")
+if pareto_points:
+    front = pareto_front(pareto_points)
+    best = max(pareto_points, key=lambda p: p[1])
+    findings.append(f"**Pareto sweep** ({len(pareto_points)} runs): on the front are " + ", ".join(f"`{n}`" for n in front)
+                    + f"; the highest accuracy, {best[1]:.3f}, takes {best[0]:,.0f} state floats (`{best[2]}`).")
+elif pareto_summary is None:
+    findings.append("The Pareto sweep has not been run (no `compare-pareto-*.json`).")
+if smoke:
+    findings.append("Smoke run: 12 training steps per run, so these numbers say nothing about the mixers.")
+display(Markdown("\n".join(f"- {line}" for line in findings)))
 print(f"notebook ran in {time.perf_counter() - notebook_started:.1f}s (budget shown: {shown})")
 if smoke:
-    shutil.rmtree(results_path, ignore_errors=True)  # the live smoke compare was only for this run
+    shutil.rmtree(results_path, ignore_errors=True)  # the live smoke run was only for this notebook

@@ -19,13 +19,18 @@ from workbench.mixers import MIXERS
 # test machine is a shared 2-core box. One thread keeps the suite fast and steady.
 torch.set_num_threads(1)
 
-# Small options per mixer; the inverted ones wrap its ring (8 units) and cross chunk
-# boundaries (chunk 6) within the short sequences the tests use.
+# Small options per mixer, chosen so the tests' short sequences exercise every path: the inverted
+# ring wraps (8 units), windows are shorter than the sequences, chunks are crossed.
 SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "transformer": {"n_heads": 4},
     "inverted": {"n_units": 8, "read_topk": 2, "write_bias": 2.0, "chunk_size": 6},
     "sliding_window": {"n_heads": 4, "window": 5},
     "based": {"feature_dim": 4, "n_heads": 2, "window": 4, "window_heads": 2, "chunk_size": 6},
+    # (Gated) DeltaNet: d_k != d_v, and chunks of 8 so the tests' sequences cross chunk boundaries.
+    "gated_deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
+    "deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
+    "mamba": {"d_state": 4, "chunk_size": 8},  # 19-21-token tests cross two chunk boundaries
+    "gsa": {"n_heads": 2, "n_slots": 8, "chunk_size": 4},
 }
 
 

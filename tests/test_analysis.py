@@ -1,4 +1,4 @@
-"""workbench.analysis: power-law MLE, KS, likelihood ratio, avalanche and load helpers (fast)."""
+"""workbench.lab.analysis: power-law MLE, KS, likelihood ratio, avalanche and load helpers (fast)."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import math
 import numpy as np
 import pytest
 
-from workbench.analysis import (
+from workbench.lab.analysis import (
     binned_avalanches,
     ccdf,
     compare_powerlaw_exponential,

@@ -306,3 +306,21 @@ def test_cli_arguments_run_both_benchmarks(tmp_path, capsys):
     assert "long context (float32) inverted: 40 tokens" in capsys.readouterr().out
     with pytest.raises(ValueError):
         sc.run_scaling(lengths=(0,), out=None, progress=False)
+
+
+def test_the_long_run_honours_time_limit_from_the_command_line(tmp_path):
+    """Issue 22: `bench scaling --long N --time-limit S` stops the long run after S seconds (before:
+    --time-limit reached only the scaling points, and a window ran to its end even past the limit)."""
+    parser = argparse.ArgumentParser()
+    sc.add_scaling_arguments(parser)
+    args = parser.parse_args(["--no-scaling", "--long", "50000000", "--time-limit", "0.5", "--device", "cpu",
+                              "--mixers", "inverted", "--long-plain", "--d-model", "16", "--threads", "1",
+                              "--out", str(tmp_path)])
+    started = time.perf_counter()
+    sc.run_scaling_cli(args)
+    assert time.perf_counter() - started < 60  # 50M tokens would take hours
+    result = json.loads((tmp_path / "long-context-cpu-1thread.json").read_text())
+    run = result["runs"]["inverted"]
+    assert run["stopped_early"] and result["settings"]["time_limit_s_per_mixer"] == 0.5
+    assert 0 < run["tokens_done"] < 5_000_000  # stopped inside the first window (5M tokens)
+    assert sum(w["window_tokens"] for w in run["windows"]) == run["tokens_done"]

@@ -110,3 +110,192 @@ def test_corrupt_checkpoint_and_bad_prompt(corpus_dir, tmp_path, capsys):
     assert "outside the model's vocabulary" in capsys.readouterr().err
     assert main(["generate", str(out / "checkpoint.pt"), "--prompt", ""]) == 2
     assert "empty" in capsys.readouterr().err
+
+
+# ----------------------------------------------------------------------------- issue 22: one error boundary
+
+TINY = ["--task", "copy", "--quiet", "--set", "model.d_model=16", "--set", "train.batch_size=2",
+        "--set", 'task.options={"max_len": 4, "n_eval": 4, "long_lengths": []}', "--set", "train.warmup_steps=0"]
+
+
+@pytest.mark.parametrize("override", [
+    "train.lr=Infinity", "train.lr=1e9", "train.grad_clip=NaN", "train.weight_decay=NaN", "train.steps=true",
+    "model.mixer_options.write_price=NaN", 'model.mixer_options.write_bias="abc"',
+])
+def test_the_issues_bad_values_are_one_line_not_a_traceback(override, tmp_path, capsys):
+    """Before: FloatingPointError / TypeError tracebacks, or a run of one step (steps=true)."""
+    argv = ["train", *TINY, "--mixer", "inverted", "--set", "model.mixer_options.n_units=8", "--set", override,
+            "--out", str(tmp_path / "run")]
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1 and err.startswith("workbench: error: ")
+    assert not (tmp_path / "run" / "checkpoint.pt").exists()
+
+
+@pytest.mark.parametrize("options, message", [
+    ('task.options={"kv_pairs": 0}', "kv_pairs must be a positive integer"),
+    ('task.options={"max_eval_windows": -1}', "max_eval_windows must be a positive integer"),
+])
+def test_bad_task_options_are_one_line(options, message, tmp_path, capsys):
+    task = "mqar" if "kv_pairs" in options else "charlm"
+    assert main(["train", "--task", task, "--steps", "1", "--set", options, "--out", str(tmp_path / "r")]) == 2
+    err = capsys.readouterr().err
+    assert message in err and "Traceback" not in err
+
+
+def test_an_empty_config_file_is_refused(tmp_path, capsys):
+    """Before: an empty YAML (or {}) trained the defaults."""
+    for text in ("", "{}\n"):
+        path = tmp_path / "empty.yaml"
+        path.write_text(text)
+        assert main(["train", "--config", str(path), "--out", str(tmp_path / "run")]) == 2
+        assert "is empty" in capsys.readouterr().err
+    assert not (tmp_path / "run").exists()
+
+
+def test_train_refuses_a_directory_that_holds_a_run(tmp_path, capsys):
+    """Before: a second `train` into the directory overwrote the checkpoint without a word."""
+    out = tmp_path / "run"
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    before = (out / "checkpoint.pt").read_bytes()
+    capsys.readouterr()
+    assert main(["train", *TINY, "--steps", "2", "--set", "train.seed=1", "--out", str(out)]) == 2
+    err = capsys.readouterr().err
+    assert "already holds a checkpoint" in err and "--resume" in err and "--overwrite" in err
+    assert (out / "checkpoint.pt").read_bytes() == before
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out), "--resume", "--overwrite"]) == 2
+    assert "give one of them" in capsys.readouterr().err
+    assert main(["train", *TINY, "--steps", "2", "--set", "train.seed=1", "--out", str(out), "--overwrite"]) == 0
+    assert json.loads((out / "result.json").read_text())["seed"] == 1
+    # A finished run without its checkpoint (compare deletes them): nothing to resume, said so.
+    (out / "checkpoint.pt").unlink()
+    assert main(["train", *TINY, "--steps", "2", "--set", "train.seed=1", "--out", str(out), "--resume"]) == 2
+    assert "no checkpoint to resume" in capsys.readouterr().err
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 2
+    assert "finished run" in capsys.readouterr().err
+
+
+def test_resume_without_a_checkpoint_says_it_starts_fresh(tmp_path, capsys):
+    """Before: --resume with no checkpoint started from scratch silently."""
+    out = tmp_path / "new"
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out), "--resume"]) == 0
+    assert f"no checkpoint in {out} to resume; starting from step 0" in capsys.readouterr().err
+
+
+def test_a_run_directory_in_use_by_another_process_is_refused(tmp_path, capsys):
+    from workbench.experiments.runner import claim_run
+
+    out = tmp_path / "run"
+    with claim_run(out) as holder:  # this test plays the other process
+        assert holder is None
+        assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 2
+        assert "is being trained by another process" in capsys.readouterr().err
+
+
+def test_stale_temp_files_are_cleaned_and_records_written_atomically(tmp_path, monkeypatch, capsys):
+    """A writer killed mid-write leaves a .tmp: the next run in the directory removes it. result.json
+    and the checkpoint are fsynced (file and directory) before and after the rename."""
+    import os
+
+    out = tmp_path / "run"
+    out.mkdir()
+    for name in ("checkpoint.pt.tmp", "checkpoint.pt.abc123.tmp", "result.json.tmp", "notes.tmp"):
+        (out / name).write_bytes(b"half a file")
+    synced: list[str] = []
+    real_fsync = os.fsync
+
+    def fsync(fd):
+        synced.append(os.readlink(f"/proc/self/fd/{fd}"))
+        return real_fsync(fd)
+
+    monkeypatch.setattr(os, "fsync", fsync)
+    assert main(["train", *TINY, "--steps", "2", "--out", str(out)]) == 0
+    assert sorted(p.name for p in out.iterdir()) == ["checkpoint.pt", "notes.tmp", "result.json"]  # not ours: kept
+    assert any(p.endswith(".tmp") and "result.json." in p for p in synced)  # the file, before its rename
+    assert str(out) in synced  # the directory, after it
+
+
+def test_an_internal_error_is_one_line_with_exit_1_and_debug_shows_the_traceback(monkeypatch, capsys):
+    import workbench.cli as cli
+
+    def broken(args):
+        raise KeyError("boom")
+
+    monkeypatch.setattr(cli, "cmd_eval", broken)
+    assert main(["eval", "x.pt"]) == 1
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "internal error: KeyError" in err and "--debug" in err
+    for argv in (["--debug", "eval", "x.pt"], ["eval", "x.pt", "--debug"]):
+        assert main(argv) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "internal error: KeyError" in err
+    monkeypatch.setenv("WORKBENCH_DEBUG", "1")
+    assert main(["eval", "x.pt"]) == 1
+    assert "Traceback" in capsys.readouterr().err
+
+
+@pytest.mark.parametrize("error, code, message", [
+    (MemoryError(), 2, "out of memory"),
+    (RuntimeError("[enforce fail at alloc_cpu.cpp:117] DefaultCPUAllocator: can't allocate memory"), 2,
+     "out of memory"),
+    (PermissionError(13, "Permission denied", "/root/x"), 2, "cannot access /root/x: Permission denied"),
+    (OSError(28, "No space left on device"), 2, "No space left on device"),
+    (FloatingPointError("the loss became nan at step 3 (training diverged); try a lower train.lr"), 2,
+     "lower train.lr"),
+    (KeyboardInterrupt(), 130, "interrupted"),
+    (ZeroDivisionError("division by zero"), 1, "internal error"),
+])
+def test_errors_are_classified(monkeypatch, capsys, error, code, message):
+    import workbench.cli as cli
+
+    def failing(args):
+        raise error
+
+    monkeypatch.setattr(cli, "cmd_eval", failing)
+    assert main(["eval", "x.pt"]) == code
+    err = capsys.readouterr().err
+    assert message in err and err.count("\n") == 1 and "Traceback" not in err
+
+
+def test_usage_errors_are_one_line_and_help_is_exit_0(capsys):
+    assert main(["train", "--steps", "x"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "invalid int value" in err and "--help" in err
+    assert main(["frobnicate"]) == 2
+    assert main([]) == 2
+    assert main(["--help"]) == 0
+    capsys.readouterr()
+
+
+def test_the_installed_entry_point_prints_no_traceback(tmp_path):
+    """The real process: `python -m workbench.cli` with a bad value, end to end."""
+    import subprocess
+    import sys
+
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", "generate", str(tmp_path / "x.pt"), "--top-k", "0"],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "Traceback" not in done.stderr and done.stderr.count("\n") == 1
+
+
+def test_bench_arguments_are_checked_before_anything_runs(tmp_path, capsys):
+    for flags, message in [(["--repeats", "0"], "--repeats"), (["--time-limit", "nan"], "--time-limit"),
+                           (["--lengths", "1,x"], "--lengths"), (["--mixers", "nope"], "unknown mixer"),
+                           (["--long", "10", "--long-dtypes", "float8"], "--long-dtypes"),
+                           (["--memory-limit-gb", "-1"], "--memory-limit-gb")]:
+        assert main(["bench", "scaling", "--out", str(tmp_path), *flags]) == 2, flags
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
+    assert not any(tmp_path.iterdir())
+
+
+def test_report_and_notebooks_user_errors_are_one_line(tmp_path, capsys):
+    assert main(["report", "--results", str(tmp_path / "none")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+    (tmp_path / "compare-v2-demo.json").write_text("{truncated")
+    (tmp_path / "README.md").write_text("# x\n")
+    assert main(["report", "--results", str(tmp_path), str(tmp_path / "README.md")]) == 2
+    assert "cannot render the results" in capsys.readouterr().err
+    assert main(["report", "--results", str(tmp_path), str(tmp_path / "missing.md")]) == 2
+    assert "no such markdown file" in capsys.readouterr().err
+    assert main(["notebooks", "run", "no_such_notebook"]) == 2
+    assert "matches no notebook" in capsys.readouterr().err

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import signal
 import socket
@@ -37,13 +38,33 @@ def test_two_process_ddp_equals_single_process_with_the_same_global_batch(tmp_pa
     args = [*TRAIN, "--steps", "6"]
     subprocess.run([sys.executable, "-m", "workbench.cli", *args, "--out", str(single)],
                    check=True, env=_env(), timeout=300)
-    subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2", "--master_addr=127.0.0.1",
-                    f"--master_port={_free_port()}", "-m", "workbench.cli", *args, "--out", str(multi)],
-                   check=True, env=_env(), timeout=300)
+    done = subprocess.run([sys.executable, "-m", "torch.distributed.run", "--nproc_per_node=2",
+                           "--master_addr=127.0.0.1", f"--master_port={_free_port()}", "-m", "workbench.cli", *args,
+                           "--out", str(multi)], check=True, env=_env(), timeout=300, capture_output=True, text=True)
     a, b = _weights(single), _weights(multi)
     assert a.keys() == b.keys()
     for name in a:
         assert torch.allclose(a[name], b[name], atol=2e-5, rtol=1e-4), (name, (a[name] - b[name]).abs().max())
+    # Only rank 0 prints the summary (before: every rank did).
+    assert done.stdout.count("checkpoint and result.json in") == 1 and done.stdout.count('"metrics"') == 1
+    # The logged loss is the global batch's (the mean over ranks), not rank 0's half of it.
+    single_losses = [h["loss"] for h in json.loads((single / "result.json").read_text())["history"]]
+    multi_losses = [h["loss"] for h in json.loads((multi / "result.json").read_text())["history"]]
+    assert len(single_losses) == len(multi_losses) == 2
+    for x, y in zip(single_losses, multi_losses):
+        assert abs(x - y) <= 1e-5 * max(1.0, abs(x)), (single_losses, multi_losses)
+
+
+def test_a_rank_that_never_comes_is_a_clear_error_after_the_timeout(tmp_path):
+    """Before: process-group start-up had no timeout of ours (the default: 30 minutes of silence)."""
+    env = {**_env(), "WORLD_SIZE": "2", "RANK": "0", "LOCAL_RANK": "0", "MASTER_ADDR": "127.0.0.1",
+           "MASTER_PORT": str(_free_port()), "WORKBENCH_DIST_TIMEOUT_S": "2"}
+    started = time.time()
+    done = subprocess.run([sys.executable, "-m", "workbench.cli", *TRAIN, "--steps", "2", "--out", str(tmp_path / "r")],
+                          env=env, timeout=240, capture_output=True, text=True)
+    assert done.returncode == 2, done.stderr
+    assert "did not start within 2 s" in done.stderr and "Traceback" not in done.stderr
+    assert time.time() - started < 200
 
 
 def test_sigkill_mid_run_then_resume_matches_an_uninterrupted_run(tmp_path):

@@ -180,3 +180,130 @@ def test_companion_experiments_build_and_take_their_rates_from_v2(tmp_path):
     widths = {v.model.get("d_model") for v in pareto.variants}
     assert {64, 128, 256} <= widths and pareto.seeds == 1
     assert get_experiment("v2-2layer", "full", tmp_path).model["n_layers"] == 2
+
+
+def test_demo_prints_fresh_numbers_beside_the_committed_reference(tmp_path):
+    from workbench.experiments.demo import CELLS, demo_experiment, side_by_side
+
+    experiment = demo_experiment(["transformer", "inverted"])
+    assert {c.label for c in experiment.cells} == set(CELLS) == {"mqar-64x4", "copy", "charlm"}
+    assert experiment.budget == "demo" and experiment.seeds == 1
+
+    def row(variant, value):
+        return {"label": "copy", "variant": variant, "metrics": {"exact_match": {"mean": value, "std": 0.0, "n": 1}}}
+
+    reference = tmp_path / "ref.json"
+    reference.write_text(json.dumps({"rows": [row("transformer", 0.25)]}))
+    table = side_by_side({"rows": [row("transformer", 0.5), row("inverted", 0.75)]}, reference)
+    assert "| copy | exact_match | 0.500 / 0.250 | 0.750 / - |" in table
+    assert "no reference" in side_by_side({"rows": [row("inverted", 0.75)]}, tmp_path / "absent.json")
+
+
+def test_a_partial_grid_gives_a_provisional_row_only_when_asked_and_runs_the_middle_rate_first(corpus_dir, tmp_path):
+    from workbench.experiments.runner import _priority
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"], lr_grid=(1e-3, 3e-3, 1e-2), seeds=2)
+    results = tmp_path / "results"
+    runs, _ = experiment.runs(results, chosen_rate(experiment, results))
+    assert min(runs, key=lambda r: _priority(experiment, r)).lr == 3e-3
+    middle = replace(experiment, lr_grid=(3e-3,), seeds=1)  # trains exactly the middle grid run
+    run_experiment(middle, results, progress=False)
+    assert aggregate(experiment, results)["rows"] == []
+    (row,) = aggregate(experiment, results, allow_incomplete=True)["rows"]
+    assert row["lr"] == 3e-3 and row["lr_provisional"] and not row["complete"] and row["seeds"] == 1
+
+
+def test_a_run_whose_holder_dies_during_the_pass_is_taken_over_at_once(corpus_dir, tmp_path, monkeypatch):
+    """After a pass that found its only run held, a process retries at once when the holder died
+    meanwhile (before: it slept a poll interval first, 30 s by default)."""
+    from contextlib import contextmanager
+
+    import workbench.experiments.runner as runner
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"])
+    results = tmp_path / "results"
+    (run,), _ = experiment.runs(results, chosen_rate(experiment, results))
+    other = claim_run(run.directory)  # the other process, which dies just after we found its run held
+    assert other.__enter__() is None
+    real_claim = runner.claim_run
+
+    @contextmanager
+    def claim_then_the_holder_dies(directory):
+        with real_claim(directory) as holder:
+            yield holder
+        if holder is not None:
+            other.__exit__(None, None, None)
+
+    real_sleep = runner.time.sleep
+
+    def sleep(seconds):
+        if seconds == 12345:  # the poll wait (other sleeps: subprocess internals)
+            pytest.fail("waited although nothing was held any more")
+        real_sleep(seconds)
+
+    monkeypatch.setattr(runner, "claim_run", claim_then_the_holder_dies)
+    monkeypatch.setattr(runner.time, "sleep", sleep)
+    summary, missing = run_experiment(experiment, results, progress=False, wait=True, poll_s=12345)
+    assert missing == [] and summary["rows"][0]["complete"]
+
+
+@pytest.mark.slow
+def test_two_compare_processes_with_one_killed_leave_every_cell_complete(corpus_dir, tmp_path):
+    """Issue 22: a run held by a process that is killed is taken over by the survivor, which exits 0
+    only once every cell has all its seeds (before: skipped, and 5 seeds of 6 averaged silently)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    results = tmp_path / "results"
+    argv = [sys.executable, "-m", "workbench.cli", "compare", "--budget", "smoke", "--cells", "copy", "--mixers",
+            "transformer@d_model=16,inverted:n_units=8:chunk_size=8@d_model=16", "--seeds", "2",
+            "--results", str(results), "--quiet"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
+    victim = subprocess.Popen(argv, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    survivor = subprocess.Popen(argv, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 240
+    held = None
+    while held is None and time.time() < deadline and victim.poll() is None:
+        for lock in results.glob("v2/smoke/*/running.lock"):
+            try:
+                if lock.read_text().startswith(f"pid {victim.pid} "):
+                    held = lock.parent
+            except OSError:
+                continue
+        time.sleep(0.02)
+    assert held is not None, "the victim never claimed a run"
+    victim.send_signal(signal.SIGKILL)
+    victim.wait(timeout=30)
+    out, err = survivor.communicate(timeout=300)
+    assert survivor.returncode == 0, err
+    assert (held / "result.json").is_file()  # the killed process's run was finished by the survivor
+    summary = json.loads((results / "compare-v2-smoke.json").read_text())
+    assert len(summary["rows"]) == 2 and summary["incomplete"] == []
+    assert all(row["complete"] and row["seeds"] == 2 for row in summary["rows"])
+    assert len(list(results.glob("v2/smoke/*/result.json"))) == 4
+
+
+def test_the_summary_is_written_atomically(corpus_dir, tmp_path, monkeypatch):
+    """compare-<experiment>-<budget>.json goes through storage.write_json_atomic; a write that fails
+    midway leaves the previous summary whole and no temp file behind."""
+    import workbench.experiments.aggregate as aggregate_module
+    import workbench.storage as storage
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"])
+    results = tmp_path / "results"
+    run_experiment(experiment, results, progress=False)
+    path = experiment.summary_path(results)
+    before = path.read_text()
+    assert aggregate_module.write_json_atomic is storage.write_json_atomic
+
+    def dies_midway(handle):
+        handle.write(b'{"rows": [')
+        raise KeyboardInterrupt  # a kill between two writes
+
+    with pytest.raises(KeyboardInterrupt):
+        storage.write_atomic(path, dies_midway)
+    assert path.read_text() == before
+    assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []

@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 import torch
 
-from workbench.config import ModelConfig
+from workbench.config import ConfigError, ModelConfig
 from workbench.model import Model
 from workbench.tasks import TASKS, build_task
 from workbench.tasks.majority import MajorityTask, majority_labels, make_majority_examples
@@ -82,7 +82,7 @@ def test_majority_fixed_length_and_bad_options():
     batch = make_majority_examples(8, 5, 5, 3, torch.Generator().manual_seed(0))
     assert batch.inputs.shape == (8, 5) and bool(batch.mask.all())
     for options in ({"alphabet": 1}, {"min_len": 0}, {"min_len": 9, "max_len": 8}, {"n_eval": 0}):
-        with pytest.raises(ValueError, match="majority needs"):
+        with pytest.raises(ConfigError, match=r"majority(\.| needs)"):
             build_task("majority", options)
 
 

@@ -312,3 +312,41 @@ def test_long_recurrent_run_stays_finite_bounded_and_counts_exactly(dtype):
     assert writes > 300 and int(state["count"]) == writes  # bf16 alone would stop counting at 256
     assert state["count"].dtype == torch.float64
     assert largest < 50  # unit contents are copies of messages; the EMA is a convex average
+
+
+def test_pool_balance_loss_is_switch_style_and_reaches_the_router():
+    mixer = make_mixer(n_units=8, n_pools=4, read_topk=2, chunk_size=5, write_price=0.0, pool_balance=0.5)
+    x = torch.randn(3, 23, 16, dtype=torch.float64)
+    mixer.train()
+    mixer(x)
+    (gate_logits, route_logits, _), _ = mixer._features(x, get_impl_ema(mixer, x))
+    _, write, _ = mixer._gates(gate_logits)
+    written = write > 0.5
+    choice = route_logits.argmax(-1)
+    fraction = torch.stack([((choice == p) & written).sum() for p in range(4)]).double() / written.sum()
+    mean_prob = (route_logits.softmax(-1) * written[..., None]).sum((0, 1)) / written.sum()
+    torch.testing.assert_close(mixer.aux_loss, 0.5 * 4 * (fraction * mean_prob).sum())
+    assert 0 < mixer.stats["pool_entropy_bits"] <= 2.0
+    mixer.aux_loss.backward()
+    assert mixer.router.weight.grad.abs().sum() > 0
+
+
+def test_write_floor_pushes_a_closing_gate_open_and_is_silent_above_the_floor():
+    mixer = make_mixer(n_units=8, read_topk=2, chunk_size=5, write_price=0.0, write_floor=0.3)
+    x = torch.randn(2, 19, 16, dtype=torch.float64)
+    with torch.no_grad():
+        mixer.gates.bias[0] = -3.0  # nearly shut: mean p is far below the floor
+    mixer(x)
+    assert mixer.aux_loss is not None and float(mixer.aux_loss.detach()) > 0.2
+    mixer.aux_loss.backward()
+    assert mixer.gates.bias.grad[0] < 0  # descent raises the write bias
+    with torch.no_grad():
+        mixer.gates.bias[0] = 6.0  # wide open: above the floor
+    mixer(x)
+    assert float(mixer.aux_loss) == 0.0  # the hinge is flat above the floor
+
+
+def get_impl_ema(mixer, x):
+    from workbench.kernels.dispatch import get_impl
+
+    return get_impl("ema", x.device, mixer.kernels)(x, mixer.decay) if mixer.o.timescales else None

@@ -7,8 +7,7 @@ import pytest
 import torch
 
 from workbench.hooks import capture
-from workbench.mixers.inverted import InvertedMixer, InvertedOptions
-from workbench.neighbourhoods import (
+from workbench.lab.neighbourhoods import (
     Dilated,
     GlobalHubs,
     InvertedUnits,
@@ -23,6 +22,7 @@ from workbench.neighbourhoods import (
     receptive_field_growth,
     standard_patterns,
 )
+from workbench.mixers.inverted import InvertedMixer, InvertedOptions
 
 PATTERNS = {
     **standard_patterns(),

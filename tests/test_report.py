@@ -98,3 +98,19 @@ def test_system2_block_shows_every_system_and_both_curves():
     assert "| inverted | 0.10 | 0.00 |" in text and "| inverted+system2 | 1.00 (1.0) | 1.00 (2.0) |" in text
     assert "precision 1.00, recall 0.75 (3 of 4 true rules" in text
     assert "0: 1.00 @ 1.5, 1: 0.05 @ 0.0." in text and "Step budget B: accuracy @ mean steps: 0: 0.05 @ 0.0, 2: 1.00 @ 1.5." in text
+
+
+def test_standings_call_a_difference_within_one_standard_deviation_a_tie():
+    from workbench.report import standings_table, verdict
+
+    def stat(mean, std, n=3):
+        return {"mean": mean, "std": std, "n": n}
+
+    assert verdict(stat(0.9, 0.01), stat(0.8, 0.02), "accuracy") == "better"
+    assert verdict(stat(0.9, 0.05), stat(0.86, 0.01), "accuracy") == "tie"
+    assert verdict(stat(2.30, 0.01), stat(2.25, 0.01), "bpc") == "worse"  # lower bpc is better
+    assert verdict(stat(0.9, 0.0, n=1), stat(0.1, 0.0), "accuracy") == "n/a (1 seed)"
+    rows = [{**_row("mqar-256x16", "inverted", 0.95), "metrics": {"accuracy": stat(0.95, 0.01)}},
+            {**_row("mqar-256x16", "mamba", 0.5), "metrics": {"accuracy": stat(0.5, 0.01)}}]
+    table = standings_table({"rows": rows})
+    assert "| mqar-256x16 | accuracy | better |" in table

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+
 import numpy as np
 import pytest
 import torch
@@ -157,7 +159,8 @@ def test_charlm_vocab_split_and_validation_windows(text_file):
     assert task.vocab.decode(task.vocab.encode(text)) == text
     assert len(task.train_data) == int(0.9 * len(text))
     assert task.vocab.decode(torch.cat([task.train_data, task.val_data])) == text
-    assert task.io.vocab_size == len(task.vocab.chars) and task.state() == {"chars": task.vocab.chars}
+    assert task.io.vocab_size == len(task.vocab.chars)
+    assert task.state() == {"chars": task.vocab.chars, "data_sha256": hashlib.sha256(text_file.read_bytes()).hexdigest()}
     windows = task.val_windows()
     # Without a cap the windows cover every validation character once (bar the first).
     valid = windows.targets != IGNORE
@@ -225,34 +228,35 @@ def test_tabular_split_is_seeded_and_disjoint():
 def test_build_task_errors():
     with pytest.raises(ConfigError, match="unknown task 'sorting'"):
         build_task("sorting")
-    with pytest.raises(ConfigError, match="bad options for task 'copy'"):
+    with pytest.raises(ConfigError, match=r"unknown options \['max_length'\] for task 'copy'"):
         build_task("copy", {"max_length": 6})
 
 
-def test_multistream_labels_are_each_keys_latest_value_and_rare_streams_are_asked():
-    import numpy as np
-
+def test_multistream_queries_ask_for_a_recent_event_of_each_stream_rare_ones_too():
     from workbench.tasks.multistream import make_multistream_examples
 
-    batch, streams = make_multistream_examples(50, 128, n_streams=3, keys_per_stream=2, key_range=8, n_values=16,
-                                               n_queries=6, rate_ratio=0.2, rng=np.random.default_rng(3))
-    tokens = torch.cat([batch.inputs, batch.targets[:, -1:].clamp_min(0)], dim=1)  # the last answer is a target only
-    for row in range(len(tokens)):
-        latest, last_event = {}, (128 + 1 - 12) // 2
-        for e in range(last_event):
-            latest[int(tokens[row, 2 * e])] = int(tokens[row, 2 * e + 1])
-        labelled = (batch.targets[row] != -100).nonzero()[:, 0]
+    batch, streams = make_multistream_examples(50, 128, n_streams=3, key_range=64, n_values=16, n_queries=6, recent=2,
+                                               rate_ratio=0.2, rng=np.random.default_rng(3))
+    n_events = (128 + 1 - 12) // 2
+    for row in range(len(batch.inputs)):
+        keys, values = batch.inputs[row, : 2 * n_events : 2].tolist(), batch.inputs[row, 1 : 2 * n_events : 2].tolist()
+        assert len(set(keys)) == len(keys)  # a key is used once per example
+        labelled = (batch.targets[row] != -100).nonzero()[:, 0].tolist()
         assert len(labelled) == 6
-        for position in labelled.tolist():  # the target at a query's position is the queried key's latest value
-            assert int(batch.targets[row, position]) == latest[int(batch.inputs[row, position])]
+        for q, position in enumerate(labelled):
+            key, value = int(batch.inputs[row, position]), int(batch.targets[row, position])
+            stream = (key - 1) // 64
+            assert stream == streams[row, q] and value == values[keys.index(key)]
+            own = [k for k in keys if (k - 1) // 64 == stream]
+            assert key in own[-2:]  # one of the last `recent` events of its stream
     assert set(np.unique(streams)) == {0, 1, 2}  # the rarest stream is asked about too
-    keys = batch.inputs[:, : 2 * last_event : 2]
-    share = [float(((keys - 1) // 8 == s).float().mean()) for s in range(3)]
+    firsts = batch.inputs[:, : 2 * n_events : 2]
+    share = [float(((firsts - 1) // 64 == s).float().mean()) for s in range(3)]
     assert share[0] > 0.7 and share[2] < 0.06  # rates 1 : 0.2 : 0.04
 
 
 def test_multistream_rejects_bad_options():
     with pytest.raises(ConfigError, match="rate_ratio"):
         build_task("multistream", {"rate_ratio": 0.0})
-    with pytest.raises(ConfigError, match="keys_per_stream"):
-        build_task("multistream", {"keys_per_stream": 9, "key_range": 8})
+    with pytest.raises(ConfigError, match="raise key_range"):
+        build_task("multistream", {"key_range": 8, "n_eval": 4})

@@ -1,19 +1,32 @@
-"""Command line: ``workbench train | eval | generate | compare | notebooks | bench | report``.
+"""Command line: ``workbench train | eval | generate | export | compare | demo | notebooks | bench | report``.
 
-Errors a user can cause (bad config, missing data, corrupt checkpoint, unknown
-characters) print one clear line and exit with status 2, never a deep traceback.
+One error boundary (``main``): a failure a user can cause (bad arguments, config or data, a
+damaged checkpoint, a diverging run, no memory, a file that cannot be read or written) prints one
+line naming the cause and the fix and exits with status 2; anything else is a bug in workbench:
+one line saying so, status 1. ``--debug`` (or ``WORKBENCH_DEBUG=1``) adds the traceback.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import os
 import sys
+import traceback
 from pathlib import Path
 
-from workbench.config import ConfigError, RunConfig
+from workbench.config import MAX_SEED, ConfigError, RunConfig
 
 SYSTEM2_TASKS = ("hops", "kinship", "temporal", "concepts")
+EXIT_USER_ERROR, EXIT_INTERNAL_ERROR = 2, 1
+
+
+class _Parser(argparse.ArgumentParser):
+    """argparse whose usage errors are one line (status 2) naming the fix: ``--help``."""
+
+    def error(self, message: str):  # type: ignore[override]
+        self.exit(EXIT_USER_ERROR, f"{self.prog}: error: {message} (see {self.prog} --help)\n")
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -46,40 +59,115 @@ def _config_from_args(args: argparse.Namespace) -> RunConfig:
 
 
 def cmd_train(args: argparse.Namespace) -> None:
-    from workbench.train import train
+    from workbench.train import distributed_rank, train
 
     config = _config_from_args(args)
     out = args.out or Path("results/checkpoints") / f"{config.task.name}-{config.model.mixer}-s{config.train.seed}"
-    _, result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
+    rank = distributed_rank()  # under torchrun every rank runs this; rank 0 checks, claims, prints
+    if rank != 0:
+        train(config, out_dir=out, resume=args.resume, progress=False)
+        return
+    from workbench.experiments.runner import claim_run
+
+    _check_run_directory(out, args.resume, args.overwrite)
+    with claim_run(out) as holder:
+        if holder is not None:
+            raise ConfigError(f"{out} is being trained by another process ({holder}); wait for it, or give "
+                              f"another --out")
+        _check_run_directory(out, args.resume, args.overwrite)  # again, now that the directory is ours
+        if args.overwrite:
+            for name in ("checkpoint.pt", "result.json"):
+                (out / name).unlink(missing_ok=True)
+        elif args.resume and not (out / "checkpoint.pt").is_file():
+            print(f"workbench: no checkpoint in {out} to resume; starting from step 0", file=sys.stderr)
+        _, result = train(config, out_dir=out, resume=args.resume, progress=not args.quiet)
     print(json.dumps({k: result[k] for k in ("task", "mixer", "parameters", "metrics", "steps", "tokens_per_s")}, indent=2))
     print(f"checkpoint and result.json in {out}")
+
+
+def _check_run_directory(out: Path, resume: bool, overwrite: bool) -> None:
+    """A run directory that holds a run is never overwritten silently."""
+    if resume and overwrite:
+        raise ConfigError("--resume continues the run in the directory, --overwrite replaces it: give one of them")
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"--out {out} is a file, not a directory; give a directory for the run")
+    checkpoint, result = (out / "checkpoint.pt").is_file(), (out / "result.json").is_file()
+    if overwrite:
+        return
+    if not resume and (checkpoint or result):
+        held = "a checkpoint" if checkpoint else "a finished run (result.json)"
+        raise ConfigError(f"{out} already holds {held}; pass --resume to continue it, --overwrite to replace it, "
+                          f"or --out DIR for a new run")
+    if resume and result and not checkpoint:
+        raise ConfigError(f"{out} holds a finished run (result.json) and no checkpoint to resume; pass --overwrite "
+                          f"to train it again, or --out DIR for a new run")
 
 
 def cmd_eval(args: argparse.Namespace) -> None:
     from workbench.checkpoint import model_from_checkpoint
 
-    model, config, task, _ = model_from_checkpoint(args.checkpoint)
+    model, config, task, _ = model_from_checkpoint(args.checkpoint, data=args.data)
     print(json.dumps(task.evaluate(model, final=args.final), indent=2))
 
 
+def _check_generate_args(args: argparse.Namespace) -> None:
+    """Sampling settings checked before the checkpoint is read: one line each, never a crash."""
+    if args.n < 0:
+        raise ConfigError(f"--n must be >= 0 characters to generate, got {args.n}")
+    if not math.isfinite(args.temperature) or args.temperature < 0:
+        raise ConfigError(f"--temperature must be a finite number >= 0 (0: greedy), got {args.temperature}")
+    if args.top_k is not None and args.top_k < 1:
+        raise ConfigError(f"--top-k must be a positive number of candidates (leave it out for all), got {args.top_k}")
+    if not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--seed must be an integer in [0, {MAX_SEED}], got {args.seed}")
+    if not args.prompt:
+        raise ConfigError("the prompt is empty; give at least one character with --prompt")
+
+
 def cmd_generate(args: argparse.Namespace) -> None:
+    _check_generate_args(args)
+    if args.runtime != "torch":  # onnx: numpy + onnxruntime only, torch is not imported on this path
+        from workbench.export.runtime import OnnxStepper, generate, load_vocab
+
+        if args.runtime == "executorch":
+            from workbench.export.executorch_export import ExecutorchStepper as OnnxStepper  # same interface
+        stepper = OnnxStepper(args.checkpoint)
+        encode, decode = load_vocab(stepper.manifest)
+        out = generate(stepper, encode(args.prompt)[None, :], args.n, temperature=args.temperature, top_k=args.top_k,
+                       seed=args.seed)
+        print(decode(out[0]))
+        return
     import torch
 
     from workbench.checkpoint import model_from_checkpoint
     from workbench.tasks.charlm import CharVocab
 
-    model, config, task, payload = model_from_checkpoint(args.checkpoint)
-    chars = payload.get("task_state", {}).get("chars")
+    # The vocabulary is the checkpoint's own (task_state.chars): no data file is read.
+    model, config, _, payload = model_from_checkpoint(args.checkpoint, need_task=False)
+    chars = payload["task_state"].get("chars")
     if config.task.name != "charlm" or not chars:
-        raise ConfigError("generate needs a char-LM checkpoint (trained with --task charlm)")
-    if not args.prompt:
-        raise ConfigError("the prompt is empty; give at least one character with --prompt")
+        raise ConfigError(f"generate needs a char-LM checkpoint (trained with --task charlm); {args.checkpoint} "
+                          f"is a {config.task.name!r} checkpoint")
     vocab = CharVocab(chars)
-    prompt = vocab.encode(args.prompt)[None, :]
+    try:
+        prompt = vocab.encode(args.prompt)[None, :]
+    except ValueError as exc:
+        raise ConfigError(f"{exc}; use only characters of the training text in --prompt") from None
     generator = torch.Generator().manual_seed(args.seed)
     out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator,
                          fused=args.fused)
     print(vocab.decode(out[0]))
+
+
+def cmd_export(args: argparse.Namespace) -> None:
+    from workbench.export.onnx_export import export_checkpoint
+
+    manifest = export_checkpoint(args.checkpoint, args.out, fmt=args.format, quantize=args.quantize)
+    check = manifest.get("verification") or {}
+    print(f"exported {args.checkpoint} ({manifest['model_config']['mixer']}, {args.format}"
+          f"{', ' + args.quantize if args.quantize else ''}) to {args.out}: {manifest['graph']['file']} "
+          f"({manifest['graph']['bytes']:,} bytes), {len(manifest['state'])} state leaves; "
+          f"max |logits - PyTorch| over {check.get('steps', 0)} steps: {check.get('max_abs_diff_logits', float('nan')):.2e}")
 
 
 def cmd_compare(args: argparse.Namespace) -> int:
@@ -122,17 +210,30 @@ def cmd_compare(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_notebooks(args: argparse.Namespace) -> None:
-    from workbench.notebooks import run_notebooks
+def cmd_demo(args: argparse.Namespace) -> None:
+    from workbench.experiments.demo import run_demo
 
-    for path in run_notebooks(args.names or None, smoke=args.smoke):
-        print(f"executed {path}")
+    if args.jobs < 1:
+        raise ConfigError(f"--jobs must be a positive number of processes, got {args.jobs}")
+    _, table = run_demo(args.out, [m for m in args.mixers.split(",") if m] if args.mixers else None, jobs=args.jobs,
+                        progress=not args.quiet)
+    print(table)
 
 
 def cmd_report(args: argparse.Namespace) -> None:
     from workbench.report import orphan_markers, render_blocks, update_markdown
 
-    blocks = render_blocks(Path(args.results))
+    results = Path(args.results)
+    if not results.is_dir():
+        raise ConfigError(f"results directory {results} does not exist; give --results DIR")
+    missing = [target for target in args.files if not Path(target).is_file()]
+    if missing:
+        raise ConfigError(f"no such markdown file: {', '.join(missing)}; give files that hold report markers")
+    try:
+        blocks = render_blocks(results)
+    except (ValueError, KeyError, TypeError, AttributeError) as exc:  # a hand-edited or truncated result file
+        raise ConfigError(f"cannot render the results in {results} ({type(exc).__name__}: {exc}); fix or move "
+                          f"the broken compare-*.json (--debug shows where)") from None
     for name, body in blocks.items():
         if args.print:
             print(f"## {name}\n\n{body}\n")
@@ -147,37 +248,92 @@ def cmd_report(args: argparse.Namespace) -> None:
 def cmd_bench(args: argparse.Namespace) -> None:
     from workbench.bench.scaling import run_scaling_cli
 
+    _check_bench_args(args)
     run_scaling_cli(args)
 
 
+def cmd_bench_edge(args: argparse.Namespace) -> None:
+    from workbench.export.bench import run_edge_cli
+
+    run_edge_cli(args)
+
+
+def _check_bench_args(args: argparse.Namespace) -> None:
+    """The benchmark's arguments checked before any child process starts."""
+    from workbench.mixers import MIXERS
+
+    for name in ("repeats", "d_model", "tokens_per_batch", "decode_steps"):
+        if getattr(args, name) < 1:
+            raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
+    if args.threads is not None and args.threads < 1:
+        raise ConfigError(f"--threads must be a positive integer, got {args.threads}")
+    if args.long < 0:
+        raise ConfigError(f"--long must be a number of tokens >= 0 (0: skip), got {args.long}")
+    if not math.isfinite(args.time_limit) or args.time_limit <= 0:
+        raise ConfigError(f"--time-limit must be a positive number of seconds, got {args.time_limit}")
+    if args.memory_limit_gb is not None and (not math.isfinite(args.memory_limit_gb) or args.memory_limit_gb <= 0):
+        raise ConfigError(f"--memory-limit-gb must be a positive number, got {args.memory_limit_gb}")
+    try:
+        lengths = [int(v.replace("_", "")) for v in args.lengths.split(",") if v.strip()]
+    except ValueError:
+        raise ConfigError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
+    if not args.no_scaling and (not lengths or min(lengths) < 1):
+        raise ConfigError(f"--lengths must be positive integers, got {args.lengths!r}")
+    mixers = [m for m in args.mixers.split(",") if m]
+    unknown = [m for m in mixers if m not in MIXERS]
+    if unknown or (not mixers and not args.no_scaling):
+        raise ConfigError(f"--mixers: unknown mixer(s) {unknown}; choose from {', '.join(sorted(MIXERS))}")
+    dtypes = [d for d in args.long_dtypes.split(",") if d]
+    if args.long and (not dtypes or any(d not in ("float32", "bfloat16") for d in dtypes)):
+        raise ConfigError(f"--long-dtypes must be a comma list of float32, bfloat16; got {args.long_dtypes!r}")
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="workbench", description="Inverted-attention research workbench")
+    # --debug is accepted before or after the subcommand (SUPPRESS: a subcommand's default never hides it).
+    debug = argparse.ArgumentParser(add_help=False)
+    debug.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                       help="on an error, also print the traceback (or set WORKBENCH_DEBUG=1)")
+    parser = _Parser(prog="workbench", description="Inverted-attention research workbench", parents=[debug])
     sub = parser.add_subparsers(dest="command", required=True)
 
-    p = sub.add_parser("train", help="train one model")
+    p = sub.add_parser("train", parents=[debug], help="train one model")
     _add_config_args(p)
     p.add_argument("--out", type=Path, help="run directory (checkpoint.pt, result.json)")
     p.add_argument("--resume", action="store_true", help="continue from the run directory's checkpoint")
+    p.add_argument("--overwrite", action="store_true", help="replace the run the directory holds")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_train)
 
-    p = sub.add_parser("eval", help="evaluate a checkpoint on its task")
+    p = sub.add_parser("eval", parents=[debug], help="evaluate a checkpoint on its task")
     p.add_argument("checkpoint", type=Path)
     p.add_argument("--final", action="store_true", help="include length-generalization extras")
+    p.add_argument("--data", type=Path, default=None,
+                   help="char-LM: the training text, where it is now (it must be the same text, by sha256)")
     p.set_defaults(func=cmd_eval)
 
-    p = sub.add_parser("generate", help="sample text from a char-LM checkpoint (recurrent mode)")
-    p.add_argument("checkpoint", type=Path)
+    p = sub.add_parser("generate", parents=[debug], help="sample text from a char-LM checkpoint (recurrent mode)")
+    p.add_argument("checkpoint", type=Path, help="checkpoint.pt, or with --runtime onnx an export directory")
+    p.add_argument("--runtime", choices=["torch", "onnx", "executorch"], default="torch",
+                   help="onnx: run an export directory (workbench export) with numpy + onnxruntime, no torch; "
+                        "executorch: a --format executorch export (batch 1)")
     p.add_argument("--prompt", default="\n")
     p.add_argument("--n", type=int, default=300)
     p.add_argument("--temperature", type=float, default=0.8)
-    p.add_argument("--top-k", type=int, default=None)
+    p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--fused", action="store_true",
                    help="decode with the fused step (workbench.fast: compiled once, then several times faster)")
     p.set_defaults(func=cmd_generate)
 
-    p = sub.add_parser("compare", help="run an experiment (protocol v2 and its companions) and print its table")
+    p = sub.add_parser("export", parents=[debug], help="export a checkpoint's recurrent step as one graph for on-device runtimes")
+    p.add_argument("checkpoint", type=Path)
+    p.add_argument("--format", choices=["onnx", "executorch"], default="onnx")
+    p.add_argument("--quantize", choices=["int8"], default=None, help="dynamic int8 quantization of the linear layers")
+    p.add_argument("--out", type=Path, required=True, help="export directory (graph, initial state, manifest.json)")
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser("compare", parents=[debug],
+                       help="run an experiment (protocol v2 and its companions) and print its table")
     p.add_argument("--experiment", default="v2", help="v2 (default), v2-2layer, v2-noconv, pareto or ablation")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--tasks", help="only cells of these tasks (copy, mqar, charlm) or labels; or System 2 tasks "
@@ -194,40 +350,101 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("report", help="render result tables from results/*.json into markdown files")
-    p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md"])
+    p = sub.add_parser("demo", parents=[debug], help="the main comparison at a small budget, trained fresh, beside the reference")
+    p.add_argument("--out", type=Path, help="results directory for the fresh runs (default runs/demo-<time>)")
+    p.add_argument("--mixers", help="comma list (default transformer,gated_deltanet,inverted)")
+    p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_demo)
+
+    p = sub.add_parser("report", parents=[debug], help="render result tables from results/*.json into markdown files")
+    p.add_argument("files", nargs="*", default=["README.md", "papers/inverted-attention.md", "docs/edge.md"])
     p.add_argument("--results", default="results")
     p.add_argument("--print", action="store_true", help="also print the tables")
     p.set_defaults(func=cmd_report)
 
-    p = sub.add_parser("notebooks", help="notebook tools")
-    nb = p.add_subparsers(dest="notebooks_command", required=True)
-    run = nb.add_parser("run", help="execute notebooks with papermill")
-    run.add_argument("names", nargs="*", help="notebook names (default: all)")
-    run.add_argument("--smoke", action="store_true", help="tiny parameters (what the tests use)")
-    run.set_defaults(func=cmd_notebooks)
+    from workbench.notebooks import add_arguments as add_notebook_arguments
+
+    add_notebook_arguments(sub, parents=[debug])  # run, render, check
 
     from workbench.bench.scaling import add_scaling_arguments
 
-    p = sub.add_parser("bench", help="performance benchmarks")
+    p = sub.add_parser("bench", parents=[debug], help="performance benchmarks")
     bench = p.add_subparsers(dest="bench_command", required=True)
-    scaling = bench.add_parser("scaling", help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
+    scaling = bench.add_parser("scaling", parents=[debug], help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
     add_scaling_arguments(scaling)
     scaling.set_defaults(func=cmd_bench)
+    from workbench.export.bench import add_edge_arguments
+
+    edge = bench.add_parser("edge", parents=[debug], help="per-token latency and peak memory: exported (ONNX fp32/int8) "
+                                                           "vs eager, inverted vs transformer by context -> results/edge-<device>.json")
+    add_edge_arguments(edge)
+    edge.set_defaults(func=cmd_bench_edge)
     return parser
 
 
-def main(argv: list[str] | None = None) -> int:
-    from workbench.checkpoint import CheckpointError
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message of an error a user can cause and fix; None for a bug in workbench."""
     from workbench.data import DataError
     from workbench.notebooks import NotebookError
 
-    args = build_parser().parse_args(argv)
+    # CheckpointError and torch's errors live beside torch: a command that never imported them (generate
+    # --runtime onnx runs without torch) cannot have raised them, so they are looked up, never imported.
+    checkpoint = sys.modules.get("workbench.checkpoint")
+    known = (ConfigError, DataError, NotebookError) + ((checkpoint.CheckpointError,) if checkpoint else ())
+    if isinstance(exc, known):
+        return str(exc)
+    if isinstance(exc, FloatingPointError):  # a diverging run: its message names the step and the fix
+        return str(exc)
+    if _out_of_memory(exc):
+        return ("out of memory; use a smaller model (model.d_model, model.n_layers), batch (train.batch_size) "
+                "or task (sequence length, n_eval)")
+    if isinstance(exc, OSError):
+        where = f" {exc.filename}" if exc.filename else ""
+        return f"cannot access{where}: {exc.strerror or exc}; check the path, its permissions and free disk space"
+    return None
+
+
+def _out_of_memory(exc: BaseException) -> bool:
+    if isinstance(exc, MemoryError):
+        return True
+    torch = sys.modules.get("torch")
+    if torch is not None and isinstance(exc, getattr(torch, "OutOfMemoryError", ())):
+        return True
+    text = str(exc)
+    return isinstance(exc, RuntimeError) and ("out of memory" in text or "can't allocate memory" in text
+                                              or "not enough memory" in text)
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run one command; every failure is one line on stderr: exit 2 (user error) or 1 (internal error)."""
+    try:
+        args = build_parser().parse_args(argv)
+    except SystemExit as exc:  # --help (0) or a usage error (2; argparse printed its line)
+        return exc.code if isinstance(exc.code, int) else (0 if exc.code is None else EXIT_USER_ERROR)
+    debug = getattr(args, "debug", False) or os.environ.get("WORKBENCH_DEBUG", "") not in ("", "0")
     try:
         code = args.func(args)
-    except (ConfigError, DataError, CheckpointError, NotebookError, ValueError, FileNotFoundError) as exc:
-        print(f"workbench: error: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt:
+        print("workbench: interrupted; `train --resume` continues a run from its last checkpoint", file=sys.stderr)
+        return 130
+    except BrokenPipeError:  # the reader went away (`| head`): nothing more to say
+        try:
+            sys.stdout = open(os.devnull, "w")  # noqa: SIM115 - so the interpreter's final flush stays quiet
+        except OSError:
+            pass
+        return 0
+    except Exception as exc:
+        if debug:
+            traceback.print_exc()
+        message = _user_error(exc)
+        if message is not None:
+            print(f"workbench: error: {message}", file=sys.stderr)
+            return EXIT_USER_ERROR
+        first = (str(exc).splitlines() or [""])[0][:300]
+        print(f"workbench: internal error: {type(exc).__name__}: {first} (a bug in workbench, not in your input: "
+              f"rerun with --debug and report the traceback)", file=sys.stderr)
+        return EXIT_INTERNAL_ERROR
     return code or 0
 
 

@@ -57,10 +57,25 @@ def shakespeare_path(download: bool = True) -> Path:
 
 def read_text(path: str | Path) -> str:
     """Read a UTF-8 text corpus, failing clearly on missing, empty or binary files."""
+    return read_corpus(path)[0]
+
+
+def read_corpus(path: str | Path) -> tuple[str, str]:
+    """``(text, sha256 of the file's bytes)`` of a UTF-8 text corpus: the hash is what a checkpoint
+    keeps, so a model is never evaluated or resumed on a text it was not trained on."""
     path = Path(path)
     if not path.is_file():
+        if path.exists():
+            raise DataError(f"data file {path} is not a regular file; give a UTF-8 text file")
         raise DataError(f"data file {path} does not exist")
-    raw = path.read_bytes()
+    try:
+        raw = path.read_bytes()
+    except OSError as exc:
+        raise DataError(f"cannot read data file {path}: {exc.strerror or exc}") from None
+    return _decode(path, raw), hashlib.sha256(raw).hexdigest()
+
+
+def _decode(path: Path, raw: bytes) -> str:
     if not raw:
         raise DataError(f"data file {path} is empty")
     if b"\x00" in raw:

@@ -23,7 +23,7 @@ _INV = "workbench.mixers.inverted"
 _MIX = f"{_INV}.InvertedMixer"
 _OPT = f"{_INV}.InvertedOptions"
 _ATT = "workbench.mixers.transformer"
-_NB = "workbench.neighbourhoods"
+_NB = "workbench.lab.neighbourhoods"
 _SYM = "workbench.symbolic"
 
 GLOSSARY: dict[str, tuple[str, str]] = {
@@ -93,6 +93,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "_read": (f"{_MIX}._read", "Top-k normalization over occupied units: softmax of the k best scores; returns weights and lse."),
     "forward": (f"{_MIX}.forward", "Parallel form: gates, ring allocation, occupant table, read, capacity price."),
     "_gain": (f"{_MIX}._gain", "Refractory gain of every unit: pool writes since it last fired / pool size, in [0, 1]."),
+    "_pool_load": (f"{_MIX}._pool_load", "Share of the writes each pool took, its entropy, and the Switch-style balance loss."),
     "_mix_naive": (f"{_MIX}._mix_naive", "Reference read: gather every unit's message at every step (O(T M d) memory)."),
     "_mix_chunked": (f"{_MIX}._mix_chunked", "Chunked read: units as of the chunk start + the chunk's own messages, dense matmuls."),
     "init_state": (f"{_MIX}.init_state", "Empty recurrent state: conv window, EMA, counters and the M (key, value) slots."),
@@ -128,6 +129,9 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "write_bias": (f"{_OPT}.write_bias", "Initial salience logit (start by writing; the price prunes)."),
     "price_ranked": (f"{_OPT}.price_ranked", "The write price for excess writes falls only on the least salient "
                      "writes beyond the top M of the sequence (same value as the plain price)."),
+    "pool_balance": (f"{_OPT}.pool_balance", "Weight of the Switch-style load-balance loss over pools (0 = off)."),
+    "write_floor": (f"{_OPT}.write_floor", "Floor on the batch's mean write probability: below it every token's p "
+                    "is pushed up, so a gate cannot drift shut (0 = off)."),
     "write_gate": (f"{_OPT}.write_gate", "Learned write gate (salience); False = every token writes and the ring "
                    "evicts the oldest message (ablation of demand-driven writing)."),
     "chunk_size": (f"{_OPT}.chunk_size", "C, chunk length of the chunked parallel form and window of the surrogate."),

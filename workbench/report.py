@@ -55,8 +55,8 @@ def compare_table(summary: dict[str, Any]) -> str:
         for variant in variants:
             row = by_key.get((label, variant))
             cells.append("-" if row is None or "steps" not in row else
-                         f"{row['lr']:g} / {row['steps']['mean']:.0f}" + (f", {row['diverged']} diverged"
-                                                                          if row.get("diverged") else ""))
+                         f"{row['lr']:g}{'*' if row.get('lr_provisional') else ''} / {row['steps']['mean']:.0f}"
+                         + (f", {row['diverged']} diverged" if row.get("diverged") else ""))
         lines.append(f"| {label} | lr / steps | " + " | ".join(cells) + " |")
     params, state, speed = [], [], []
     for variant in variants:
@@ -79,10 +79,55 @@ def compare_table(summary: dict[str, Any]) -> str:
     lines += ["", f"Experiment `{summary['experiment']}`, budget `{summary['budget']}`, {summary['seeds']} seed(s) per "
               f"cell" + (f", learning rate chosen on seed 0 from {{{', '.join(f'{x:g}' for x in summary['lr_grid'])}}}"
                          if summary.get("lr_grid") else "") + f"; measured on: {', '.join(devices) or '-'}."]
+    if any(r.get("lr_provisional") for r in summary["rows"]):
+        lines.append("`*`: the learning rate is the best of the grid points finished so far (the grid is unfinished).")
     if missing:
         lines.append(f"Incomplete: {len(missing)} (cell, variant) pair(s) lack runs: " + ", ".join(
             f"{m['label']} / {m['variant']} ({m['seeds']} seed(s), grid {m['grid_done']}/{m['grid']})"
             for m in missing[:12]) + (" ..." if len(missing) > 12 else "") + ".")
+    return "\n".join(lines)
+
+
+LOWER_IS_BETTER = {"bpc"}
+
+
+def verdict(mine: dict[str, float] | None, theirs: dict[str, float] | None, metric: str) -> str:
+    """``better``/``worse`` when the means differ by more than the larger standard deviation of the two
+    (each over at least 2 seeds), ``tie`` when they do not, ``n/a`` without enough seeds."""
+    if not mine or not theirs:
+        return "-"
+    if min(mine.get("n", 1), theirs.get("n", 1)) < 2:
+        return "n/a (1 seed)"
+    difference = mine["mean"] - theirs["mean"]
+    if metric in LOWER_IS_BETTER:
+        difference = -difference
+    if abs(difference) <= max(mine["std"], theirs["std"]):
+        return "tie"
+    return "better" if difference > 0 else "worse"
+
+
+def standings_table(summary: dict[str, Any], focus: str = "inverted") -> str:
+    """Where ``focus`` stands against every other variant, cell by cell, on each cell's primary metric
+    (and the extrapolation metrics): better / tie / worse by the one-standard-deviation rule."""
+    variants = [v for v in dict.fromkeys(r["variant"] for r in summary["rows"]) if v != focus]
+    by_key = {(r["label"], r["variant"]): r for r in summary["rows"]}
+    lines = ["| cell | metric | " + " | ".join(f"vs {v}" for v in variants) + " |",
+             "|---|---|" + "---|" * len(variants)]
+    for label in dict.fromkeys(r["label"] for r in summary["rows"]):
+        mine = by_key.get((label, focus))
+        if mine is None:
+            continue
+        for metric in mine["metrics"]:
+            if metric.startswith(("token_accuracy", "val_")):
+                continue
+            cells = []
+            for variant in variants:
+                other = by_key.get((label, variant))
+                cells.append(verdict(mine["metrics"].get(metric), other["metrics"].get(metric) if other else None,
+                                     metric))
+            lines.append(f"| {label} | {metric} | " + " | ".join(cells) + " |")
+    lines += ["", f"`{focus}` against each variant: better or worse when the means differ by more than the larger "
+              "of the two standard deviations over seeds, else a tie (protocol v2's rule)."]
     return "\n".join(lines)
 
 
@@ -190,6 +235,8 @@ def render_blocks(results: Path) -> dict[str, str]:
             blocks[f"ablation-{summary['budget']}"] = ablation_table(summary)
         else:
             blocks[path.stem] = compare_table(summary)
+            if any(r["variant"] == "inverted" for r in summary["rows"]):
+                blocks[f"standings-{path.stem.removeprefix('compare-')}"] = standings_table(summary)
     for path in sorted((results / "v1").glob("compare-*.json")):  # protocol v1, as it ran
         blocks[f"v1-{path.stem.split('-', 1)[1]}"] = v1_table(json.loads(path.read_text()))
     for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
@@ -200,6 +247,12 @@ def render_blocks(results: Path) -> dict[str, str]:
         blocks[path.stem] = scaling_markdown(json.loads(path.read_text()))
     for path in sorted(results.glob("long-context-*.json")):  # long-context-<device>[-bf16]
         blocks[path.stem] = long_context_markdown(json.loads(path.read_text()))
+    from workbench.export.bench import edge_markdown
+
+    for path in sorted(results.glob("edge-*.json")):  # block edge-<device>: exported vs eager, per token
+        data = json.loads(path.read_text())
+        if data.get("kind") == "edge":
+            blocks[path.stem] = edge_markdown(data)
     return blocks
 
 

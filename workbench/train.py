@@ -18,11 +18,26 @@ from typing import Any, NamedTuple
 import torch
 from tqdm.auto import tqdm
 
-from workbench.checkpoint import CHECKPOINT_FORMAT, CheckpointError, load_checkpoint, save_checkpoint
-from workbench.config import RunConfig
+from workbench.checkpoint import (
+    CHECKPOINT_FORMAT,
+    CheckpointError,
+    load_checkpoint,
+    load_optimizer,
+    load_rng,
+    load_weights,
+    save_checkpoint,
+)
+from workbench.config import ConfigError, RunConfig, check_option_values, option_spec_of_dataclass
+from workbench.mixers import MIXERS
 from workbench.model import Model, mixer_options, parameter_report
 from workbench.provenance import device_name, git_commit, load_average
+from workbench.storage import remove_stale_temps, write_json_atomic
 from workbench.tasks import Task, build_task, check_task, step_generator
+
+# Seconds every rank waits for the others when the process group starts (and at each collective)
+# before it gives up with an error instead of hanging: $WORKBENCH_DIST_TIMEOUT_S, default 10 minutes.
+DIST_TIMEOUT_VARIABLE = "WORKBENCH_DIST_TIMEOUT_S"
+DIST_TIMEOUT_S = 600.0
 
 
 class TrainedRun(NamedTuple):
@@ -36,6 +51,9 @@ def check_config(config: RunConfig) -> RunConfig:
     """The whole run config checked, the mixer and task against their registries: one ConfigError
     naming the bad value, before anything is built or trained. Returns the config."""
     config.validate()
+    if config.model.mixer in MIXERS:  # every option of every mixer: the kind of its default, finite numbers
+        spec = option_spec_of_dataclass(MIXERS[config.model.mixer].Options)
+        check_option_values("model.mixer_options", config.model.mixer_options, spec)
     mixer_options(config.model)
     check_task(config.task)
     return config
@@ -98,16 +116,68 @@ def mixer_stats(model: Model) -> dict[str, float]:
             for name, value in getattr(block.mixer, "stats", {}).items()}  # fmt: skip
 
 
+def dist_timeout_s() -> float:
+    """The process group's timeout in seconds (``$WORKBENCH_DIST_TIMEOUT_S``, default 600)."""
+    raw = os.environ.get(DIST_TIMEOUT_VARIABLE)
+    if raw is None:
+        return DIST_TIMEOUT_S
+    try:
+        value = float(raw)
+    except ValueError:
+        value = float("nan")
+    if not math.isfinite(value) or value <= 0:
+        raise ConfigError(f"{DIST_TIMEOUT_VARIABLE}={raw!r} must be a positive number of seconds")
+    return value
+
+
+def distributed_rank() -> int:
+    """This process's rank under torchrun (0 otherwise): only rank 0 prints and writes."""
+    try:
+        return int(os.environ.get("RANK", "0"))
+    except ValueError:
+        return 0
+
+
 def _distributed(dev: torch.device) -> tuple[int, int]:
-    """(rank, world size); starts the process group when launched by torchrun."""
-    world = int(os.environ.get("WORLD_SIZE", "1"))
+    """(rank, world size); starts the process group when launched by torchrun.
+
+    Start-up waits at most ``dist_timeout_s()`` for the other ranks (a rank that never comes, a
+    wrong MASTER_ADDR), then fails with one clear error instead of hanging.
+    """
+    try:
+        world = int(os.environ.get("WORLD_SIZE", "1"))
+    except ValueError:
+        raise ConfigError(f"WORLD_SIZE={os.environ['WORLD_SIZE']!r} is not a number of processes") from None
     if world <= 1:
         return 0, 1
+    import datetime
+
     import torch.distributed as dist
 
     if not dist.is_initialized():
-        dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo")
+        timeout = dist_timeout_s()
+        try:
+            dist.init_process_group(backend="nccl" if dev.type == "cuda" else "gloo",
+                                    timeout=datetime.timedelta(seconds=timeout))
+        except (RuntimeError, ValueError, OSError) as exc:  # DistStoreError and friends
+            first = (str(exc).splitlines() or [type(exc).__name__])[0][:200].rstrip(". ")
+            raise ConfigError(
+                f"the process group of {world} ranks did not start within {timeout:g} s (rank "
+                f"{os.environ.get('RANK', '?')}, MASTER_ADDR={os.environ.get('MASTER_ADDR', '?')}, MASTER_PORT="
+                f"{os.environ.get('MASTER_PORT', '?')}): {first}; launch every rank with torchrun, or raise "
+                f"{DIST_TIMEOUT_VARIABLE}") from None
     return dist.get_rank(), world
+
+
+def _mean_over_ranks(value: torch.Tensor, world: int) -> float:
+    """The mean of a scalar over every rank (the loss each rank saw on its shard of the global batch)."""
+    if world == 1:
+        return value.item()
+    import torch.distributed as dist
+
+    total = value.detach().clone().reshape(1)
+    dist.all_reduce(total, op=dist.ReduceOp.SUM)
+    return total.item() / world
 
 
 def _shard(tensor: torch.Tensor | None, rank: int, world: int) -> torch.Tensor | None:
@@ -166,7 +236,8 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         dev = torch.device("cuda", int(os.environ["LOCAL_RANK"]))
     rank, world = _distributed(dev)
     if config.train.batch_size % world:
-        raise ValueError(f"train.batch_size={config.train.batch_size} must divide among {world} processes")
+        raise ConfigError(f"train.batch_size={config.train.batch_size} must divide among {world} processes; "
+                          f"give a multiple of {world}")
     task = task or build_task(config.task.name, config.task.options)
     torch.manual_seed(config.train.seed)
     model = Model(config.model, task.io).to(dev)
@@ -176,17 +247,23 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         compute_loss = torch.nn.parallel.DistributedDataParallel(compute_loss)
     out = Path(out_dir) if out_dir and rank == 0 else None
     ckpt_path = Path(out_dir) / "checkpoint.pt" if out_dir else None
+    if out is not None:  # temp files of a writer that was killed (only ours: --out may be any directory)
+        for name in ("checkpoint.pt", "result.json"):
+            remove_stale_temps(out, name)
 
     step, history, train_time, tokens, context = 0, [], 0.0, 0, 0
     if resume and ckpt_path and ckpt_path.is_file():
-        payload = load_checkpoint(ckpt_path)
+        payload = load_checkpoint(ckpt_path, resume=True)
         if payload["config"] != config.to_dict():
-            raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it")
-        model.load_state_dict(payload["model"])
-        optimizer.load_state_dict(payload["optimizer"])
-        torch.set_rng_state(payload["rng"])
+            raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it "
+                                  f"(resume with the config it holds: --config {Path(out_dir) / 'result.json'} "
+                                  f"if the run finished, else the same options; or train afresh with --overwrite)")
+        task.check_state(payload["task_state"], source=f"checkpoint {ckpt_path}")
+        load_weights(model, payload["model"], ckpt_path)
+        load_optimizer(optimizer, payload["optimizer"], ckpt_path)
+        load_rng(payload["rng"], ckpt_path)
         step, history = payload["step"], payload["history"]
-        train_time, tokens = payload["train_time"], payload["tokens"]
+        train_time, tokens = float(payload["train_time"]), payload["tokens"]
 
     def checkpoint() -> None:
         if ckpt_path and rank == 0:
@@ -196,6 +273,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
                     "format": CHECKPOINT_FORMAT,
                     "config": config.to_dict(),
                     "task_state": task.state(),
+                    "io": dataclasses.asdict(task.io),
                     "model": model.state_dict(),
                     "optimizer": optimizer.state_dict(),
                     "rng": torch.get_rng_state(),
@@ -213,7 +291,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         return metrics
 
     target = config.train.target_metric
-    reached = bool(history) and target is not None and history[-1]["metrics"][task.metric] >= target
+    reached = bool(history) and target is not None and history[-1]["metrics"].get(task.metric, -math.inf) >= target
     timed = bool(config.train.time_budget_s)  # a wall-clock budget: the bar counts seconds, not steps
     bar = tqdm(total=config.train.time_budget_s if timed else config.train.steps, initial=round(train_time) if timed else step,
                disable=not progress or rank != 0, desc=f"{task.name}/{config.model.mixer}", leave=False,
@@ -231,7 +309,8 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         inputs, targets, mask = (_shard(t, rank, world) for t in (batch.inputs, batch.targets, batch.mask))
         loss = compute_loss(inputs.to(dev), targets.to(dev), None if mask is None else mask.to(dev))
         if not torch.isfinite(loss):
-            raise FloatingPointError(f"loss became {float(loss)} at step {step}; try a lower train.lr")
+            raise FloatingPointError(f"the loss became {float(loss)} at step {step} (training diverged); "
+                                     f"try a lower train.lr or a train.grad_clip")
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         if config.train.grad_clip:
@@ -243,10 +322,11 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
         context = max(context, batch.inputs.shape[1])
         bar.update(time.perf_counter() - started if timed else 1)
         if step % config.train.eval_every == 0 or step == config.train.steps:
+            logged = _mean_over_ranks(loss, world)  # the global batch's loss, not this rank's shard
             metrics = evaluate()
-            history.append({"step": step, "loss": loss.item(), "lr": lr, "time_s": train_time, "metrics": metrics,
+            history.append({"step": step, "loss": logged, "lr": lr, "time_s": train_time, "metrics": metrics,
                             "mixer_stats": mixer_stats(model), "load_average_1min": load_average()})
-            bar.set_postfix(step=step, loss=f"{loss.item():.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
+            bar.set_postfix(step=step, loss=f"{logged:.3f}", **{task.metric: f"{metrics[task.metric]:.3f}"})
             reached = target is not None and metrics[task.metric] >= target
         if step % config.train.checkpoint_every == 0:
             checkpoint()
@@ -279,8 +359,5 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
     }
     result.update(extra or {})
     if out:
-        out.mkdir(parents=True, exist_ok=True)
-        tmp = out / "result.json.tmp"
-        tmp.write_text(json.dumps(result, indent=2))
-        os.replace(tmp, out / "result.json")
+        write_json_atomic(out / "result.json", result)  # temp file, fsync, rename, fsync the directory
     return TrainedRun(model, result)

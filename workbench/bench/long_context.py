@@ -107,12 +107,18 @@ def _run_one(spec: dict[str, Any]) -> dict[str, Any]:
             finite_flags, largest = [], []
             sync()
             t0 = time.perf_counter()
+            limit = spec.get("time_limit_s")
             for i in range(done, done + size):
                 y, state = step(pool[i % len(pool)], state)
                 buffer[i % STATS_EVERY].copy_(y[0])
-                if i % STATS_EVERY == STATS_EVERY - 1 or i == done + size - 1:
-                    finite_flags.append(torch.isfinite(buffer).all())
+                last = i == done + size - 1
+                if limit is not None and (i - done) % 256 == 255 and time.perf_counter() - start > limit:
+                    size, last = i + 1 - done, True  # out of time mid-window: this window ends here
+                if i % STATS_EVERY == STATS_EVERY - 1 or last:
+                    finite_flags.append(torch.isfinite(buffer).all())  # slots not yet rewritten hold earlier outputs
                     largest.append(buffer.abs().max().float())
+                if last:
+                    break
             sync()
             dt = time.perf_counter() - t0
             done += size
@@ -139,7 +145,6 @@ def _run_one(spec: dict[str, Any]) -> dict[str, Any]:
                 print(f"[long {spec['mixer']}] {done:>10,} tokens  {dt / size * 1e6:8.1f} µs/token  "
                       f"RSS {(window['rss_bytes'] or 0) / 2**20:8.1f} MiB  state {window['state_bytes']:,} B",
                       file=sys.stderr)
-            limit = spec.get("time_limit_s")
             if limit is not None and time.perf_counter() - start > limit and done < n_tokens:
                 stopped = True
                 break

@@ -307,7 +307,9 @@ def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--device", default=None, help="cpu or cuda (default: cuda when available)")
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
-    parser.add_argument("--time-limit", type=float, default=600.0, help="seconds per phase of each point")
+    parser.add_argument("--time-limit", type=float, default=600.0,
+                        help="seconds per phase of each point; --long: seconds per mixer's run (it stops early, "
+                        "marked so)")
     parser.add_argument("--memory-limit-gb", type=float, default=None)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: OMP_NUM_THREADS)")
     parser.add_argument("--decode-steps", type=int, default=50)
@@ -348,7 +350,8 @@ def run_scaling_cli(args: argparse.Namespace) -> None:
         constant = [m for m in (mixers or long_context_mixers()) if m in long_context_mixers()]
         long = run_long_recurrent(n_tokens=args.long, d_model=args.d_model, device=args.device, out=Path(args.out),
                                   threads=args.threads, note=args.note, dtype=dtype, mixers=tuple(constant),
-                                  fused=not args.long_plain, fused_backend=args.fused_backend)
+                                  fused=not args.long_plain, fused_backend=args.fused_backend,
+                                  time_limit_s=args.time_limit)
         for mixer, run in long["runs"].items():
             if run.get("status") != "ok":
                 print(f"long context ({dtype}) {mixer}: {run.get('status')} {run.get('reason')}")

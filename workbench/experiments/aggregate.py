@@ -39,6 +39,12 @@ def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = Fa
             grid = {run.lr: finished(run) for run in (experiment.run(cell, variant, 0, lr, "grid", results)
                                                       for lr in experiment.grid(cell))}
             lr = experiment.rate(cell, variant, chosen)
+            provisional = False
+            if lr is None and allow_incomplete and any(r is not None for r in grid.values()):
+                # The grid is unfinished: the best rate so far stands in, marked provisional.
+                done = {k: r for k, r in grid.items() if r is not None}
+                lr = max(done, key=lambda k: (primary_score(done[k]), -done[k].get("steps", 0), -k))
+                provisional = True
             seeds: list[dict[str, Any]] = []
             if lr is not None:
                 first = 1 if grid else 0
@@ -47,13 +53,13 @@ def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = Fa
                 seeds += [finished(experiment.run(cell, variant, seed, lr, "seed", results))
                           for seed in range(first, experiment.seeds)]
             records = [r for r in seeds if r is not None]
-            complete = lr is not None and len(records) == experiment.seeds
+            complete = lr is not None and not provisional and len(records) == experiment.seeds
             if not records or not (complete or allow_incomplete):
                 if not complete:
                     incomplete.append({"label": cell.label, "variant": variant.label, "seeds": len(records),
                                        "grid_done": sum(r is not None for r in grid.values()), "grid": len(grid)})
                 continue
-            rows.append(_row(cell, variant, lr, grid, records, experiment.seeds, complete))
+            rows.append(_row(cell, variant, lr, grid, records, experiment.seeds, complete) | {"lr_provisional": provisional})
             if not complete:
                 incomplete.append({"label": cell.label, "variant": variant.label, "seeds": len(records),
                                    "grid_done": sum(r is not None for r in grid.values()), "grid": len(grid)})

@@ -145,7 +145,7 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
     while True:
         runs, blocked = experiment.runs(results, chosen)
         todo = [r for r in runs if finished(r) is None]
-        todo.sort(key=lambda r: r.stage != "grid")  # grids first: they unblock the seeds
+        todo.sort(key=lambda r: _priority(experiment, r))
         if progress and not announced:
             done = len(runs) - len(todo)
             print(f"[{experiment.name}/{experiment.budget}] {done} of {len(runs)} listed runs done, {len(todo)} to run"
@@ -170,6 +170,8 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
             break
         if trained:  # new results may have unblocked seeds: list again at once
             continue
+        if held and any(not _held(r) for r in left):  # a holder finished or died meanwhile: take over at once
+            continue
         if not (wait and (held or any(_held(r) for r in left))):
             break
         if progress:
@@ -180,6 +182,17 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
     runs, blocked = experiment.runs(results, chosen)
     missing = [f"{r.cell.label} / {r.variant.label} / lr {r.lr:g} / seed {r.seed}" for r in runs if finished(r) is None]
     return summary, missing + blocked
+
+
+def _priority(experiment: Experiment, run: Run) -> tuple:
+    """Grids first (they unblock the seeds), the grid's middle rate first (so a partial pass of the
+    protocol has one comparable rate for every pair), then the experiment's order of cells and variants."""
+    grid = experiment.lr_grid or ()
+    middle = grid[len(grid) // 2] if grid else None
+    rank = 0 if run.lr == middle else 1 + (grid.index(run.lr) if run.lr in grid else 0)
+    cell = next(i for i, c in enumerate(experiment.cells) if c.label == run.cell.label)
+    variant = next(i for i, v in enumerate(experiment.variants) if v.label == run.variant.label)
+    return (run.stage != "grid", rank if run.stage == "grid" else 0, cell, variant, run.seed)
 
 
 def _held(run: Run) -> bool:

@@ -8,15 +8,23 @@ from __future__ import annotations
 
 from workbench.mixers.base import Mixer
 from workbench.mixers.based import BasedMixer
+from workbench.mixers.gated_deltanet import DeltaNet, GatedDeltaNet
+from workbench.mixers.gsa import GatedSlotAttention
 from workbench.mixers.inverted import InvertedMixer
+from workbench.mixers.mamba import Mamba
 from workbench.mixers.sliding_window import SlidingWindowAttention
 from workbench.mixers.transformer import SoftmaxAttention
 
 MIXERS: dict[str, type[Mixer]] = {
     "transformer": SoftmaxAttention,
-    "inverted": InvertedMixer,
     "sliding_window": SlidingWindowAttention,
     "based": BasedMixer,
+    "gated_deltanet": GatedDeltaNet,
+    "deltanet": DeltaNet,
+    "mamba": Mamba,
+    "gsa": GatedSlotAttention,
+    "inverted": InvertedMixer,
 }
 
-__all__ = ["MIXERS", "Mixer", "BasedMixer", "InvertedMixer", "SlidingWindowAttention", "SoftmaxAttention"]
+__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "GatedSlotAttention", "InvertedMixer", "Mamba", "Mixer",
+           "SlidingWindowAttention", "SoftmaxAttention"]

@@ -158,6 +158,8 @@ class InvertedOptions:
     gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
     write_gate: bool = True  # learned salience gate; False = every token writes (ablation: is demand worth it?)
     price_ranked: bool = True  # the excess price falls only on the least salient writes beyond the top M
+    pool_balance: float = 0.0  # weight of a load-balance loss over pools (Switch-style); 0 = off
+    write_floor: float = 0.0  # the batch's mean write probability is pushed up when below this; 0 = off
 
 
 class InvertedMixer(Mixer):
@@ -176,14 +178,19 @@ class InvertedMixer(Mixer):
             raise ConfigError(f"inverted.read_topk={o.read_topk} cannot exceed n_units={o.n_units}")
         if o.n_units % o.n_pools:
             raise ConfigError(f"inverted.n_units={o.n_units} must divide into n_pools={o.n_pools} equal pools")
-        if any(not 0 < lam < 1 for lam in o.timescales):
+        if any(isinstance(lam, bool) or not isinstance(lam, (int, float)) or not 0 < lam < 1 for lam in o.timescales):
             raise ConfigError(f"inverted.timescales must lie in (0, 1), got {o.timescales!r}")
         if len(o.timescales) > d_model:
             raise ConfigError("inverted.timescales cannot outnumber d_model channels")
-        if o.write_price < 0:
-            raise ConfigError(f"inverted.write_price must be >= 0, got {o.write_price!r}")
-        if isinstance(o.gate_margin, bool) or not isinstance(o.gate_margin, (int, float)) or o.gate_margin < 0:
-            raise ConfigError(f"inverted.gate_margin must be a number >= 0, got {o.gate_margin!r}")
+        for name in ("write_price", "write_bias", "gate_margin", "pool_balance", "write_floor"):
+            value = getattr(o, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"inverted.{name} must be a finite number, got {value!r}")
+            if name != "write_bias" and value < 0:
+                raise ConfigError(f"inverted.{name} must be >= 0, got {value!r}")
+        if o.write_floor >= 1:
+            raise ConfigError(f"inverted.write_floor must be < 1, got {o.write_floor!r}")
+
         for name in ("refractory", "ordinal_read", "write_surrogate", "write_gate", "price_ranked"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"inverted.{name} must be true or false, got {getattr(o, name)!r}")
@@ -367,17 +374,45 @@ class InvertedMixer(Mixer):
         else:
             excess = (write.sum(1) - m).clamp_min(0) / t
         self.aux_loss = o.write_price * excess.mean() if o.write_price and o.write_gate else None
+        extra = []
         if o.gate_margin:
             # A hard gate near its threshold flips under small updates (on copy one flipped write
             # shifts every later ordinal); p(1-p) is largest at 1/2, so this pushes decisions away.
             probs = torch.sigmoid(gate_logits if o.write_gate else gate_logits[..., 1:])
-            margin = o.gate_margin * (probs * (1 - probs)).mean()
-            self.aux_loss = margin if self.aux_loss is None else self.aux_loss + margin
+            extra.append(o.gate_margin * (probs * (1 - probs)).mean())
+        if o.write_floor and o.write_gate:
+            # A gate that drifts shut while the reads are still useless never reopens (char-LM seed 2
+            # of protocol v1): below the floor every token's write probability is pushed up.
+            extra.append((o.write_floor - p_write.mean()).clamp_min(0))
+        load = None
+        if route_logits is not None and o.refractory:
+            load = self._pool_load(route_logits, choice, written)
+            if o.pool_balance:
+                extra.append(o.pool_balance * load[2])
+        for term in extra:
+            self.aux_loss = term if self.aux_loss is None else self.aux_loss + term
         self.stats = {
             "write_fraction": float(written.float().mean()),
             "advance_fraction": float((advance.detach() > 0.5).float().mean()),
         }
+        if load is not None:
+            self.stats["pool_entropy_bits"] = load[1]
         return self.out(read)
+
+    def _pool_load(self, route_logits: torch.Tensor, choice: torch.Tensor, written: torch.Tensor):
+        """(fraction of the writes each pool took, its entropy in bits, the Switch balance loss).
+
+        The loss is ``P * sum_p f_p * mean_p(router prob)`` over written tokens (Fedus et al. 2021): 1
+        when the load is even, P when one pool takes every write; its gradient reaches the router.
+        """
+        n_pools = route_logits.shape[-1]
+        weight = written.to(route_logits.dtype)[..., None]
+        count = weight.sum().clamp_min(1.0)
+        fraction = (F.one_hot(choice, n_pools).to(weight.dtype) * weight).sum((0, 1)) / count
+        mean_prob = (route_logits.softmax(-1) * weight).sum((0, 1)) / count
+        nonzero = fraction[fraction > 0]
+        entropy = float(-(nonzero * nonzero.log2()).sum())
+        return fraction.detach(), entropy, n_pools * (fraction.detach() * mean_prob).sum()
 
     def _gain(self, occupant: torch.Tensor, pool_counts: torch.Tensor) -> torch.Tensor:
         """Refractory gain in [0, 1]: writes to the unit's pool since it last fired / pool size."""

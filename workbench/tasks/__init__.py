@@ -5,7 +5,7 @@ from __future__ import annotations
 import inspect
 from typing import Any
 
-from workbench.config import ConfigError, TaskConfig
+from workbench.config import ConfigError, TaskConfig, check_option_values, option_spec_of_signature
 from workbench.tasks.base import Batch, Task, step_generator
 from workbench.tasks.charlm import CharLMTask
 from workbench.tasks.copy import CopyTask
@@ -31,20 +31,32 @@ def register_task(name: str, task_class: type[Task]) -> None:
 
 
 def check_task(config: TaskConfig) -> None:
-    """The task exists and takes these options (their values are checked when it is built)."""
+    """The task exists, takes these options, and every value is one it can use: the kind of each
+    option's default (``config.check_option_values``), then the task's own ranges
+    (``Task.check_options``), all before any data is read."""
     config.validate()
     if config.name not in TASKS:
         raise ConfigError(f"unknown task {config.name!r}; choose one of {sorted(TASKS)}")
-    parameters = inspect.signature(TASKS[config.name].__init__).parameters
+    kind = TASKS[config.name]
+    parameters = inspect.signature(kind.__init__).parameters
+    takes_any = any(p.kind == p.VAR_KEYWORD for p in parameters.values())
     unknown = sorted(set(config.options) - set(parameters) - {"self"})
-    if unknown:
+    if unknown and not takes_any:
         known = sorted(set(parameters) - {"self"})
         raise ConfigError(f"unknown options {unknown} for task {config.name!r}; known: {known}")
+    spec = option_spec_of_signature(kind.__init__)
+    check_option_values("task.options", config.options, spec)
+    options = {name: default for name, (default, _) in spec.items()} | dict(config.options)
+    try:
+        kind.check_options(options)
+    except ConfigError:
+        raise
+    except (TypeError, ValueError) as exc:
+        raise ConfigError(f"bad options for task {config.name!r}: {exc}") from None
 
 
 def build_task(name: str, options: dict[str, Any] | None = None) -> Task:
-    if name not in TASKS:
-        raise ConfigError(f"unknown task {name!r}; choose one of {sorted(TASKS)}")
+    check_task(TaskConfig(name=name, options=dict(options or {})))
     try:
         return TASKS[name](**(options or {}))
     except TypeError as exc:

@@ -34,9 +34,25 @@ class Task:
         """Held-out metrics. ``final`` adds the slower extras (e.g. length generalization)."""
         raise NotImplementedError
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        """Raise ConfigError for option values this task cannot use (``options``: every option, the
+        defaults filled in, each already of its default's kind). Runs before any data is read."""
+
     def state(self) -> dict[str, Any]:
-        """What a checkpoint must keep to use the model later (e.g. a vocabulary)."""
+        """What a checkpoint must keep to use the model later (e.g. a vocabulary, a hash of the data)."""
         return {}
+
+    def check_state(self, saved: dict[str, Any], source: str = "the checkpoint") -> None:
+        """Refuse (``DataError``) when this task, built from today's data, is not the one ``saved``
+        (a checkpoint's ``task_state``) was trained on: a model must never meet data it was not made for."""
+        from workbench.data import DataError
+
+        current = self.state()
+        changed = sorted(k for k in saved if saved[k] != current.get(k))
+        if changed:
+            raise DataError(f"the task's data differ from what {source} was trained on ({', '.join(changed)} "
+                            f"changed); use the data it was trained on")
 
 
 @torch.no_grad()

@@ -7,18 +7,23 @@ measured over the whole validation split in non-overlapping windows of ``context
 from __future__ import annotations
 
 import math
+import os
+from pathlib import Path
 from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from workbench.data import DataError, read_text, shakespeare_path
+from workbench.config import ConfigError, check_int
+from workbench.data import DataError, read_corpus, shakespeare_path
 from workbench.model import IGNORE, Model, TaskIO
 from workbench.tasks.base import Batch, Task
 
 
 class CharVocab:
     def __init__(self, chars: str) -> None:
+        if not isinstance(chars, str) or not chars or len(set(chars)) != len(chars):
+            raise ValueError("a vocabulary is a non-empty string of distinct characters")
         self.chars = chars
         self.index = {c: i for i, c in enumerate(chars)}
 
@@ -40,15 +45,27 @@ class CharLMTask(Task):
     def __init__(
         self, path: str | None = None, context: int = 256, max_eval_windows: int | None = None
     ) -> None:
-        text = read_text(path if path else shakespeare_path())
+        self.check_options({"path": path, "context": context, "max_eval_windows": max_eval_windows})
+        self.source = Path(path) if path else shakespeare_path()
+        text, self.data_sha256 = read_corpus(self.source)
         if len(text) < 2 * (context + 1) * 10:
-            raise DataError(f"the text has {len(text)} characters; char-LM needs at least {20 * (context + 1)}")
+            raise DataError(f"the text {self.source} has {len(text)} characters; char-LM with context {context} needs "
+                            f"at least {20 * (context + 1)}: use a longer text or a smaller task.options.context")
         self.vocab = CharVocab("".join(sorted(set(text))))
         data = self.vocab.encode(text)
         split = int(0.9 * len(data))
         self.train_data, self.val_data = data[:split], data[split:]
         self.context, self.max_eval_windows = context, max_eval_windows
         self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=len(self.vocab.chars))
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        path = options["path"]
+        if path is not None and (not isinstance(path, (str, os.PathLike)) or not str(path) or "\x00" in str(path)):
+            raise ConfigError(f"charlm.path must be the path of a UTF-8 text file, got {path!r}")
+        check_int("charlm.context", options["context"], minimum=1)
+        if options["max_eval_windows"] is not None:
+            check_int("charlm.max_eval_windows", options["max_eval_windows"], minimum=1)
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         starts = torch.randint(0, len(self.train_data) - self.context - 1, (batch_size,), generator=generator)
@@ -83,4 +100,17 @@ class CharLMTask(Task):
         return {"bpc": bpc, "neg_bpc": -bpc, "val_chars": float(total_chars)}
 
     def state(self) -> dict[str, Any]:
-        return {"chars": self.vocab.chars}
+        """The vocabulary and the sha256 of the text it came from: a checkpoint carries both, so
+        ``generate`` needs no data and ``eval``/``--resume`` refuse a text that changed."""
+        return {"chars": self.vocab.chars, "data_sha256": self.data_sha256}
+
+    def check_state(self, saved: dict[str, Any], source: str = "the checkpoint") -> None:
+        saved_hash = saved.get("data_sha256")
+        if saved_hash is not None and saved_hash != self.data_sha256:
+            raise DataError(f"data file {self.source} is not the text {source} was trained on (sha256 "
+                            f"{str(saved_hash)[:12]}... then, {self.data_sha256[:12]}... now): its vocabulary and "
+                            f"splits would differ; use the original file (--data PATH)")
+        if saved.get("chars") != self.vocab.chars:
+            raise DataError(f"data file {self.source} does not give the vocabulary {source} was trained on "
+                            f"({len(str(saved.get('chars')))} characters then, {len(self.vocab.chars)} now); "
+                            f"use the original file (--data PATH)")

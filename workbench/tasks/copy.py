@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from workbench.config import MAX_SEED, check_int
 from workbench.model import IGNORE, Model, TaskIO
 from workbench.tasks.base import Batch, Task, lm_accuracy
 
@@ -39,13 +42,21 @@ class CopyTask(Task):
         n_eval_long: int = 1000,
         eval_seed: int = 12345,
     ) -> None:
-        if max_len < 1 or n_eval < 1:
-            raise ValueError("copy needs max_len >= 1 and n_eval >= 1")
+        self.check_options({"max_len": max_len, "n_eval": n_eval, "long_lengths": long_lengths,
+                            "n_eval_long": n_eval_long, "eval_seed": eval_seed})
         self.max_len, self.long_lengths, self.n_eval_long = max_len, tuple(long_lengths), n_eval_long
         self.eval_seed = eval_seed
         gen = torch.Generator().manual_seed(eval_seed)
         lengths = torch.randint(1, max_len + 1, (n_eval,), generator=gen).tolist()
         self.eval_batch = make_copy_examples(lengths, gen)
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        for name in ("max_len", "n_eval", "n_eval_long"):
+            check_int(f"copy.{name}", options[name], minimum=1)
+        check_int("copy.eval_seed", options["eval_seed"], minimum=0, maximum=MAX_SEED)
+        for length in options["long_lengths"] or ():
+            check_int("copy.long_lengths[]", length, minimum=1)
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         lengths = torch.randint(1, self.max_len + 1, (batch_size,), generator=generator).tolist()

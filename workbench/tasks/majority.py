@@ -18,8 +18,11 @@ held-out set a pure function of ``eval_seed``.
 
 from __future__ import annotations
 
+from typing import Any
+
 import torch
 
+from workbench.config import MAX_SEED, ConfigError, check_int
 from workbench.model import Model, TaskIO
 from workbench.tasks.base import Batch, Task
 
@@ -59,16 +62,21 @@ class MajorityTask(Task):
         n_eval: int = 1000,
         eval_seed: int = 4242,
     ) -> None:
-        if alphabet < 2:
-            raise ValueError(f"majority needs alphabet >= 2, got {alphabet}")
-        if not 1 <= min_len <= max_len:
-            raise ValueError(f"majority needs 1 <= min_len <= max_len, got {min_len}, {max_len}")
-        if n_eval < 1:
-            raise ValueError(f"majority needs n_eval >= 1, got {n_eval}")
+        self.check_options({"alphabet": alphabet, "min_len": min_len, "max_len": max_len, "n_eval": n_eval,
+                            "eval_seed": eval_seed})
         self.alphabet, self.min_len, self.max_len = alphabet, min_len, max_len
         self.pad = alphabet
         self.io = TaskIO(input_kind="tokens", head="classify", vocab_size=alphabet + 1, n_outputs=alphabet)
         self.eval_batch = make_majority_examples(n_eval, min_len, max_len, alphabet, torch.Generator().manual_seed(eval_seed))
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        check_int("majority.alphabet", options["alphabet"], minimum=2)
+        for name in ("min_len", "max_len", "n_eval"):
+            check_int(f"majority.{name}", options[name], minimum=1)
+        check_int("majority.eval_seed", options["eval_seed"], minimum=0, maximum=MAX_SEED)
+        if options["min_len"] > options["max_len"]:
+            raise ConfigError(f"majority needs min_len <= max_len, got {options['min_len']}, {options['max_len']}")
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         return make_majority_examples(batch_size, self.min_len, self.max_len, self.alphabet, generator)

@@ -9,10 +9,12 @@ positions hold random tokens.
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
-from workbench.config import ConfigError
+from workbench.config import MAX_SEED, ConfigError, check_int
 from workbench.model import IGNORE, Model, TaskIO
 from workbench.tasks.base import Batch, Task, lm_accuracy
 
@@ -63,14 +65,9 @@ class MQARTask(Task):
         eval_seed: int = 777,
         long_configs: list[tuple[int, int]] | tuple = ((1024, 64),),
     ) -> None:
-        for name, value in (("seq_len", seq_len), ("kv_pairs", kv_pairs), ("vocab_size", vocab_size),
-                            ("n_eval", n_eval)):
-            if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
-                raise ConfigError(f"mqar.{name} must be a positive integer, got {value!r}")
-        try:
-            self.long_configs = [(int(s), int(k)) for s, k in (long_configs or [])]
-        except (TypeError, ValueError):
-            raise ConfigError(f"mqar.long_configs must be a list of [seq_len, kv_pairs], got {long_configs!r}") from None
+        self.check_options({"seq_len": seq_len, "kv_pairs": kv_pairs, "vocab_size": vocab_size, "n_eval": n_eval,
+                            "eval_seed": eval_seed, "long_configs": long_configs})
+        self.long_configs = [(int(s), int(k)) for s, k in (long_configs or [])]
         self.seq_len, self.kv_pairs, self.vocab_size = seq_len, kv_pairs, vocab_size
         self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=vocab_size)
         self.eval_seed, self.n_eval = eval_seed, n_eval
@@ -81,6 +78,27 @@ class MQARTask(Task):
                 make_mqar_examples(1, s, k, vocab_size, np.random.default_rng(0))
         except ValueError as exc:
             raise ConfigError(f"mqar: {exc}") from None
+
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        for name in ("seq_len", "kv_pairs", "vocab_size", "n_eval"):
+            check_int(f"mqar.{name}", options[name], minimum=1)
+        check_int("mqar.eval_seed", options["eval_seed"], minimum=0, maximum=MAX_SEED)
+        long_configs = options["long_configs"] or []
+        if not isinstance(long_configs, (list, tuple)) or not all(
+                isinstance(c, (list, tuple)) and len(c) == 2 for c in long_configs):
+            raise ConfigError(f"mqar.long_configs must be a list of [seq_len, kv_pairs], got {long_configs!r}")
+        vocab = options["vocab_size"]
+        for where, (seq_len, kv_pairs) in [("", (options["seq_len"], options["kv_pairs"])),
+                                           *((f"long_configs {list(c)}: ", c) for c in long_configs)]:
+            check_int(f"mqar.{where}seq_len", seq_len, minimum=1)
+            check_int(f"mqar.{where}kv_pairs", kv_pairs, minimum=1)
+            if seq_len < 4 * kv_pairs:
+                raise ConfigError(f"mqar: {where}seq_len={seq_len} is too short for {kv_pairs} pairs and their "
+                                  f"queries (needs >= {4 * kv_pairs})")
+            if kv_pairs >= vocab // 2:
+                raise ConfigError(f"mqar: {where}vocab_size={vocab} has too few keys for {kv_pairs} pairs "
+                                  f"(needs > {2 * kv_pairs + 1})")
 
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         seed = int(torch.randint(0, 2**62, (1,), generator=generator))

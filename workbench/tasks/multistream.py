@@ -1,17 +1,16 @@
-"""Multi-stream recall: interleaved key-value streams of very different rates; recall the latest value.
+"""Multi-stream recall: interleaved key-value streams of very different rates (issue 18).
 
-Where recency is not enough (issue 18). S streams each own a range of key tokens; an example draws
-``keys_per_stream`` keys from each stream's range, then a sequence of events: each event picks a
-stream by its rate (geometric: stream s has weight ``rate_ratio ** s``), one of that stream's keys
-and a fresh random value, and posts ``key value``. Keys repeat, so the answer to a query is the
-key's LATEST value. After the events come ``n_queries`` queries ``key value``, the streams asked
-about equally often (each query picks a stream with at least one event, then one of its keys that
-was posted): the value is the label. Every other position carries no loss.
+Where recency is not enough. S streams each own a range of key tokens. An example is a sequence of
+events: each event picks a stream by its rate (geometric: stream s has weight ``rate_ratio ** s``)
+and posts ``key value`` with a key of that stream not used before in the example and a random
+value. After the events come ``n_queries`` queries ``key value``: each asks for one of the last
+``recent`` events of a stream, the streams asked about equally often, and the value is the label.
+Every other position carries no loss.
 
-A memory that keeps the last M messages (a window, a FIFO ring) loses the rare streams, whose last
-update lies many frequent-stream events back; a memory whose units hold one key each, or whose
-units are split between the streams by content, keeps them. ``accuracy@stream<s>`` reports each
-stream separately.
+A memory that keeps the last M messages of the whole sequence (a window, a FIFO ring) loses the
+rare streams, whose recent events lie many frequent-stream events back; a memory whose units are
+split between the streams by content keeps the last few events of each. ``accuracy@stream<s>``
+reports each stream separately.
 """
 
 from __future__ import annotations
@@ -25,10 +24,10 @@ from workbench.tasks.base import Batch, Task, lm_accuracy
 
 
 def make_multistream_examples(
-    n: int, seq_len: int, n_streams: int, keys_per_stream: int, key_range: int, n_values: int, n_queries: int,
+    n: int, seq_len: int, n_streams: int, key_range: int, n_values: int, n_queries: int, recent: int,
     rate_ratio: float, rng: np.random.Generator,
 ) -> tuple[Batch, np.ndarray]:
-    """(batch, stream of each query (n, n_queries)). Token ids: 0 unused, keys, then values."""
+    """(batch, stream of each query (n, n_queries)). Token ids: 0 unused, keys by stream, then values."""
     n_events = (seq_len + 1 - 2 * n_queries) // 2
     rates = rate_ratio ** np.arange(n_streams)
     rates = rates / rates.sum()
@@ -37,24 +36,25 @@ def make_multistream_examples(
     labels = np.full_like(tokens, IGNORE)
     query_streams = np.zeros((n, n_queries), dtype=np.int64)
     for row in range(n):
-        keys = np.stack([s * key_range + 1 + rng.choice(key_range, keys_per_stream, replace=False)
-                         for s in range(n_streams)])  # (S, K)
         streams = rng.choice(n_streams, n_events, p=rates)
-        which = rng.integers(0, keys_per_stream, n_events)
+        counts = np.bincount(streams, minlength=n_streams)
+        if counts.max() > key_range:
+            raise ConfigError(f"multistream: a stream posted {counts.max()} events but has {key_range} keys; "
+                              f"raise key_range or shorten seq_len")
+        keys = [s * key_range + 1 + rng.permutation(key_range)[: counts[s]] for s in range(n_streams)]
         values = value_base + rng.integers(0, n_values, n_events)
-        latest: dict[int, int] = {}
-        for e in range(n_events):
-            key = int(keys[streams[e], which[e]])
+        events: list[list[tuple[int, int]]] = [[] for _ in range(n_streams)]
+        for e, stream in enumerate(streams):
+            key = int(keys[stream][len(events[stream])])
             tokens[row, 2 * e], tokens[row, 2 * e + 1] = key, values[e]
-            latest[key] = int(values[e])
-        posted = [[int(k) for k in keys[s] if int(k) in latest] for s in range(n_streams)]
-        live = [s for s in range(n_streams) if posted[s]]
+            events[stream].append((key, int(values[e])))
+        live = [s for s in range(n_streams) if events[s]]
         for q in range(n_queries):
-            stream = live[q % len(live)] if q < len(live) else int(rng.choice(live))
-            key = int(rng.choice(posted[stream]))
+            stream = live[q % len(live)]
+            key, value = events[stream][-1 - int(rng.integers(0, min(recent, len(events[stream]))))]
             position = 2 * (n_events + q)
-            tokens[row, position], tokens[row, position + 1] = key, latest[key]
-            labels[row, position + 1] = latest[key]
+            tokens[row, position], tokens[row, position + 1] = key, value
+            labels[row, position + 1] = value
             query_streams[row, q] = stream
     inputs, targets = tokens[:, :-1], labels[:, 1:]
     return Batch(torch.from_numpy(inputs.copy()), torch.from_numpy(targets.copy())), query_streams
@@ -68,28 +68,25 @@ class MultiStreamTask(Task):
         self,
         seq_len: int = 256,
         n_streams: int = 4,
-        keys_per_stream: int = 4,
-        key_range: int = 64,
+        key_range: int = 128,
         n_values: int = 256,
         n_queries: int = 16,
+        recent: int = 4,
         rate_ratio: float = 0.25,
         n_eval: int = 1000,
         eval_seed: int = 4242,
         long_lengths: list[int] | tuple = (),
     ) -> None:
-        for name, value in (("seq_len", seq_len), ("n_streams", n_streams), ("keys_per_stream", keys_per_stream),
-                            ("key_range", key_range), ("n_values", n_values), ("n_queries", n_queries),
-                            ("n_eval", n_eval)):
+        for name, value in (("seq_len", seq_len), ("n_streams", n_streams), ("key_range", key_range),
+                            ("n_values", n_values), ("n_queries", n_queries), ("recent", recent), ("n_eval", n_eval)):
             if not isinstance(value, int) or isinstance(value, bool) or value <= 0:
                 raise ConfigError(f"multistream.{name} must be a positive integer, got {value!r}")
-        if keys_per_stream > key_range:
-            raise ConfigError(f"multistream.keys_per_stream={keys_per_stream} exceeds key_range={key_range}")
         if not isinstance(rate_ratio, (int, float)) or isinstance(rate_ratio, bool) or not 0 < rate_ratio <= 1:
             raise ConfigError(f"multistream.rate_ratio must lie in (0, 1], got {rate_ratio!r}")
         if (seq_len + 1 - 2 * n_queries) // 2 < n_streams:
             raise ConfigError(f"multistream.seq_len={seq_len} leaves too few events for {n_queries} queries")
-        self.options = dict(n_streams=n_streams, keys_per_stream=keys_per_stream, key_range=key_range,
-                            n_values=n_values, n_queries=n_queries, rate_ratio=float(rate_ratio))
+        self.options = dict(n_streams=n_streams, key_range=key_range, n_values=n_values, n_queries=n_queries,
+                            recent=recent, rate_ratio=float(rate_ratio))
         self.seq_len, self.n_eval, self.eval_seed = seq_len, n_eval, eval_seed
         self.long_lengths = [int(n) for n in long_lengths]
         vocab = 1 + n_streams * key_range + n_values

@@ -6,9 +6,12 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 import torch
 
+from workbench.config import MAX_SEED, check_int
 from workbench.model import Model, TaskIO
 from workbench.tasks.base import Batch, Task
 
@@ -33,6 +36,10 @@ class _ArrayTask(Task):
         self.train_targets = torch.tensor(targets[train], dtype=dtype)
         self.test_targets = torch.tensor(targets[test], dtype=dtype)
 
+    @classmethod
+    def check_options(cls, options: dict[str, Any]) -> None:
+        check_int(f"{cls.name}.split_seed", options["split_seed"], minimum=0, maximum=MAX_SEED)
+
     def train_batch(self, generator: torch.Generator, batch_size: int) -> Batch:
         rows = torch.randint(0, len(self.train_inputs), (batch_size,), generator=generator)
         return Batch(self.train_inputs[rows], self.train_targets[rows])
@@ -46,6 +53,7 @@ class DigitsTask(_ArrayTask):
     def __init__(self, split_seed: int = 0) -> None:
         from sklearn.datasets import load_digits
 
+        self.check_options({"split_seed": split_seed})
         images = load_digits().images / 16.0  # (n, 8, 8) in [0, 1]
         patches = images.reshape(-1, 4, 2, 4, 2).transpose(0, 1, 3, 2, 4).reshape(-1, 16, 4)
         self._setup(patches, load_digits().target, split_seed)
@@ -65,6 +73,7 @@ class DiabetesTask(_ArrayTask):
     def __init__(self, split_seed: int = 0) -> None:
         from sklearn.datasets import load_diabetes
 
+        self.check_options({"split_seed": split_seed})
         data = load_diabetes()
         features = (data.data - data.data.mean(0)) / data.data.std(0)
         target = (data.target - data.target.mean()) / data.target.std()
