@@ -298,7 +298,7 @@ def test_cli_arguments_run_both_benchmarks(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     sc.add_scaling_arguments(parser)
     args = parser.parse_args(["--lengths", "16", "--repeats", "1", "--device", "cpu", "--d-model", "16",
-                              "--mixers", "inverted,transformer", "--phases", "decode,prefill",
+                              "--mixers", "inverted,transformer", "--phases", "decode,prefill", "--peak-sizes", "64",
                               "--tokens-per-batch", "32", "--decode-steps", "2", "--threads", "1", "--long", "40",
                               "--long-plain", "--out", str(tmp_path)])
     sc.run_scaling_cli(args)

@@ -316,6 +316,8 @@ def add_scaling_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--decode-batch", type=int, default=64, help="batch of the fused decode's serving case")
     parser.add_argument("--fused-backend", default="aoti", choices=("aoti", "compile"))
     parser.add_argument("--phases", default=",".join(PHASES), help=f"comma list of {', '.join(PHASES)}")
+    parser.add_argument("--peak-sizes", default="1024,2048,4096",
+                        help="square float32 matmuls of the peak FLOP/s measurement (roofline); empty: none")
     parser.add_argument("--long", type=int, default=0, metavar="N",
                         help="also step every constant-state mixer over N tokens (0: skip)")
     parser.add_argument("--long-dtypes", default="float32",
@@ -341,6 +343,7 @@ def run_scaling_cli(args: argparse.Namespace) -> None:
             memory_limit_gb=args.memory_limit_gb, device=args.device, out=Path(args.out), threads=args.threads,
             decode_steps=args.decode_steps, decode_batch=args.decode_batch, fused_backend=args.fused_backend,
             phases=tuple(p for p in args.phases.split(",") if p), note=args.note,
+            peak_sizes=tuple(_int_list(args.peak_sizes)), measure_peak_flops=bool(args.peak_sizes.strip()),
         )
         console.print(format_scaling_table(result))
         print(f"wrote {result['path']}")
