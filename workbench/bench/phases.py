@@ -290,6 +290,12 @@ def phase_decode_fused(ctx: dict[str, Any]) -> dict[str, Any]:
         out["state_source"] = source
         xs = torch.randn(steps + WARMUP_STEPS, 1, spec["d_model"], device=device)
         for batch in sorted({1, spec["decode_batch"]}):
+            budget = spec.get("decode_batch_max_state_bytes", 2**30)
+            if batch > 1 and state_bytes(state) * batch > budget:
+                out["batched"] = {"status": "skipped", "batch": batch, "reason": (
+                    f"out of memory (by rule: the state of {batch} sequences would hold "
+                    f"{state_bytes(state) * batch / 2**30:.1f} GiB > {budget / 2**30:.1f} GiB; not run)")}
+                continue
             t = time.perf_counter()
             fused = FusedStep(block, batch, backend=spec["fused_backend"], capacity=capacity)
             compile_s = time.perf_counter() - t
@@ -307,7 +313,7 @@ def phase_decode_fused(ctx: dict[str, Any]) -> dict[str, Any]:
             if batch == 1:
                 out |= record | {"peak_mem_bytes": probe.peak(), "memory_method": probe.method + " (after compiling)"}
             else:
-                out["batched"] = record
+                out["batched"] = {"status": "ok"} | record
             del fused, flat, plain_state
             if time.perf_counter() - start > limit:
                 raise OutOfTime(f"out of time (compiling and timing the fused step passed {limit:g} s)")

@@ -82,7 +82,7 @@ def achieved(point: dict[str, Any], phase: str, flops_per_token: float | None) -
         return None
     out = {"flops_per_s": flops_per_token * res["tokens_per_s"]}
     batched = res.get("batched")
-    if batched and batched.get("tokens_per_s"):
+    if batched and batched.get("status", "ok") == "ok" and batched.get("tokens_per_s"):
         out["batched_flops_per_s"] = flops_per_token * batched["tokens_per_s"]
     return out
 

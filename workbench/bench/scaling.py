@@ -65,7 +65,8 @@ METHODS = {
     "transformer: KV cache of n random keys/values constructed directly",
     "decode_fused": "the same step fused by workbench.fast (torch.export + AOTInductor, or torch.compile; the "
     "transformer's cache pre-allocated to n + a margin, written in place of torch.cat), at batch 1 and at batch "
-    "decode_batch (every sequence one token per call); compile time recorded apart; max |fused - plain| of "
+    "decode_batch (every sequence one token per call; not run when that batch's state would pass "
+    "decode_batch_max_state_bytes); compile time recorded apart; max |fused - plain| of "
     "the first step recorded",
     "memory_cpu": "peak RSS (Linux VmHWM, reset per phase via /proc/self/clear_refs) minus RSS at phase start, "
     "in a fresh process per point; includes inputs, activations, gradients, allocator workspace (fused decode: "
@@ -172,6 +173,7 @@ def run_scaling(
             "repeats": repeats, "time_limit_s_per_phase": time_limit_s, "host_memory_limit_bytes": host_limit,
             "device_memory_limit": device_limit or ("90% of the GPU" if device.startswith("cuda") else None),
             "decode_steps": decode_steps, "decode_state_max_n": decode_state_max_n, "decode_batch": decode_batch,
+            "decode_batch_max_state_bytes": 2**30,
             "fused_backend": fused_backend, "threads": threads,
             "threads_rule": "torch.set_num_threads(threads) in every child", "phases": list(phases),
             "min_fit_n": min_fit_n, "dtype": "float32", "seed": seed,
@@ -191,7 +193,8 @@ def run_scaling(
                 "mixer_options": mixer_options.get(mixer) or {}, "device": device, "threads": threads,
                 "phases": list(phases), "repeats": repeats, "time_limit_s": time_limit_s,
                 "decode_steps": decode_steps, "decode_state_max_n": decode_state_max_n,
-                "decode_batch": decode_batch, "fused_backend": fused_backend, "seed": seed,
+                "decode_batch": decode_batch, "decode_batch_max_state_bytes": 2**30, "fused_backend": fused_backend,
+                "seed": seed,
                 "device_memory_limit_bytes": device_limit, "count_flops": count_flops,
             }
             t0 = time.monotonic()

@@ -51,7 +51,7 @@ def _rows(result: dict[str, Any]) -> list[list[str]]:
             _cell(p.get("prefill"), "peak_mem_bytes", 2**-20, "{:,.0f}"),
             _cell(p.get("decode"), "median_s", 1e6, "{:,.0f}"),
             _cell(fused, "median_s", 1e6, "{:,.0f}"),
-            _cell({"status": "ok", **fused["batched"]} if (fused or {}).get("batched") else fused,
+            _cell(fused["batched"] if (fused or {}).get("batched") else fused,
                   "tokens_per_s", 1.0, "{:,.0f}"),
             _cell(p.get("decode"), "state_bytes", 2**-10, "{:,.0f}"),
             _pct(p, "train"), _pct(p, "prefill"), _pct(p, "decode_fused"),
