@@ -249,6 +249,63 @@ def based_terms(phase: str, n: int, d: int, options: dict[str, Any]) -> list[Ter
     return terms
 
 
+def mamba_terms(phase: str, n: int, d: int, options: dict[str, Any]) -> list[Term]:
+    """``Mamba`` (selective scan, Gu & Dao 2023): E = expand x D channels, state N per channel."""
+    e, n_state = _get(options, "expand", 2) * d, _get(options, "d_state", 16)
+    rank = _get(options, "dt_rank", None) or math.ceil(d / 16)
+    width = _get(options, "inner_conv", 0)
+    chunk = min(_get(options, "chunk_size", 32), n)
+    terms = [
+        Term("in_proj: Linear D->2E (u and z)", macs=2.0 * e * d),
+        Term("x_proj: Linear E->(R + 2N) (delta rank, B, C)", macs=e * (rank + 2 * n_state)),
+        Term("dt_proj: Linear R->E + softplus", macs=rank * e, other=4.0 * e),
+        Term("inner conv (width k)", macs=width * e),
+        Term("silu of u and z, gate y * silu(z), D u", other=10.0 * e),
+        Term("out_proj: Linear E->D", macs=e * d),
+    ]
+    if phase == "decode":
+        return terms + [Term("state update h = exp(delta A) h + delta B u", other=5.0 * e * n_state),
+                        Term("read y = h C", macs=e * n_state)]
+    sweeps = math.ceil(math.log2(chunk)) if chunk > 1 else 0
+    return terms + [
+        Term("scan inputs: exp(delta A), delta B u (E x N per token)", other=4.0 * e * n_state),
+        Term("scan: log-depth inside chunks of C, carried across chunks", other=2.0 * e * n_state * (sweeps + 1)),
+        Term("read y = sum_n C h (a (1 x N) @ (N x E) product per token)", macs=e * n_state),
+    ]
+
+
+def gated_deltanet_terms(phase: str, n: int, d: int, options: dict[str, Any], gated: bool = True) -> list[Term]:
+    """(Gated) DeltaNet (Yang, Kautz & Hatamizadeh 2024): H heads, state d_k x d_v each; chunked WY form."""
+    heads, d_k = _get(options, "n_heads", 2), _get(options, "d_head", 64)
+    d_v = round(_get(options, "expand_v", 1.0) * d_k)
+    kd, vd = heads * d_k, heads * d_v
+    width = _get(options, "inner_conv", 0)
+    terms = [
+        Term("projections: Linear D -> (q, k, v, gate, beta[, decay])", macs=d * (2 * kd + 2 * vd + heads * (2 if gated else 1))),
+        Term("inner conv (width k) on q, k, v", macs=width * (2 * kd + vd)),
+        Term("silu, L2 norms of q and k, gates", other=4.0 * (2 * kd + vd) + 6.0 * kd + 8.0 * heads),
+        Term("output: RMSNorm x silu(gate), Linear H d_v -> D", macs=vd * d, other=8.0 * vd),
+    ]
+    if phase == "decode":
+        return terms + [Term("state: S k, S += beta (v - S k) k^T (decayed), S q", macs=3.0 * kd * d_v,
+                             other=3.0 * kd * d_v)]
+    chunk = min(_get(options, "chunk_size", 64), n)
+    chunks = math.ceil(n / chunk)
+    pad = chunks * chunk / n
+    size = 8
+    while size < chunk:
+        size *= 2
+    inverse = (size / 8) * 2 * 8**3 + sum(size * s * s for s in (8, 16, 32, 64, 128, 256) if s < size)
+    return terms + [
+        Term("chunk scores [beta k; q] k^T (2 C x C per chunk)", macs=pad * heads * 2 * chunk * d_k,
+             other=pad * heads * (4.0 * chunk if gated else chunk)),
+        Term("unit-lower inverse of (I + A) per chunk (Neumann blocks, merged)", macs=pad * heads * inverse / chunk),
+        Term("solve: inverse @ [beta k, beta v]", macs=pad * heads * size * (d_k + d_v) * size / chunk),
+        Term("chunk loop: W S, q S, k_end^T U (d_k x d_v each per token)", macs=pad * 3.0 * kd * d_v),
+        Term("chunk loop: P U (C x C by C x d_v)", macs=pad * heads * chunk * d_v),
+    ]
+
+
 def _attention_bytes(phase: str, n: int, d: int, keys: float, state_bytes: float | None) -> tuple[float, str]:
     if phase == "decode":
         cache = state_bytes if state_bytes is not None else 2.0 * keys * d * FP32
@@ -267,6 +324,9 @@ FORMULAS: dict[str, Formula] = {
     "transformer": transformer_terms,
     "sliding_window": sliding_window_terms,
     "based": based_terms,
+    "mamba": mamba_terms,
+    "gated_deltanet": gated_deltanet_terms,
+    "deltanet": lambda phase, n, d, options: gated_deltanet_terms(phase, n, d, options, gated=False),
 }
 
 
