@@ -468,3 +468,24 @@ def test_chunk_read_triton_is_the_mixers_read_cuda(compiled, case):
     mixer = InvertedMixer(16, InvertedOptions(n_units=m, read_topk=k, chunk_size=chunk))
     inputs = mixer_read_inputs(b, t, m, 6, 7, torch.float32, "cuda")
     check_mixer_read(compiled.chunk_read.chunk_read_triton, mixer, inputs, 1e-5)
+
+
+# ----------------------------------------------------------------------------- op: the ordinal code
+
+
+def test_ordinal_code_recompute_matches_the_definition():
+    """Values equal; gradients (ordinals and frequencies) equal to autograd through the definition."""
+    from workbench.kernels.ordinal import ordinal_code_naive, ordinal_code_recompute
+
+    gen = torch.Generator().manual_seed(0)
+    freqs = (64.0 ** -(torch.arange(8, dtype=torch.float64) / 7)).requires_grad_()
+    for dtype in (torch.float32, torch.float64):
+        ordinal = (torch.rand(3, 17, generator=gen, dtype=dtype) * 1000).requires_grad_()
+        y, y_ref = ordinal_code_recompute(ordinal, freqs), ordinal_code_naive(ordinal, freqs)
+        assert torch.equal(y, y_ref)
+        g = torch.randn(y.shape, generator=gen)
+        grads = torch.autograd.grad(y, [ordinal, freqs], g)
+        grads_ref = torch.autograd.grad(y_ref, [ordinal, freqs], g)
+        for got, ref in zip(grads, grads_ref):
+            assert got.dtype == ref.dtype
+            torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)

@@ -52,6 +52,7 @@ from workbench.hooks import HookPoint
 from workbench.kernels.chunk_read.torch_impl import chunk_read_gather, chunk_tables
 from workbench.kernels.dispatch import get_impl, resolve
 from workbench.kernels.ema.torch_impl import decayed_cumsum
+from workbench.kernels.ordinal import ordinal_code_recompute
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
@@ -88,8 +89,8 @@ def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
     exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float64) / max(n_freq - 1, 1)
     freqs = float(span) ** -exponents
     # Angles, cos and sin in float64 (accurate for counts far beyond 2**24); only the code is cast.
-    angles = ordinal.to(torch.float64)[..., None] * freqs
-    return torch.cat([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
+    # Fast path (workbench.kernels.ordinal): the same values; backward recomputes the angles.
+    return ordinal_code_recompute(ordinal, freqs)
 
 
 def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
