@@ -8,7 +8,8 @@ and tests), ``torch_impl`` (the PyTorch fast path the mixer runs on CPU) and ``t
 * ``chunk_read``: the chunked top-k read (and ``chunk_tables``, which candidates each token may read).
 
 ``dispatch.get_impl(op, device, override)`` picks a backend, steered by ``$WORKBENCH_KERNELS``.
-The peers' ops are one module each with their forms (naive, chunked, step) side by side:
+``ordinal`` (the rotary code of a count; a backward that recomputes instead of storing) is one
+module with its two forms. The peers' ops are one module each with their forms (naive, chunked, step) side by side:
 ``short_conv`` (the block's shared front end), ``window_attention``, ``linear_attention``, and
 whatever ``workbench/kernels/<op>.py`` a new mixer adds.
 
