@@ -262,7 +262,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
     """The benchmark's arguments checked before any child process starts."""
     from workbench.mixers import MIXERS
 
-    for name in ("repeats", "d_model", "tokens_per_batch", "decode_steps"):
+    for name in ("repeats", "d_model", "tokens_per_batch", "decode_steps", "decode_batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
@@ -279,7 +279,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
     if not args.no_scaling and (not lengths or min(lengths) < 1):
         raise ConfigError(f"--lengths must be positive integers, got {args.lengths!r}")
-    mixers = [m for m in args.mixers.split(",") if m]
+    mixers = list(MIXERS) if args.mixers == "all" else [m for m in args.mixers.split(",") if m]
     unknown = [m for m in mixers if m not in MIXERS]
     if unknown or (not mixers and not args.no_scaling):
         raise ConfigError(f"--mixers: unknown mixer(s) {unknown}; choose from {', '.join(sorted(MIXERS))}")
