@@ -16,7 +16,7 @@ from workbench.config import ModelConfig
 from workbench.mixers import MIXERS
 from workbench.model import Model, TaskIO
 
-QUICK = {"cpp_wrapper": False}  # the default run's compile option: no C++ wrapper to build
+QUICK = {"cpp_wrapper": False, "max_autotune": False, "freezing": False}  # the default run: the quickest compile
 
 
 def check_block(mixer: str, backend: str, options=None, batch: int = 2, context: int = 5, steps: int = 10):

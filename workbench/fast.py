@@ -10,6 +10,9 @@ compiles it with inductor (``torch.compile``'s compiler; C++/OpenMP on CPU, Trit
   list of tensors (the lowest per-call overhead: no Python guards, no Python wrapper per kernel);
 * ``backend="compile"``: ``torch.compile(dynamic=False, fullgraph=True)`` with the C++ wrapper.
 
+On CPU both use ``CPU_OPTIONS`` (C++ GEMM templates chosen by autotuning, frozen weights) unless
+``options`` overrides them.
+
 The state travels as a flat list of tensors (inputs and outputs of the compiled function), in a
 static layout: integer positions become int64 tensors, and a growing KV cache (the transformer)
 becomes a pre-allocated cache of ``capacity`` slots plus a position, written in place of the
@@ -46,6 +49,11 @@ from torch import nn
 from torch.utils import _pytree as pytree
 
 BACKENDS = ("aoti", "compile")
+# Inductor options on CPU: C++ GEMM templates for the batch-1 matrix-vector products (chosen by
+# benchmarking against the ATen/MKL call; the template's per-call cost is far smaller) and freezing
+# (the weights are constants: their concatenations and layouts are folded at compile time). About
+# 1.5x faster per step than inductor's defaults at d_model 128, for ~20 s more compile.
+CPU_OPTIONS = {"max_autotune": True, "max_autotune_gemm_backends": "CPP,ATEN", "freezing": True}
 
 
 # ----------------------------------------------------------------------------- static state adapters
@@ -194,9 +202,12 @@ class FusedStep:
         if batch_size < 1:
             raise ValueError("batch_size must be positive")
         self.module, self.batch_size, self.backend = module.eval(), batch_size, backend
+        self.options = dict(options or {})  # inductor options (torch._inductor.config names), over CPU_OPTIONS
         self.is_model = hasattr(module, "blocks")
         param = next(module.parameters())
         self.device, self.dtype = param.device, param.dtype
+        if self.device.type == "cpu":
+            self.options = {**CPU_OPTIONS, **self.options}
         self.adapters = [adapter_for(block.mixer) for block in _blocks(module)]
         self.capacity = capacity
         if any(a.growing for a in self.adapters) and capacity is None:
@@ -213,7 +224,7 @@ class FusedStep:
                     self._run = self._build_aoti(flat_step, x, example)
             else:
                 compiled = torch.compile(flat_step, dynamic=False, fullgraph=True,
-                                         options={"cpp_wrapper": True, **(options or {})})
+                                         options={"cpp_wrapper": True, **self.options})
 
                 def run(inputs: list[torch.Tensor], compiled=compiled) -> list[torch.Tensor]:
                     with _static_steps(module, self.adapters):
@@ -239,7 +250,8 @@ class FusedStep:
     def _build_aoti(self, flat_step: nn.Module, x: torch.Tensor, example: list[torch.Tensor]) -> Callable:
         exported = torch.export.export(flat_step, (x, *example), strict=False)
         directory = tempfile.mkdtemp(prefix="workbench-fused-")
-        path = torch._inductor.aoti_compile_and_package(exported, package_path=os.path.join(directory, "step.pt2"))
+        path = torch._inductor.aoti_compile_and_package(exported, package_path=os.path.join(directory, "step.pt2"),
+                                                        inductor_configs=dict(self.options))
         self.package_path = path
         return torch._inductor.aoti_load_package(path).loader.run
 
