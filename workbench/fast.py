@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import shutil
 import tempfile
 import time
 import weakref
@@ -252,8 +253,9 @@ class FusedStep:
         directory = tempfile.mkdtemp(prefix="workbench-fused-")
         path = torch._inductor.aoti_compile_and_package(exported, package_path=os.path.join(directory, "step.pt2"),
                                                         inductor_configs=dict(self.options))
-        self.package_path = path
-        return torch._inductor.aoti_load_package(path).loader.run
+        run = torch._inductor.aoti_load_package(path).loader.run
+        shutil.rmtree(directory, ignore_errors=True)  # loaded (extracted elsewhere): the package itself can go
+        return run
 
     def _example_input(self) -> torch.Tensor:
         b = self.batch_size
@@ -302,7 +304,7 @@ class FusedStep:
 
         A static KV cache in ``state`` is written in place (the next state holds the same tensors).
         """
-        out = self._run([x, *state])
+        out = self._run([x.contiguous(), *state])  # the compiled code reads the example's (contiguous) strides
         if not self._inplace:
             return out[0], list(out[1:])
         returned = iter(out[1:])
