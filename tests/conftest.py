@@ -31,6 +31,7 @@ SMALL_MIXER_OPTIONS: dict[str, dict] = {
     "deltanet": {"n_heads": 2, "d_head": 8, "expand_v": 1.5, "chunk_size": 8},
     "mamba": {"d_state": 4, "chunk_size": 8},  # 19-21-token tests cross two chunk boundaries
     "gsa": {"n_heads": 2, "n_slots": 8, "chunk_size": 4},
+    "seeking": {"n_heads": 2, "n_units": 6, "chunk_size": 4, "recovery": 4.0},
 }
 
 

@@ -298,8 +298,12 @@ def test_resume_at_any_step_equals_an_uninterrupted_run(tmp_path_factory, mixer,
     assert record["steps"] == 6
 
 
-@pytest.mark.xfail(strict=True, reason="found by the command-line property: workbench/experiments/pareto.py looks up "
-                   "protocol v2's mqar-256x16 cell, which only the full budget has (StopIteration, an internal "
-                   "error, exit 1); outside this change, reported to the experiments' owner")
-def test_pareto_below_the_full_budget_is_a_user_error(tmp_path, capsys):
-    assert main(["compare", "--experiment", "pareto", "--budget", "smoke", "--results", str(tmp_path), "--quiet"]) == 2
+def test_pareto_and_ablation_below_the_full_budget_take_v2s_default_rate(tmp_path):
+    """Found by the command-line property: below the full budget v2 has no (256, 16) cell and no grid."""
+    from workbench.experiments import get_experiment
+    from workbench.experiments.runner import chosen_rate
+
+    for name in ("pareto", "ablation"):
+        experiment = get_experiment(name, "smoke", tmp_path)
+        runs, blocked = experiment.runs(tmp_path, chosen_rate(experiment, tmp_path))
+        assert runs and not blocked and {r.lr for r in runs} == {3e-3}

@@ -129,6 +129,7 @@ GLOSSARY: dict[str, tuple[str, str]] = {
     "write_bias": (f"{_OPT}.write_bias", "Initial salience logit (start by writing; the price prunes)."),
     "price_ranked": (f"{_OPT}.price_ranked", "The write price for excess writes falls only on the least salient "
                      "writes beyond the top M of the sequence (same value as the plain price)."),
+    "write_cost": (f"{_OPT}.write_cost", "Loss per unit of write probability on every token (0 = off): writing is never free."),
     "pool_balance": (f"{_OPT}.pool_balance", "Weight of the Switch-style load-balance loss over pools (0 = off)."),
     "write_floor": (f"{_OPT}.write_floor", "Floor on the batch's mean write probability: below it every token's p "
                     "is pushed up, so a gate cannot drift shut (0 = off)."),

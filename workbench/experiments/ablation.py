@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from workbench.config import TrainConfig
 from workbench.experiments.protocol_v2 import MODEL, charlm_cells, mqar_cell, protocol_v2
 from workbench.experiments.spec import Cell, Experiment, Variant
 
@@ -34,9 +35,9 @@ def ablation(budget: str, results: Path = Path("results")) -> Experiment:
     def lr_lookup(cell: Cell, _variant: Variant) -> float | None:
         from workbench.experiments.runner import chosen_rate
 
-        source_cell = next(c for c in source.cells if c.label == cell.label)
-        if not source.lr_grid:
-            return source_cell.train.get("lr", 3e-3)
+        source_cell = next((c for c in source.cells if c.label == cell.label), None)
+        if not source.lr_grid or source_cell is None:  # below the full budget v2 trains at its one default rate
+            return cell.train.get("lr", TrainConfig.lr)
         return chosen_rate(source, results)(source_cell, Variant("inverted", "inverted"))
 
     return Experiment("ablation", budget, cells, variants, seeds=3 if budget == "full" else 1, model=dict(MODEL),

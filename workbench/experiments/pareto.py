@@ -11,12 +11,14 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+from workbench.config import TrainConfig
 from workbench.experiments.protocol_v2 import MIXERS, MODEL, mqar_cell, protocol_v2
 from workbench.experiments.spec import Cell, Experiment, Variant
 
 # The option that sets each mixer's state size, and its values beside the default at d_model 128.
 KNOBS: dict[str, tuple[str, list[Any]]] = {
     "inverted": ("n_units", [64, 256]),
+    "seeking": ("n_units", [32, 128]),
     "sliding_window": ("window", [64, 256]),
     "gsa": ("n_slots", [32, 128]),
     "mamba": ("d_state", [8, 32]),
@@ -41,13 +43,13 @@ def sweep_variants(mixers: list[str]) -> list[Variant]:
 def pareto(budget: str, results: Path = Path("results")) -> Experiment:
     cell = mqar_cell(256, 16, budget)
     source = protocol_v2(budget)
-    source_cell = next(c for c in source.cells if c.label == cell.label)
+    source_cell = next((c for c in source.cells if c.label == cell.label), None)
 
     def lr_lookup(_cell: Cell, variant: Variant) -> float | None:
         from workbench.experiments.runner import chosen_rate
 
-        if not source.lr_grid:
-            return source_cell.train.get("lr", 3e-3)
+        if not source.lr_grid or source_cell is None:  # below the full budget v2 trains at its one default rate
+            return cell.train.get("lr", TrainConfig.lr)
         return chosen_rate(source, results)(source_cell, Variant(variant.mixer, variant.mixer))
 
     return Experiment("pareto", budget, [cell], sweep_variants(MIXERS), seeds=1, model=dict(MODEL),

@@ -25,8 +25,9 @@ LR_GRID = (1e-3, 3e-3, 1e-2)
 MQAR_VOCAB = 8192
 MODEL: dict[str, Any] = {"d_model": 128, "n_layers": 1, "short_conv": 8}
 # The peers of protocol v2, each at its own defaults (see each mixer's docstring for the paper).
-MIXERS = ["transformer", "sliding_window", "based", "mamba", "gated_deltanet", "deltanet", "gsa", "inverted"]
-EXTRAPOLATION = [(512, 32), (1024, 64), (2048, 128)]
+MIXERS = ["transformer", "sliding_window", "based", "mamba", "gated_deltanet", "deltanet", "gsa", "inverted", "seeking"]
+EXTRAPOLATION = [(512, 32), (1024, 64), (2048, 128), (4096, 64), (16384, 64)]
+N_EVAL_LONG = 200  # held-out sequences per extrapolation length (1,000 at the training length)
 
 
 def _train(budget: str, full: dict[str, Any], demo: dict[str, Any] | None = None) -> dict[str, Any]:
@@ -39,7 +40,8 @@ def _train(budget: str, full: dict[str, Any], demo: dict[str, Any] | None = None
 
 def mqar_cell(seq_len: int, kv: int, budget: str, extrapolate: bool = False) -> Cell:
     long = [list(c) for c in EXTRAPOLATION] if extrapolate else []
-    options: dict[str, Any] = {"seq_len": seq_len, "kv_pairs": kv, "vocab_size": MQAR_VOCAB, "long_configs": long}
+    options: dict[str, Any] = {"seq_len": seq_len, "kv_pairs": kv, "vocab_size": MQAR_VOCAB, "long_configs": long,
+                               "n_eval_long": N_EVAL_LONG}
     batch = 32 if seq_len >= 512 else 64  # (512, 64): the same tokens per step as (256, 16)
     train = _train(budget, {"steps": 2000, "batch_size": batch, "eval_every": 250, "target_metric": 0.99},
                    {"steps": 600, "eval_every": 100})

@@ -12,6 +12,7 @@ from workbench.mixers.gated_deltanet import DeltaNet, GatedDeltaNet
 from workbench.mixers.gsa import GatedSlotAttention
 from workbench.mixers.inverted import InvertedMixer
 from workbench.mixers.mamba import Mamba
+from workbench.mixers.seeking import SeekingUnits
 from workbench.mixers.sliding_window import SlidingWindowAttention
 from workbench.mixers.transformer import SoftmaxAttention
 
@@ -24,7 +25,8 @@ MIXERS: dict[str, type[Mixer]] = {
     "mamba": Mamba,
     "gsa": GatedSlotAttention,
     "inverted": InvertedMixer,
+    "seeking": SeekingUnits,
 }
 
-__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "GatedSlotAttention", "InvertedMixer", "Mamba", "Mixer",
+__all__ = ["MIXERS", "BasedMixer", "DeltaNet", "GatedDeltaNet", "GatedSlotAttention", "InvertedMixer", "Mamba", "Mixer", "SeekingUnits",
            "SlidingWindowAttention", "SoftmaxAttention"]

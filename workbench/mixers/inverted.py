@@ -159,8 +159,9 @@ class InvertedOptions:
     gate_margin: float = 0.0  # loss weight on p(1-p) of both gates: keeps hard gates off the 1/2 threshold
     write_gate: bool = True  # learned salience gate; False = every token writes (ablation: is demand worth it?)
     price_ranked: bool = True  # the excess price falls only on the least salient writes beyond the top M
+    write_cost: float = 0.0  # loss per write probability, every token (demand-driven: writing is never free); 0 = off
     pool_balance: float = 0.0  # weight of a load-balance loss over pools (Switch-style); 0 = off
-    write_floor: float = 0.0  # the batch's mean write probability is pushed up when below this; 0 = off
+    write_floor: float = 0.05  # the batch's mean write probability is pushed up below this (a gate cannot drift shut)
 
 
 class InvertedMixer(Mixer):
@@ -183,7 +184,7 @@ class InvertedMixer(Mixer):
             raise ConfigError(f"inverted.timescales must lie in (0, 1), got {o.timescales!r}")
         if len(o.timescales) > d_model:
             raise ConfigError("inverted.timescales cannot outnumber d_model channels")
-        for name in ("write_price", "write_bias", "gate_margin", "pool_balance", "write_floor"):
+        for name in ("write_price", "write_bias", "gate_margin", "write_cost", "pool_balance", "write_floor"):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"inverted.{name} must be a finite number, got {value!r}")
@@ -381,6 +382,10 @@ class InvertedMixer(Mixer):
             # shifts every later ordinal); p(1-p) is largest at 1/2, so this pushes decisions away.
             probs = torch.sigmoid(gate_logits if o.write_gate else gate_logits[..., 1:])
             extra.append(o.gate_margin * (probs * (1 - probs)).mean())
+        if o.write_cost and o.write_gate:
+            # Every write costs: the gate learns which tokens are worth a unit (values, not filler), which
+            # is what keeps a long context from flooding the ring.
+            extra.append(o.write_cost * p_write.mean())
         if o.write_floor and o.write_gate:
             # A gate that drifts shut while the reads are still useless never reopens (char-LM seed 2
             # of protocol v1): below the floor every token's write probability is pushed up.

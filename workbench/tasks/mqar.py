@@ -64,13 +64,15 @@ class MQARTask(Task):
         n_eval: int = 1000,
         eval_seed: int = 777,
         long_configs: list[tuple[int, int]] | tuple = ((1024, 64),),
+        n_eval_long: int | None = None,
     ) -> None:
+        n_eval_long = n_eval if n_eval_long is None else n_eval_long
         self.check_options({"seq_len": seq_len, "kv_pairs": kv_pairs, "vocab_size": vocab_size, "n_eval": n_eval,
-                            "eval_seed": eval_seed, "long_configs": long_configs})
+                            "eval_seed": eval_seed, "long_configs": long_configs, "n_eval_long": n_eval_long})
         self.long_configs = [(int(s), int(k)) for s, k in (long_configs or [])]
         self.seq_len, self.kv_pairs, self.vocab_size = seq_len, kv_pairs, vocab_size
         self.io = TaskIO(input_kind="tokens", head="lm", vocab_size=vocab_size)
-        self.eval_seed, self.n_eval = eval_seed, n_eval
+        self.eval_seed, self.n_eval, self.n_eval_long = eval_seed, n_eval, n_eval_long
         rng = np.random.default_rng([eval_seed, seq_len, kv_pairs])
         try:
             self.eval_batch = make_mqar_examples(n_eval, seq_len, kv_pairs, vocab_size, rng)
@@ -83,6 +85,8 @@ class MQARTask(Task):
     def check_options(cls, options: dict[str, Any]) -> None:
         for name in ("seq_len", "kv_pairs", "vocab_size", "n_eval"):
             check_int(f"mqar.{name}", options[name], minimum=1)
+        if options.get("n_eval_long") is not None:
+            check_int("mqar.n_eval_long", options["n_eval_long"], minimum=1)
         check_int("mqar.eval_seed", options["eval_seed"], minimum=0, maximum=MAX_SEED)
         long_configs = options["long_configs"] or []
         if not isinstance(long_configs, (list, tuple)) or not all(
@@ -110,7 +114,7 @@ class MQARTask(Task):
         metrics = {"accuracy": correct / counted}
         for seq_len, kv_pairs in self.long_configs if final else []:
             rng = np.random.default_rng([self.eval_seed, seq_len, kv_pairs])
-            batch = make_mqar_examples(self.n_eval, seq_len, kv_pairs, self.vocab_size, rng)
+            batch = make_mqar_examples(self.n_eval_long, seq_len, kv_pairs, self.vocab_size, rng)
             correct, counted, _ = lm_accuracy(model, batch.inputs, batch.targets, batch_size=max(1, 25_000 // seq_len))
             metrics[f"accuracy@{seq_len}x{kv_pairs}"] = correct / counted
         return metrics

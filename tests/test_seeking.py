@@ -1,0 +1,84 @@
+"""Seeking units: both forms agree, units compete and rest, a unit keeps its message until rewritten."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from workbench.config import ConfigError, ModelConfig
+from workbench.hooks import capture
+from workbench.mixers.seeking import SeekingOptions, SeekingUnits
+from workbench.model import mixer_options
+
+
+def make(seed: int = 0, **options) -> SeekingUnits:
+    torch.manual_seed(seed)
+    mixer = SeekingUnits(16, SeekingOptions(**{"n_heads": 2, "n_units": 5, "chunk_size": 4, **options})).double()
+    with torch.no_grad():
+        for p in mixer.parameters():
+            p.normal_(0, 0.4)
+        mixer.salience_bias.fill_(1.0)
+    return mixer
+
+
+@pytest.mark.parametrize("refractory", [False, True])
+@pytest.mark.parametrize("length", [1, 4, 9, 23])
+def test_parallel_equals_recurrent_values_and_gradients(refractory, length):
+    mixer = make(refractory=refractory, recovery=3.0)
+    x = torch.randn(2, length, 16, dtype=torch.float64, requires_grad=True)
+    outs = []
+    for form in (mixer, mixer.forward_recurrent):
+        y = form(x)
+        grads = torch.autograd.grad((y * torch.sin(y)).sum(), [x, *mixer.parameters()])
+        outs.append((y, grads))
+    (y_par, g_par), (y_rec, g_rec) = outs
+    torch.testing.assert_close(y_par, y_rec, rtol=1e-9, atol=1e-10)
+    for a, b in zip(g_par, g_rec):
+        torch.testing.assert_close(a, b, rtol=1e-8, atol=1e-10)
+
+
+def test_writes_split_the_salience_among_the_units_and_rest_spreads_a_repeated_message():
+    """The same message over and over: by content alone it goes to one unit; with rest the units take turns."""
+    x = torch.randn(1, 1, 16, dtype=torch.float64).expand(1, 40, 16)
+    loads = {}
+    for rest in (False, True):
+        mixer = make(refractory=rest, recovery=8.0, rest_strength=4.0)
+        with torch.no_grad():
+            mixer.proj.weight[3 * 16: 3 * 16 + 2 * 5] *= 5  # sharp bids: content alone picks one unit
+        with torch.no_grad(), capture(mixer, ["hook_writes", "hook_salience"]) as cache:
+            mixer(x)
+        writes, salience = cache["hook_writes"], cache["hook_salience"]
+        torch.testing.assert_close(writes.sum(-1), salience)  # normalization over the units
+        share = writes.sum(2) / writes.sum((2, 3))[..., None]  # (B, H, M) share of all writes
+        loads[rest] = float(share.max(-1).values.mean())
+    assert loads[False] > 0.9  # content alone: one unit absorbs nearly everything
+    assert loads[True] < loads[False] - 0.25  # with rest the units take turns: the busiest one takes far less
+
+
+def test_a_unit_that_does_not_win_keeps_its_message():
+    """The slot memory of a unit changes only by how much it absorbs: zero write, zero change."""
+    mixer = make(refractory=False).eval()
+    state = mixer.init_state(1, dtype=torch.float64)
+    x = torch.randn(1, 16, dtype=torch.float64)
+    _, state = mixer.step(x, state)
+    with torch.no_grad():  # make unit 0 of every head lose every later bid
+        bids = mixer.proj.weight[3 * 16: 3 * 16 + 2 * 5].view(2, 5, 16)
+        bids[:, 0] = -100 * x[0] / x[0].norm()
+    before = state["value_slots"][..., 0, :].clone()
+    _, after = mixer.step(x, state)
+    torch.testing.assert_close(after["value_slots"][..., 0, :], before, rtol=0, atol=1e-30)
+
+
+def test_state_is_constant_and_counted():
+    assert make(refractory=True).state_floats(1) == 2 * 5 * (2 * 8 + 1)
+    assert make(refractory=False).state_floats(1) == 2 * 5 * (2 * 8)
+
+
+@pytest.mark.parametrize("options, message", [
+    ({"n_units": 0}, "n_units"), ({"refractory": 1}, "true or false"), ({"recovery": 0.0}, "recovery"),
+    ({"rest_strength": -1.0}, "rest_strength"), ({"chunk_size": 6}, "power of two"), ({"n_heads": 3}, "equal heads"),
+    ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
+])
+def test_bad_options_are_rejected(options, message):
+    with pytest.raises(ConfigError, match=message):
+        mixer_options(ModelConfig(mixer="seeking", d_model=16, mixer_options=options))

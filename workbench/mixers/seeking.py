@@ -1,0 +1,186 @@
+"""Seeking units: M units per head bid for each message, rest after they absorb one, keep it until rewritten.
+
+The inverted-attention mechanism written without hard decisions. A token posts a message (key
+k_t, value v_t) with a salience s_t in (0, 1) (how much it has to say); the M units of a head bid
+for it with their learned interests, and the units compete - the normalization runs over the
+*units* (Slot Attention's inverted softmax, Locatello et al. 2020) - so the message goes mostly to
+one unit. A unit that has just absorbed messages rests: its bid is damped by a refractory gain that
+recovers over about ``recovery`` tokens, so the next message goes elsewhere and no unit dominates.
+Per head h, token t (x_t the mixer's input)::
+
+    q_t, k_t, v_t = swish(W_q x_t), swish(W_k x_t), swish(W_v x_t)
+    s_t = sigmoid(w_s . x_t + b_s)                                   salience (demand)
+    b_t = W_b x_t                                                    the M units' bids (interests)
+    a0_t = s_t softmax_m(b_t)                                        writes by content alone
+    L_t = lambda L_{t-1} + (1 - lambda) a0_t                         each unit's recent load
+    a_t = s_t softmax_m(b_t - beta M L_{t-1})                        writes with rest (amplification
+                                                                     by the gain, then normalization)
+    K~_t = diag(1 - a_t) K~_{t-1} + a_t k_t^T,   V~_t likewise        a unit keeps its message until
+                                                                     it absorbs another
+    o_t = V~_t^T softmax(K~_t q_t);  y_t = W_o RMSNorm(swish([o_t^1; ...; o_t^H]))
+
+The load L is computed from the writes by content alone - the demand each unit faces - which is one
+Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
+spreading the writes rather than converge, so there is one; ``refractory=False`` switches rest off).
+Both forms compute the same quantity exactly and the parallel form stays parallel: L is a linear scan, and the slot
+memories are gated linear recurrences run as two chunked passes of gated linear attention
+(``workbench.kernels.gla``), as Gated Slot Attention does. The difference from GSA (Zhang et al.
+2024, arXiv 2409.07146): there every slot forgets by its own sigmoid gate at every token, so every
+token is written into every slot; here a message goes where the units' competition and rest send it,
+a unit that does not win keeps its message unchanged, and the salience decides how much is written
+at all. Parallel form: O(T (C + log C) M d) per head, no T x T tensor; recurrent form: a state of
+heads * M * (2 d_head + 1) numbers, whatever the context.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from workbench.config import ConfigError
+from workbench.hooks import HookPoint
+from workbench.kernels.gla import gla_chunked, gla_step
+from workbench.mixers.base import Mixer
+from workbench.mixers.inverted import ema_scan
+
+_MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
+
+
+@dataclass
+class SeekingOptions:
+    n_units: int = 64  # M units per head (the state knob); state = heads * M * (2 d_head + 1)
+    n_heads: int = 4
+    recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
+    rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
+    refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
+    salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
+    norm_eps: float = 1e-5
+    chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
+
+
+class SeekingUnits(Mixer):
+    Options = SeekingOptions
+
+    @classmethod
+    def check_options(cls, o: SeekingOptions, d_model: int) -> None:
+        if not isinstance(o.refractory, bool):
+            raise ConfigError(f"seeking.refractory must be true or false, got {o.refractory!r}")
+        for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1)):
+            value = getattr(o, name)
+            if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
+                raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
+        if o.chunk_size & (o.chunk_size - 1):
+            raise ConfigError(f"seeking.chunk_size must be a power of two, got {o.chunk_size!r}")
+        if d_model % o.n_heads:
+            raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
+        for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
+                               ("norm_eps", True)):
+            value = getattr(o, name)
+            if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
+                raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
+            if positive is True and value <= 0 or positive is False and value < 0:
+                raise ConfigError(f"seeking.{name} must be {'> 0' if positive else '>= 0'}, got {value!r}")
+
+    def __init__(self, d_model: int, options: SeekingOptions | None = None) -> None:
+        super().__init__()
+        o = options or SeekingOptions()
+        self.check_options(o, d_model)
+        self.o = o
+        self.n_heads, self.n_units, self.d_head = o.n_heads, o.n_units, d_model // o.n_heads
+        # One matmul: q, k, v (3 d_model), the units' bids (H M) and the salience (H).
+        self.proj = nn.Linear(d_model, 3 * d_model + o.n_heads * (o.n_units + 1), bias=False)
+        self.salience_bias = nn.Parameter(torch.full((o.n_heads,), float(o.salience_bias)))
+        self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
+        self.norm_weight = nn.Parameter(torch.ones(d_model))
+        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.hook_salience = HookPoint()  # (B, H, T): s_t
+        self.hook_bids = HookPoint()  # (B, H, T, M): the units' bids, before rest
+        self.hook_gain = HookPoint()  # (B, H, T, M): the refractory gain exp(-beta M L_{t-1}) in (0, 1]
+        self.hook_writes = HookPoint()  # (B, H, T, M): a_t, how much of message t each unit absorbs
+        self.hook_read_weights = HookPoint()  # (B, H, T, M): softmax over the units
+        self.hook_read = HookPoint()  # (B, T, d_model)
+
+    # ------------------------------------------------------------------ shared pieces
+
+    def _project(self, x: torch.Tensor):
+        """x (B, T, d) -> q, k, v (B, H, T, d_head), bids (B, H, T, M), salience (B, H, T)."""
+        h, m, dh = self.n_heads, self.n_units, self.d_head
+        qkv, bids, sal = self.proj(x).split([3 * h * dh, h * m, h], dim=-1)
+        q, k, v = F.silu(qkv.unflatten(-1, (3, h, dh)).movedim(-3, 0).transpose(-2, -3)).unbind(0)
+        bids = self.hook_bids(bids.unflatten(-1, (h, m)).transpose(-2, -3))
+        salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
+        return q, k, v, bids, salience
+
+    def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None) -> torch.Tensor:
+        logits = bids if log_gain is None else bids + log_gain
+        return salience[..., None] * logits.softmax(-1)
+
+    def _finish(self, read: torch.Tensor) -> torch.Tensor:
+        read = self.hook_read(read)
+        normed = F.rms_norm(F.silu(read), (read.shape[-1],), self.norm_weight, self.o.norm_eps)
+        return self.out(normed)
+
+    def _rest(self, load_before: torch.Tensor) -> torch.Tensor:
+        """log gain from the load before this token: -beta * M * L_{t-1} (0 for an unused unit)."""
+        return -self.o.rest_strength * self.n_units * load_before
+
+    def _stats(self, writes: torch.Tensor) -> None:
+        """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
+        mass = writes.detach().sum(2)  # (B, H, M)
+        share = mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
+        entropy = -(share * share.clamp_min(1e-12).log2()).sum(-1).mean()
+        self.stats = {"unit_load_entropy_bits": float(entropy), "write_mass": float(writes.detach().sum(-1).mean())}
+
+    # ------------------------------------------------------------------ parallel form
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v, bids, salience = self._project(x)
+        writes = self._writes(bids, salience, None)
+        if self.o.refractory:
+            flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
+            load = ema_scan(flat, self.keep.expand(self.n_units)).unflatten(0, (b, self.n_heads))
+            before = F.pad(load, (0, 0, 1, 0))[:, :, :t]  # L_{t-1}, zero before the first token
+            gain = self._rest(before)
+            self.hook_gain(gain.exp())
+            writes = self._writes(bids, salience, gain)
+        writes = self.hook_writes(writes.clamp(max=_MAX_WRITE))
+        log_keep = torch.log1p(-writes)
+        chunk = self.o.chunk_size
+        scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
+        weights = self.hook_read_weights(scores.softmax(-1))
+        read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
+        if self.training:
+            self._stats(writes)
+        return self._finish(read.transpose(1, 2).reshape(b, t, d))
+
+    # ------------------------------------------------------------------ recurrent form
+
+    def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, Any]:
+        shape = (batch_size, self.n_heads)
+        return {
+            "key_slots": torch.zeros(*shape, self.d_head, self.n_units, device=device, dtype=dtype),
+            "value_slots": torch.zeros(*shape, self.n_units, self.d_head, device=device, dtype=dtype),
+            # Each unit's recent load from the writes by content alone (absent without rest).
+            "load": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.refractory else None,
+        }
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
+        b, d = x_t.shape
+        q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
+        writes, load = self._writes(bids, salience, None), state["load"]
+        if self.o.refractory:
+            gain = self._rest(load)
+            load = self.keep * load + (1 - self.keep) * writes
+            writes = self._writes(bids, salience, gain)
+        writes = writes.clamp(max=_MAX_WRITE)
+        log_keep = torch.log1p(-writes)
+        scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
+        weights = self.hook_read_weights(scores.softmax(-1))
+        read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
+        return self._finish(read.reshape(b, d)), {"key_slots": key_slots, "value_slots": value_slots, "load": load}
