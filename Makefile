@@ -65,7 +65,8 @@ ablation: venv  ## the inverted mixer's switches at protocol v2's full budget ->
 
 SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 
-bench-scaling: venv  ## time, memory and ESTIMATED energy vs length, both mixers -> results/scaling-<device>.json
+bench-scaling: venv  ## every mixer side by side: time, memory, fused decode, roofline, ESTIMATED energy vs length; a million tokens through every constant-state mixer -> results/scaling-<device>.json, results/long-context-<device>[-bf16].json (run it on a quiet machine: the JSON records the load average)
+	@echo "load average now: $$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (times are only comparable on a quiet machine)"
 	$(PY) -m workbench.cli bench scaling $(SCALING_ARGS)
 
 # Two small char-LM checkpoints (trained here when missing, one thread, a few minutes each), then

@@ -599,7 +599,7 @@ fig.show()
 # $$c_t = \lambda \odot c_{t-1} + (1-\lambda) \odot h_t, \qquad f_t = [h_t;\ c_t].$$
 # `ema_scan` computes all $t$ at once by doubling: after sweep $j$ each $y_t$ holds the sum of the last
 # $2^j$ terms $\lambda^i (1-\lambda) x_{t-i}$, so $\lceil \log_2 T\rceil$ vectorised sweeps suffice.
-# The CPU path the mixer runs, `workbench.kernels.reference.ema_chunked`, computes the same numbers
+# The CPU path the mixer runs, `workbench.kernels.ema.torch_impl.ema_chunked`, computes the same numbers
 # with less memory traffic: inside each chunk of $C$ tokens a matmul with
 # $L_{is} = (1-\lambda)\lambda^{i-s}$ ($s \le i$), then the same doubling over the $T/C$ chunk ends
 # with factor $\lambda^C$, added back as $\lambda^{i+1} c_{\text{chunk start}}$.
@@ -784,7 +784,7 @@ assert not unresolved and len(methods) >= 10
 # | piece | time | memory | function |
 # |---|---|---|---|
 # | projections, conv, gates | $O(T d^2)$ | $O(T d)$ | `InvertedMixer.forward` |
-# | EMA | $O(T C d)$ matmul + $O(\frac{T}{C} d \log \frac{T}{C})$ scan | $O(T d)$ | `workbench.kernels.reference.ema_chunked` (`ema_scan`: $O(T d \log T)$) |
+# | EMA | $O(T C d)$ matmul + $O(\frac{T}{C} d \log \frac{T}{C})$ scan | $O(T d)$ | `workbench.kernels.ema.torch_impl.ema_chunked` (`ema_scan`: $O(T d \log T)$) |
 # | ring, candidate tables | $O(T (M + C))$ (cumsum, scatter, compares) | $O(T (M + C))$ booleans | `chunk_tables` |
 # | chunk-start states | $O(\frac{T}{C} M e)$ gathers (keys; values too on the dense path) | $O(\frac{T}{C} M e)$ | `InvertedMixer._mix_chunked` |
 # | scores and mix | $O(T (M + C) e + T k d)$ (dense path: $O(T (M + C)(e + d))$) | $O(T (M + C))$ | `InvertedMixer._mix_chunked`, `chunk_read_gather` |

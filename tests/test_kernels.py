@@ -26,16 +26,13 @@ import pytest
 import torch
 
 from workbench.kernels import dispatch
-from workbench.kernels.reference import (
-    chunk_candidates,
-    chunk_read_naive,
-    chunk_read_torch,
-    ema_chunked,
-    ema_naive,
-)
+from workbench.kernels.chunk_read.reference import chunk_candidates, chunk_read_naive
+from workbench.kernels.chunk_read.torch_impl import chunk_read_torch
+from workbench.kernels.ema.reference import ema_naive
+from workbench.kernels.ema.torch_impl import ema_chunked
 from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
 
-KERNEL_MODULES = ("workbench.kernels.ema", "workbench.kernels.chunk_read")
+KERNEL_MODULES = {"ema": "workbench.kernels.ema.triton_impl", "chunk_read": "workbench.kernels.chunk_read.triton_impl"}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 # TRITON_INTERPRET=1 for this whole process: the child started by test_kernels_under_the_interpreter
 # (or a run where the user set it). Triton fixes interpreted-or-compiled for every @triton.jit function,
@@ -47,7 +44,7 @@ MIN_INTERPRETED = 15  # interpreted tests that must pass in the child (the wired
 
 
 def _kernels(interpret: bool) -> types.SimpleNamespace:
-    mods = types.SimpleNamespace(**{n.rsplit(".", 1)[1]: importlib.import_module(n) for n in KERNEL_MODULES})
+    mods = types.SimpleNamespace(**{op: importlib.import_module(name) for op, name in KERNEL_MODULES.items()})
     kind = "InterpretedFunction" if interpret else "JITFunction"
     assert type(mods.ema._ema_fwd_kernel).__name__ == kind, "triton was imported before TRITON_INTERPRET was set"
     assert type(mods.chunk_read._chunk_read_fwd_kernel).__name__ == kind
@@ -471,3 +468,24 @@ def test_chunk_read_triton_is_the_mixers_read_cuda(compiled, case):
     mixer = InvertedMixer(16, InvertedOptions(n_units=m, read_topk=k, chunk_size=chunk))
     inputs = mixer_read_inputs(b, t, m, 6, 7, torch.float32, "cuda")
     check_mixer_read(compiled.chunk_read.chunk_read_triton, mixer, inputs, 1e-5)
+
+
+# ----------------------------------------------------------------------------- op: the ordinal code
+
+
+def test_ordinal_code_recompute_matches_the_definition():
+    """Values equal; gradients (ordinals and frequencies) equal to autograd through the definition."""
+    from workbench.kernels.ordinal import ordinal_code_naive, ordinal_code_recompute
+
+    gen = torch.Generator().manual_seed(0)
+    freqs = (64.0 ** -(torch.arange(8, dtype=torch.float64) / 7)).requires_grad_()
+    for dtype in (torch.float32, torch.float64):
+        ordinal = (torch.rand(3, 17, generator=gen, dtype=dtype) * 1000).requires_grad_()
+        y, y_ref = ordinal_code_recompute(ordinal, freqs), ordinal_code_naive(ordinal, freqs)
+        assert torch.equal(y, y_ref)
+        g = torch.randn(y.shape, generator=gen)
+        grads = torch.autograd.grad(y, [ordinal, freqs], g)
+        grads_ref = torch.autograd.grad(y_ref, [ordinal, freqs], g)
+        for got, ref in zip(grads, grads_ref):
+            assert got.dtype == ref.dtype
+            torch.testing.assert_close(got, ref, rtol=1e-6, atol=1e-6)

@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from workbench.bench import scaling as sc
+from workbench.bench.long_context import run_long_recurrent
 from workbench.report import orphan_markers, render_blocks, update_markdown
 
 
@@ -14,8 +15,9 @@ from workbench.report import orphan_markers, render_blocks, update_markdown
 def results(tmp_path_factory) -> Path:
     out = tmp_path_factory.mktemp("results")
     sc.run_scaling(lengths=(16, 32), mixers=("inverted", "transformer"), d_model=16, tokens_per_batch=64, repeats=1,
-                   out=out, threads=1, decode_steps=2, progress=False)
-    sc.run_long_recurrent(n_tokens=60, d_model=16, chunk=20, out=out, threads=1, progress=False)
+                   out=out, threads=1, decode_steps=2, progress=False, phases=("decode", "prefill", "train"),
+                   peak_sizes=(64, 128))
+    run_long_recurrent(n_tokens=60, d_model=16, chunk=20, out=out, threads=1, progress=False, mixers=("inverted",))
     return out
 
 
@@ -23,10 +25,10 @@ def test_scaling_and_long_context_blocks_render_from_the_json(results: Path):
     blocks = render_blocks(results)
     assert set(blocks) == {"scaling-cpu-1thread", "long-context-cpu-1thread"}
     table = blocks["scaling-cpu-1thread"]
-    assert table.count("\n| inverted |") == 2 and table.count("\n| transformer |") == 2
-    assert "ESTIMATES" in table and "log-log slopes, inverted" in table
+    assert table.count("\n| inverted |") == 4 and table.count("\n| transformer |") == 4  # main and energy tables
+    assert "ESTIMATES" in table and "log-log slopes, inverted" in table and "% peak" in table
     long = blocks["long-context-cpu-1thread"]
-    assert "| 60 | float32 |" in long and "state norms" in long
+    assert "| inverted | 60 | float32 | plain |" in long and "state norms" in long
 
 
 def test_update_markdown_replaces_only_known_blocks(results: Path, tmp_path: Path):

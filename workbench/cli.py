@@ -154,7 +154,8 @@ def cmd_generate(args: argparse.Namespace) -> None:
     except ValueError as exc:
         raise ConfigError(f"{exc}; use only characters of the training text in --prompt") from None
     generator = torch.Generator().manual_seed(args.seed)
-    out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator)
+    out = model.generate(prompt, args.n, temperature=args.temperature, top_k=args.top_k, generator=generator,
+                         fused=args.fused)
     print(vocab.decode(out[0]))
 
 
@@ -261,7 +262,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
     """The benchmark's arguments checked before any child process starts."""
     from workbench.mixers import MIXERS
 
-    for name in ("repeats", "d_model", "tokens_per_batch", "decode_steps"):
+    for name in ("repeats", "d_model", "tokens_per_batch", "decode_steps", "decode_batch"):
         if getattr(args, name) < 1:
             raise ConfigError(f"--{name.replace('_', '-')} must be a positive integer, got {getattr(args, name)}")
     if args.threads is not None and args.threads < 1:
@@ -278,7 +279,7 @@ def _check_bench_args(args: argparse.Namespace) -> None:
         raise ConfigError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
     if not args.no_scaling and (not lengths or min(lengths) < 1):
         raise ConfigError(f"--lengths must be positive integers, got {args.lengths!r}")
-    mixers = [m for m in args.mixers.split(",") if m]
+    mixers = list(MIXERS) if args.mixers == "all" else [m for m in args.mixers.split(",") if m]
     unknown = [m for m in mixers if m not in MIXERS]
     if unknown or (not mixers and not args.no_scaling):
         raise ConfigError(f"--mixers: unknown mixer(s) {unknown}; choose from {', '.join(sorted(MIXERS))}")
@@ -320,6 +321,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--temperature", type=float, default=0.8)
     p.add_argument("--top-k", type=int, default=None, help="sample among the k likeliest characters (k >= 1)")
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--fused", action="store_true",
+                   help="decode with the fused step (workbench.fast: compiled once, then several times faster)")
     p.set_defaults(func=cmd_generate)
 
     p = sub.add_parser("export", parents=[debug], help="export a checkpoint's recurrent step as one graph for on-device runtimes")

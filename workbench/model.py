@@ -286,8 +286,13 @@ class Model(nn.Module):
         temperature: float = 1.0,
         top_k: int | None = None,
         generator: torch.Generator | None = None,
+        fused: bool = False,
     ) -> torch.Tensor:
-        """Sample ``n_new`` tokens after ``prompt`` (batch, time) with the recurrent form."""
+        """Sample ``n_new`` tokens after ``prompt`` (batch, time) with the recurrent form.
+
+        ``fused``: step with ``workbench.fast.fused_step`` (the whole step compiled once per batch
+        size and weights; the same tokens up to float rounding), else the plain ``step``.
+        """
         if self.io.head != "lm":
             raise ValueError("generate needs a model with an lm head")
         if prompt.dim() != 2 or prompt.shape[1] == 0:
@@ -295,9 +300,14 @@ class Model(nn.Module):
         if temperature < 0:
             raise ValueError("temperature must be >= 0")
         self._check_inputs(prompt)
-        state = self.init_state(prompt.shape[0])
+        step, state = self.step, self.init_state(prompt.shape[0])
+        if fused:
+            from workbench.fast import fused_step
+
+            step = fused_step(self, prompt.shape[0], capacity=prompt.shape[1] + n_new + 1)
+            state = step.init_state()
         for t in range(prompt.shape[1]):
-            logits, state = self.step(prompt[:, t], state)
+            logits, state = step(prompt[:, t], state)
         out = [prompt]
         for _ in range(n_new):
             if temperature == 0:
@@ -309,7 +319,7 @@ class Model(nn.Module):
                     scaled = scaled.masked_fill(scaled < kth, float("-inf"))
                 token = torch.multinomial(scaled.softmax(-1), 1, generator=generator)[:, 0]
             out.append(token[:, None])
-            logits, state = self.step(token, state)
+            logits, state = step(token, state)
         return torch.cat(out, dim=1)
 
 

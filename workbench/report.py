@@ -241,7 +241,7 @@ def render_blocks(results: Path) -> dict[str, str]:
         blocks[f"v1-{path.stem.split('-', 1)[1]}"] = v1_table(json.loads(path.read_text()))
     for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
         blocks[path.stem] = system2_table(json.loads(path.read_text()))
-    from workbench.bench.scaling import long_context_markdown, scaling_markdown
+    from workbench.bench.tables import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
         blocks[path.stem] = scaling_markdown(json.loads(path.read_text()))

@@ -1,13 +1,15 @@
 """Choose an implementation of a kernel op: ``get_impl(op, device, override)``.
 
-Backends per op (every callable has the op's contract, see ``reference.py``):
+Backends per op, one module each under ``workbench/kernels/<op>/`` (every callable has the op's
+contract, stated in the op's ``reference.py``):
 
-============  ===========================  ==================================  =========================
-op            naive (tests, clarity)       torch (CPU fast path)               triton (CUDA)
-============  ===========================  ==================================  =========================
-ema           ``reference.ema_naive``      ``reference.ema_chunked``           ``ema.ema_triton``
-chunk_read    ``reference.chunk_read_naive``  ``reference.chunk_read_torch``   ``chunk_read.chunk_read_triton``
-============  ===========================  ==================================  =========================
+============  ====================================  =====================================  ======================================
+op            naive (tests, clarity)                torch (CPU fast path)                  triton (CUDA)
+============  ====================================  =====================================  ======================================
+ema           ``ema.reference.ema_naive``           ``ema.torch_impl.ema_chunked``         ``ema.triton_impl.ema_triton``
+chunk_read    ``chunk_read.reference.               ``chunk_read.torch_impl.               ``chunk_read.triton_impl.
+              chunk_read_naive``                    chunk_read_torch``                     chunk_read_triton``
+============  ====================================  =====================================  ======================================
 
 Choice: the ``override`` argument if given, else the environment variable ``WORKBENCH_KERNELS``,
 else ``"auto"``. Values: ``auto`` (triton on CUDA when triton imports, torch otherwise), ``torch``,
@@ -68,33 +70,33 @@ def resolve(device: torch.device | str, override: str | None = None) -> str:
 
 def _ema(backend: str) -> Callable:
     if backend == "naive":
-        from workbench.kernels.reference import ema_naive
+        from workbench.kernels.ema.reference import ema_naive
 
         return ema_naive
     if backend == "torch":
-        from workbench.kernels.reference import ema_chunked
+        from workbench.kernels.ema.torch_impl import ema_chunked
 
         return ema_chunked
-    from workbench.kernels.ema import ema_triton
+    from workbench.kernels.ema.triton_impl import ema_triton
 
     return ema_triton
 
 
 def _chunk_read(backend: str, strict: bool) -> Callable:
-    from workbench.kernels import reference
+    from workbench.kernels.chunk_read import reference, torch_impl
 
     if backend == "naive":
         return reference.chunk_read_naive
     if backend == "torch":
-        return reference.chunk_read_torch
-    from workbench.kernels.chunk_read import MAX_K, chunk_read_triton
+        return torch_impl.chunk_read_torch
+    from workbench.kernels.chunk_read.triton_impl import MAX_K, chunk_read_triton
 
     if strict:
         return chunk_read_triton
 
     @functools.wraps(chunk_read_triton)
     def chunk_read_auto(q, state_key, chunk_key, state_value, chunk_value, valid, k, need_weights=False):
-        fn = chunk_read_triton if min(k, valid.shape[-1]) <= MAX_K else reference.chunk_read_torch
+        fn = chunk_read_triton if min(k, valid.shape[-1]) <= MAX_K else torch_impl.chunk_read_torch
         return fn(q, state_key, chunk_key, state_value, chunk_value, valid, k, need_weights)
 
     return chunk_read_auto

@@ -97,10 +97,13 @@ def window_attention_step(
     v_t: torch.Tensor,
     k_cache: torch.Tensor,
     v_cache: torch.Tensor,
-    position: int,
+    position: int | torch.Tensor,
     scale: float | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
     """One token at absolute ``position``: write it to slot ``position % W``, read the filled slots.
+
+    ``position`` is an int, or a 0-d int64 tensor (``workbench.fast``'s traced step: then the mask
+    of unwritten slots is always applied, empty once the ring is full).
 
     q_t, k_t (B, H, E), v_t (B, H, D); caches (B, H, W, .) with W the window. Returns
     ``(y_t (B, H, D), k_cache, v_cache)``; the caches are new tensors (differentiable, no
@@ -113,7 +116,7 @@ def window_attention_step(
     k_cache = torch.where(here[:, None], k_t[:, :, None], k_cache)
     v_cache = torch.where(here[:, None], v_t[:, :, None], v_cache)
     scores = torch.einsum("bhe,bhse->bhs", q_t, k_cache) * scale
-    if position + 1 < w:  # slots past the position were never written
+    if not isinstance(position, int) or position + 1 < w:  # slots past the position were never written
         scores = scores.masked_fill(torch.arange(w, device=scores.device) > position, float("-inf"))
     y = torch.einsum("bhs,bhsd->bhd", scores.softmax(-1), v_cache)
     return y, k_cache, v_cache

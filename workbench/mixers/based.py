@@ -151,7 +151,7 @@ class BasedMixer(Mixer):
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         position = state["position"]
-        (q, k, v), win = self._split(x_t[:, None], torch.tensor([position], device=x_t.device))
+        (q, k, v), win = self._split(x_t[:, None], torch.as_tensor(position, device=x_t.device).reshape(1))
         q, k, v = (z[:, :, 0] for z in (q, k, v))
         linear, kv, z = linear_attention_step(q, k, v, state["kv"], state["z"], self.o.eps)
         new = {"kv": kv, "z": z, "position": position + 1}

@@ -49,8 +49,10 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
+from workbench.kernels.chunk_read.torch_impl import chunk_read_gather, chunk_tables
 from workbench.kernels.dispatch import get_impl, resolve
-from workbench.kernels.reference import chunk_read_gather, chunk_tables, decayed_cumsum
+from workbench.kernels.ema.torch_impl import decayed_cumsum
+from workbench.kernels.ordinal import ordinal_code_recompute
 from workbench.mixers.base import Mixer
 
 # ----------------------------------------------------------------------------- small ops
@@ -87,8 +89,8 @@ def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
     exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float64) / max(n_freq - 1, 1)
     freqs = float(span) ** -exponents
     # Angles, cos and sin in float64 (accurate for counts far beyond 2**24); only the code is cast.
-    angles = ordinal.to(torch.float64)[..., None] * freqs
-    return torch.cat([angles.cos(), angles.sin()], dim=-1).to(torch.float32)
+    # Fast path (workbench.kernels.ordinal): the same values; backward recomputes the angles.
+    return ordinal_code_recompute(ordinal, freqs)
 
 
 def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
@@ -610,29 +612,22 @@ def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None,
     with the length; only the total does, linearly. Counted: the projections,
     the EMA's (C, C) chunk matmul (C * d), scoring the M + C candidates and mixing the kept values
     (k * d with the gather read; (M + C) * d when k covers every candidate, a dense read). Not
-    counted: nonlinearities, the candidate tables, the top-k.
+    counted: nonlinearities, the candidate tables, the top-k. The counts come from the project's
+    one cost model (``workbench.bench.costs.inverted_macs``), which the scaling benchmark's FLOP,
+    energy and roofline columns use too.
     """
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")
-    o = options or InvertedOptions()
-    n_freq = o.n_freq if o.ordinal_read else 0
-    chunk = min(o.chunk_size, sequence_length)
-    key_dim = o.d_key + 2 * n_freq
-    d_feat = d_model * (2 if o.timescales else 1)
-    routes = (o.n_pools if o.refractory else o.n_units) if (o.n_pools > 1 or not o.refractory) else 0
-    projections = d_feat * (2 + 2 * n_freq + routes) + 2 * d_model * o.d_key + 2 * d_model * d_model
-    candidates = o.n_units + chunk
-    step = projections + o.n_units * key_dim + o.read_topk * d_model
-    ema = chunk * d_model if o.timescales else 0
-    mix = o.read_topk * d_model if o.read_topk < candidates else candidates * d_model
-    parallel = projections + ema + candidates * key_dim + mix
-    counters = 2 + (o.n_pools if o.refractory else 1)
-    state = o.n_units * (key_dim + d_model + 2) + d_model * (1 if o.timescales else 0) + counters
+    from dataclasses import asdict
+
+    from workbench.bench.costs import inverted_macs  # lazy: the cost model reads this module's options
+
+    scale = inverted_macs(sequence_length, d_model, asdict(options or InvertedOptions()))
     return {
-        "chunk": chunk,
-        "candidates_per_token": candidates,
-        "macs_per_token_parallel": parallel,
-        "macs_per_token_step": step,
-        "total_macs_parallel": parallel * sequence_length,
-        "state_floats": state,
+        "chunk": scale["chunk"],
+        "candidates_per_token": scale["candidates_per_token"],
+        "macs_per_token_parallel": scale["macs_per_token_parallel"],
+        "macs_per_token_step": scale["macs_per_token_step"],
+        "total_macs_parallel": scale["macs_per_token_parallel"] * sequence_length,
+        "state_floats": scale["state_floats"],
     }

@@ -87,7 +87,7 @@ class SlidingWindowAttention(Mixer):
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
         position = state["position"]
-        q, k, v = (z[:, :, 0] for z in self._heads(x_t[:, None], torch.tensor([position], device=x_t.device)))
+        q, k, v = (z[:, :, 0] for z in self._heads(x_t[:, None], torch.as_tensor(position, device=x_t.device).reshape(1)))
         y, keys, values = window_attention_step(q, k, v, state["k"], state["v"], position)
         y = self.hook_heads(y[:, :, None])[:, :, 0]
         return self.out(y.reshape(b, d)), {"k": keys, "v": values, "position": position + 1}

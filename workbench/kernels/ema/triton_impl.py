@@ -9,7 +9,7 @@ saved outputs, each program's partial ``da = sum_t g_t * (y_{t-1} - x_t)``; the 
 Accumulation is in float32 (float64 when x or the decay is float64); the decay is read in that
 precision (0.999 would round to 1 in bfloat16); the output dtype is ``promote_types(x, decay)``,
 as for ``ema_scan``.
-Reference: ``reference.ema_naive``; CPU fast path: ``workbench.mixers.inverted.ema_scan``.
+Reference: ``workbench.kernels.ema.reference.ema_naive``; CPU fast path: ``workbench.kernels.ema.torch_impl.ema_chunked``.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """Triton kernels for the chunked top-k read of the inverted mixer (``InvertedMixer._mix_chunked``).
 
-Contract (shapes, masking, dense case): see ``reference.py``; this is ``chunk_read_torch`` for
+Contract (shapes, masking, dense case): see ``chunk_read/reference.py``; this is ``torch_impl.chunk_read_torch`` for
 ``min(k, M + C) <= MAX_K``. Every tensor is flattened to ``BN = B * n`` chunks.
 
 Forward, one program per (chunk, block of ``BLOCK_R`` query rows):
@@ -324,7 +324,7 @@ def chunk_read_triton(
     k: int,
     need_weights: bool = False,
 ):
-    """The chunked top-k read (contract of ``reference.chunk_read_torch``) by Triton kernels, forward and backward.
+    """The chunked top-k read (contract of ``torch_impl.chunk_read_torch``) by Triton kernels, forward and backward.
 
     ``read`` and ``lse`` are differentiable in q, keys and values. ``weights`` (only when
     ``need_weights``; for the hook) is built from the kernel's selection and is detached.
