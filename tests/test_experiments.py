@@ -46,7 +46,7 @@ def test_protocol_v2_lists_every_mixer_cell_and_the_grid_then_seeds():
     labels = [c.label for c in full.cells]
     assert {"mqar-64x4", "mqar-128x8", "mqar-256x16", "mqar-512x64", "copy", "charlm", "charlm-600s"} == set(labels)
     mqar = next(c for c in full.cells if c.label == "mqar-256x16")
-    assert mqar.task_options["vocab_size"] == 8192
+    assert mqar.task_options["vocab_size"] == 512
     assert mqar.task_options["long_configs"] == [[512, 32], [1024, 64], [2048, 128], [4096, 64], [16384, 64]]
     runs, blocked = full.runs(Path("/nonexistent"), lambda cell, variant: None)
     # Before any grid run has finished, only the grid runs are listed: 3 rates x seed 0 per pair,
