@@ -116,3 +116,10 @@ def test_standings_call_a_difference_within_one_standard_deviation_a_tie():
             {**_row("mqar-256x16", "mamba", 0.5), "metrics": {"accuracy": stat(0.5, 0.01)}}]
     table = standings_table({"rows": rows})
     assert "| mqar-256x16 | accuracy | better |" in table
+
+
+def test_every_committed_result_file_renders():
+    """The report reads every schema the repository holds (old scaling files included)."""
+    repo = Path(__file__).resolve().parent.parent
+    blocks = render_blocks(repo / "results")
+    assert any(name.startswith("scaling-") for name in blocks) and all(isinstance(b, str) for b in blocks.values())

@@ -99,7 +99,10 @@ def summary_lines(result: dict[str, Any]) -> list[str]:
             slope = fits.get(name, {}).get("slope")
             parts.append(f"{name} {slope:.2f}" if slope is not None else f"{name} -")
         lines.append(f"log-log slopes, {mixer} (n >= {settings['min_fit_n']}): " + ", ".join(parts))
-    for peer, phases in (result.get("crossover") or {}).items():
+    crossover = result.get("crossover") or {}
+    if crossover and all(isinstance(c, dict) and "phase" in c for c in crossover.values()):
+        crossover = {"transformer": crossover}  # schema 1: one peer, keyed by phase
+    for peer, phases in crossover.items():
         lines.append(f"inverted faster than {peer} from: " + "; ".join(f"{phase} {_fmt_cross(c)}"
                                                                         for phase, c in phases.items()))
     peak = result.get("peak_flops_per_s")
