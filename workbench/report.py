@@ -235,8 +235,9 @@ def render_blocks(results: Path) -> dict[str, str]:
             blocks[f"ablation-{summary['budget']}"] = ablation_table(summary)
         else:
             blocks[path.stem] = compare_table(summary)
-            if any(r["variant"] == "inverted" for r in summary["rows"]):
-                blocks[f"standings-{path.stem.removeprefix('compare-')}"] = standings_table(summary)
+            for focus in ("seeking", "inverted"):  # block standings-<focus>-<experiment>-<budget>
+                if any(r["variant"] == focus for r in summary["rows"]):
+                    blocks[f"standings-{focus}-{path.stem.removeprefix('compare-')}"] = standings_table(summary, focus)
     for path in sorted((results / "v1").glob("compare-*.json")):  # protocol v1, as it ran
         blocks[f"v1-{path.stem.split('-', 1)[1]}"] = v1_table(json.loads(path.read_text()))
     for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
