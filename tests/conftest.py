@@ -11,6 +11,7 @@ from pathlib import Path
 
 import pytest
 import torch
+from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import RunConfig
 from workbench.mixers import MIXERS
@@ -119,3 +120,24 @@ def scrambled():
 def mixer_options():
     """The ``small_mixer_options`` helper, as a fixture."""
     return small_mixer_options
+
+
+class ShapeRecorder(TorchDispatchMode):
+    """Records the shape of every tensor an op returns (forward and backward): the no-n-by-n check."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.shapes: list[tuple[str, tuple[int, ...]]] = []
+
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
+        out = func(*args, **(kwargs or {}))
+        for tensor in out if isinstance(out, (tuple, list)) else [out]:
+            if isinstance(tensor, torch.Tensor):
+                self.shapes.append((str(func), tuple(tensor.shape)))
+        return out
+
+
+@pytest.fixture
+def shape_recorder():
+    """The ``ShapeRecorder`` class, as a fixture: ``with shape_recorder() as recorder: ...``."""
+    return ShapeRecorder

@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError
 from workbench.kernels.linear_attention import (
@@ -234,26 +233,12 @@ def test_mixer_is_the_sum_of_a_linear_and_a_window_branch():
     torch.testing.assert_close(mixer(x), linear_only(x) + window_only(x), rtol=0, atol=1e-12)
 
 
-class ShapeRecorder(TorchDispatchMode):
-    """Records the shape of every tensor an op returns (forward and backward)."""
 
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[str, tuple[int, ...]]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.shapes.append((str(func), tuple(tensor.shape)))
-        return out
-
-
-def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward():
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape_recorder):
     t = 230  # longer than any feature size (d_phi 153, projection 192); a multiple of neither chunk nor window
     mixer = BasedMixer(32, BasedOptions(feature_dim=16, n_heads=2, window=16, window_heads=2, chunk_size=32))
     x = torch.randn(2, t, 32, requires_grad=True)
-    with ShapeRecorder() as recorder:
+    with shape_recorder() as recorder:
         mixer(x).square().sum().backward()
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]

@@ -17,7 +17,6 @@ from pathlib import Path
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError
 from workbench.hooks import capture
@@ -331,29 +330,15 @@ def test_recurrent_state_has_constant_size(name, inner_conv):
     assert count_floats(mixer.init_state(1)) == mixer.state_floats(1) == expected
 
 
-class ShapeRecorder(TorchDispatchMode):
-    """Records the shape of every tensor an op returns (forward and backward)."""
-
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[str, tuple[int, ...]]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.shapes.append((str(func), tuple(tensor.shape)))
-        return out
-
 
 @pytest.mark.parametrize("name", ["gated_deltanet", "deltanet"])
 @pytest.mark.parametrize("inner_conv", [0, 4])
-def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(name, inner_conv):
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(name, inner_conv, shape_recorder):
     t = 257  # longer than every other dimension here (the widest is the fused projection, 196)
     options = GatedDeltaNetOptions(n_heads=2, d_head=16, expand_v=2.0, chunk_size=32, inner_conv=inner_conv)
     mixer = MIXERS[name](32, options)
     x = torch.randn(2, t, 32, requires_grad=True)
-    with ShapeRecorder() as recorder:
+    with shape_recorder() as recorder:
         mixer(x).square().sum().backward()
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]

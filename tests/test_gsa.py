@@ -19,7 +19,6 @@ import pathlib
 import pytest
 import torch
 import torch.nn.functional as F
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError
 from workbench.hooks import capture
@@ -284,24 +283,12 @@ def test_mixer_follows_the_papers_slot_equations():
     torch.testing.assert_close(mixer(x), normed @ mixer.out.weight.T, rtol=0, atol=1e-10)
 
 
-class ShapeRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[str, tuple[int, ...]]] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.shapes.append((str(func), tuple(tensor.shape)))
-        return out
-
-
-def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward():
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape_recorder):
     t = 300  # longer than the chunk (32) and every feature size (the fused projection is 4 * 32 wide)
     mixer = GatedSlotAttention(32, GSAOptions(n_heads=4, n_slots=8, chunk_size=32))
     x = torch.randn(2, t, 32, requires_grad=True)
-    with ShapeRecorder() as recorder:
+    with shape_recorder() as recorder:
         mixer(x).square().sum().backward()
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]

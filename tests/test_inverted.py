@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError, ModelConfig
 from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
@@ -110,24 +109,12 @@ def test_chunked_matches_naive_in_float32_at_odd_lengths():
         assert torch.allclose(mixer(x), y_naive, atol=1e-5), length
 
 
-class ShapeRecorder(TorchDispatchMode):
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[str, tuple[int, ...]]] = []
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.shapes.append((str(func), tuple(tensor.shape)))
-        return out
-
-
-def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward():
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape_recorder):
     t = 100  # longer than the units (32) and the chunk (32)
     mixer = InvertedMixer(32, InvertedOptions(n_units=32, chunk_size=32))
     x = torch.randn(2, t, 32, requires_grad=True)
-    with ShapeRecorder() as recorder:
+    with shape_recorder() as recorder:
         mixer(x).square().sum().backward()
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]

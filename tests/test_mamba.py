@@ -7,7 +7,6 @@ import math
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 import workbench.kernels.selective_scan as ss
 from workbench.config import ConfigError
@@ -267,26 +266,12 @@ def test_hook_points_see_the_selective_parameters():
     assert cache["hook_u"].shape == cache["hook_gate"].shape == (2, 9, 64)
 
 
-class ShapeRecorder(TorchDispatchMode):
-    """Records the shape of every tensor produced by every op run under it (forward and backward)."""
 
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[str, tuple[int, ...]]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.shapes.append((str(func), tuple(tensor.shape)))
-        return out
-
-
-def test_no_sequence_squared_tensor_and_no_full_state_tensor_forward_and_backward():
+def test_no_sequence_squared_tensor_and_no_full_state_tensor_forward_and_backward(shape_recorder):
     batch, t = 2, 200
     mixer = Mamba(32, MambaOptions(chunk_size=32))  # E = 64, N = 16
     x = torch.randn(batch, t, 32, requires_grad=True)
-    with ShapeRecorder() as recorder:
+    with shape_recorder() as recorder:
         mixer(x).square().sum().backward()
     assert recorder.shapes
     squared = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]

@@ -82,3 +82,13 @@ def test_state_is_constant_and_counted():
 def test_bad_options_are_rejected(options, message):
     with pytest.raises(ConfigError, match=message):
         mixer_options(ModelConfig(mixer="seeking", d_model=16, mixer_options=options))
+
+
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape_recorder):
+    t = 100  # longer than the chunk (8) and the units (5)
+    mixer = SeekingUnits(16, SeekingOptions(n_heads=2, n_units=5, chunk_size=8))
+    x = torch.randn(2, t, 16, requires_grad=True)
+    with shape_recorder() as recorder:
+        mixer(x).square().sum().backward()
+    offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
+    assert recorder.shapes and not offenders, offenders[:5]

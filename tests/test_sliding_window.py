@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import pytest
 import torch
-from torch.utils._python_dispatch import TorchDispatchMode
 
 from workbench.config import ConfigError
 from workbench.kernels.window_attention import (
@@ -130,26 +129,12 @@ def test_mixer_attends_exactly_to_the_last_w_tokens():
     assert seen.nonzero().flatten().tolist() == [9, 10, 11, 12]
 
 
-class ShapeRecorder(TorchDispatchMode):
-    """Records the shape of every tensor an op returns (forward and backward)."""
 
-    def __init__(self):
-        super().__init__()
-        self.shapes: list[tuple[str, tuple[int, ...]]] = []
-
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
-        out = func(*args, **(kwargs or {}))
-        for tensor in out if isinstance(out, (tuple, list)) else [out]:
-            if isinstance(tensor, torch.Tensor):
-                self.shapes.append((str(func), tuple(tensor.shape)))
-        return out
-
-
-def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward():
+def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape_recorder):
     t = 100  # several windows of 16, not a multiple of it
     mixer = SlidingWindowAttention(32, SlidingWindowOptions(n_heads=4, window=16))
     x = torch.randn(2, t, 32, requires_grad=True)
-    with ShapeRecorder() as recorder:
+    with shape_recorder() as recorder:
         mixer(x).square().sum().backward()
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]
