@@ -141,3 +141,16 @@ class ShapeRecorder(TorchDispatchMode):
 def shape_recorder():
     """The ``ShapeRecorder`` class, as a fixture: ``with shape_recorder() as recorder: ...``."""
     return ShapeRecorder
+
+
+@pytest.fixture()
+def corpus_dir(tmp_path, monkeypatch) -> Path:
+    """A small generated corpus standing in for tiny-shakespeare, in WORKBENCH_DATA_DIR (no shared path)."""
+    rng = random.Random(0)
+    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
+    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(1500)]
+    data = tmp_path / "data"
+    data.mkdir()
+    (data / "tinyshakespeare.txt").write_text("\n".join(lines) + "\n")
+    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
+    return data

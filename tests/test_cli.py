@@ -3,25 +3,10 @@
 from __future__ import annotations
 
 import json
-import random
-from pathlib import Path
 
 import pytest
 
 from workbench.cli import main
-
-
-@pytest.fixture()
-def corpus_dir(tmp_path, monkeypatch) -> Path:
-    """A small generated text corpus standing in for tiny-shakespeare (no shared path needed)."""
-    rng = random.Random(0)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(1500)]
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "tinyshakespeare.txt").write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
-    return data
 
 
 def test_compare_smoke_writes_runs_and_summary(corpus_dir, tmp_path, capsys):

@@ -4,7 +4,6 @@
 from __future__ import annotations
 
 import json
-import random
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,18 +15,6 @@ from workbench.experiments.aggregate import aggregate
 from workbench.experiments.protocol_v2 import MIXERS, protocol_v2
 from workbench.experiments.runner import chosen_rate, claim_run, finished, run_experiment
 from workbench.experiments.spec import Experiment, Variant
-
-
-@pytest.fixture()
-def corpus_dir(tmp_path, monkeypatch) -> Path:
-    rng = random.Random(0)
-    words = ["the", "cat", "sat", "on", "a", "mat", "and", "dog", "ran", "far", "away", "home"]
-    lines = [" ".join(rng.choice(words) for _ in range(rng.randint(3, 9))) for _ in range(1500)]
-    data = tmp_path / "data"
-    data.mkdir()
-    (data / "tinyshakespeare.txt").write_text("\n".join(lines) + "\n")
-    monkeypatch.setenv("WORKBENCH_DATA_DIR", str(data))
-    return data
 
 
 def small(experiment: Experiment, cells: list[str], mixers: list[str], **changes) -> Experiment:
