@@ -1,7 +1,8 @@
-"""The inverted mixer's switches, each turned off on its own, at protocol v2's full budget.
+"""Each mechanism's switches, each turned off on its own, at protocol v2's full budget.
 
-Cells: MQAR (256, 16) and char-LM (3,000 steps), at the learning rate protocol v2 chose for the
-inverted mixer on the same cell (the ablation waits for it); three seeds. A switch that changes
+Cells: MQAR (256, 16) and char-LM (3,000 steps), at the learning rate protocol v2 chose for the same
+mixer on the same cell (the ablation waits for it), three seeds. (Multi-stream recall has its own
+rest-off and pools rows in the multistream experiment, at its equal state.) A switch that changes
 nothing measurable here has no claim on the default.
 """
 
@@ -14,6 +15,9 @@ from workbench.experiments.protocol_v2 import MODEL, charlm_cells, mqar_cell, pr
 from workbench.experiments.spec import Cell, Experiment, Variant
 
 SWITCHES: dict[str, str] = {
+    "seeking (default)": "seeking",
+    "seeking: rest off": "seeking:refractory=false",
+    "seeking: no short conv": "seeking@short_conv=0",
     "inverted (default)": "inverted",
     "refractory off (content routing)": "inverted:refractory=false",
     "one pool": "inverted:n_pools=1",
@@ -32,16 +36,16 @@ def ablation(budget: str, results: Path = Path("results")) -> Experiment:
     source = protocol_v2(budget)
     variants = [Variant(name, *_split(parse_variant(spec))) for name, spec in SWITCHES.items()]
 
-    def lr_lookup(cell: Cell, _variant: Variant) -> float | None:
+    def lr_lookup(cell: Cell, variant: Variant) -> float | None:
         from workbench.experiments.runner import chosen_rate
 
         source_cell = next((c for c in source.cells if c.label == cell.label), None)
         if not source.lr_grid or source_cell is None:  # below the full budget v2 trains at its one default rate
             return cell.train.get("lr", TrainConfig.lr)
-        return chosen_rate(source, results)(source_cell, Variant("inverted", "inverted"))
+        return chosen_rate(source, results)(source_cell, Variant(variant.mixer, variant.mixer))
 
     return Experiment("ablation", budget, cells, variants, seeds=3 if budget == "full" else 1, model=dict(MODEL),
-                      lr_lookup=lr_lookup, notes="inverted mixer switches, one at a time, at v2's rate")
+                      lr_lookup=lr_lookup, notes="each mechanism's switches, one at a time, at v2's rate")
 
 
 def _split(variant: Variant) -> tuple[str, dict, dict]:
