@@ -3,8 +3,9 @@
 Where recency is not enough. S streams each own a range of key tokens. An example is a sequence of
 events: each event picks a stream by its rate (geometric: stream s has weight ``rate_ratio ** s``)
 and posts ``key value`` with a key of that stream not used before in the example and a random
-value. After the events come ``n_queries`` queries ``key value``: each asks for one of the last
-``recent`` events of a stream, the streams asked about equally often, and the value is the label.
+value; every stream posts at least ``recent`` events. After the events come ``n_queries`` queries
+``key value`` on distinct events among the last ``recent`` of each stream, the streams asked about
+equally often, in a random order; the value is the label.
 Every other position carries no loss.
 
 A memory that keeps the last M messages of the whole sequence (a window, a FIFO ring) loses the
@@ -27,8 +28,15 @@ def make_multistream_examples(
     n: int, seq_len: int, n_streams: int, key_range: int, n_values: int, n_queries: int, recent: int,
     rate_ratio: float, rng: np.random.Generator,
 ) -> tuple[Batch, np.ndarray]:
-    """(batch, stream of each query (n, n_queries)). Token ids: 0 unused, keys by stream, then values."""
+    """(batch, stream of each query (n, n_queries)). Token ids: 0 unused, keys by stream, then values.
+
+    Every stream posts at least ``recent`` events (the rest are drawn by rate), so each has a last
+    ``recent`` to ask about; each stream gets ``n_queries / n_streams`` queries on distinct events among
+    its last ``recent`` (no key is asked twice, so no answer can be copied from an earlier query), in
+    a random order.
+    """
     n_events = (seq_len + 1 - 2 * n_queries) // 2
+    per_stream = n_queries // n_streams
     rates = rate_ratio ** np.arange(n_streams)
     rates = rates / rates.sum()
     value_base = 1 + n_streams * key_range
@@ -36,11 +44,11 @@ def make_multistream_examples(
     labels = np.full_like(tokens, IGNORE)
     query_streams = np.zeros((n, n_queries), dtype=np.int64)
     for row in range(n):
-        streams = rng.choice(n_streams, n_events, p=rates)
-        counts = np.bincount(streams, minlength=n_streams)
+        counts = recent + rng.multinomial(n_events - n_streams * recent, rates)
         if counts.max() > key_range:
             raise ConfigError(f"multistream: a stream posted {counts.max()} events but has {key_range} keys; "
                               f"raise key_range or shorten seq_len")
+        streams = rng.permutation(np.repeat(np.arange(n_streams), counts))
         keys = [s * key_range + 1 + rng.permutation(key_range)[: counts[s]] for s in range(n_streams)]
         values = value_base + rng.integers(0, n_values, n_events)
         events: list[list[tuple[int, int]]] = [[] for _ in range(n_streams)]
@@ -48,10 +56,9 @@ def make_multistream_examples(
             key = int(keys[stream][len(events[stream])])
             tokens[row, 2 * e], tokens[row, 2 * e + 1] = key, values[e]
             events[stream].append((key, int(values[e])))
-        live = [s for s in range(n_streams) if events[s]]
-        for q in range(n_queries):
-            stream = live[q % len(live)]
-            key, value = events[stream][-1 - int(rng.integers(0, min(recent, len(events[stream]))))]
+        asked = [(s, events[s][-1 - i]) for s in range(n_streams) for i in rng.permutation(recent)[:per_stream]]
+        for q, index in enumerate(rng.permutation(len(asked))):
+            stream, (key, value) = asked[index]
             position = 2 * (n_events + q)
             tokens[row, position], tokens[row, position + 1] = key, value
             labels[row, position + 1] = value
@@ -83,8 +90,12 @@ class MultiStreamTask(Task):
                 raise ConfigError(f"multistream.{name} must be a positive integer, got {value!r}")
         if not isinstance(rate_ratio, (int, float)) or isinstance(rate_ratio, bool) or not 0 < rate_ratio <= 1:
             raise ConfigError(f"multistream.rate_ratio must lie in (0, 1], got {rate_ratio!r}")
-        if (seq_len + 1 - 2 * n_queries) // 2 < n_streams:
-            raise ConfigError(f"multistream.seq_len={seq_len} leaves too few events for {n_queries} queries")
+        if n_queries % n_streams or n_queries // n_streams > recent:
+            raise ConfigError(f"multistream.n_queries={n_queries} must split evenly over {n_streams} streams, at most "
+                              f"recent={recent} each")
+        if (seq_len + 1 - 2 * n_queries) // 2 < n_streams * recent:
+            raise ConfigError(f"multistream.seq_len={seq_len} leaves too few events for {n_streams} streams of "
+                              f"{recent} and {n_queries} queries")
         self.options = dict(n_streams=n_streams, key_range=key_range, n_values=n_values, n_queries=n_queries,
                             recent=recent, rate_ratio=float(rate_ratio))
         self.seq_len, self.n_eval, self.eval_seed = seq_len, n_eval, eval_seed
