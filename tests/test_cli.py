@@ -24,6 +24,11 @@ def test_compare_smoke_writes_runs_and_summary(corpus_dir, tmp_path, capsys):
     before = {p: p.stat().st_mtime for p in results.glob("v2/smoke/*/result.json")}
     assert main(args) == 0
     assert before == {p: p.stat().st_mtime for p in results.glob("v2/smoke/*/result.json")}
+    # --aggregate-only trains nothing and tables what finished: one run gone leaves its row out, listed.
+    next(results.glob("v2/smoke/copy--inverted*/result.json")).unlink()
+    assert main([*args, "--aggregate-only"]) == 0
+    summary = json.loads((results / "compare-v2-smoke.json").read_text())
+    assert len(summary["rows"]) == 5 and not list(results.glob("v2/smoke/copy--inverted*/result.json"))
 
 
 def test_compare_accepts_variants_with_options_and_model_fields(corpus_dir, tmp_path):

@@ -103,7 +103,7 @@ def _flag_values(ws: dict[str, Path]) -> dict[str, dict[str, list[str] | None]]:
                     "--mixers": ["nosuch", "inverted:n_units", "inverted@width=3", "transformer:n_heads=x", ""],
                     "--experiment": ["v9", "v2", "ablation", "v2-noconv"], "--seeds": ["0", "-1", "x", "2"],
                     "--results": [str(root / "results"), str(root / "nope")], "--no-wait": None,
-                    "--allow-incomplete": None},
+                    "--allow-incomplete": None, "--aggregate-only": None},
         "report": {"FILE": [str(root / "doc.md"), str(root / "nope.md")],
                    "--results": [str(root / "results"), str(root / "nope"), str(root)], "--print": None},
         "notebooks": {"NAME": ["nosuch", "99", "zz_none"], "--smoke": None},

@@ -199,14 +199,15 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cells = [c for c in args.cells.split(",") if c] if args.cells else None
     experiment = experiment.filtered(tasks=tasks or None, cells=cells, variants=variants, seeds=args.seeds)
     summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
-                                      allow_incomplete=args.allow_incomplete)
+                                      allow_incomplete=args.allow_incomplete or args.aggregate_only,
+                                      train=not args.aggregate_only)
     Console(width=160).print(format_summary(summary))
     print(f"wrote {experiment.summary_path(Path(args.results))}")
     if missing:
         shown = "\n  ".join(missing[:10]) + (f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         print(f"workbench: {len(missing)} run(s) still missing (held by a process that is still running, or "
               f"waiting for a learning rate):\n  {shown}", file=sys.stderr)
-        return 3
+        return 0 if args.aggregate_only else 3
     return 0
 
 
@@ -345,6 +346,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the experiment's)")
     p.add_argument("--results", default="results")
     p.add_argument("--no-wait", action="store_true", help="do not wait for runs other processes hold")
+    p.add_argument("--aggregate-only", action="store_true",
+                   help="train nothing: aggregate the runs that have finished (implies --allow-incomplete)")
     p.add_argument("--allow-incomplete", action="store_true",
                    help="aggregate cells that lack seeds too (marked incomplete) instead of leaving them out")
     p.add_argument("--quiet", action="store_true")

@@ -130,9 +130,10 @@ def train_run(run: Run, experiment: Experiment, progress: bool, device: str | No
 
 def run_experiment(experiment: Experiment, results: str | Path = "results", progress: bool = True,
                    device: str | None = None, wait: bool = True, poll_s: float = 30.0,
-                   allow_incomplete: bool = False) -> tuple[dict[str, Any], list[str]]:
+                   allow_incomplete: bool = False, train: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Train what is missing (waiting for runs other processes hold), then aggregate.
 
+    ``train=False`` only aggregates what has finished (the table of a protocol still running).
     Returns the summary and a list of what is still missing (empty when the experiment is complete).
     """
     results = Path(results)
@@ -142,7 +143,7 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
         _check(run)
     refuse_stale([r for r in all_runs if finished(r) is not None])
     announced = False
-    while True:
+    while train:
         runs, blocked = experiment.runs(results, chosen)
         todo = [r for r in runs if finished(r) is None]
         todo.sort(key=lambda r: _priority(experiment, r))
