@@ -533,13 +533,17 @@ class InvertedMixer(Mixer):
         (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x_t, ema)
         if carry_grad:
             _, write, advance = self._gates(gate_logits)
-        else:
-            write, advance = (torch.sigmoid(gate_logits) > 0.5).to(x_t.dtype).unbind(-1)
+            count, pointer = state["count"] + write, state["pointer"] + advance
+            ordinals = torch.stack([count - 1, pointer], -1)
+            written = write.detach() > 0.5
+        else:  # the two counters advance together: one add, and the ordinals straight from it
+            fired = torch.sigmoid(gate_logits) > 0.5  # (B, 2): write, advance
             if not o.write_gate:
-                write = torch.ones_like(advance)
-        count = state["count"] + write
-        pointer = state["pointer"] + advance
-        written = write.detach() > 0.5
+                fired = fired | torch.tensor([True, False], device=fired.device)
+            counters = torch.stack([state["count"], state["pointer"]], -1) + fired
+            count, pointer = counters.unbind(-1)
+            ordinals = counters - counters.new_tensor([1.0, 0.0])
+            written = fired[:, 0]
         if o.refractory and route_logits is None:  # one pool: no routing, the ring is the pool
             pool_counts = state["pool_counts"] + written[:, None]
             fired_value = pool_counts[:, 0]
@@ -557,7 +561,7 @@ class InvertedMixer(Mixer):
                 unit = choice
                 fired_value = count.detach()
         # One rotary code for both ordinals (the key's write count, the query's read pointer).
-        codes = self._code(torch.stack([count - 1, pointer], -1))
+        codes = self._code(ordinals)
         key_code, pointer_code = codes.unbind(-2) if codes is not None else (None, None)
         raw_key, raw_value = self._message(x_t, key_content, key_code)
         key, value = raw_key, raw_value  # stored only where write = 1 and route scale = 1 (no grad)
