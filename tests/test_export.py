@@ -346,6 +346,10 @@ def test_bench_cells_run_in_fresh_processes(exported, tmp_path):
     assert sweep["torch_imported"] is True
     small, large = sweep["points"]
     assert large["state_bytes"] > small["state_bytes"] > 0
+    profile = _spawn({**common, "kind": "profile", "export": str(inv_dir), "context": 256, "steps": 4}, timeout_s=120)
+    assert profile["status"] == "ok", profile
+    assert profile["torch_imported"] is False and profile["nodes_per_step"] > 10
+    assert sum(v["nodes_per_step"] for v in profile["per_op"].values()) == pytest.approx(profile["nodes_per_step"])
 
 
 def test_edge_report_block_renders(tmp_path):
