@@ -31,6 +31,8 @@
 # 3. **Latency vs context, both runtimes**: inverted and transformer, eager and ONNX, at contexts
 #    from 256 to 64K: the recurrent state is constant, the KV cache grows.
 # 4. **What each carries from token to token** (state bytes vs context).
+#    **Where the time goes**: both exported graphs at n = 256 through onnxruntime's profiler (nodes
+#    per step, kernel time by operator).
 # 5. **Quality**: validation bits per character, PyTorch vs exported fp32 vs int8.
 # 6. **Targets** of the edge issue, as measured.
 #
@@ -163,6 +165,35 @@ for label, data in runs.items():
     fig.update_yaxes(type="log", title_text="state (MiB)")
     fig.update_layout(height=400, width=700, title=f"Recurrent state vs KV cache ({label})")
     for path in save_figure(fig, f"08_edge_state_{label}", FIGURE_FORMATS):
+        print(f"wrote {path}")
+    fig.show()
+
+# %% [markdown]
+# ### Where the time goes
+#
+# At d_model 128 a step is small enough that its cost is mostly the dispatch of its nodes, not
+# arithmetic: the exported inverted step was made cheaper by giving it fewer nodes (no
+# straight-through carriers without autograd, the ring write as one `Where`, one rotary code for
+# both ordinals), with the same values as before, bit for bit. Bars: kernel time per step by
+# operator type under the profiler (whose overhead inflates every node, so read the shares and
+# the node counts, not the absolute times).
+
+# %%
+for label, data in runs.items():
+    cells = [c for c in data.get("profile", []) if c.get("status") == "ok"]
+    if not cells:
+        print(f"{label}: no profile in this file (older run)")
+        continue
+    ops = list(dict.fromkeys(op for c in cells for op in list(c["per_op"])[:10]))
+    fig = go.Figure()
+    for cell in cells:
+        fig.add_trace(go.Bar(name=f"{cell['model']} ({cell['nodes_per_step']:.0f} nodes)", y=ops, orientation="h",
+                             x=[cell["per_op"].get(op, {}).get("us_per_step", 0) for op in ops],
+                             marker_color=COLOURS[(cell["model"], "onnx-fp32")]))
+    fig.update_yaxes(autorange="reversed")
+    fig.update_layout(barmode="group", height=500, width=800, xaxis_title="µs per step under the profiler",
+                      title=f"Exported fp32 step at n={fmt_n(cells[0]['context'])}, by operator ({label})")
+    for path in save_figure(fig, f"08_edge_profile_{label}", FIGURE_FORMATS):
         print(f"wrote {path}")
     fig.show()
 

@@ -1,8 +1,10 @@
 """Edge export: the ONNX graph of ``Model.step`` against PyTorch, the torch-free runtime, clear errors.
 
-Two small char-LM checkpoints (inverted with 8 units, so its ring wraps many times in 300 steps,
-and the transformer, whose KV cache is a growing input) are trained for a few steps on a made-up
-corpus, their weights scrambled (gates flip, units get evicted), and exported once per module.
+Three small char-LM checkpoints of today's model (every block with its short-conv front end, state
+{"conv", "mixer"}): inverted with 8 units, so its ring wraps many times in 300 steps; seeking (the
+round-2 mechanism: units that bid and rest, constant-size slot memories); and the transformer, whose
+KV cache is a growing input. Each is trained for a few steps on a made-up corpus, its weights
+scrambled (gates flip, units get evicted), and exported once per module.
 """
 
 from __future__ import annotations
@@ -35,8 +37,10 @@ REPO = Path(__file__).resolve().parent.parent
 N_UNITS = 8
 OPTIONS = {
     "inverted": {"n_units": N_UNITS, "read_topk": 2, "chunk_size": 6, "d_key": 8, "n_freq": 4},
+    "seeking": {"n_heads": 2, "n_units": 6, "chunk_size": 4, "recovery": 4.0},
     "transformer": {"n_heads": 2},
 }
+EXPORTED_MIXERS = ("inverted", "seeking", "transformer")
 
 
 def _checkpoint(root: Path, mixer: str) -> Path:
@@ -61,11 +65,11 @@ def _checkpoint(root: Path, mixer: str) -> Path:
 
 @pytest.fixture(scope="module")
 def exported(tmp_path_factory):
-    """{mixer: (checkpoint, export directory)} for inverted and transformer, fp32."""
+    """{mixer: (checkpoint, export directory)} for every mixer in EXPORTED_MIXERS, fp32."""
     torch.set_num_threads(1)
     root = tmp_path_factory.mktemp("edge")
     out = {}
-    for mixer in ("inverted", "transformer"):
+    for mixer in EXPORTED_MIXERS:
         ckpt = _checkpoint(root, mixer)
         directory = root / f"{mixer}-onnx"
         export_checkpoint(ckpt, directory)
@@ -86,10 +90,11 @@ def _error_line(capsys) -> str:
 
 
 @torch.no_grad()
-@pytest.mark.parametrize("mixer,steps", [("inverted", 300), ("transformer", 60)])
+@pytest.mark.parametrize("mixer,steps", [("inverted", 300), ("seeking", 300), ("transformer", 60)])
 def test_onnx_step_equals_model_step(exported, mixer, steps):
     """Every step's logits and every state leaf, from the initial state, within 1e-5; the
-    inverted ring (8 units) wraps many times, the transformer's cache grows from empty."""
+    inverted ring (8 units) wraps many times, the seeking units' load and slots stay constant-size,
+    the transformer's cache grows from empty; every block's short-conv window is part of the state."""
     ckpt, directory = exported[mixer]
     model, _, _, _ = model_from_checkpoint(ckpt)
     stepper = OnnxStepper(directory, threads=1)
@@ -109,10 +114,16 @@ def test_onnx_step_equals_model_step(exported, mixer, steps):
                 assert (ours == theirs).all(), f"{entry['name']} at step {t}"
             else:
                 np.testing.assert_allclose(ours, theirs, atol=1e-5, rtol=0, err_msg=f"{entry['name']} at step {t}")
+    names = [e["name"] for e in entries if e["kind"] != "none"]
+    assert model.config.short_conv > 1 and "0.conv" in names and "1.conv" in names  # today's front end
     if mixer == "inverted":  # the ring wrapped: more writes than units, in every block
         counts = [a for e, a in zip(entries, arrays) if e["name"].endswith("count")]
         assert counts and all(float(c.max()) > 2 * N_UNITS for c in counts)
         assert all(e["dtype"] == "float64" for e in entries if e["name"].endswith(("count", "pointer", "fired_at")))
+    elif mixer == "seeking":  # constant-size state; the units' load moved off zero
+        assert all(e.get("growing_axis") is None for e in entries)
+        loads = [a for e, a in zip([e for e in entries if e["kind"] != "none"], arrays) if e["name"].endswith("load")]
+        assert len(loads) == 2 and all(float(a.max()) > 0 for a in loads)
     else:  # the KV cache grew by one per step
         grown = [(e, a) for e, a in zip([e for e in entries if e["kind"] != "none"], arrays)
                  if e.get("growing_axis") is not None]
@@ -148,7 +159,7 @@ def test_batched_bpc_equals_pytorch(exported):
 # ----------------------------------------------------------------------------- generation
 
 
-@pytest.mark.parametrize("mixer", ["inverted", "transformer"])
+@pytest.mark.parametrize("mixer", EXPORTED_MIXERS)
 def test_greedy_generation_identical_across_runtimes(exported, mixer, capsys):
     ckpt, directory = exported[mixer]
     common = ["--prompt", "the king ", "--n", "80", "--temperature", "0"]
@@ -335,6 +346,10 @@ def test_bench_cells_run_in_fresh_processes(exported, tmp_path):
     assert sweep["torch_imported"] is True
     small, large = sweep["points"]
     assert large["state_bytes"] > small["state_bytes"] > 0
+    profile = _spawn({**common, "kind": "profile", "export": str(inv_dir), "context": 256, "steps": 4}, timeout_s=120)
+    assert profile["status"] == "ok", profile
+    assert profile["torch_imported"] is False and profile["nodes_per_step"] > 10
+    assert sum(v["nodes_per_step"] for v in profile["per_op"].values()) == pytest.approx(profile["nodes_per_step"])
 
 
 def test_edge_report_block_renders(tmp_path):

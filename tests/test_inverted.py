@@ -120,6 +120,25 @@ def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape
     assert recorder.shapes and not offenders, offenders[:5]
 
 
+@pytest.mark.parametrize("name", [*sorted(VARIANTS), "every-token-writes"])
+def test_step_without_autograd_equals_step_with_it(name):
+    """Generation and the exported graph run the no-grad step, which drops the straight-through
+    carriers and the one-pool routing ops: the same outputs and state, bit for bit, over ring wraps."""
+    mixer = make_mixer(**VARIANTS.get(name, dict(n_units=6, write_gate=False, chunk_size=4)))
+    x = torch.randn(2, 40, 16, dtype=torch.float64)
+    with_grad = without = mixer.init_state(2, dtype=torch.float64)
+    for t in range(40):
+        y_grad, with_grad = mixer.step(x[:, t], with_grad)
+        assert y_grad.requires_grad  # the carrying path really ran
+        with torch.no_grad():
+            y, without = mixer.step(x[:, t], without)
+        assert torch.equal(y, y_grad.detach()), t
+        for key, value in with_grad.items():
+            if value is not None:
+                assert torch.equal(without[key], value.detach()), (key, t)
+    assert float(without["count"].max()) > mixer.o.n_units  # the ring wrapped
+
+
 def test_recurrent_state_has_constant_size():
     mixer = InvertedMixer(32, InvertedOptions(n_units=8))
     state = mixer.init_state(2)

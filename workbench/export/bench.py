@@ -15,6 +15,10 @@ One run, side by side on one machine, written to ``<out>/edge-<device>.json``:
    context grows by one per step, as in generation). The inverted state is the real one, built by
    stepping the validation text n tokens through the fp32 graph; the transformer's KV cache is N(0, 1)
    keys and values of length n (its cost does not depend on the values), its position counter n.
+5. **Where the time goes** (``profile``): both fp32 graphs at context ``per_token_context``, one
+   thread, through onnxruntime's profiler: the nodes run per step (after its graph optimizations)
+   and the kernel time per step by operator type. The profiler's own overhead inflates these times,
+   so they are shares, not latencies.
 
 Every cell (runtime x threads, or model x runtime x threads for the context sweep) runs in a fresh
 process: ONNX cells import numpy and onnxruntime only, never torch (recorded per cell). Memory is
@@ -151,9 +155,52 @@ def context_state(manifest: dict[str, Any], n: int, work: Path, seed: int = 0) -
     return state
 
 
+def profile_graph(directory: str, state: list[np.ndarray], tokens: np.ndarray, warmup: int, steps: int,
+                  threads: int = 1) -> dict[str, Any]:
+    """onnxruntime's profiler over ``steps`` steps from ``state``: nodes per step, kernel µs per operator type."""
+    import tempfile
+
+    import onnxruntime as ort
+
+    from workbench.export.runtime import OnnxStepper, session_options
+
+    stepper = OnnxStepper(directory, threads=threads)
+    options = session_options(threads)
+    options.enable_profiling = True
+    with tempfile.TemporaryDirectory(prefix="workbench-profile-") as tmp:
+        options.profile_file_prefix = str(Path(tmp) / "ort")
+        session = ort.InferenceSession(str(stepper.directory / stepper.manifest["graph"]["file"]), options,
+                                       providers=["CPUExecutionProvider"])
+        names = [e["input"] for e in stepper.entries]
+        for i in range(warmup + steps):
+            feeds = {"token": np.array([tokens[i]], dtype=np.int64), **dict(zip(names, state))}
+            _, *state = session.run(stepper.output_names, feeds)
+        events = json.loads(Path(session.end_profiling()).read_text())
+    runs = [e["dur"] for e in events if e.get("cat") == "Session" and e.get("name") == "model_run"][warmup:]
+    kernels = [e for e in events if e.get("cat") == "Node" and e.get("name", "").endswith("_kernel_time")]
+    kernels = kernels[len(kernels) * warmup // (warmup + steps):]  # the same number of nodes every run
+    per_op: dict[str, dict[str, float]] = {}
+    for event in kernels:
+        entry = per_op.setdefault(event["args"]["op_name"], {"us_per_step": 0.0, "nodes_per_step": 0.0})
+        entry["us_per_step"] += event["dur"] / steps
+        entry["nodes_per_step"] += 1 / steps
+    return {"steps": steps, "nodes_per_step": len(kernels) / steps, "model_run_median_us": statistics.median(runs),
+            "kernel_us_per_step": sum(e["dur"] for e in kernels) / steps,
+            "per_op": dict(sorted(per_op.items(), key=lambda kv: -kv[1]["us_per_step"]))}
+
+
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One cell in this (fresh) process: ``per_token`` or ``by_context``."""
+    """One cell in this (fresh) process: ``per_token``, ``by_context`` or ``profile``."""
     threads = spec["threads"]
+    if spec["kind"] == "profile":
+        import onnxruntime  # noqa: F401
+
+        from workbench.export.manifest import read_manifest
+
+        manifest = {**read_manifest(spec["export"], "onnx"), "_directory": spec["export"]}
+        state = context_state(manifest, spec["context"], Path(spec["work"]))
+        result = profile_graph(spec["export"], state, np.load(spec["tokens"]), spec["warmup"], spec["steps"], threads)
+        return {**result, "context": spec["context"], "torch_imported": "torch" in sys.modules}
     rss_import_before = _status("VmRSS")
     if spec["runtime"] == "eager":
         import torch  # noqa: F401 - counted in rss_after_import
@@ -281,8 +328,9 @@ def _bpc(checkpoint: Path, exports: dict[str, Path]) -> dict[str, Any]:
 def caveats(result: dict[str, Any]) -> list[str]:
     """What a reader must know before reading the numbers of this run."""
     notes = ["The transformer's KV cache is a graph input that the step concatenates and returns (a copy of the "
-             "whole cache per token, as the eager step's torch.cat); a runtime with a preallocated cache updated in "
-             "place would copy less, but would still read the whole cache per token."]
+             "whole cache per token, as the eager step's torch.cat), and its attention transposes the key cache for "
+             "q K^T (a second copy); a runtime with a preallocated, pre-transposed cache updated in place would copy "
+             "less, but would still read the whole cache per token."]
     m = result["machine"]
     loads = [x for x in (m.get("load_average_1min_start"), m.get("load_average_1min_end")) if x is not None]
     if loads and max(loads) > (m.get("cpu_count") or 1):
@@ -400,6 +448,15 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
                 if progress:
                     text = ", ".join(f"{p['context']}: {p['median_us']:.0f} µs" for p in cell.get("points", []))
                     print(f"by context {model:<11} {runtime:<10} {t} thread(s): {text or cell.get('reason')}")
+    result["profile"] = []
+    for model in [m for m, _ in models]:
+        spec = {**common, "kind": "profile", "threads": 1, "export": str(exports[f"{model}-onnx-fp32"]), "context": 256,
+                "steps": steps}
+        cell = {"model": model, "runtime": "onnx-fp32", **_spawn(spec, timeout_s)}
+        result["profile"].append(cell)
+        if progress and cell["status"] == "ok":
+            top = ", ".join(f"{op} {v['us_per_step']:.0f}" for op, v in list(cell["per_op"].items())[:4])
+            print(f"profile    {model:<11} {cell['nodes_per_step']:.0f} nodes per step; µs by op: {top}")
     result["machine"]["load_average_1min_end"] = load_average()
     result["caveats"] = caveats(result)
     result["wall_s"] = time.perf_counter() - started
@@ -451,6 +508,15 @@ def edge_markdown(result: dict[str, Any]) -> str:
         lines += ["", f"Validation BPC ({bpc['windows']} windows of {bpc['context']}): PyTorch {bpc['pytorch']:.4f}, "
                   f"ONNX fp32 {bpc['onnx-fp32']:.4f} ({bpc['onnx-fp32_minus_pytorch']:+.1e}), ONNX int8 "
                   f"{bpc['onnx-int8']:.4f} ({bpc['onnx-int8_minus_pytorch']:+.4f})."]
+    profiles = [c for c in result.get("profile", []) if c.get("status") == "ok"]
+    if profiles:
+        parts = []
+        for cell in profiles:
+            total = sum(v["us_per_step"] for v in cell["per_op"].values()) or 1.0
+            top = ", ".join(f"{op} {100 * v['us_per_step'] / total:.0f}%" for op, v in list(cell["per_op"].items())[:4])
+            parts.append(f"{cell['model']} {cell['nodes_per_step']:.0f} nodes ({top})")
+        lines += ["", f"Graph profile (onnxruntime profiler, fp32, 1 thread, n={_fmt_n(profiles[0]['context'])}; nodes per "
+                  "step after onnxruntime's optimizations, share of kernel time by operator): " + "; ".join(parts) + "."]
     verdicts = []
     for name, check in result.get("targets", {}).items():
         value = f"{check['value']:.3g}" if "value" in check else ", ".join(

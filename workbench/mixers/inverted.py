@@ -95,9 +95,13 @@ def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
 
 def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
     """Query such that <query, ordinal_code(o)> = sum_f zc_f cos(w_f (p - o)) + zs_f sin(w_f (p - o))."""
-    code = ordinal_code(pointer, n_freq, span)
-    cos, sin = code[..., :n_freq], code[..., n_freq:]
-    zc, zs = z[..., :n_freq], z[..., n_freq:]
+    return rotate_by_code(z, ordinal_code(pointer, n_freq, span), n_freq)
+
+
+def rotate_by_code(z: torch.Tensor, code: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """``rotate_ordinal_query`` given the pointer's code ``ordinal_code(pointer, n_freq, span)``."""
+    cos, sin = code.split(n_freq, dim=-1)  # split, not two slices: one node in an exported graph
+    zc, zs = z.split(n_freq, dim=-1)
     return torch.cat([zc * cos + zs * sin, zc * sin - zs * cos], dim=-1)
 
 
@@ -278,10 +282,15 @@ class InvertedMixer(Mixer):
         chosen = probs.gather(-1, choice[..., None])[..., 0]
         return choice, chosen / chosen.detach()
 
-    def _message(self, x: torch.Tensor, key_content: torch.Tensor, ordinal: torch.Tensor):
+    def _code(self, ordinal: torch.Tensor) -> torch.Tensor | None:
+        """The rotary code of write counts or read pointers (None without the ordinal read)."""
+        return ordinal_code(ordinal, self.n_freq, self.o.n_units) if self.n_freq else None
+
+    def _message(self, x: torch.Tensor, key_content: torch.Tensor, code: torch.Tensor | None):
+        """(key, value) of the message; ``code`` is ``_code`` of its ordinal (the write count - 1)."""
         key = key_content / math.sqrt(self.o.d_key)
         if self.n_freq:
-            key = torch.cat([key, ordinal_code(ordinal, self.n_freq, self.o.n_units).to(key.dtype)], -1)
+            key = torch.cat([key, code.to(key.dtype)], -1)
         return key, self.value(x)
 
     def _surrogate(self, read, query, raw_key, scaled_value, written, lse):
@@ -297,9 +306,10 @@ class InvertedMixer(Mixer):
         return SurrogateRead.apply(read, scaled_value, query.detach(), raw_key.detach(), written, lse.detach(),
                                    min(self.o.chunk_size, query.shape[1]))  # fmt: skip
 
-    def _query(self, q: torch.Tensor, z: torch.Tensor | None, pointer: torch.Tensor):
+    def _query(self, q: torch.Tensor, z: torch.Tensor | None, pointer_code: torch.Tensor | None):
+        """Content query, plus the ordinal part rotated to the read pointer (``pointer_code`` = ``_code(pointer)``)."""
         if self.n_freq:
-            q = torch.cat([q, rotate_ordinal_query(z, pointer, self.n_freq, self.o.n_units).to(q.dtype)], -1)
+            q = torch.cat([q, rotate_by_code(z, pointer_code, self.n_freq).to(q.dtype)], -1)
         return q
 
     def _read(self, scores: torch.Tensor, occupied: torch.Tensor):
@@ -349,9 +359,9 @@ class InvertedMixer(Mixer):
         if _hooked(self.hook_gain):
             self.hook_gain(self._gain(occupant, pool_counts))
         scale = write * route_scale
-        raw_key, raw_value = self._message(x, key_content, ordinal)
+        raw_key, raw_value = self._message(x, key_content, self._code(ordinal))
         key, value = raw_key * scale[..., None], raw_value * scale[..., None]
-        query = self._query(query_content, ordinal_z, pointer)
+        query = self._query(query_content, ordinal_z, self._code(pointer))
         if self.impl == "naive":
             read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
@@ -512,36 +522,59 @@ class InvertedMixer(Mixer):
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         o, m = self.o, self.o.n_units
+        # Without autograd (generation, an exported graph) the straight-through carriers go: their
+        # forward values are exactly the hard decisions (hard + (soft - soft), chosen / chosen = 1),
+        # and in an exported graph every op they cost is a node dispatched per token.
+        carry_grad = torch.is_grad_enabled()
         ema = None
         if o.timescales:
             ema = self.decay * state["ema"] + (1 - self.decay) * x_t
         h = x_t
         (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x_t, ema)
-        _, write, advance = self._gates(gate_logits)
-        count = state["count"] + write
-        pointer = state["pointer"] + advance
-        choice, route_scale = self._route(route_logits, h)
-        written = write.detach() > 0.5
-        if o.refractory:
-            pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(torch.float64) * written[:, None]
-            own = pool_counts.gather(-1, choice[:, None])[:, 0].long()
-            unit = choice * self.pool_size + (own - 1) % self.pool_size
-            fired_value = pool_counts.gather(-1, choice[:, None])[:, 0]
+        if carry_grad:
+            _, write, advance = self._gates(gate_logits)
+            count, pointer = state["count"] + write, state["pointer"] + advance
+            ordinals = torch.stack([count - 1, pointer], -1)
+            written = write.detach() > 0.5
+        else:  # the two counters advance together: one add, and the ordinals straight from it
+            fired = torch.sigmoid(gate_logits) > 0.5  # (B, 2): write, advance
+            if not o.write_gate:
+                fired = fired | torch.tensor([True, False], device=fired.device)
+            counters = torch.stack([state["count"], state["pointer"]], -1) + fired
+            count, pointer = counters.unbind(-1)
+            ordinals = counters - counters.new_tensor([1.0, 0.0])
+            written = fired[:, 0]
+        if o.refractory and route_logits is None:  # one pool: no routing, the ring is the pool
+            pool_counts = state["pool_counts"] + written[:, None]
+            fired_value = pool_counts[:, 0]
+            unit = (fired_value.long() - 1) % self.pool_size
+            route_scale = None
         else:
-            pool_counts = count.detach()[:, None]
-            unit = choice
-            fired_value = count.detach()
-        raw_key, raw_value = self._message(x_t, key_content, count - 1)
-        scale = (write * route_scale)[:, None]
-        key, value = raw_key * scale, raw_value * scale
+            choice, route_scale = self._route(route_logits, h)
+            if o.refractory:
+                pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(torch.float64) * written[:, None]
+                own = pool_counts.gather(-1, choice[:, None])[:, 0].long()
+                unit = choice * self.pool_size + (own - 1) % self.pool_size
+                fired_value = pool_counts.gather(-1, choice[:, None])[:, 0]
+            else:
+                pool_counts = count.detach()[:, None]
+                unit = choice
+                fired_value = count.detach()
+        # One rotary code for both ordinals (the key's write count, the query's read pointer).
+        codes = self._code(ordinals)
+        key_code, pointer_code = codes.unbind(-2) if codes is not None else (None, None)
+        raw_key, raw_value = self._message(x_t, key_content, key_code)
+        key, value = raw_key, raw_value  # stored only where write = 1 and route scale = 1 (no grad)
+        if carry_grad:
+            scale = (write if route_scale is None else write * route_scale)[:, None]
+            key, value = raw_key * scale, raw_value * scale
         slot = F.one_hot(unit, m).bool() & written[:, None]  # (B, M)
-        keep = (~slot).to(x_t.dtype)[..., None]
-        keys = state["keys"] * keep + slot.to(x_t.dtype)[..., None] * key[:, None]
-        values = state["values"] * keep + slot.to(x_t.dtype)[..., None] * value[:, None]
+        keys = torch.where(slot[..., None], key[:, None], state["keys"])  # the ring write, in place of a unit
+        values = torch.where(slot[..., None], value[:, None], state["values"])
         occupied = state["occupied"] | slot
-        fired_at = torch.where(slot, fired_value[:, None].expand(-1, m), state["fired_at"])
+        fired_at = torch.where(slot, fired_value[:, None], state["fired_at"])
 
-        query = self._query(query_content, ordinal_z, pointer)
+        query = self._query(query_content, ordinal_z, pointer_code)
         scores = torch.einsum("bme,be->bm", keys, query)
         weights, top, _ = self._read(scores, occupied)
         if top is None:
