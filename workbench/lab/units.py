@@ -14,6 +14,8 @@ Read through the mixers' hook points, never their code:
   of stream s, so a token that writes little counts little.
 * ``load_summary`` - each unit's load (write mass per sequence and head), the entropy of the load
   over the units against its ceiling log2 M, and the share of the busiest unit.
+* ``multistream_config`` - the run config the notebooks train on multi-stream recall with (protocol
+  v2's model: one block, the shared short conv), so both notebooks compare the same thing.
 * ``LoadTracker`` - a task wrapper that adds ``load_summary`` of a fixed probe batch to every
   evaluation, so the load shows in a training run's history.
 """
@@ -27,6 +29,7 @@ from typing import Any
 import numpy as np
 import torch
 
+from workbench.config import RunConfig
 from workbench.hooks import capture
 from workbench.lab.analysis import entropy_bits
 from workbench.lab.probes import option
@@ -169,6 +172,19 @@ def load_summary(weights: np.ndarray) -> LoadSummary:
                        busiest_share=float(share.max(-1).mean()), write_mass=float(total.mean()))
 
 
+def multistream_config(mixer: str, mixer_options: dict[str, Any], task_options: dict[str, Any], steps: int,
+                       d_model: int, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
+                       evals: int = 4) -> RunConfig:
+    """One block of ``mixer`` with the short conv of protocol v2, trained ``steps`` on multistream."""
+    return RunConfig.from_dict({
+        "task": {"name": "multistream", "options": dict(task_options)},
+        "model": {"mixer": mixer, "d_model": d_model, "n_layers": 1, "short_conv": 8,
+                  "mixer_options": dict(mixer_options)},
+        "train": {"steps": steps, "batch_size": batch_size, "lr": lr, "eval_every": max(1, steps // evals),
+                  "warmup_steps": min(100, steps // 10), "checkpoint_every": steps, "seed": seed},
+    })
+
+
 @dataclass
 class LoadTracker:
     """Wraps a task for ``workbench.train.train``: every evaluation also reports ``load_summary`` of
@@ -192,4 +208,4 @@ class LoadTracker:
 
 
 __all__ = ["LoadSummary", "LoadTracker", "Specialization", "joint_mutual_information_bits", "load_summary",
-           "multistream_streams", "unit_load", "unit_stream_joint", "unit_stream_specialization", "write_weights"]
+           "multistream_config", "multistream_streams", "unit_load", "unit_stream_joint", "unit_stream_specialization", "write_weights"]
