@@ -65,6 +65,8 @@ ms_d_model = 64
 ms_task_options = {"seq_len": 128, "key_range": 64, "n_values": 64, "n_queries": 8, "recent": 2, "n_eval": 256}
 ms_examples = 128  # held-out sequences for the unit x stream statistics
 ms_permutations = 200  # shuffles of the streams for the null
+ms_checkpoints = {}  # name ("seeking", "inverted ring", "sliding_window") -> a multistream checkpoint.pt to analyse instead
+#   of training, e.g. from `workbench compare --experiment multistream` (results/multistream/full/<run>/checkpoint.pt)
 
 # %%
 import math
@@ -808,14 +810,37 @@ def train_multistream(mixer: str, options: dict, n_steps: int, ms_task):
     return trained.eval(), record, time.perf_counter() - started
 
 
-ms_models, ms_records = {}, {}
+def load_multistream(path: str):
+    """A trained multistream model from its checkpoint, with a record like train's (metrics, state floats)."""
+    started = time.perf_counter()
+    trained, cfg, loaded_task, payload = model_from_checkpoint(Path(path).expanduser())
+    if cfg.task.name != "multistream":
+        raise ValueError(f"{path} holds a {cfg.task.name} model; ms_checkpoints takes multistream checkpoints")
+    trained.eval()
+    record = {"mixer": cfg.model.mixer, "steps": payload["step"], "metrics": loaded_task.evaluate(trained),
+              "state_floats": {"floats": trained.state_floats(loaded_task.seq_len)}, "task_options": dict(cfg.task.options)}
+    return trained, record, loaded_task, time.perf_counter() - started
+
+
+ms_models, ms_records, ms_sources = {}, {}, {}
 if multistream:
+    ms_loaded = {name: load_multistream(path) for name, path in ms_checkpoints.items()}
+    if ms_loaded:  # the checkpoints' task (and its held-out set) replaces ms_task_options for every model
+        ms_task_options = next(iter(ms_loaded.values()))[1]["task_options"]
     ms_task = build_task("multistream", ms_task_options)
     n_streams, ms_chance = ms_task.options["n_streams"], 1 / ms_task.options["n_values"]
     for name, (mixer_name, options) in MS_VARIANTS.items():
-        ms_models[name], ms_records[name], seconds = train_multistream(mixer_name, options, ms_steps, ms_task)
+        if name in ms_loaded:
+            ms_models[name], ms_records[name], loaded_task, seconds = ms_loaded[name]
+            if ms_records[name]["task_options"] != ms_task_options:
+                raise ValueError(f"ms_checkpoints[{name!r}] was trained on another multistream task than the others")
+            ms_sources[name] = f"loaded ({ms_records[name]['steps']} steps)"
+        else:
+            ms_models[name], ms_records[name], seconds = train_multistream(mixer_name, options, ms_steps, ms_task)
+            ms_sources[name] = f"trained here ({ms_steps} steps)"
         m = ms_records[name]["metrics"]
-        print(f"{name:>15s}: {ms_records[name]['state_floats']['floats']:,} state floats, {seconds:.0f}s, accuracy "
+        print(f"{name:>15s}: {ms_sources[name]}, {ms_records[name]['state_floats']['floats']:,} state floats, "
+              f"{seconds:.0f}s, accuracy "
               f"{m['accuracy']:.3f}; by stream " + ", ".join(f"{m[f'accuracy@stream{s}']:.3f}" for s in range(n_streams)))
 
 
@@ -833,7 +858,8 @@ def stream_accuracy_figure(records: dict, title: str) -> go.Figure:
 
 
 if multistream:
-    fig = stream_accuracy_figure(ms_records, f"multi-stream recall at equal state, {ms_steps} steps: accuracy by stream")
+    fig = stream_accuracy_figure(ms_records, "multi-stream recall at equal state: accuracy by stream<br><sup>"
+                                 + "; ".join(f"{n}: {v}" for n, v in ms_sources.items()) + "</sup>")
     save_figure(fig, "02_routing_multistream_accuracy")
     fig.show()
 
@@ -985,8 +1011,8 @@ if multistream:
     accuracy = {name: [r["metrics"][f"accuracy@stream{s}"] for s in range(n_streams)] for name, r in ms_records.items()}
     rarest = n_streams - 1
     findings.append(
-        f"Multi-stream recall ({ms_steps} steps, equal state; chance {ms_chance:.3f}): accuracy "
-        + "; ".join(f"{name} {ms_records[name]['metrics']['accuracy']:.3f} (stream 0 {acc[0]:.3f}, rarest stream "
+        f"Multi-stream recall (equal state; chance {ms_chance:.3f}): accuracy "
+        + "; ".join(f"{name} [{ms_sources[name]}] {ms_records[name]['metrics']['accuracy']:.3f} (stream 0 {acc[0]:.3f}, rarest stream "
                     f"{acc[rarest]:.3f})" for name, acc in accuracy.items())
         + ".")
     # Above chance on the rarest stream: beyond a one-sided 95% binomial bound for its number of queries.
