@@ -62,10 +62,11 @@ eval_windows = 100  # validation windows for bits per character (None: the whole
 n_boot = 100  # bootstrap samples for the power-law goodness-of-fit p (0: skip)
 skip_start = 16  # positions at the start of each window left out of the avalanche statistics (edge effect)
 live_steps = 150  # default step budget of the live panel
-seek_steps = 600  # training steps per seeking model (refractory on, off) on multi-stream recall
+seek_steps = 800  # training steps per seeking model (refractory on, off) on multi-stream recall
 seek_units = 32  # units per head
 seek_d_model = 64
-seek_task_options = {"seq_len": 128, "key_range": 64, "n_values": 64, "n_queries": 8, "recent": 2, "n_eval": 256}
+seek_lr = 1e-2
+seek_task_options = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries": 8, "recent": 2, "n_eval": 256}  # notebook 02's
 seek_points = 12  # evaluations over training at which the load is measured
 seek_probe_examples = 64  # held-out sequences the load is measured on
 
@@ -575,7 +576,7 @@ seek_probe = seek_task.eval_batch.inputs[:seek_probe_examples]
 seek_records, seek_models = {}, {}
 for name, options in seek_variants.items():
     cfg = multistream_config("seeking", options, seek_task_options, seek_steps, seek_d_model, seed=seed,
-                             batch_size=8 if smoke else 32, evals=seek_points)
+                             batch_size=8 if smoke else 32, lr=seek_lr, evals=seek_points)
     tracker = LoadTracker(seek_task, seek_probe)
     started = time.perf_counter()
     seek_models[name], seek_records[name] = train(cfg, progress=not smoke, task=tracker)
