@@ -38,7 +38,10 @@
 #    tokens matter: do keys and values write, do queries read the right unit?
 # 5. a **live** panel: change M, the pools, refractoriness and the write price, and a small MQAR
 #    model re-trains and the routing figures redraw;
-# 6. **findings** computed from the numbers above.
+# 6. **seeking units on multi-stream recall**: the seeking mixer, the ring and a sliding window at
+#    equal state on a task where recency is not enough - accuracy by stream, which unit takes each
+#    stream's messages, and the mutual information against a shuffled null (with a live panel);
+# 7. **findings** computed from the numbers above.
 #
 # Run it in JupyterLab for the widgets (dropdowns, sliders and a text box driving plotly
 # figures). Headless (`workbench notebooks run 02_routing`) it draws the default selection
@@ -56,8 +59,20 @@ snippet_len = 160  # characters per validation snippet in the explorer
 mqar = True  # also train a small MQAR model and check its routing
 mqar_steps = 600
 mqar_mixer_options = {}  # e.g. {"n_units": 8}: fewer units than tokens, so the gate must choose what to write
+multistream = True  # train seeking, the ring (inverted, one pool) and a sliding window on multi-stream recall at equal state
+ms_steps = 800  # training steps per multi-stream model
+ms_d_model = 64
+ms_lr = 1e-2  # the top of protocol v2's grid: at 3e-3 a 600-step seeking model stayed at chance
+# A smaller multistream than the experiment's (256 tokens, 256 values) so that minutes of training leave chance;
+# the four streams and their rates are the task's.
+ms_task_options = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries": 8, "recent": 2, "n_eval": 256}
+ms_examples = 128  # held-out sequences for the unit x stream statistics
+ms_permutations = 200  # shuffles of the streams for the null
+ms_checkpoints = {}  # name ("seeking", "inverted ring", "sliding_window") -> a multistream checkpoint.pt to analyse instead
+#   of training, e.g. from `workbench compare --experiment multistream` (results/multistream/full/<run>/checkpoint.pt)
 
 # %%
+import math
 import time
 from collections import Counter
 from pathlib import Path
@@ -81,6 +96,13 @@ from workbench.lab.analysis import (
 )
 from workbench.lab.corpus import charlm_options
 from workbench.lab.probes import internals, option, unit_count
+from workbench.lab.units import (
+    load_summary,
+    multistream_config,
+    multistream_streams,
+    unit_stream_specialization,
+    write_weights,
+)
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
 from workbench.tasks import build_task
@@ -745,10 +767,220 @@ display(widgets.VBox([widgets.HBox(list(live_knobs.values())[:3]),
 display(live_widget)
 
 # %% [markdown]
+# ## Seeking units on multi-stream recall
+#
+# The ring above decides the unit by the write's ordinal, so content never chooses where a message
+# goes. The **seeking** mixer (`workbench/mixers/seeking.py`) lets the M units of each head bid for
+# every message (a softmax over the units, times the token's salience) and rest after absorbing
+# one (a refractory gain from each unit's recent load); a unit keeps its message until it absorbs
+# another. Multi-stream recall (`workbench/tasks/multistream.py`) is where that should matter: S
+# interleaved key-value streams with rates 1 : 1/4 : 1/16 : 1/64, queries ask for one of each
+# stream's last few values. A window (or a FIFO ring) of M recent events loses the rare streams;
+# units that split by stream keep the last events of each.
+#
+# Three models at equal state (M = 32 units or a window of 32 tokens; the state floats are
+# printed), otherwise identical (one block, the short conv of protocol v2), trained here for
+# `ms_steps`. Then, on held-out sequences, through the seeking mixer's `hook_writes`
+# (`workbench.lab.units`):
+#
+# * **P(unit | stream)** per head - the share of each stream's written mass each unit took
+#   (columns sum to 1, so rare streams are visible); a head whose units specialise shows blocks;
+# * **MI(unit; stream)** in bits per head, against a **null** that shuffles the streams among the
+#   event tokens of each sequence (its mean and 95th percentile over `ms_permutations`
+#   permutations); the ring's MI is computed the same way;
+# * **write mass by stream** - the salience alone can favour rare streams (write them more
+#   strongly) without any unit specialising, so it is shown beside the MI.
+
+# %%
+MS_VARIANTS = {  # equal state: 32 units per head, 32 ring units, a window of 32 tokens
+    "seeking": ("seeking", {"n_units": 32}),
+    "inverted ring": ("inverted", {"n_units": 32, "n_pools": 1}),
+    "sliding_window": ("sliding_window", {"window": 32}),
+}
+if smoke:
+    ms_steps, ms_d_model, ms_permutations = min(ms_steps, 8), 16, min(ms_permutations, 5)
+    ms_task_options = {**ms_task_options, "seq_len": 64, "key_range": 32, "n_values": 16, "n_queries": 8, "recent": 2,
+                       "n_eval": 16}
+    ms_examples = min(ms_examples, 16)
+    MS_VARIANTS = {name: (mixer, {k: min(v, 8) for k, v in opts.items()}) for name, (mixer, opts) in MS_VARIANTS.items()}
+
+
+def train_multistream(mixer: str, options: dict, n_steps: int, ms_task):
+    cfg = multistream_config(mixer, options, ms_task_options, n_steps, ms_d_model, seed=seed,
+                             batch_size=8 if smoke else 32, lr=ms_lr)
+    started = time.perf_counter()
+    trained, record = train(cfg, progress=not smoke, task=ms_task)
+    return trained.eval(), record, time.perf_counter() - started
+
+
+def load_multistream(path: str):
+    """A trained multistream model from its checkpoint, with a record like train's (metrics, state floats)."""
+    started = time.perf_counter()
+    trained, cfg, loaded_task, payload = model_from_checkpoint(Path(path).expanduser())
+    if cfg.task.name != "multistream":
+        raise ValueError(f"{path} holds a {cfg.task.name} model; ms_checkpoints takes multistream checkpoints")
+    trained.eval()
+    record = {"mixer": cfg.model.mixer, "steps": payload["step"], "metrics": loaded_task.evaluate(trained),
+              "state_floats": {"floats": trained.state_floats(loaded_task.seq_len)}, "task_options": dict(cfg.task.options)}
+    return trained, record, loaded_task, time.perf_counter() - started
+
+
+ms_models, ms_records, ms_sources = {}, {}, {}
+if multistream:
+    ms_loaded = {name: load_multistream(path) for name, path in ms_checkpoints.items()}
+    if ms_loaded:  # the checkpoints' task (and its held-out set) replaces ms_task_options for every model
+        ms_task_options = next(iter(ms_loaded.values()))[1]["task_options"]
+    ms_task = build_task("multistream", ms_task_options)
+    n_streams, ms_chance = ms_task.options["n_streams"], 1 / ms_task.options["n_values"]
+    for name, (mixer_name, options) in MS_VARIANTS.items():
+        if name in ms_loaded:
+            ms_models[name], ms_records[name], loaded_task, seconds = ms_loaded[name]
+            if ms_records[name]["task_options"] != ms_task_options:
+                raise ValueError(f"ms_checkpoints[{name!r}] was trained on another multistream task than the others")
+            ms_sources[name] = f"loaded ({ms_records[name]['steps']} steps)"
+        else:
+            ms_models[name], ms_records[name], seconds = train_multistream(mixer_name, options, ms_steps, ms_task)
+            ms_sources[name] = f"trained here ({ms_steps} steps)"
+        m = ms_records[name]["metrics"]
+        print(f"{name:>15s}: {ms_sources[name]}, {ms_records[name]['state_floats']['floats']:,} state floats, "
+              f"{seconds:.0f}s, accuracy "
+              f"{m['accuracy']:.3f}; by stream " + ", ".join(f"{m[f'accuracy@stream{s}']:.3f}" for s in range(n_streams)))
+
+
+def stream_accuracy_figure(records: dict, title: str) -> go.Figure:
+    fig = go.Figure()
+    for name, record in records.items():
+        fig.add_trace(go.Bar(x=[f"stream {s}" for s in range(n_streams)], name=name,
+                             y=[record["metrics"][f"accuracy@stream{s}"] for s in range(n_streams)],
+                             marker_color=mixer_colour(record["mixer"])))
+    fig.add_hline(y=ms_chance, line_dash="dot", line_color="grey", annotation_text="chance")
+    fig.update_yaxes(title_text="held-out accuracy", range=[0, 1.02])
+    fig.update_xaxes(title_text="stream (rarest last)")
+    fig.update_layout(title=title, barmode="group", height=380, width=850)
+    return fig
+
+
+if multistream:
+    fig = stream_accuracy_figure(ms_records, "multi-stream recall at equal state: accuracy by stream<br><sup>"
+                                 + "; ".join(f"{n}: {v}" for n, v in ms_sources.items()) + "</sup>")
+    save_figure(fig, "02_routing_multistream_accuracy")
+    fig.show()
+
+# %%
+def specialization(trained) -> tuple:
+    """Write weights on the held-out batch, their streams, MI against the null, and the load."""
+    inputs = ms_task.eval_batch.inputs[:ms_examples]
+    weights = write_weights(trained, inputs)
+    streams = multistream_streams(inputs, n_streams, ms_task.options["key_range"], ms_task.options["n_queries"])
+    spec = unit_stream_specialization(weights, streams, n_streams, ms_permutations, np.random.default_rng(seed))
+    return weights, streams, spec
+
+
+def specialization_figure(spec, title: str) -> go.Figure:
+    heads = spec.joint.shape[0]
+    fig = make_subplots(rows=1, cols=heads + 1, horizontal_spacing=0.04,
+                        subplot_titles=[f"head {h}: P(unit | stream)" for h in range(heads)] + ["MI(unit; stream)"])
+    for h in range(heads):
+        p = spec.joint[h] / np.maximum(spec.joint[h].sum(0, keepdims=True), 1e-12)
+        fig.add_trace(go.Heatmap(z=p, x=[f"s{s}" for s in range(n_streams)], y=list(range(p.shape[0])), zmin=0,
+                                 zmax=max(float(p.max()), 1e-6), colorscale="Viridis", showscale=h == heads - 1,
+                                 colorbar=dict(title="P", x=0.78), hovertemplate="unit %{y}, %{x}: %{z:.3f}<extra></extra>"),
+                      row=1, col=h + 1)
+        fig.update_yaxes(autorange="reversed", title_text="unit" if h == 0 else None, row=1, col=h + 1)
+    x = [f"head {h}" for h in range(heads)]
+    fig.add_trace(go.Bar(x=x, y=spec.mi_bits, name="measured", marker_color=WRITE), row=1, col=heads + 1)
+    fig.add_trace(go.Bar(x=x, y=spec.null_mean_bits, name="shuffled streams (mean)", marker_color=GREY,
+                         error_y=dict(type="data", symmetric=False, array=spec.null_p95_bits - spec.null_mean_bits,
+                                      arrayminus=np.zeros(heads))), row=1, col=heads + 1)
+    fig.update_yaxes(title_text="bits (whisker: the null's 95th percentile)", row=1, col=heads + 1)
+    fig.update_layout(title=title, height=480, width=260 * heads + 420, barmode="group", legend=dict(x=1.0, y=1.0))
+    return fig
+
+
+if multistream:
+    ms_spec, ms_weights, ms_streams = {}, {}, {}
+    for name in ("seeking", "inverted ring"):
+        ms_weights[name], ms_streams[name], ms_spec[name] = specialization(ms_models[name])
+        s = ms_spec[name]
+        for h in range(len(s.mi_bits)):
+            print(f"{name:>13s} head {h}: MI(unit; stream) {s.mi_bits[h]:.4f} bits; null mean {s.null_mean_bits[h]:.4f}, "
+                  f"95th percentile {s.null_p95_bits[h]:.4f} (p = {s.p_value[h]:.3f}); H(stream) of the written mass "
+                  f"{s.stream_entropy_bits[h]:.3f}")
+    # Salience as the alternative: how strongly a token of each stream writes (mean write mass per event token).
+    seek_w, seek_s = ms_weights["seeking"], ms_streams["seeking"]
+    token_mass = seek_w.sum(-1).mean(1)  # (B, T): mass a token writes, averaged over heads
+    mass_by_stream = np.array([token_mass[seek_s == s].mean() for s in range(n_streams)])
+    ms_load = load_summary(seek_w)
+    print("seeking: mean write mass per event token by stream " + ", ".join(f"s{s} {v:.3f}" for s, v in enumerate(mass_by_stream))
+          + f"; load entropy {ms_load.entropy_bits:.2f} of log2 M = {ms_load.ceiling_bits:.2f} bits, busiest unit "
+          f"{ms_load.busiest_share:.1%} of a head's load")
+    fig = specialization_figure(ms_spec["seeking"], f"seeking (M={seek_w.shape[-1]} per head): which unit takes each "
+                                                    f"stream's messages, {ms_examples} held-out sequences")
+    save_figure(fig, "02_routing_multistream_units")
+    fig.show()
+
+# %% [markdown]
+# ### Live: retrain the seeking model
+#
+# Change the units per head, rest on or off and the step budget; the seeking model re-trains on
+# the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
+# the model trained above.
+
+# %%
+def live_specialization_figure(record: dict, spec, title: str) -> go.Figure:
+    fig = make_subplots(rows=1, cols=2, subplot_titles=("accuracy by stream", "head 0: P(unit | stream)"))
+    fig.add_trace(go.Bar(x=[f"s{s}" for s in range(n_streams)], y=[record["metrics"][f"accuracy@stream{s}"]
+                                                                    for s in range(n_streams)],
+                         marker_color=mixer_colour("seeking"), showlegend=False), row=1, col=1)
+    p = spec.joint[0] / np.maximum(spec.joint[0].sum(0, keepdims=True), 1e-12)
+    fig.add_trace(go.Heatmap(z=p, x=[f"s{s}" for s in range(n_streams)], y=list(range(p.shape[0])), colorscale="Viridis",
+                             hovertemplate="unit %{y}, %{x}: %{z:.3f}<extra></extra>"), row=1, col=2)
+    fig.update_yaxes(range=[0, 1.02], title_text="held-out accuracy", row=1, col=1)
+    fig.update_yaxes(autorange="reversed", title_text="unit", row=1, col=2)
+    fig.update_layout(title=title, height=420, width=900)
+    return fig
+
+
+if multistream:
+    ms_knobs = {
+        "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=MS_VARIANTS["seeking"][1]["n_units"], description="M (units)"),
+        "refractory": widgets.Checkbox(value=True, description="refractory"),
+        "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),
+    }
+    ms_button, ms_status = widgets.Button(description="train & redraw", button_style="primary"), widgets.HTML()
+
+    def ms_title(record: dict, spec, values: dict) -> str:
+        knob_text = ", ".join(f"{k}={v}" for k, v in values.items())
+        return (f"live seeking on multistream: {knob_text}<br><sup>accuracy {record['metrics']['accuracy']:.2f}; "
+                f"head 0 MI {spec.mi_bits[0]:.3f} bits vs null 95th percentile {spec.null_p95_bits[0]:.3f}</sup>")
+
+    ms_widget = go.FigureWidget(live_specialization_figure(ms_records["seeking"], ms_spec["seeking"], ms_title(
+        ms_records["seeking"], ms_spec["seeking"], {k: w.value for k, w in ms_knobs.items()})))
+
+    def on_ms_click(_button) -> None:
+        ms_button.disabled, ms_status.value = True, "training ..."
+        try:
+            values = {k: w.value for k, w in ms_knobs.items()}
+            trained, record, seconds = train_multistream(
+                "seeking", {"n_units": values["n_units"], "refractory": values["refractory"]}, values["n_steps"], ms_task)
+            spec = specialization(trained)[2]
+        except ConfigError as exc:
+            ms_status.value = f"<span style='color:#b00'>{exc}</span>"
+        else:
+            refresh(ms_widget, live_specialization_figure(record, spec, ms_title(record, spec, values)))
+            ms_status.value = f"trained in {seconds:.1f}s"
+        finally:
+            ms_button.disabled = False
+
+    ms_button.on_click(on_ms_click)
+    display(widgets.VBox([widgets.HBox(list(ms_knobs.values()) + [ms_button, ms_status]), ms_widget]))
+
+# %% [markdown]
 # ## Findings
 #
 # Computed from the numbers above: how selective the gate is, whether units specialise by
-# content beyond chance, and (on MQAR) whether queries read their own pair.
+# content beyond chance, (on MQAR) whether queries read their own pair, and (on multi-stream
+# recall) which memory keeps the rare streams and whether the seeking units split by stream.
 
 # %%
 findings = [
@@ -778,6 +1010,48 @@ findings.append(
     f"The live panel at its defaults (M = {knob_values['n_units']}, {knob_values['n_pools']} pool(s), refractory "
     f"{knob_values['refractory']}) answers {live_routing['accuracy']:.1%} of the queries with "
     f"{live_routing['landing']['own value']:.2f} of the read mass on the own value.")
+if multistream:
+    accuracy = {name: [r["metrics"][f"accuracy@stream{s}"] for s in range(n_streams)] for name, r in ms_records.items()}
+    rarest = n_streams - 1
+    findings.append(
+        f"Multi-stream recall (equal state; chance {ms_chance:.3f}): accuracy "
+        + "; ".join(f"{name} [{ms_sources[name]}] {ms_records[name]['metrics']['accuracy']:.3f} (stream 0 {acc[0]:.3f}, rarest stream "
+                    f"{acc[rarest]:.3f})" for name, acc in accuracy.items())
+        + ".")
+    # Above chance on the rarest stream: beyond a one-sided 95% binomial bound for its number of queries.
+    rare_queries = int((ms_task.eval_streams == rarest).sum())
+    above_chance = ms_chance + 1.645 * math.sqrt(ms_chance * (1 - ms_chance) / max(rare_queries, 1))
+    best_rare = max(acc[rarest] for acc in accuracy.values())
+    leaders = [name for name, acc in accuracy.items() if acc[rarest] == best_rare]
+    findings.append(
+        f"On the rarest stream ({rare_queries} queries) no memory is clearly above chance (the highest, {best_rare:.3f}, "
+        f"is within {above_chance:.3f})." if best_rare <= above_chance else
+        f"On the rarest stream ({rare_queries} queries) {' and '.join(leaders)} lead{'s' if len(leaders) == 1 else ''} with "
+        f"{best_rare:.3f} (chance {ms_chance:.3f}).")
+    seek = ms_spec["seeking"]
+    above = int(seek.specializes.sum())
+    best = int(np.argmax(seek.excess_bits))
+    share = seek.excess_bits[best] / max(seek.stream_entropy_bits[best], 1e-9)
+    if above == 0:
+        verdict = "the seeking units do not specialise by stream: every head's MI lies inside the shuffled null"
+    elif share < 0.05:
+        verdict = (f"{above} of {len(seek.mi_bits)} heads lie above the null's 95th percentile, but the excess is small "
+                   f"(at most {share:.1%} of H(stream)): the unit tells almost nothing about the stream")
+    else:
+        verdict = (f"{above} of {len(seek.mi_bits)} heads lie above the null's 95th percentile, the best by "
+                   f"{seek.excess_bits[best]:.3f} bits = {share:.1%} of H(stream): units specialise by stream")
+    ring = ms_spec["inverted ring"]
+    findings.append(
+        f"MI(unit; stream) of the seeking heads: {', '.join(f'{v:.4f}' for v in seek.mi_bits)} bits against a null of "
+        f"{', '.join(f'{v:.4f}' for v in seek.null_mean_bits)} (95th percentile "
+        f"{', '.join(f'{v:.4f}' for v in seek.null_p95_bits)}; {seek.n_permutations} shuffles): {verdict}. The ring "
+        f"(unit by ordinal): {ring.mi_bits[0]:.4f} bits against {ring.null_mean_bits[0]:.4f} "
+        f"(95th percentile {ring.null_p95_bits[0]:.4f}).")
+    ratio = mass_by_stream[rarest] / max(mass_by_stream[0], 1e-12)
+    findings.append(
+        f"Salience: a token of the rarest stream writes {mass_by_stream[rarest]:.3f} of a message on average, one of "
+        f"stream 0 {mass_by_stream[0]:.3f} (ratio {ratio:.2f}); the seeking load entropy is {ms_load.entropy_bits:.2f} "
+        f"of log2 M = {ms_load.ceiling_bits:.2f} bits, the busiest unit takes {ms_load.busiest_share:.1%} of a head's load.")
 if smoke:
     findings.append("Smoke run: a handful of steps on a generated text, so these numbers say nothing about the mixer.")
 display(Markdown("\n".join(f"- {line}" for line in findings)))

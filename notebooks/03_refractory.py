@@ -41,7 +41,10 @@
 #    about one small model, reported with the numbers that could contradict it;
 # 5. a **live** panel: change M, k, pools, write price, refractoriness and the step budget,
 #    press the button, and a tiny model re-trains in seconds and the figures redraw;
-# 6. **findings** computed from the tables and fits.
+# 6. **load balanced by refractoriness** in the seeking mixer, where rest is a soft gain against
+#    content bids: load entropy against log2 M and the busiest unit's share over training, with
+#    and without rest, on multi-stream recall;
+# 7. **findings** computed from the tables and fits.
 #
 # Headless (`workbench notebooks run 03_refractory`) it runs top to bottom, trains the live
 # model once at its default knobs and saves every figure to `figures/03_refractory_*.html`.
@@ -59,6 +62,13 @@ eval_windows = 100  # validation windows for bits per character (None: the whole
 n_boot = 100  # bootstrap samples for the power-law goodness-of-fit p (0: skip)
 skip_start = 16  # positions at the start of each window left out of the avalanche statistics (edge effect)
 live_steps = 150  # default step budget of the live panel
+seek_steps = 800  # training steps per seeking model (refractory on, off) on multi-stream recall
+seek_units = 32  # units per head
+seek_d_model = 64
+seek_lr = 1e-2
+seek_task_options = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries": 8, "recent": 2, "n_eval": 256}  # notebook 02's
+seek_points = 12  # evaluations over training at which the load is measured
+seek_probe_examples = 64  # held-out sequences the load is measured on
 
 # %%
 import math
@@ -87,6 +97,7 @@ from workbench.lab.analysis import (
 )
 from workbench.lab.corpus import charlm_options
 from workbench.lab.probes import internals, option, unit_count
+from workbench.lab.units import LoadTracker, load_summary, multistream_config, unit_load, write_weights
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
 from workbench.tasks import build_task
@@ -535,6 +546,87 @@ display(widgets.VBox([widgets.HBox(list(knobs.values())[:3]), widgets.HBox(list(
 display(live_widget)  # on its own: a rendered page draws it as a figure
 
 # %% [markdown]
+# ## Load balanced by refractoriness
+#
+# The **seeking** mixer (`workbench/mixers/seeking.py`) has no ring: the M units of a head bid for
+# every message by content (a softmax over the units, times the token's salience), and rest is a
+# soft gain - each unit's bid is damped by `exp(-beta M L)`, where L is the unit's recent load (an
+# exponential average of what it absorbed, over about `recovery` tokens). So here load balance is
+# not given by construction: it is what rest buys against content, which may send most messages
+# to a few units.
+#
+# Two seeking models that differ **only** in `refractory` train on multi-stream recall (the task
+# of notebook 02: interleaved key-value streams with rates 1 : 1/4 : 1/16 : 1/64). At
+# `seek_points` evaluations during training, the load on a fixed batch of held-out sequences is
+# read through `hook_writes` (`workbench.lab.units.LoadTracker`): each unit's write mass per
+# sequence and head, the **entropy of that load over the units** against its ceiling
+# **log2 M** (every unit takes the same share), and the **share of the busiest unit** against
+# 1/M.
+
+# %%
+seek_variants = {"refractory on": {"n_units": seek_units, "refractory": True},
+                 "refractory off": {"n_units": seek_units, "refractory": False}}
+if smoke:
+    seek_steps, seek_d_model, seek_points = min(seek_steps, 8), 16, min(seek_points, 4)
+    seek_task_options = {**seek_task_options, "seq_len": 64, "key_range": 32, "n_values": 16, "n_queries": 8,
+                         "recent": 2, "n_eval": 16}
+    seek_variants = {name: {**options, "n_units": min(seek_units, 8)} for name, options in seek_variants.items()}
+seek_task = build_task("multistream", seek_task_options)
+seek_probe = seek_task.eval_batch.inputs[:seek_probe_examples]
+seek_records, seek_models = {}, {}
+for name, options in seek_variants.items():
+    cfg = multistream_config("seeking", options, seek_task_options, seek_steps, seek_d_model, seed=seed,
+                             batch_size=8 if smoke else 32, lr=seek_lr, evals=seek_points)
+    tracker = LoadTracker(seek_task, seek_probe)
+    started = time.perf_counter()
+    seek_models[name], seek_records[name] = train(cfg, progress=not smoke, task=tracker)
+    final = load_summary(write_weights(seek_models[name].eval(), seek_probe))
+    seek_records[name]["final_load"] = final
+    print(f"{name:>15s}: {seek_steps} steps in {time.perf_counter() - started:.0f}s, accuracy "
+          f"{seek_records[name]['metrics']['accuracy']:.3f}; load entropy {final.entropy_bits:.2f} of log2 M = "
+          f"{final.ceiling_bits:.2f} bits, busiest unit {final.busiest_share:.1%} (1/M = {1 / final.n_units:.1%})")
+seek_M = seek_records["refractory on"]["final_load"].n_units
+
+fig = make_subplots(rows=1, cols=3, horizontal_spacing=0.08,
+                    subplot_titles=("load entropy over training", "busiest unit's share", "held-out accuracy"))
+for name, record in seek_records.items():
+    steps_seen = [h["step"] for h in record["history"]]
+    for col, key in ((1, "units/load_entropy_bits"), (2, "units/busiest_unit_share"), (3, "accuracy")):
+        fig.add_trace(go.Scatter(x=steps_seen, y=[h["metrics"][key] for h in record["history"]], mode="lines+markers",
+                                 name=name, legendgroup=name, showlegend=col == 1, line=dict(color=COLORS[name])),
+                      row=1, col=col)
+fig.add_hline(y=math.log2(seek_M), line_dash="dot", line_color="grey", annotation_text="log2 M", row=1, col=1)
+fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M", row=1, col=2)
+fig.add_hline(y=1 / seek_task.options["n_values"], line_dash="dot", line_color="grey", annotation_text="chance", row=1, col=3)
+fig.update_xaxes(title_text="training step")
+fig.update_yaxes(title_text="bits (per sequence and head)", rangemode="tozero", row=1, col=1)
+fig.update_yaxes(title_text="share of a head's load", rangemode="tozero", row=1, col=2)
+fig.update_yaxes(title_text="accuracy", rangemode="tozero", row=1, col=3)
+fig.update_layout(title=f"seeking on multi-stream recall (M = {seek_M} units per head): load with and without rest",
+                  height=400, width=1300)
+save_figure(fig, "03_refractory_seeking_load")
+fig.show()
+
+# %% [markdown]
+# At the end of training, each unit's share of a head's load in a sequence, sorted (busiest
+# first) and averaged over the probe sequences and heads: a flat profile at 1/M is an even load.
+
+# %%
+fig = go.Figure()
+for name in seek_records:
+    load = unit_load(write_weights(seek_models[name], seek_probe))  # (B, H, M)
+    share = load / np.maximum(load.sum(-1, keepdims=True), 1e-12)
+    profile = -np.sort(-share, axis=-1).reshape(-1, share.shape[-1]).mean(0)
+    fig.add_trace(go.Scatter(x=np.arange(1, len(profile) + 1), y=profile, mode="lines+markers", name=name,
+                             line=dict(color=COLORS[name])))
+fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M")
+fig.update_xaxes(title_text="unit rank in its head (busiest first)")
+fig.update_yaxes(title_text="share of the head's load", type="log")
+fig.update_layout(title="seeking: sorted load profile at the end of training", height=400, width=800)
+save_figure(fig, "03_refractory_seeking_profile")
+fig.show()
+
+# %% [markdown]
 # ## Findings
 #
 # Computed from the tables and fits above (one seed, one text: observations about this model, not
@@ -573,6 +665,24 @@ for name in ("refractory on", "refractory off"):
         f"{name}, avalanches {definition}: mean size {d['mean']:.2f} against {sets['shuffled (on)'][next(iter(sets['shuffled (on)']))].mean():.2f} "
         f"for shuffled writes; the likelihood ratio prefers {d['lr'].preferred} and a power law is {verdict}, over "
         f"sizes spanning {math.log10(max(d['max'], 1)):.1f} decades (capped by the window): too narrow to claim criticality.")
+seek_on, seek_off = seek_records["refractory on"], seek_records["refractory off"]
+load_on, load_off = seek_on["final_load"], seek_off["final_load"]
+entropy_trace = {name: [h["metrics"]["units/load_entropy_bits"] for h in r["history"]] for name, r in seek_records.items()}
+findings.append(
+    f"Seeking on multi-stream recall ({seek_steps} steps, M = {seek_M} units per head): at the end the load entropy is "
+    f"{load_on.entropy_bits:.2f} bits with rest and {load_off.entropy_bits:.2f} without, of a ceiling log2 M = "
+    f"{load_on.ceiling_bits:.2f} (evenness {load_on.evenness:.1%} and {load_off.evenness:.1%}); the busiest unit takes "
+    f"{load_on.busiest_share:.1%} and {load_off.busiest_share:.1%} of a head's load (1/M = {1 / seek_M:.1%}). Over "
+    f"training the entropy stayed within [{min(entropy_trace['refractory on']):.2f}, "
+    f"{max(entropy_trace['refractory on']):.2f}] bits with rest and [{min(entropy_trace['refractory off']):.2f}, "
+    f"{max(entropy_trace['refractory off']):.2f}] without.")
+gap_bits = load_on.entropy_bits - load_off.entropy_bits
+findings.append(
+    (f"Rest spreads the load: {gap_bits:.2f} bits more entropy than without it. " if gap_bits > 0.05 else
+     f"Rest makes no material difference to the load here ({gap_bits:+.2f} bits): content alone already spreads it. "
+     if abs(gap_bits) <= 0.05 else f"The load is more even without rest ({-gap_bits:.2f} bits). ")
+    + f"Held-out accuracy: {seek_on['metrics']['accuracy']:.3f} with rest, {seek_off['metrics']['accuracy']:.3f} "
+    f"without (chance {1 / seek_task.options['n_values']:.3f}); one seed.")
 if smoke:
     findings.append("Smoke run: a handful of steps on a generated text, so these numbers say nothing about the mixer.")
 display(Markdown("\n".join(f"- {line}" for line in findings)))
