@@ -36,7 +36,9 @@ class WorldSpec:
     """Sizes of a concept world; every field has a use in ``make_world``."""
 
     n_roots: int = 3  # taxonomy trees
-    levels: int = 8  # levels 0..levels-1; every leaf sits on the last one (chains of up to levels-1 hops)
+    levels: int = 8  # levels 0..levels-1 of the deep trees; their leaves sit on the last one
+    shallow_levels: int = 3  # the first tree's height: its leaves are within two hops of the root, so
+    # the training split has negative is-a queries about leaves too (else "a leaf is-a anything" would pay)
     max_width: int = 6  # nodes per level per tree, at most
     n_kinds: int = 3  # attribute kinds (colour, shape, ...)
     n_values: int = 4  # values per kind
@@ -44,7 +46,7 @@ class WorldSpec:
     heldout_rate: float = 0.45  # share of eligible words held out of every fact and training query
 
     def validate(self) -> None:
-        for name in ("n_roots", "levels", "max_width", "n_kinds", "n_values"):
+        for name in ("n_roots", "levels", "shallow_levels", "max_width", "n_kinds", "n_values"):
             if not isinstance(getattr(self, name), int) or getattr(self, name) < 2:
                 raise ValueError(f"{name} must be an integer >= 2, got {getattr(self, name)!r}")
         for name in ("synonym_rate", "heldout_rate"):
@@ -148,15 +150,16 @@ class ConceptWorld:
 
 
 def _taxonomy(spec: WorldSpec, rng: np.random.Generator) -> tuple[dict[int, int], dict[int, int]]:
-    """Trees of ``levels`` levels: every inner node has 1-2 children, a level holds <= max_width nodes."""
+    """Trees (the first ``shallow_levels`` high, the others ``levels``): every inner node has 1-2
+    children, a level of a tree holds <= max_width nodes, every leaf is on its tree's last level."""
     parent: dict[int, int] = {}
     level: dict[int, int] = {}
     next_id = 0
-    for _ in range(spec.n_roots):
+    for tree in range(spec.n_roots):
         frontier = [next_id]
         level[next_id] = 0
         next_id += 1
-        for depth in range(1, spec.levels):
+        for depth in range(1, spec.shallow_levels if tree == 0 else spec.levels):
             children: list[int] = []
             for node in frontier:
                 room = spec.max_width - len(children) - (len(frontier) - frontier.index(node) - 1)
@@ -175,7 +178,7 @@ def make_world(seed: int, spec: WorldSpec | None = None) -> ConceptWorld:
     spec.validate()
     rng = np.random.default_rng([seed, 1901])
     tree_parent, tree_level = _taxonomy(spec, rng)
-    leaf_ids = sorted(n for n, lv in tree_level.items() if lv == spec.levels - 1)
+    leaf_ids = sorted(set(tree_level) - set(tree_parent.values()))
     meanings = [(CATEGORY_KIND, i) for i in range(len(leaf_ids))]
     meanings += [(k, v) for k in range(spec.n_kinds) for v in range(spec.n_values)]
     second_name = {m: bool(rng.random() < spec.synonym_rate) for m in meanings}
@@ -300,3 +303,14 @@ def test_slices(world: ConceptWorld, n: int, rng: np.random.Generator) -> dict[s
 def query_sequence(query: Query) -> list[str]:
     """A training query as System 1 reads it: ``? kind a b yes|no``."""
     return query.tokens() + [YES if query.label else NO]
+
+
+def probe_instances(world: ConceptWorld, rng: np.random.Generator, per_leaf: int = 2) -> list[tuple[int, tuple[int, ...]]]:
+    """Instances to read denotations on: every leaf shown with every value of every kind
+    ``per_leaf`` times (a random cyclic shift per kind), so any two concepts that can co-occur do."""
+    n_values, probes = world.spec.n_values, []
+    for leaf in range(len(world.leaves)):
+        for _ in range(per_leaf):
+            shifts = rng.integers(n_values, size=world.spec.n_kinds)
+            probes += [(leaf, tuple(int((j + s) % n_values) for s in shifts)) for j in range(n_values)]
+    return probes
