@@ -199,7 +199,7 @@ def returns_of(batch: Rollout, step_cost: float) -> np.ndarray:
 class TrainSettings:
     iterations: int = 300
     batch_size: int = 96
-    lr: float = 3e-3
+    lr: float = 1e-2
     max_steps: int = 16
     step_cost: float = 0.01
     entropy_start: float = 0.05  # entropy bonus, annealed linearly to 0 over training

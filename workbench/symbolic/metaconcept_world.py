@@ -288,7 +288,7 @@ def training_queries(world: ConceptWorld, n: int, rng: np.random.Generator) -> l
     return [queries[i] for i in rng.permutation(len(queries))]
 
 
-def test_slices(world: ConceptWorld, n: int, rng: np.random.Generator) -> dict[str, list[Query]]:
+def evaluation_slices(world: ConceptWorld, n: int, rng: np.random.Generator) -> dict[str, list[Query]]:
     """Held-out metaconcept slices (subjects never in a fact or training query) and is-a by depth."""
     slices = {
         "heldout synonym": pair_queries(world, "synonym", n, True, rng),
