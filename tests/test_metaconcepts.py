@@ -30,10 +30,10 @@ from workbench.symbolic.metaconcept_world import (
     CATEGORY_KIND,
     TEST_ISA_DEPTHS,
     Query,
+    evaluation_slices,
     make_world,
     probe_instances,
     query_sequence,
-    evaluation_slices,
     training_queries,
 )
 from workbench.symbolic.metaconcepts import main, oracle_profiles, parsed_isa_facts, run_metaconcepts

@@ -58,10 +58,10 @@ from workbench.symbolic.metaconcept_world import (
     YES,
     ConceptWorld,
     Query,
+    evaluation_slices,
     make_world,
     probe_instances,
     query_sequence,
-    evaluation_slices,
     training_queries,
 )
 
@@ -77,10 +77,12 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget(system1_steps=60, extractor_steps=100, policy_iterations=200, n_train_queries=300, n_test=40),
-    "demo": Budget(system1_steps=600, extractor_steps=300, policy_iterations=1000, n_train_queries=600, n_test=200),
-    "full": Budget(system1_steps=1500, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
+    "demo": Budget(system1_steps=500, extractor_steps=300, policy_iterations=1200, n_train_queries=600, n_test=200),
+    "full": Budget(system1_steps=1000, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
 }
-SYSTEM1 = ModelConfig(mixer="seeking", d_model=48, n_layers=2, mixer_options={"n_units": 16, "n_heads": 2})
+SYSTEM1 = ModelConfig(mixer="seeking", d_model=64, n_layers=2, mixer_options={"n_units": 16, "n_heads": 2})
+SYSTEM1_LR = 6e-3
+QUESTIONS_PER_OBSERVATION = 6  # more answers per sequence: System 1 learns its words faster per step
 BATCH_SIZE = 64
 MAX_STEPS = 16  # a proof that has not answered after this many actions counts as wrong
 TARGETS = {"heldout metaconcepts": 0.90, "is-a depth 6": 0.95}
@@ -116,7 +118,7 @@ def system1_batch(world: ConceptWorld, vocab: Vocabulary, train: list[Query], rn
     """Observation then one language item per row; targets at every answer (the rest IGNORE)."""
     rows, targets = [], []
     for _ in range(size):
-        observation = world.observation(rng)
+        observation = world.observation(rng, QUESTIONS_PER_OBSERVATION)
         item, at, answer = _language_item(world, train, rng)
         row = observation + item
         target = [IGNORE] * len(row)
@@ -135,8 +137,8 @@ def train_system1(world: ConceptWorld, train: list[Query], steps: int, seed: int
     rng = np.random.default_rng([seed, 11])
     vocab = Vocabulary(world)
     model = Model(SYSTEM1, TaskIO("tokens", "lm", vocab_size=len(world.vocab)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
-    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=3e-3, total_steps=steps, pct_start=0.1)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=SYSTEM1_LR, weight_decay=0.01)
+    schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, max_lr=SYSTEM1_LR, total_steps=steps, pct_start=0.1)
     losses = []
     model.train()
     for _ in tqdm(range(steps), desc="system 1", disable=not progress, leave=False):
@@ -165,7 +167,7 @@ def _answer_yes(model: Model, vocab: Vocabulary, rows: list[list[str]]) -> np.nd
 def system1_alone(model: Model, vocab: Vocabulary, world: ConceptWorld, queries: list[Query],
                   rng: np.random.Generator) -> float:
     """System 1 answering ``? kind a b`` directly, after an observation as in training."""
-    rows = [world.observation(rng) + q.tokens() for q in queries]
+    rows = [world.observation(rng, QUESTIONS_PER_OBSERVATION) + q.tokens() for q in queries]
     return float(np.mean(_answer_yes(model, vocab, rows) == np.array([q.label for q in queries])))
 
 
@@ -260,7 +262,7 @@ def run_seed(budget: Budget, seed: int, progress: bool = False) -> dict[str, Any
     slices = evaluation_slices(world, budget.n_test, rng)
     model, vocab, losses = train_system1(world, train, budget.system1_steps, seed, progress)
     extractor, grounding = train_extractor(model, vocab, world, budget.extractor_steps, seed)
-    probes = probe_instances(world, rng)
+    probes = probe_instances(world, rng, per_leaf=3)
     truth = oracle_profiles(world, probes)
     read = grounded_profiles(model, vocab, extractor, world, probes, rng)
     grounding["profile agreement"] = float(np.mean([((read[w] > 0.5) == (truth[w] > 0.5)).mean() for w in truth]))
@@ -315,7 +317,8 @@ def summarize(budget_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     every_curve = [[point["reward"] for point in r["reward curve"]] for r in runs]
     return {
         "experiment": "system2-metaconcepts", "budget": budget_name, "seeds": len(runs),
-        "config": {"budget": asdict(BUDGETS[budget_name]), "system1": asdict(SYSTEM1), "batch_size": BATCH_SIZE,
+        "config": {"budget": asdict(BUDGETS[budget_name]), "system1": asdict(SYSTEM1), "system1_lr": SYSTEM1_LR,
+                   "questions_per_observation": QUESTIONS_PER_OBSERVATION, "batch_size": BATCH_SIZE,
                    "max_proof_steps": MAX_STEPS, "policy": asdict(TrainSettings())},
         "slices": list(SLICES), "train_slices": ["synonym (known words)", "same-kind (known words)", "is-a depth 1-2"],
         "rows": rows,
