@@ -77,8 +77,8 @@ class Budget:
 
 BUDGETS = {
     "smoke": Budget(system1_steps=60, extractor_steps=100, policy_iterations=200, n_train_queries=300, n_test=40),
-    "demo": Budget(system1_steps=500, extractor_steps=300, policy_iterations=1200, n_train_queries=600, n_test=200),
-    "full": Budget(system1_steps=1000, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
+    "demo": Budget(system1_steps=800, extractor_steps=300, policy_iterations=1200, n_train_queries=600, n_test=200),
+    "full": Budget(system1_steps=1500, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
 }
 SYSTEM1 = ModelConfig(mixer="seeking", d_model=64, n_layers=2, mixer_options={"n_units": 16, "n_heads": 2})
 SYSTEM1_LR = 6e-3
