@@ -7,8 +7,8 @@ step the policy picks one of the primitive actions available:
 * ``hop``     - look up a fact stated out of the path's end and walk along it;
 * ``invert``  - walk along a fact stated *into* the path's end, read backwards with an inversion
   rule (one candidate per head the rule base offers);
-* ``compose`` - replace two adjacent edges of the path by one, with a composition rule (one
-  candidate per head: named relation or invented predicate);
+* ``compose`` - once the path links the query pair, replace two adjacent edges by one, with a
+  composition rule (one candidate per head: named relation or invented predicate), in any order;
 * ``back``    - undo the last action (backtracking is the policy's to decide);
 * ``stop``    - answer: the proof is done when the path is one edge from the head to the tail.
 
@@ -112,7 +112,7 @@ class ProofEnv:
                     edge = Edge(end, head, a, confidence)
                     out.append(self._walk("invert", edge, (relation_index(r), relation_index(head), 0),
                                           self._rule_scalars(n, p, head in NAMED), common))
-        for i in range(len(self.path) - 1):
+        for i in range(len(self.path) - 1 if end == tail else 0):
             left, right = self.path[i], self.path[i + 1]
             for head, n, p in self.rules.heads("compose", (left.relation, right.relation)):
                 lookahead = self._continues(i, head)
