@@ -234,7 +234,7 @@ def _some_order(tree: FamilyTree, path: list[int], invented: bool) -> bool:
     on the tree (``invented``: or spanning two facts, for which the learner may invent a predicate)."""
     k = len(path) - 1
 
-    @functools.lru_cache(maxsize=None)
+    @functools.cache
     def solvable(i: int, j: int) -> bool:
         if j - i == 1:
             return True

@@ -53,7 +53,7 @@ class RuleBase:
         """The baseline rule keeper: one head per body, kept only if precise and supported enough."""
         kept = RuleBase(invented=dict(self.invented))
         for table in ("compose", "invert"):
-            for body, counts in getattr(self, table).items():
+            for body in getattr(self, table):
                 head, n, p = self.heads(table, body)[0]
                 if p >= precision and n >= support:
                     getattr(kept, table)[body][head] = n
@@ -66,12 +66,12 @@ class RuleBase:
     def listing(self, limit: int = 40) -> list[str]:
         """Human-readable rules, most supported first."""
         rows = []
-        for (x, y), counts in self.compose.items():
+        for x, y in self.compose:
             for head, n, p in self.heads("compose", (x, y)):
                 rows.append((n, f"{head}(A,C) <- {x}(A,B), {y}(B,C)   [support {n}, precision {p:.2f}]"))
         for name, (x, y) in self.invented.items():
             rows.append((10**9, f"{name}(A,C) := {x}(A,B), {y}(B,C)   [invented]"))
-        for (s, g), counts in self.invert.items():
+        for s, g in self.invert:
             for head, n, p in self.heads("invert", (s, g)):
                 rows.append((n, f"{head}(A,B) <- {s}(B,A), gender(B)={g}   [support {n}, precision {p:.2f}]"))
         rows.sort(key=lambda r: -r[0])
@@ -148,10 +148,10 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
                 continue
             r1, r2, r3 = relations
             explained = False
-            for body, rest in (((r1, r2), lambda x: (x, r3)), ((r2, r3), lambda x: (r1, x))):
+            for body, left in (((r1, r2), True), ((r2, r3), False)):
                 inner = rules.best("compose", body)
                 if inner is not None and not inner.startswith("p"):
-                    new.compose[rest(inner)][answer] += 1
+                    new.compose[(inner, r3) if left else (r1, inner)][answer] += 1
                     explained = True
             if not explained:  # no named bracketing: invent a predicate for the first pair
                 name = next((p for p, b in rules.invented.items() if b == (r1, r2)), f"p{len(rules.invented)}")

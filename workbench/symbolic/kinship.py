@@ -32,7 +32,7 @@ import torch
 from workbench.config import ConfigError
 from workbench.symbolic.clutrr import Story, make_stories, oracle_parse
 from workbench.symbolic.grounding import answer, extract, parameters, train_extractor, train_reader
-from workbench.symbolic.induction import RuleBase, induce
+from workbench.symbolic.induction import induce
 from workbench.symbolic.proof import Episode, Problem, ProofPolicy, evaluate, train_policy
 
 TEST_KS = tuple(range(2, 11))
