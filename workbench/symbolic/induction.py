@@ -135,8 +135,8 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
                     continue
                 readings = _readings(rules, chain, i)
                 candidates = [x for x in readings if _explains(rules, chain, answer, {i: x})]
-                for x in candidates:
-                    new.invert[r, gender(reached)][x] += 1
+                if len(candidates) == 1:  # count only readings the story pins down
+                    new.invert[r, gender(reached)][candidates[0]] += 1
         rules.invert = new.invert or rules.invert
         # then compositions of the chains whose every step now reads forwards
         for chain, answer in chains:

@@ -4,7 +4,8 @@ The environment (``ProofEnv``) holds the facts System 2 has read (entity, relati
 confidence) and a proof in progress: a path of relation edges starting at the query head. At every
 step the policy picks one of the primitive actions available:
 
-* ``hop``     - look up a fact stated out of the path's end and walk along it;
+* ``hop``     - look up a fact stated out of the path's end and walk along it (until the walk
+  reaches the tail, which closes it);
 * ``invert``  - walk along a fact stated *into* the path's end, read backwards with an inversion
   rule (one candidate per head the rule base offers);
 * ``compose`` - once the path links the query pair, replace two adjacent edges by one, with a
@@ -34,8 +35,8 @@ from workbench.symbolic.induction import ParsedFact, RuleBase, gender
 
 KINDS = ("hop", "invert", "compose", "back", "stop")
 N_INVENTED_SLOTS = 48
-N_SCALARS = 12
-STEP_COST = 0.002
+N_SCALARS = 13
+STEP_COST = 0.02
 
 
 def relation_index(name: str | None) -> int:
@@ -73,7 +74,8 @@ class ProofEnv:
     rules: RuleBase
     max_steps: int = 0
     path: list[Edge] = field(default_factory=list)
-    history: list[tuple[list[Edge], set[str]]] = field(default_factory=list)
+    history: list[tuple[list[Edge], set[str], tuple]] = field(default_factory=list)
+    undone: dict[tuple, int] = field(default_factory=dict)  # how often each action was taken back
     absorbed: set[str] = field(default_factory=set)  # entities a composition took off the path
     steps: int = 0
     done: bool = False
@@ -97,13 +99,28 @@ class ProofEnv:
     def _rule_scalars(self, support: int, precision: float, named: bool) -> list[float]:
         return [math.log1p(support) / 5, precision, float(named)]
 
+    def _signature(self, action: Action) -> tuple:
+        if action.apply[0] == "hop":
+            edge = action.apply[1]
+            return ("hop", len(self.path), edge.source, edge.relation, edge.target)
+        return (action.apply[0], tuple(e.relation for e in self.path), *action.apply[1:])
+
     def actions(self) -> list[Action]:
+        """Every action available now; the last feature says how often it was taken back before (memory
+        that keeps a greedy policy from walking the same dead end twice)."""
+        out = self._actions()
+        for action in out:
+            tried = self.undone.get(self._signature(action), 0) if action.kind not in ("back", "stop") else 0
+            action.scalars.append(min(tried, 3) / 3)
+        return out
+
+    def _actions(self) -> list[Action]:
         tail, end, visited = self.query[1], self.end, self._visited()
         at_tail = float(end == tail)
         done_shape = float(len(self.path) == 1 and at_tail)
         common = [at_tail, len(self.path) / 10, done_shape]
         out: list[Action] = []
-        for a, r, b, confidence in self.facts:
+        for a, r, b, confidence in self.facts if end != tail else ():  # the tail closes the walk
             if a == end and b not in visited:
                 edge = Edge(end, r, b, confidence)
                 out.append(self._walk("hop", edge, (relation_index(r), 0, 0), [0.0, 1.0, 1.0], common))
@@ -156,10 +173,11 @@ class ProofEnv:
             self.trace.append(f"stop -> {self.answer}")
             return
         if kind == "back":
-            self.path, self.absorbed = self.history.pop()
+            self.path, self.absorbed, signature = self.history.pop()
+            self.undone[signature] = self.undone.get(signature, 0) + 1
             self.trace.append("back")
         else:
-            self.history.append((list(self.path), set(self.absorbed)))
+            self.history.append((list(self.path), set(self.absorbed), self._signature(action)))
             if kind == "hop":
                 self.path = self.path + [action.apply[1]]
                 e = action.apply[1]
