@@ -170,6 +170,23 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"max |logits - PyTorch| over {check.get('steps', 0)} steps: {check.get('max_abs_diff_logits', float('nan')):.2e}")
 
 
+def run_system2_kinship(budget: str, seeds: int, results: Path, quiet: bool = False) -> None:
+    from workbench.symbolic.kinship import kinship_table, run_kinship
+
+    summary = run_kinship(budget, seeds, results, progress=not quiet)
+    print(kinship_table(summary))
+    print(f"wrote {results / f'system2-kinship-{budget}.json'}")
+
+
+def cmd_system2(args: argparse.Namespace) -> int:
+    """System 2 on CLUTRR-style kinship (learned rules and proof search over facts read from System 1)."""
+    if args.seeds is not None and args.seeds < 1:
+        raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
+    run_system2_kinship(args.budget, args.seeds or (3 if args.budget == "full" else 1), Path(args.results),
+                        quiet=args.quiet)
+    return 0
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run an experiment's missing runs (``workbench.experiments``), print its table; non-zero if incomplete.
 
@@ -187,12 +204,16 @@ def cmd_compare(args: argparse.Namespace) -> int:
         if len(system2) != len(tasks):
             raise ConfigError("System 2 tasks (hops, kinship, temporal, concepts) run on their own: "
                               "give them without protocol tasks")
-        from workbench.symbolic.experiment import print_summary, run_system2
+        if "kinship" in system2:  # round 2: CLUTRR-style kinship has its own experiment
+            run_system2_kinship(args.budget, args.seeds or 1, Path(args.results), quiet=args.quiet)
+            system2.remove("kinship")
+        if system2:
+            from workbench.symbolic.experiment import print_summary, run_system2
 
-        summary = run_system2(args.budget, args.seeds or 1, Path(args.results), tasks=tuple(system2),
-                              progress=not args.quiet)
-        print_summary(summary, Console(width=160))
-        print(f"wrote {Path(args.results) / f'system2-{args.budget}.json'}")
+            summary = run_system2(args.budget, args.seeds or 1, Path(args.results), tasks=tuple(system2),
+                                  progress=not args.quiet)
+            print_summary(summary, Console(width=160))
+            print(f"wrote {Path(args.results) / f'system2-{args.budget}.json'}")
         return 0
     experiment = get_experiment(args.experiment, args.budget, args.results)
     variants = [parse_variant(m) for m in args.mixers.split(",") if m] if args.mixers else None
@@ -352,6 +373,14 @@ def build_parser() -> argparse.ArgumentParser:
                    help="aggregate cells that lack seeds too (marked incomplete) instead of leaving them out")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
+
+    p = sub.add_parser("system2", parents=[debug], help="System 2 on CLUTRR-style kinship: learned rules, learned "
+                       "proof search, facts read from System 1; writes results/system2-kinship-<budget>.json")
+    p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
+    p.add_argument("--seeds", type=int, default=None, help="seeds (default: 3 for full, else 1)")
+    p.add_argument("--results", default="results")
+    p.add_argument("--quiet", action="store_true")
+    p.set_defaults(func=cmd_system2)
 
     p = sub.add_parser("demo", parents=[debug], help="the main comparison at a small budget, trained fresh, beside the reference")
     p.add_argument("--out", type=Path, help="results directory for the fresh runs (default runs/demo-<time>)")

@@ -240,8 +240,13 @@ def render_blocks(results: Path) -> dict[str, str]:
                     blocks[f"standings-{focus}-{path.stem.removeprefix('compare-')}"] = standings_table(summary, focus)
     for path in sorted((results / "v1").glob("compare-*.json")):  # protocol v1, as it ran
         blocks[f"v1-{path.stem.split('-', 1)[1]}"] = v1_table(json.loads(path.read_text()))
-    for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>
-        blocks[path.stem] = system2_table(json.loads(path.read_text()))
+    for path in sorted(results.glob("system2-*.json")):  # block system2-<budget>, system2-kinship-<budget>
+        if path.stem.startswith("system2-kinship-"):
+            from workbench.symbolic.kinship import kinship_table
+
+            blocks[path.stem] = kinship_table(json.loads(path.read_text()))
+        else:
+            blocks[path.stem] = system2_table(json.loads(path.read_text()))
     from workbench.bench.tables import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads

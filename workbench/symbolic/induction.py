@@ -1,0 +1,200 @@
+"""Kinship rules induced from answered training stories, ILP style, with invented predicates.
+
+The learner never sees the generator's semantics. From each training story (facts as System 1 or the
+oracle parser read them, the query and its answer) it finds the chain of facts linking the query
+pair and explains the answer by abduction over two rule families:
+
+* **composition** ``(x, y) -> z``: if b is a's x and c is b's y, then c is a's z. Heads are named
+  relations or *invented predicates*: where no bracketing of a three-fact chain is explained by
+  named two-step compositions, the learner invents ``p<n>`` for the unexplained pair, with rules
+  ``(r1, r2) -> p<n>`` and ``(p<n>, r3) -> answer`` (predicate invention in the sense of
+  Muggleton's inverse resolution; cf. NLM, Dong et al. 2019, and CTP, Minervini et al. 2020, for
+  learned compositions of any length);
+* **inversion** ``(s, g) -> x``: a fact ``(b, s, a)`` read from a's side says b is a's x, where x
+  depends on b's gender g (read off the name, as in CLUTRR).
+
+Every rule keeps its support counts per head. Which head to trust, and whether to use an ambiguous
+rule at all, is left to the proof policy (``proof``), trained by reinforcement; the baseline
+``RuleBase.thresholded`` keeps a head only when its precision clears a threshold.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict, deque
+from dataclasses import dataclass, field
+
+ParsedFact = tuple[str, str, str, float]  # (a, relation, b, confidence)
+Step = tuple[str, bool, str]  # (relation as stated, traversed backwards?, entity reached)
+
+
+def gender(name: str) -> str:
+    return "m" if name.startswith("M") else "f"
+
+
+@dataclass
+class RuleBase:
+    compose: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
+    invert: dict[tuple[str, str], Counter] = field(default_factory=lambda: defaultdict(Counter))
+    invented: dict[str, tuple[str, str]] = field(default_factory=dict)  # p<n> -> the body it names
+
+    def heads(self, table: str, body: tuple[str, str]) -> list[tuple[str, int, float]]:
+        """(head, support, precision) for every head seen with ``body``, most supported first."""
+        counts = getattr(self, table).get(body)
+        if not counts:
+            return []
+        total = sum(counts.values())
+        return [(head, n, n / total) for head, n in counts.most_common()]
+
+    def best(self, table: str, body: tuple[str, str]) -> str | None:
+        heads = self.heads(table, body)
+        return heads[0][0] if heads else None
+
+    def thresholded(self, precision: float = 0.95, support: int = 2) -> RuleBase:
+        """The baseline rule keeper: one head per body, kept only if precise and supported enough."""
+        kept = RuleBase(invented=dict(self.invented))
+        for table in ("compose", "invert"):
+            for body in getattr(self, table):
+                head, n, p = self.heads(table, body)[0]
+                if p >= precision and n >= support:
+                    getattr(kept, table)[body][head] = n
+        return kept
+
+    def size(self) -> dict[str, int]:
+        return {"compose_bodies": len(self.compose), "invert_bodies": len(self.invert),
+                "compose_heads": sum(len(c) for c in self.compose.values()), "invented": len(self.invented)}
+
+    def listing(self, limit: int = 40) -> list[str]:
+        """Human-readable rules, most supported first."""
+        rows = []
+        for x, y in self.compose:
+            for head, n, p in self.heads("compose", (x, y)):
+                rows.append((n, f"{head}(A,C) <- {x}(A,B), {y}(B,C)   [support {n}, precision {p:.2f}]"))
+        for name, (x, y) in self.invented.items():
+            rows.append((10**9, f"{name}(A,C) := {x}(A,B), {y}(B,C)   [invented]"))
+        for s, g in self.invert:
+            for head, n, p in self.heads("invert", (s, g)):
+                rows.append((n, f"{head}(A,B) <- {s}(B,A), gender(B)={g}   [support {n}, precision {p:.2f}]"))
+        rows.sort(key=lambda r: -r[0])
+        return [text for _, text in rows[:limit]]
+
+
+def chain_between(facts: list[ParsedFact], head: str, tail: str) -> list[Step] | None:
+    """A shortest chain of facts from ``head`` to ``tail`` (used to explain training answers)."""
+    links: dict[str, list[tuple[str, str, bool]]] = defaultdict(list)
+    for a, r, b, _ in facts:
+        links[a].append((b, r, False))
+        links[b].append((a, r, True))
+    previous: dict[str, tuple[str, str, bool]] = {head: ("", "", False)}
+    queue = deque([head])
+    while queue:
+        node = queue.popleft()
+        if node == tail:
+            break
+        for nxt, r, backwards in links[node]:
+            if nxt not in previous:
+                previous[nxt] = (node, r, backwards)
+                queue.append(nxt)
+    if tail not in previous or tail == head:
+        return None
+    steps: list[Step] = []
+    node = tail
+    while node != head:
+        parent, r, backwards = previous[node]
+        steps.append((r, backwards, node))
+        node = parent
+    return steps[::-1]
+
+
+def _fold(rules: RuleBase, relations: list[str]) -> str | None:
+    """Some bracketing's result with the most supported heads (None if no bracketing composes)."""
+    if len(relations) == 1:
+        return relations[0]
+    for i in range(len(relations) - 1):
+        head = rules.best("compose", (relations[i], relations[i + 1]))
+        if head is not None:
+            result = _fold(rules, relations[:i] + [head] + relations[i + 2:])
+            if result is not None:
+                return result
+    return None
+
+
+def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds: int = 3) -> RuleBase:
+    """Rules from (facts, query, answer) examples with chains of two or three facts."""
+    chains = []
+    for facts, (head, tail), answer in examples:
+        chain = chain_between(facts, head, tail)
+        if chain is not None and 2 <= len(chain) <= 3:
+            chains.append((chain, answer))
+    rules = RuleBase()
+    for _ in range(rounds):
+        new = RuleBase()
+        # inversion first: for each backwards step, the readings that let the chain reach the answer
+        for chain, answer in chains:
+            for i, (r, backwards, reached) in enumerate(chain):
+                if not backwards:
+                    continue
+                readings = _readings(rules, chain, i)
+                candidates = [x for x in readings if _explains(rules, chain, answer, {i: x})]
+                if len(candidates) == 1:  # count only readings the story pins down
+                    new.invert[r, gender(reached)][candidates[0]] += 1
+        rules.invert = new.invert or rules.invert
+        # then compositions of the chains whose every step now reads forwards
+        for chain, answer in chains:
+            relations = _forward(rules, chain)
+            if relations is None:
+                continue
+            if len(relations) == 2:
+                new.compose[relations[0], relations[1]][answer] += 1
+                continue
+            r1, r2, r3 = relations
+            explained = False
+            for body, left in (((r1, r2), True), ((r2, r3), False)):
+                inner = rules.best("compose", body)
+                if inner is not None and not inner.startswith("p"):
+                    new.compose[(inner, r3) if left else (r1, inner)][answer] += 1
+                    explained = True
+            if not explained:  # no named bracketing: invent a predicate for the first pair
+                name = next((p for p, b in rules.invented.items() if b == (r1, r2)), f"p{len(rules.invented)}")
+                rules.invented[name] = (r1, r2)
+                new.compose[r1, r2][name] += 1
+                new.compose[name, r3][answer] += 1
+        for body, counts in rules.compose.items():  # invented bodies survive between rounds
+            if any(h in rules.invented for h in counts):
+                for h, n in counts.items():
+                    if h in rules.invented and body not in new.compose:
+                        new.compose[body][h] = n
+        rules.compose = new.compose
+    return rules
+
+
+def _readings(rules: RuleBase, chain: list[Step], i: int) -> set[str]:
+    known = {h for counts in rules.compose.values() for h in counts if not h.startswith("p")}
+    known |= {b for body in rules.compose for b in body if not b.startswith("p")}
+    known |= {r for r, _, _ in chain}
+    return known
+
+
+def _forward(rules: RuleBase, chain: list[Step], fixed: dict[int, str] | None = None) -> list[str] | None:
+    out = []
+    for i, (r, backwards, reached) in enumerate(chain):
+        if fixed and i in fixed:
+            out.append(fixed[i])
+        elif backwards:
+            head = rules.best("invert", (r, gender(reached)))
+            if head is None:
+                return None
+            out.append(head)
+        else:
+            out.append(r)
+    return out
+
+
+def _explains(rules: RuleBase, chain: list[Step], answer: str, fixed: dict[int, str]) -> bool:
+    relations = _forward(rules, chain, fixed)
+    if relations is None:
+        # other backwards steps are not yet readable: accept a reading that is consistent with the
+        # answer's gender only through later rounds; on the first round, two-fact chains suffice
+        return False
+    if not rules.compose:
+        return False
+    return _fold(rules, relations) == answer

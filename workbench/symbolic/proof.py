@@ -1,0 +1,312 @@
+"""Learned proof search over kinship facts: primitive actions, a small neural policy, REINFORCE.
+
+The environment (``ProofEnv``) holds the facts System 2 has read (entity, relation, entity,
+confidence) and a proof in progress: a path of relation edges starting at the query head. At every
+step the policy picks one of the primitive actions available:
+
+* ``hop``     - look up a fact stated out of the path's end and walk along it (until the walk
+  reaches the tail, which closes it);
+* ``invert``  - walk along a fact stated *into* the path's end, read backwards with an inversion
+  rule (one candidate per head the rule base offers);
+* ``compose`` - once the path links the query pair, replace two adjacent edges by one, with a
+  composition rule (one candidate per head: named relation or invented predicate), in any order;
+* ``back``    - undo the last action (backtracking is the policy's to decide);
+* ``stop``    - answer: the proof is done when the path is one edge from the head to the tail.
+
+No action is forced: where to walk, in which order to compose, which rule head to trust and when
+to stop are all chosen by the policy, which scores each candidate action from its features (kind,
+relation embeddings, rule support and precision, whether the walk reaches the tail, a fact's
+confidence, ...). It is trained by REINFORCE with a learned baseline, the reward coming only at the
+end of the episode (1 for a right answer, 0 otherwise, minus a small cost per step), so the credit
+for each step is assigned by the gradient, not by hand.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+from torch import nn
+
+from workbench.symbolic.clutrr import NAMED
+from workbench.symbolic.induction import ParsedFact, RuleBase, gender
+
+KINDS = ("hop", "invert", "compose", "back", "stop")
+N_INVENTED_SLOTS = 48
+N_SCALARS = 13
+STEP_COST = 0.02
+
+
+def relation_index(name: str | None) -> int:
+    """0: none; 1..20: named relations; then invented predicates, hashed into a fixed number of slots."""
+    if name is None:
+        return 0
+    if name in NAMED:
+        return 1 + NAMED.index(name)
+    return 1 + len(NAMED) + int(name[1:]) % N_INVENTED_SLOTS
+
+
+N_RELATION_INDICES = 1 + len(NAMED) + N_INVENTED_SLOTS
+
+
+@dataclass
+class Edge:
+    source: str
+    relation: str
+    target: str
+    confidence: float
+
+
+@dataclass
+class Action:
+    kind: str
+    relations: tuple[int, int, int]
+    scalars: list[float]
+    apply: tuple  # what to do: ("hop", edge) | ("compose", i, head) | ("back",) | ("stop",)
+
+
+@dataclass
+class ProofEnv:
+    facts: list[ParsedFact]
+    query: tuple[str, str]
+    rules: RuleBase
+    max_steps: int = 0
+    path: list[Edge] = field(default_factory=list)
+    history: list[tuple[list[Edge], set[str], tuple]] = field(default_factory=list)
+    undone: dict[tuple, int] = field(default_factory=dict)  # how often each action was taken back
+    absorbed: set[str] = field(default_factory=set)  # entities a composition took off the path
+    steps: int = 0
+    done: bool = False
+    answer: str | None = None
+    trace: list[str] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.max_steps = self.max_steps or 4 * len(self.facts) + 12
+        self.degree: dict[str, int] = {}
+        for a, _, b, _ in self.facts:
+            self.degree[a] = self.degree.get(a, 0) + 1
+            self.degree[b] = self.degree.get(b, 0) + 1
+
+    @property
+    def end(self) -> str:
+        return self.path[-1].target if self.path else self.query[0]
+
+    def _visited(self) -> set[str]:
+        return {self.query[0]} | {e.target for e in self.path} | self.absorbed
+
+    def _rule_scalars(self, support: int, precision: float, named: bool) -> list[float]:
+        return [math.log1p(support) / 5, precision, float(named)]
+
+    def _signature(self, action: Action) -> tuple:
+        if action.apply[0] == "hop":
+            edge = action.apply[1]
+            return ("hop", len(self.path), edge.source, edge.relation, edge.target)
+        return (action.apply[0], tuple(e.relation for e in self.path), *action.apply[1:])
+
+    def actions(self) -> list[Action]:
+        """Every action available now; the last feature says how often it was taken back before (memory
+        that keeps a greedy policy from walking the same dead end twice)."""
+        out = self._actions()
+        for action in out:
+            tried = self.undone.get(self._signature(action), 0) if action.kind not in ("back", "stop") else 0
+            action.scalars.append(min(tried, 3) / 3)
+        return out
+
+    def _actions(self) -> list[Action]:
+        tail, end, visited = self.query[1], self.end, self._visited()
+        at_tail = float(end == tail)
+        done_shape = float(len(self.path) == 1 and at_tail)
+        common = [at_tail, len(self.path) / 10, done_shape]
+        out: list[Action] = []
+        for a, r, b, confidence in self.facts if end != tail else ():  # the tail closes the walk
+            if a == end and b not in visited:
+                edge = Edge(end, r, b, confidence)
+                out.append(self._walk("hop", edge, (relation_index(r), 0, 0), [0.0, 1.0, 1.0], common))
+            elif b == end and a not in visited:
+                for head, n, p in self.rules.heads("invert", (r, gender(a))):
+                    edge = Edge(end, head, a, confidence)
+                    out.append(self._walk("invert", edge, (relation_index(r), relation_index(head), 0),
+                                          self._rule_scalars(n, p, head in NAMED), common))
+        for i in range(len(self.path) - 1 if end == tail else 0):
+            left, right = self.path[i], self.path[i + 1]
+            for head, n, p in self.rules.heads("compose", (left.relation, right.relation)):
+                lookahead = self._continues(i, head)
+                scalars = self._rule_scalars(n, p, head in NAMED) + [lookahead, float(i == 0),
+                                                                      float(i == len(self.path) - 2)]
+                out.append(Action("compose", (relation_index(left.relation), relation_index(right.relation),
+                                              relation_index(head)),
+                                  scalars + [min(left.confidence, right.confidence)] + common + [0.0, 0.0],
+                                  ("compose", i, head)))
+        if self.history:
+            out.append(Action("back", (0, 0, 0), [0.0] * 9 + common, ("back",)))
+        out.append(Action("stop", (relation_index(self.path[0].relation) if self.path else 0, 0, 0),
+                          [0.0] * 9 + common, ("stop",)))
+        return out
+
+    def _walk(self, kind: str, edge: Edge, relations: tuple[int, int, int], rule: list[float],
+              common: list[float]) -> Action:
+        reaches = float(edge.target == self.query[1])
+        dead_end = float(self.degree.get(edge.target, 0) <= 1 and edge.target != self.query[1])
+        scalars = rule + [reaches, dead_end, min(self.degree.get(edge.target, 0), 6) / 6, edge.confidence]
+        return Action(kind, relations, scalars + [0.0, 0.0] + common, ("hop", edge))
+
+    def _continues(self, i: int, head: str) -> float:
+        """Lookahead: does the merged edge compose with a neighbour (or is it the whole proof)?"""
+        if len(self.path) == 2:
+            return 1.0
+        neighbours = []
+        if i > 0:
+            neighbours.append((self.path[i - 1].relation, head))
+        if i + 2 < len(self.path):
+            neighbours.append((head, self.path[i + 2].relation))
+        return float(any(self.rules.heads("compose", body) for body in neighbours))
+
+    def step(self, action: Action) -> None:
+        self.steps += 1
+        kind = action.apply[0]
+        if kind == "stop":
+            self.done = True
+            if len(self.path) == 1 and self.end == self.query[1]:
+                self.answer = self.path[0].relation
+            self.trace.append(f"stop -> {self.answer}")
+            return
+        if kind == "back":
+            self.path, self.absorbed, signature = self.history.pop()
+            self.undone[signature] = self.undone.get(signature, 0) + 1
+            self.trace.append("back")
+        else:
+            self.history.append((list(self.path), set(self.absorbed), self._signature(action)))
+            if kind == "hop":
+                self.path = self.path + [action.apply[1]]
+                e = action.apply[1]
+                self.trace.append(f"{action.kind} {e.source} -{e.relation}-> {e.target}")
+            else:
+                i, head = action.apply[1], action.apply[2]
+                left, right = self.path[i], self.path[i + 1]
+                merged = Edge(left.source, head, right.target, min(left.confidence, right.confidence))
+                self.absorbed = self.absorbed | {left.target}
+                self.path = self.path[:i] + [merged] + self.path[i + 2:]
+                self.trace.append(f"compose {left.relation} . {right.relation} = {head}")
+        if self.steps >= self.max_steps:
+            self.done = True
+            self.trace.append("out of steps")
+
+
+class ProofPolicy(nn.Module):
+    """Scores each candidate action; a separate head estimates the return (the learned baseline)."""
+
+    def __init__(self, hidden: int = 64, embed: int = 16) -> None:
+        super().__init__()
+        self.relations = nn.Embedding(N_RELATION_INDICES, embed)
+        width = len(KINDS) + 3 * embed + N_SCALARS
+        self.score = nn.Sequential(nn.Linear(width, hidden), nn.Tanh(), nn.Linear(hidden, hidden), nn.Tanh(),
+                                   nn.Linear(hidden, 1))
+        self.value = nn.Sequential(nn.Linear(N_SCALARS, hidden), nn.Tanh(), nn.Linear(hidden, 1))
+
+    def features(self, kinds: torch.Tensor, relations: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        kind = nn.functional.one_hot(kinds, len(KINDS)).float()
+        return torch.cat([kind, self.relations(relations).flatten(-2), scalars], -1)
+
+    def logits(self, kinds: torch.Tensor, relations: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        return self.score(self.features(kinds, relations, scalars)).squeeze(-1)
+
+
+def encode(actions: list[Action]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    kinds = torch.tensor([KINDS.index(a.kind) for a in actions])
+    relations = torch.tensor([a.relations for a in actions])
+    scalars = torch.tensor([a.scalars for a in actions], dtype=torch.float32)
+    return kinds, relations, scalars
+
+
+@dataclass
+class Episode:
+    steps: list[tuple[tuple[torch.Tensor, torch.Tensor, torch.Tensor], int]]
+    reward: float
+    correct: bool
+    n_steps: int
+    trace: list[str]
+    answer: str | None
+
+
+def run_episode(policy: ProofPolicy, env: ProofEnv, answer: str | None, rng: np.random.Generator | None,
+                record: bool = False) -> Episode:
+    """One proof: sampled actions when ``rng`` is given, else greedy."""
+    steps = []
+    with torch.no_grad():
+        while not env.done:
+            actions = env.actions()
+            encoded = encode(actions)
+            logits = policy.logits(*encoded)
+            if rng is None:
+                choice = int(logits.argmax())
+            else:
+                probs = torch.softmax(logits, 0).numpy().astype(np.float64)
+                choice = int(rng.choice(len(actions), p=probs / probs.sum()))
+            if record:
+                steps.append((encoded, choice))
+            env.step(actions[choice])
+    correct = env.answer is not None and env.answer == answer
+    return Episode(steps, float(correct) - STEP_COST * env.steps, correct, env.steps, env.trace, env.answer)
+
+
+@dataclass
+class Problem:
+    facts: list[ParsedFact]
+    query: tuple[str, str]
+    answer: str
+    k: int
+
+
+def train_policy(policy: ProofPolicy, rules: RuleBase, problems: list[Problem], episodes: int, seed: int,
+                 batch: int = 16, lr: float = 3e-3, entropy: float = 0.01, progress=None) -> list[float]:
+    """REINFORCE with a learned baseline; returns the mean reward of every batch (the reward curve)."""
+    rng = np.random.default_rng(seed)
+    optimizer = torch.optim.Adam(policy.parameters(), lr=lr)
+    curve = []
+    for start in range(0, episodes, batch):
+        batch_episodes = []
+        for _ in range(min(batch, episodes - start)):
+            problem = problems[int(rng.integers(len(problems)))]
+            env = ProofEnv(problem.facts, problem.query, rules)
+            batch_episodes.append(run_episode(policy, env, problem.answer, rng, record=True))
+        loss = _reinforce_loss(policy, batch_episodes, entropy)
+        optimizer.zero_grad()
+        loss.backward()
+        nn.utils.clip_grad_norm_(policy.parameters(), 1.0)
+        optimizer.step()
+        curve.append(float(np.mean([e.reward for e in batch_episodes])))
+        if progress is not None:
+            progress.update(len(batch_episodes))
+    return curve
+
+
+def _reinforce_loss(policy: ProofPolicy, episodes: list[Episode], entropy: float) -> torch.Tensor:
+    """Policy-gradient loss over every step of every episode, batched with padding."""
+    steps = [(encoded, choice, e.reward) for e in episodes for encoded, choice in e.steps]
+    width = max(len(encoded[0]) for encoded, _, _ in steps)
+    n = len(steps)
+    kinds = torch.zeros(n, width, dtype=torch.long)
+    relations = torch.zeros(n, width, 3, dtype=torch.long)
+    scalars = torch.zeros(n, width, N_SCALARS)
+    mask = torch.zeros(n, width, dtype=torch.bool)
+    for i, ((k, r, s), _, _) in enumerate(steps):
+        m = len(k)
+        kinds[i, :m], relations[i, :m], scalars[i, :m], mask[i, :m] = k, r, s, True
+    logits = policy.logits(kinds, relations, scalars).masked_fill(~mask, -1e9)
+    log_probs = torch.log_softmax(logits, -1)
+    chosen = log_probs[torch.arange(n), torch.tensor([c for _, c, _ in steps])]
+    returns = torch.tensor([reward for _, _, reward in steps])
+    # the baseline sees the state's common features (the stop action's scalars describe the state)
+    state = scalars[torch.arange(n), mask.sum(1) - 1]
+    baseline = policy.value(state).squeeze(-1)
+    advantage = returns - baseline.detach()
+    probs = log_probs.exp() * mask
+    entropy_term = -(probs * log_probs.masked_fill(~mask, 0)).sum(-1).mean()
+    return -(advantage * chosen).mean() + 0.5 * ((returns - baseline) ** 2).mean() - entropy * entropy_term
+
+
+def evaluate(policy: ProofPolicy, rules: RuleBase, problems: list[Problem]) -> list[Episode]:
+    """Greedy proofs for every problem (no learning)."""
+    return [run_episode(policy, ProofEnv(p.facts, p.query, rules), p.answer, None) for p in problems]
