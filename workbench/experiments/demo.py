@@ -22,7 +22,7 @@ from workbench.experiments.runner import run_experiment
 from workbench.experiments.spec import Experiment, Variant
 
 CELLS = ["mqar-64x4", "copy", "charlm"]
-MIXERS = ["transformer", "gated_deltanet", "inverted"]
+MIXERS = ["transformer", "gated_deltanet", "inverted", "seeking"]
 REFERENCE = Path("results/compare-v2-demo.json")
 
 
