@@ -276,13 +276,18 @@ def _spawn(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 def _export(checkpoint: Path, directory: Path, quantize: str | None, progress: bool, fmt: str = "onnx") -> dict[str, Any]:
-    """Export unless ``directory`` already holds this checkpoint's export (same sha256)."""
+    """Export unless ``directory`` already holds this checkpoint's export (same sha256) made by this
+    code (same commit, not dirty): a changed ``step`` traces to another graph."""
     from workbench.export.manifest import ExportError, file_sha256, read_manifest
     from workbench.export.onnx_export import export_checkpoint
+    from workbench.provenance import git_commit
 
     try:
         manifest = read_manifest(directory, fmt)
-        if manifest["checkpoint"]["sha256"] == file_sha256(checkpoint) and manifest["graph"]["quantize"] == quantize:
+        commit = git_commit()
+        same_code = manifest.get("workbench_commit") == commit and "dirty" not in commit and commit != "unknown"
+        if (same_code and manifest["checkpoint"]["sha256"] == file_sha256(checkpoint)
+                and manifest["graph"]["quantize"] == quantize):
             if progress:
                 print(f"reusing {directory}")
             return manifest
