@@ -151,8 +151,8 @@ for label, data in runs.items():
 # ### Paired: both graphs under the same load
 #
 # Separate processes minutes apart on a shared machine differ by more than the two graphs do at
-# short contexts, so the bench also steps both fp32 graphs in one process, in turns (the order
-# swaps every step). The target "inverted faster than the transformer at every context >= 256"
+# short contexts, so the bench also steps both fp32 graphs in one process, in turns (blocks of 25
+# timed steps, each after 3 untimed ones that refill the caches the other graph evicted). The target "inverted faster than the transformer at every context >= 256"
 # is read from these cells.
 
 # %%
@@ -165,7 +165,7 @@ for label, data in runs.items():
             inv, tr = p["inverted"]["median_us"], p["transformer"]["median_us"]
             print(f"{label}, {cell['threads']} thread(s), n={fmt_n(p['context']):>4}: inverted {inv:9,.0f} µs, "
                   f"transformer {tr:11,.0f} µs ({tr / inv:6.1f}x); inverted faster in "
-                  f"{100 * p['inverted_faster_steps']:.0f}% of the steps")
+                  f"{100 * p['inverted_faster_blocks']:.0f}% of {p['blocks']} blocks")
 
 # %% [markdown]
 # ## 4 · What each carries from token to token

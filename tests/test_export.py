@@ -351,8 +351,8 @@ def test_bench_cells_run_in_fresh_processes(exported, tmp_path):
     assert paired["status"] == "ok", paired
     assert paired["torch_imported"] is False and [p["context"] for p in paired["points"]] == [4, 16]
     for point in paired["points"]:
-        assert point["inverted"]["steps"] == point["transformer"]["steps"] == 4
-        assert 0 <= point["inverted_faster_steps"] <= 1
+        assert point["inverted"]["steps"] == point["transformer"]["steps"] == 25  # one block each, the minimum
+        assert point["blocks"] == 1 and point["inverted_faster_blocks"] in (0, 1)
     profile = _spawn({**common, "kind": "profile", "export": str(inv_dir), "context": 256, "steps": 4}, timeout_s=120)
     assert profile["status"] == "ok", profile
     assert profile["torch_imported"] is False and profile["nodes_per_step"] > 10

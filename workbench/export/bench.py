@@ -15,8 +15,9 @@ One run, side by side on one machine, written to ``<out>/edge-<device>.json``:
    context grows by one per step, as in generation). The inverted state is the real one, built by
    stepping the validation text n tokens through the fp32 graph; the transformer's KV cache is N(0, 1)
    keys and values of length n (its cost does not depend on the values), its position counter n.
-5. **Paired** (``paired``): the two fp32 graphs in one process, stepping in turns (the order swaps
-   every step) from their states at context n, so both see the same load: the target "inverted
+5. **Paired** (``paired``): the two fp32 graphs in one process, stepping in turns (blocks of 25
+   timed steps after 3 untimed ones, so each runs warm) from their states at context n, so both see
+   the same load: the target "inverted
    faster than the transformer at every context" is read here, where separate processes minutes apart
    on a shared machine differ by more than the two graphs do at n = 256.
 6. **Where the time goes** (``profile``): both fp32 graphs at context ``per_token_context``, one
@@ -197,30 +198,37 @@ def profile_graph(directory: str, state: list[np.ndarray], tokens: np.ndarray, w
             "per_op": dict(sorted(per_op.items(), key=lambda kv: -kv[1]["us_per_step"]))}
 
 
+PAIR_BLOCK, PAIR_REWARM = 25, 3  # steps per turn; steps after each switch left untimed (caches refill)
+
+
 def paired_points(spec: dict[str, Any]) -> list[dict[str, Any]]:
-    """Two ONNX exports stepped in turns at each context: per-step times of both under the same load."""
+    """Two ONNX exports stepped in turns at each context: blocks of ``PAIR_BLOCK`` steps, the first
+    ``PAIR_REWARM`` of each untimed. Both see the same load over time, each runs warm as it would alone
+    (alternating every step, each graph evicts the other's weights and both look slower than they are)."""
     names, work, tokens, warmup = spec["models"], Path(spec["work"]), np.load(spec["tokens"]), spec["warmup"]
     runners = []
     for directory in spec["exports"]:
         runner = _Onnx(directory, spec["threads"])
         runner.manifest["_directory"] = directory
         runners.append(runner)
+    block = PAIR_BLOCK + PAIR_REWARM
     points = []
     for n in spec["contexts"]:
         states = [r.state(context_state(r.manifest, n, work)) for r in runners]
-        for i in range(warmup):
-            states = [r.step(int(tokens[i]), state) for r, state in zip(runners, states)]
         times: list[list[float]] = [[] for _ in runners]
-        for i in range(spec["steps"]):
-            token = int(tokens[warmup + i])
-            for k in (range(len(runners)) if i % 2 == 0 else reversed(range(len(runners)))):
+        for turn in range(2 * -(-spec["steps"] // PAIR_BLOCK)):
+            k = turn % len(runners)
+            for i in range(block):
+                token = int(tokens[(warmup + turn // 2 * block + i) % len(tokens)])
                 started = time.perf_counter()
                 states[k] = runners[k].step(token, states[k])
-                times[k].append(time.perf_counter() - started)
+                if i >= PAIR_REWARM:
+                    times[k].append(time.perf_counter() - started)
         del states
-        first_faster = sum(a < b for a, b in zip(times[0], times[1])) / len(times[0])
+        median_block = [[statistics.median(t[j:j + PAIR_BLOCK]) for j in range(0, len(t), PAIR_BLOCK)] for t in times]
+        first_faster = sum(a < b for a, b in zip(*median_block)) / len(median_block[0])
         points.append({"context": n, **{name: _summary(t) for name, t in zip(names, times)},
-                       f"{names[0]}_faster_steps": first_faster})
+                       f"{names[0]}_faster_blocks": first_faster, "blocks": len(median_block[0])})
     return points
 
 

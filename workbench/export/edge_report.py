@@ -50,7 +50,7 @@ def targets(result: dict[str, Any]) -> dict[str, Any]:
             if n >= 256 and inv and tr:
                 rows.append({"context": n, "inverted_us": inv["median_us"], "transformer_us": tr["median_us"],
                              "faster": inv["median_us"] < tr["median_us"], "method": method,
-                             "inverted_faster_steps": pair.get("inverted_faster_steps") if pair else None})
+                             "inverted_faster_blocks": pair.get("inverted_faster_blocks") if pair else None})
         if rows:
             checks[f"onnx_inverted_faster_than_onnx_transformer_{threads}thread"] = {
                 "points": rows, "target": "faster at every context >= 256" + (", paired" if paired else ""),
@@ -95,10 +95,10 @@ def edge_markdown(result: dict[str, Any]) -> str:
     pairs = [c for c in result.get("paired", []) if c.get("status") == "ok"]
     if pairs:
         lines += ["", "Paired (both fp32 graphs in one process, stepping in turns; median µs per token, inverted vs "
-                  "transformer, and the share of steps in which the inverted one was faster): " + "; ".join(
+                  "transformer, and the share of 25-step blocks in which the inverted one was faster): " + "; ".join(
                       f"{c['threads']} thread{'s' if c['threads'] > 1 else ''}: " + ", ".join(
                           f"n={_fmt_n(p['context'])} {p['inverted']['median_us']:,.0f} vs {p['transformer']['median_us']:,.0f} "
-                          f"({100 * p['inverted_faster_steps']:.0f}%)" for p in c["points"]) for c in pairs) + "."]
+                          f"({100 * p['inverted_faster_blocks']:.0f}%)" for p in c["points"]) for c in pairs) + "."]
     bpc = result.get("bpc") or {}
     if "pytorch" in bpc:
         lines += ["", f"Validation BPC ({bpc['windows']} windows of {bpc['context']}): PyTorch {bpc['pytorch']:.4f}, "
