@@ -148,6 +148,26 @@ for label, data in runs.items():
     fig.show()
 
 # %% [markdown]
+# ### Paired: both graphs under the same load
+#
+# Separate processes minutes apart on a shared machine differ by more than the two graphs do at
+# short contexts, so the bench also steps both fp32 graphs in one process, in turns (blocks of 25
+# timed steps, each after 3 untimed ones that refill the caches the other graph evicted). The target "inverted faster than the transformer at every context >= 256"
+# is read from these cells.
+
+# %%
+for label, data in runs.items():
+    for cell in data.get("paired", []):
+        if cell.get("status") != "ok":
+            print(f"{label}: paired cell at {cell['threads']} thread(s): {cell.get('reason')}")
+            continue
+        for p in cell["points"]:
+            inv, tr = p["inverted"]["median_us"], p["transformer"]["median_us"]
+            print(f"{label}, {cell['threads']} thread(s), n={fmt_n(p['context']):>4}: inverted {inv:9,.0f} µs, "
+                  f"transformer {tr:11,.0f} µs ({tr / inv:6.1f}x); inverted faster in "
+                  f"{100 * p['inverted_faster_blocks']:.0f}% of {p['blocks']} blocks")
+
+# %% [markdown]
 # ## 4 · What each carries from token to token
 
 # %%

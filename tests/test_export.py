@@ -346,6 +346,13 @@ def test_bench_cells_run_in_fresh_processes(exported, tmp_path):
     assert sweep["torch_imported"] is True
     small, large = sweep["points"]
     assert large["state_bytes"] > small["state_bytes"] > 0
+    paired = _spawn({**common, "kind": "paired", "models": ["inverted", "transformer"], "exports": [str(inv_dir), str(tr_dir)],
+                     "contexts": [4, 16], "steps": 4}, timeout_s=120)
+    assert paired["status"] == "ok", paired
+    assert paired["torch_imported"] is False and [p["context"] for p in paired["points"]] == [4, 16]
+    for point in paired["points"]:
+        assert point["inverted"]["steps"] == point["transformer"]["steps"] == 25  # one block each, the minimum
+        assert point["blocks"] == 1 and point["inverted_faster_blocks"] in (0, 1)
     profile = _spawn({**common, "kind": "profile", "export": str(inv_dir), "context": 256, "steps": 4}, timeout_s=120)
     assert profile["status"] == "ok", profile
     assert profile["torch_imported"] is False and profile["nodes_per_step"] > 10

@@ -275,8 +275,10 @@ class Model(nn.Module):
         for block, block_state in zip(self.blocks, state):
             x, block_state = block.step(x, block_state)
             new_state.append(block_state)
-        out = self.head(self.norm_final(x)[:, None, :])  # lm: (B, 1, V); pooled heads: (B, n_outputs)
-        return (out[:, 0] if self.io.head == "lm" else out), new_state
+        h = self.norm_final(x)
+        if self.io.head == "lm":  # per position: (B, d) -> (B, V), no length-1 axis (two nodes fewer when exported)
+            return self.head(h), new_state
+        return self.head(h[:, None, :]), new_state  # pooled heads: (B, n_outputs)
 
     @torch.no_grad()
     def generate(

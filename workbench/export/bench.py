@@ -15,7 +15,12 @@ One run, side by side on one machine, written to ``<out>/edge-<device>.json``:
    context grows by one per step, as in generation). The inverted state is the real one, built by
    stepping the validation text n tokens through the fp32 graph; the transformer's KV cache is N(0, 1)
    keys and values of length n (its cost does not depend on the values), its position counter n.
-5. **Where the time goes** (``profile``): both fp32 graphs at context ``per_token_context``, one
+5. **Paired** (``paired``): the two fp32 graphs in one process, stepping in turns (blocks of 25
+   timed steps after 3 untimed ones, so each runs warm) from their states at context n, so both see
+   the same load: the target "inverted
+   faster than the transformer at every context" is read here, where separate processes minutes apart
+   on a shared machine differ by more than the two graphs do at n = 256.
+6. **Where the time goes** (``profile``): both fp32 graphs at context ``per_token_context``, one
    thread, through onnxruntime's profiler: the nodes run per step (after its graph optimizations)
    and the kernel time per step by operator type. The profiler's own overhead inflates these times,
    so they are shares, not latencies.
@@ -45,6 +50,10 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from workbench.export.edge_report import caveats, edge_markdown, targets
+
+__all__ = ["caveats", "edge_markdown", "run_edge", "run_worker", "targets"]
 
 SCHEMA = 1
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -189,9 +198,45 @@ def profile_graph(directory: str, state: list[np.ndarray], tokens: np.ndarray, w
             "per_op": dict(sorted(per_op.items(), key=lambda kv: -kv[1]["us_per_step"]))}
 
 
+PAIR_BLOCK, PAIR_REWARM = 25, 3  # steps per turn; steps after each switch left untimed (caches refill)
+
+
+def paired_points(spec: dict[str, Any]) -> list[dict[str, Any]]:
+    """Two ONNX exports stepped in turns at each context: blocks of ``PAIR_BLOCK`` steps, the first
+    ``PAIR_REWARM`` of each untimed. Both see the same load over time, each runs warm as it would alone
+    (alternating every step, each graph evicts the other's weights and both look slower than they are)."""
+    names, work, tokens, warmup = spec["models"], Path(spec["work"]), np.load(spec["tokens"]), spec["warmup"]
+    runners = []
+    for directory in spec["exports"]:
+        runner = _Onnx(directory, spec["threads"])
+        runner.manifest["_directory"] = directory
+        runners.append(runner)
+    block = PAIR_BLOCK + PAIR_REWARM
+    points = []
+    for n in spec["contexts"]:
+        states = [r.state(context_state(r.manifest, n, work)) for r in runners]
+        times: list[list[float]] = [[] for _ in runners]
+        for turn in range(2 * -(-spec["steps"] // PAIR_BLOCK)):
+            k = turn % len(runners)
+            for i in range(block):
+                token = int(tokens[(warmup + turn // 2 * block + i) % len(tokens)])
+                started = time.perf_counter()
+                states[k] = runners[k].step(token, states[k])
+                if i >= PAIR_REWARM:
+                    times[k].append(time.perf_counter() - started)
+        del states
+        median_block = [[statistics.median(t[j:j + PAIR_BLOCK]) for j in range(0, len(t), PAIR_BLOCK)] for t in times]
+        first_faster = sum(a < b for a, b in zip(*median_block)) / len(median_block[0])
+        points.append({"context": n, **{name: _summary(t) for name, t in zip(names, times)},
+                       f"{names[0]}_faster_blocks": first_faster, "blocks": len(median_block[0])})
+    return points
+
+
 def run_worker(spec: dict[str, Any]) -> dict[str, Any]:
-    """One cell in this (fresh) process: ``per_token``, ``by_context`` or ``profile``."""
+    """One cell in this (fresh) process: ``per_token``, ``by_context``, ``paired`` or ``profile``."""
     threads = spec["threads"]
+    if spec["kind"] == "paired":
+        return {"points": paired_points(spec), "torch_imported": "torch" in sys.modules}
     if spec["kind"] == "profile":
         import onnxruntime  # noqa: F401
 
@@ -276,13 +321,18 @@ def _spawn(spec: dict[str, Any], timeout_s: float) -> dict[str, Any]:
 
 
 def _export(checkpoint: Path, directory: Path, quantize: str | None, progress: bool, fmt: str = "onnx") -> dict[str, Any]:
-    """Export unless ``directory`` already holds this checkpoint's export (same sha256)."""
+    """Export unless ``directory`` already holds this checkpoint's export (same sha256) made by this
+    code (same commit, not dirty): a changed ``step`` traces to another graph."""
     from workbench.export.manifest import ExportError, file_sha256, read_manifest
     from workbench.export.onnx_export import export_checkpoint
+    from workbench.provenance import git_commit
 
     try:
         manifest = read_manifest(directory, fmt)
-        if manifest["checkpoint"]["sha256"] == file_sha256(checkpoint) and manifest["graph"]["quantize"] == quantize:
+        commit = git_commit()
+        same_code = manifest.get("workbench_commit") == commit and "dirty" not in commit and commit != "unknown"
+        if (same_code and manifest["checkpoint"]["sha256"] == file_sha256(checkpoint)
+                and manifest["graph"]["quantize"] == quantize):
             if progress:
                 print(f"reusing {directory}")
             return manifest
@@ -325,52 +375,8 @@ def _bpc(checkpoint: Path, exports: dict[str, Path]) -> dict[str, Any]:
     return out
 
 
-def caveats(result: dict[str, Any]) -> list[str]:
-    """What a reader must know before reading the numbers of this run."""
-    notes = ["The transformer's KV cache is a graph input that the step concatenates and returns (a copy of the "
-             "whole cache per token, as the eager step's torch.cat), and its attention transposes the key cache for "
-             "q K^T (a second copy); a runtime with a preallocated, pre-transposed cache updated in place would copy "
-             "less, but would still read the whole cache per token."]
-    m = result["machine"]
-    loads = [x for x in (m.get("load_average_1min_start"), m.get("load_average_1min_end")) if x is not None]
-    if loads and max(loads) > (m.get("cpu_count") or 1):
-        notes.append(f"The machine was shared (1-minute load average up to {max(loads)} on {m.get('cpu_count')} cores): "
-                     "multi-threaded eager PyTorch suffers most (OpenMP threads wait for descheduled siblings), so "
-                     "its 2-thread cells, and the speed-ups against them, are inflated; the 1-thread cells are the "
-                     "reference.")
-    return notes
-
-
-def targets(result: dict[str, Any]) -> dict[str, Any]:
-    """The issue's 'done when', checked against the run (met / missed with the numbers)."""
-    checks: dict[str, Any] = {}
-    cells = {(c["runtime"], c["threads"]): c for c in result["per_token"] if c.get("status") == "ok"}
-    for threads in result["settings"]["threads"]:
-        eager, onnx = cells.get(("eager", threads)), cells.get(("onnx-fp32", threads))
-        if eager and onnx:
-            ratio = eager["median_us"] / onnx["median_us"]
-            checks[f"onnx_fp32_speedup_vs_eager_{threads}thread"] = {"value": ratio, "target": ">= 5", "met": ratio >= 5}
-    by = {(c["model"], c["runtime"], c["threads"], p["context"]): p for c in result["by_context"] if c.get("status") == "ok"
-          for p in c["points"]}
-    for threads in result["settings"]["threads"]:
-        rows = []
-        for n in result["settings"]["contexts"]:
-            inv, tr = by.get(("inverted", "onnx-fp32", threads, n)), by.get(("transformer", "onnx-fp32", threads, n))
-            if n >= 256 and inv and tr:
-                rows.append({"context": n, "inverted_us": inv["median_us"], "transformer_us": tr["median_us"],
-                             "faster": inv["median_us"] < tr["median_us"]})
-        if rows:
-            checks[f"onnx_inverted_faster_than_onnx_transformer_{threads}thread"] = {
-                "points": rows, "target": "faster at every context >= 256", "met": all(r["faster"] for r in rows)}
-    bpc = result.get("bpc", {})
-    if "onnx-int8_minus_pytorch" in bpc:
-        checks["int8_bpc_cost"] = {"value": bpc["onnx-int8_minus_pytorch"], "target": "<= 0.02",
-                                   "met": bpc["onnx-int8_minus_pytorch"] <= 0.02}
-    return checks
-
-
 def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = "cpu", threads=(1, 2),
-             contexts=(256, 4096, 65536), steps: int = 200, context_steps: int = 30, work: Path | None = None,
+             contexts=(256, 4096, 65536), steps: int = 200, context_steps: int = 100, work: Path | None = None,
              bpc: bool = True, timeout_s: float = 300.0, note: str = "", progress: bool = True,
              executorch: bool = True) -> dict[str, Any]:
     started, load_start = time.perf_counter(), load_average()
@@ -448,6 +454,18 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
                 if progress:
                     text = ", ".join(f"{p['context']}: {p['median_us']:.0f} µs" for p in cell.get("points", []))
                     print(f"by context {model:<11} {runtime:<10} {t} thread(s): {text or cell.get('reason')}")
+    result["paired"] = []
+    if transformer:
+        for t in threads:
+            spec = {**common, "kind": "paired", "threads": t, "models": ["inverted", "transformer"], "steps": steps,
+                    "exports": [str(exports["inverted-onnx-fp32"]), str(exports["transformer-onnx-fp32"])],
+                    "contexts": list(contexts)}
+            cell = {"runtime": "onnx-fp32", "threads": t, **_spawn(spec, timeout_s)}
+            result["paired"].append(cell)
+            if progress:
+                text = ", ".join(f"{p['context']}: {p['inverted']['median_us']:.0f} vs {p['transformer']['median_us']:.0f} µs"
+                                 for p in cell.get("points", []))
+                print(f"paired     inverted vs transformer onnx-fp32 {t} thread(s): {text or cell.get('reason')}")
     result["profile"] = []
     for model in [m for m, _ in models]:
         spec = {**common, "kind": "profile", "threads": 1, "export": str(exports[f"{model}-onnx-fp32"]), "context": 256,
@@ -470,69 +488,6 @@ def run_edge(inverted: Path, transformer: Path | None, out: Path, device: str = 
     return result
 
 
-# ----------------------------------------------------------------------------- rendering
-
-
-def _fmt_n(n: int) -> str:
-    return f"{n // 1024}K" if n >= 1024 and n % 1024 == 0 else str(n)
-
-
-def _mib(value: int | None) -> str:
-    return "-" if value is None else f"{value / 2**20:.0f}"
-
-
-def edge_markdown(result: dict[str, Any]) -> str:
-    """The README block ``edge-<device>``: per-token table, context table, BPC, targets."""
-    lines = ["| runtime | threads | µs / token (median) | vs eager | peak RSS MiB (process) | torch imported |",
-             "|---|---|---|---|---|---|"]
-    eager = {c["threads"]: c for c in result["per_token"] if c["runtime"] == "eager" and c.get("status") == "ok"}
-    for cell in result["per_token"]:
-        if cell.get("status") != "ok":
-            lines.append(f"| {cell['runtime']} | {cell['threads']} | {cell.get('reason', '-')} | - | - | - |")
-            continue
-        base = eager.get(cell["threads"])
-        ratio = f"{base['median_us'] / cell['median_us']:.1f}x" if base else "-"
-        lines.append(f"| {cell['runtime']} | {cell['threads']} | {cell['median_us']:,.0f} | {ratio} | "
-                     f"{_mib(cell.get('peak_rss_bytes'))} | {'yes' if cell.get('torch_imported') else 'no'} |")
-    contexts = result["settings"]["contexts"]
-    lines += ["", "| model | runtime | threads | " + " | ".join(f"n={_fmt_n(n)}" for n in contexts) + " | state at "
-              f"n={_fmt_n(contexts[-1])} |", "|---|---|---|" + "---|" * (len(contexts) + 1)]
-    for cell in result["by_context"]:
-        points = {p["context"]: p for p in cell.get("points", [])}
-        cells = [f"{points[n]['median_us']:,.0f} µs" if n in points else "-" for n in contexts]
-        last = points.get(contexts[-1])
-        size = f"{last['state_bytes'] / 2**20:.2f} MiB" if last else cell.get("reason", "-")
-        lines.append(f"| {cell['model']} | {cell['runtime']} | {cell['threads']} | " + " | ".join(cells) + f" | {size} |")
-    bpc = result.get("bpc") or {}
-    if "pytorch" in bpc:
-        lines += ["", f"Validation BPC ({bpc['windows']} windows of {bpc['context']}): PyTorch {bpc['pytorch']:.4f}, "
-                  f"ONNX fp32 {bpc['onnx-fp32']:.4f} ({bpc['onnx-fp32_minus_pytorch']:+.1e}), ONNX int8 "
-                  f"{bpc['onnx-int8']:.4f} ({bpc['onnx-int8_minus_pytorch']:+.4f})."]
-    profiles = [c for c in result.get("profile", []) if c.get("status") == "ok"]
-    if profiles:
-        parts = []
-        for cell in profiles:
-            total = sum(v["us_per_step"] for v in cell["per_op"].values()) or 1.0
-            top = ", ".join(f"{op} {100 * v['us_per_step'] / total:.0f}%" for op, v in list(cell["per_op"].items())[:4])
-            parts.append(f"{cell['model']} {cell['nodes_per_step']:.0f} nodes ({top})")
-        lines += ["", f"Graph profile (onnxruntime profiler, fp32, 1 thread, n={_fmt_n(profiles[0]['context'])}; nodes per "
-                  "step after onnxruntime's optimizations, share of kernel time by operator): " + "; ".join(parts) + "."]
-    verdicts = []
-    for name, check in result.get("targets", {}).items():
-        value = f"{check['value']:.3g}" if "value" in check else ", ".join(
-            f"{_fmt_n(p['context'])}: {p['inverted_us']:,.0f} vs {p['transformer_us']:,.0f} µs" for p in check["points"])
-        verdicts.append(f"{name} ({check['target']}): {value} -> {'MET' if check['met'] else 'MISSED'}")
-    if verdicts:
-        lines += ["", "Targets: " + "; ".join(verdicts) + "."]
-    for note in result.get("caveats", []):
-        lines += ["", f"Note: {note}"]
-    m = result["machine"]
-    lines += ["", f"Measured on {result['device']} ({m['processor']}, {m['cpu_count']} cores, shared: load average "
-              f"{m.get('load_average_1min_start')} at the start, {m.get('load_average_1min_end')} at the end), "
-              f"{result['created']}, commit {result.get('git_commit', '?')[:12]}; `make bench-edge`. Ratios within one run only."]
-    return "\n".join(lines)
-
-
 # ----------------------------------------------------------------------------- command line
 
 
@@ -546,7 +501,7 @@ def add_edge_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--threads", default="1,2")
     p.add_argument("--contexts", default="256,4096,65536")
     p.add_argument("--steps", type=int, default=200, help="timed steps per per-token cell")
-    p.add_argument("--context-steps", type=int, default=30, help="timed steps per context point")
+    p.add_argument("--context-steps", type=int, default=100, help="timed steps per context point")
     p.add_argument("--work", type=Path, default=None, help="exports and states (default <out>/edge-work)")
     p.add_argument("--no-bpc", action="store_true")
     p.add_argument("--no-executorch", action="store_true", help="skip the ExecuTorch cells even when it is installed")

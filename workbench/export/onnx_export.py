@@ -46,6 +46,7 @@ from workbench.export.manifest import (
     checkpoint_vocabulary,
     file_sha256,
 )
+from workbench.provenance import git_commit
 
 GRAPH_FILE = "model.onnx"
 SCALAR_KINDS = {int: ("int", torch.int64), float: ("float", torch.float64)}
@@ -366,6 +367,7 @@ def export_model(model: nn.Module, out_dir: str | Path, quantize: str | None = N
         "growing_state": any(e.get("growing_axis") is not None for e in entries),
         "versions": _versions(),
         "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+        "workbench_commit": git_commit(),  # the code that traced the graph (a changed step is another graph)
         **(extra or {}),
     }
     (out / MANIFEST).write_text(json.dumps(manifest, indent=2))

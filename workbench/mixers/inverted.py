@@ -535,24 +535,24 @@ class InvertedMixer(Mixer):
             _, write, advance = self._gates(gate_logits)
             count, pointer = state["count"] + write, state["pointer"] + advance
             ordinals = torch.stack([count - 1, pointer], -1)
-            written = write.detach() > 0.5
+            written = (write.detach() > 0.5)[:, None]  # (B, 1)
         else:  # the two counters advance together: one add, and the ordinals straight from it
             fired = torch.sigmoid(gate_logits) > 0.5  # (B, 2): write, advance
             if not o.write_gate:
                 fired = fired | torch.tensor([True, False], device=fired.device)
             counters = torch.stack([state["count"], state["pointer"]], -1) + fired
-            count, pointer = counters.unbind(-1)
+            count, pointer = counters[:, 0], counters[:, 1]  # (indexing: fewer graph nodes than unbind)
             ordinals = counters - counters.new_tensor([1.0, 0.0])
-            written = fired[:, 0]
+            written = fired[:, :1]  # (B, 1)
         if o.refractory and route_logits is None:  # one pool: no routing, the ring is the pool
-            pool_counts = state["pool_counts"] + written[:, None]
+            pool_counts = state["pool_counts"] + written
             fired_value = pool_counts[:, 0]
             unit = (fired_value.long() - 1) % self.pool_size
             route_scale = None
         else:
             choice, route_scale = self._route(route_logits, h)
             if o.refractory:
-                pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(torch.float64) * written[:, None]
+                pool_counts = state["pool_counts"] + F.one_hot(choice, o.n_pools).to(torch.float64) * written
                 own = pool_counts.gather(-1, choice[:, None])[:, 0].long()
                 unit = choice * self.pool_size + (own - 1) % self.pool_size
                 fired_value = pool_counts.gather(-1, choice[:, None])[:, 0]
@@ -562,13 +562,13 @@ class InvertedMixer(Mixer):
                 fired_value = count.detach()
         # One rotary code for both ordinals (the key's write count, the query's read pointer).
         codes = self._code(ordinals)
-        key_code, pointer_code = codes.unbind(-2) if codes is not None else (None, None)
+        key_code, pointer_code = (codes[:, 0], codes[:, 1]) if codes is not None else (None, None)
         raw_key, raw_value = self._message(x_t, key_content, key_code)
         key, value = raw_key, raw_value  # stored only where write = 1 and route scale = 1 (no grad)
         if carry_grad:
             scale = (write if route_scale is None else write * route_scale)[:, None]
             key, value = raw_key * scale, raw_value * scale
-        slot = F.one_hot(unit, m).bool() & written[:, None]  # (B, M)
+        slot = F.one_hot(unit, m).bool() & written  # (B, M)
         keys = torch.where(slot[..., None], key[:, None], state["keys"])  # the ring write, in place of a unit
         values = torch.where(slot[..., None], value[:, None], state["values"])
         occupied = state["occupied"] | slot
