@@ -70,6 +70,7 @@ ms_examples = 128  # held-out sequences for the unit x stream statistics
 ms_permutations = 200  # shuffles of the streams for the null
 ms_checkpoints = {}  # name ("seeking", "inverted ring", "sliding_window") -> a multistream checkpoint.pt to analyse instead
 #   of training, e.g. from `workbench compare --experiment multistream` (results/multistream/full/<run>/checkpoint.pt)
+ms_numbers_json = ""  # a path (e.g. results/notebooks/02_multistream.json): write the section's numbers there
 
 # %%
 import math
@@ -105,6 +106,8 @@ from workbench.lab.units import (
 )
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
+from workbench.provenance import git_commit
+from workbench.storage import write_json_atomic
 from workbench.tasks import build_task
 from workbench.train import train
 
@@ -918,6 +921,19 @@ if multistream:
                                                     f"stream's messages, {ms_examples} held-out sequences")
     save_figure(fig, "02_routing_multistream_units")
     fig.show()
+    if ms_numbers_json:
+        write_json_atomic(Path(ms_numbers_json), {
+            "notebook": "02_routing", "section": "Seeking units on multi-stream recall", "smoke": smoke,
+            "git_commit": git_commit(), "seed": seed, "task_options": ms_task_options, "d_model": ms_d_model,
+            "lr": ms_lr, "sources": ms_sources, "examples": ms_examples, "permutations": ms_permutations,
+            "models": {name: {"mixer": r["mixer"], "options": MS_VARIANTS[name][1], "metrics": r["metrics"],
+                              "state_floats": r["state_floats"]["floats"]} for name, r in ms_records.items()},
+            "specialization": {name: {"mi_bits": sp.mi_bits.tolist(), "null_mean_bits": sp.null_mean_bits.tolist(),
+                                      "null_p95_bits": sp.null_p95_bits.tolist(), "p_value": sp.p_value.tolist(),
+                                      "stream_entropy_bits": sp.stream_entropy_bits.tolist()}
+                               for name, sp in ms_spec.items()},
+            "seeking_write_mass_by_stream": mass_by_stream.tolist(), "seeking_load": ms_load.as_dict()})
+        print(f"numbers written to {ms_numbers_json}")
 
 # %% [markdown]
 # ### Live: retrain the seeking model
@@ -1036,7 +1052,8 @@ if multistream:
         verdict = "the seeking units do not specialise by stream: every head's MI lies inside the shuffled null"
     elif share < 0.05:
         verdict = (f"{above} of {len(seek.mi_bits)} heads lie above the null's 95th percentile, but the excess is small "
-                   f"(at most {share:.1%} of H(stream)): the unit tells almost nothing about the stream")
+                   f"(at most {share:.1%} of H(stream); small here means under 5%): the unit tells almost nothing "
+                   f"about the stream")
     else:
         verdict = (f"{above} of {len(seek.mi_bits)} heads lie above the null's 95th percentile, the best by "
                    f"{seek.excess_bits[best]:.3f} bits = {share:.1%} of H(stream): units specialise by stream")

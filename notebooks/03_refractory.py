@@ -69,10 +69,12 @@ seek_lr = 1e-2
 seek_task_options = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries": 8, "recent": 2, "n_eval": 256}  # notebook 02's
 seek_points = 12  # evaluations over training at which the load is measured
 seek_probe_examples = 64  # held-out sequences the load is measured on
+seek_numbers_json = ""  # a path (e.g. results/notebooks/03_seeking_load.json): write the section's numbers there
 
 # %%
 import math
 import time
+from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
@@ -100,6 +102,8 @@ from workbench.lab.probes import internals, option, unit_count
 from workbench.lab.units import LoadTracker, load_summary, multistream_config, unit_load, write_weights
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
+from workbench.provenance import git_commit
+from workbench.storage import write_json_atomic
 from workbench.tasks import build_task
 from workbench.train import train
 
@@ -625,6 +629,17 @@ fig.update_yaxes(title_text="share of the head's load", type="log")
 fig.update_layout(title="seeking: sorted load profile at the end of training", height=400, width=800)
 save_figure(fig, "03_refractory_seeking_profile")
 fig.show()
+if seek_numbers_json:
+    write_json_atomic(Path(seek_numbers_json), {
+        "notebook": "03_refractory", "section": "Load balanced by refractoriness", "smoke": smoke,
+        "git_commit": git_commit(), "seed": seed, "task_options": seek_task_options, "d_model": seek_d_model,
+        "lr": seek_lr, "steps": seek_steps, "probe_examples": seek_probe_examples,
+        "models": {name: {"options": seek_variants[name], "metrics": r["metrics"], "final_load": r["final_load"].as_dict(),
+                          "load_over_training": [{"step": h["step"], **{k: v for k, v in h["metrics"].items()
+                                                                        if k.startswith("units/")}}
+                                                 for h in r["history"]]}
+                   for name, r in seek_records.items()}})
+    print(f"numbers written to {seek_numbers_json}")
 
 # %% [markdown]
 # ## Findings
@@ -678,6 +693,7 @@ findings.append(
     f"{max(entropy_trace['refractory off']):.2f}] without.")
 gap_bits = load_on.entropy_bits - load_off.entropy_bits
 findings.append(
+    # Differences within 0.05 bits count as none (about 1% of log2 M at M = 32).
     (f"Rest spreads the load: {gap_bits:.2f} bits more entropy than without it. " if gap_bits > 0.05 else
      f"Rest makes no material difference to the load here ({gap_bits:+.2f} bits): content alone already spreads it. "
      if abs(gap_bits) <= 0.05 else f"The load is more even without rest ({-gap_bits:.2f} bits). ")
