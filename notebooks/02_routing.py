@@ -859,7 +859,7 @@ def stream_accuracy_figure(records: dict, title: str) -> go.Figure:
     fig.add_hline(y=ms_chance, line_dash="dot", line_color="grey", annotation_text="chance")
     fig.update_yaxes(title_text="held-out accuracy", range=[0, 1.02])
     fig.update_xaxes(title_text="stream (rarest last)")
-    fig.update_layout(title=title, barmode="group", height=380, width=850)
+    fig.update_layout(title=title, barmode="group", height=400, width=850, margin=dict(t=90))
     return fig
 
 
@@ -879,24 +879,27 @@ def specialization(trained) -> tuple:
     return weights, streams, spec
 
 
-def specialization_figure(spec, title: str) -> go.Figure:
+def specialization_figure(spec, title: str, mixer_name: str = "seeking") -> go.Figure:
     heads = spec.joint.shape[0]
-    fig = make_subplots(rows=1, cols=heads + 1, horizontal_spacing=0.04,
-                        subplot_titles=[f"head {h}: P(unit | stream)" for h in range(heads)] + ["MI(unit; stream)"])
-    for h in range(heads):
-        p = spec.joint[h] / np.maximum(spec.joint[h].sum(0, keepdims=True), 1e-12)
-        fig.add_trace(go.Heatmap(z=p, x=[f"s{s}" for s in range(n_streams)], y=list(range(p.shape[0])), zmin=0,
-                                 zmax=max(float(p.max()), 1e-6), colorscale="Viridis", showscale=h == heads - 1,
-                                 colorbar=dict(title="P", x=0.78), hovertemplate="unit %{y}, %{x}: %{z:.3f}<extra></extra>"),
+    p = spec.joint / np.maximum(spec.joint.sum(1, keepdims=True), 1e-12)  # (H, M, S): each stream's column sums to 1
+    fig = make_subplots(rows=1, cols=heads + 1, horizontal_spacing=0.045, column_widths=[1.0] * heads + [1.6],
+                        subplot_titles=[f"head {h}: P(unit | stream)" for h in range(heads)]
+                        + ["MI(unit; stream); whisker: null's 95th pct"])
+    for h in range(heads):  # one colour scale for every head (the layout's coloraxis)
+        fig.add_trace(go.Heatmap(z=p[h], x=[f"s{s}" for s in range(n_streams)], y=list(range(p.shape[1])),
+                                 coloraxis="coloraxis", hovertemplate="unit %{y}, %{x}: %{z:.3f}<extra></extra>"),
                       row=1, col=h + 1)
         fig.update_yaxes(autorange="reversed", title_text="unit" if h == 0 else None, row=1, col=h + 1)
     x = [f"head {h}" for h in range(heads)]
-    fig.add_trace(go.Bar(x=x, y=spec.mi_bits, name="measured", marker_color=WRITE), row=1, col=heads + 1)
+    fig.add_trace(go.Bar(x=x, y=spec.mi_bits, name="measured", marker_color=mixer_colour(mixer_name)), row=1, col=heads + 1)
     fig.add_trace(go.Bar(x=x, y=spec.null_mean_bits, name="shuffled streams (mean)", marker_color=GREY,
                          error_y=dict(type="data", symmetric=False, array=spec.null_p95_bits - spec.null_mean_bits,
                                       arrayminus=np.zeros(heads))), row=1, col=heads + 1)
-    fig.update_yaxes(title_text="bits (whisker: the null's 95th percentile)", row=1, col=heads + 1)
-    fig.update_layout(title=title, height=480, width=260 * heads + 420, barmode="group", legend=dict(x=1.0, y=1.0))
+    fig.update_yaxes(title_text="bits", row=1, col=heads + 1)
+    fig.update_layout(title=title, height=500, width=240 * heads + 560, barmode="group", margin=dict(t=110),
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=max(float(p.max()), 1e-6),
+                                     colorbar=dict(title="P", x=1.0, len=0.8)),
+                      legend=dict(orientation="h", x=1.0, xanchor="right", y=1.13))
     return fig
 
 
