@@ -603,7 +603,7 @@ fig.add_hline(y=math.log2(seek_M), line_dash="dot", line_color="grey", annotatio
 fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M", row=1, col=2)
 fig.add_hline(y=1 / seek_task.options["n_values"], line_dash="dot", line_color="grey", annotation_text="chance", row=1, col=3)
 fig.update_xaxes(title_text="training step")
-fig.update_yaxes(title_text="bits (per sequence and head)", rangemode="tozero", row=1, col=1)
+fig.update_yaxes(title_text="bits (per sequence and head)", row=1, col=1)  # not from zero: the gap is a fraction of a bit
 fig.update_yaxes(title_text="share of a head's load", rangemode="tozero", row=1, col=2)
 fig.update_yaxes(title_text="accuracy", rangemode="tozero", row=1, col=3)
 fig.update_layout(title=f"seeking on multi-stream recall (M = {seek_M} units per head): load with and without rest",
@@ -616,16 +616,18 @@ fig.show()
 # first) and averaged over the probe sequences and heads: a flat profile at 1/M is an even load.
 
 # %%
-fig = go.Figure()
+fig, profiles = go.Figure(), {}
 for name in seek_records:
     load = unit_load(write_weights(seek_models[name], seek_probe))  # (B, H, M)
     share = load / np.maximum(load.sum(-1, keepdims=True), 1e-12)
-    profile = -np.sort(-share, axis=-1).reshape(-1, share.shape[-1]).mean(0)
-    fig.add_trace(go.Scatter(x=np.arange(1, len(profile) + 1), y=profile, mode="lines+markers", name=name,
+    profiles[name] = -np.sort(-share, axis=-1).reshape(-1, share.shape[-1]).mean(0)
+    fig.add_trace(go.Scatter(x=np.arange(1, seek_M + 1), y=profiles[name], mode="lines+markers", name=name,
                              line=dict(color=COLORS[name])))
-fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M")
+fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M", annotation_position="bottom left")
+shown = np.concatenate(list(profiles.values()) + [[1 / seek_M]])
 fig.update_xaxes(title_text="unit rank in its head (busiest first)")
-fig.update_yaxes(title_text="share of the head's load", type="log")
+fig.update_yaxes(title_text="share of the head's load", type="log",
+                 range=[math.log10(max(shown.min(), 1e-6)) - 0.1, math.log10(shown.max()) + 0.1])
 fig.update_layout(title="seeking: sorted load profile at the end of training", height=400, width=800)
 save_figure(fig, "03_refractory_seeking_profile")
 fig.show()
