@@ -98,6 +98,7 @@ from workbench.lab.analysis import (
 from workbench.lab.corpus import charlm_options
 from workbench.lab.probes import internals, option, unit_count
 from workbench.lab.units import (
+    hard_writes,
     load_summary,
     multistream_config,
     multistream_streams,
@@ -791,6 +792,8 @@ display(live_widget)
 # * **MI(unit; stream)** in bits per head, against a **null** that shuffles the streams among the
 #   event tokens of each sequence (its mean and 95th percentile over `ms_permutations`
 #   permutations); the ring's MI is computed the same way;
+# * the same MI with each message's whole mass on its **top unit** - the softmax spreads every
+#   message over all units, which could dilute a specialization of the units' first choices;
 # * **write mass by stream** - the salience alone can favour rare streams (write them more
 #   strongly) without any unit specialising, so it is shown beside the MI.
 
@@ -912,8 +915,13 @@ if multistream:
             print(f"{name:>13s} head {h}: MI(unit; stream) {s.mi_bits[h]:.4f} bits; null mean {s.null_mean_bits[h]:.4f}, "
                   f"95th percentile {s.null_p95_bits[h]:.4f} (p = {s.p_value[h]:.3f}); H(stream) of the written mass "
                   f"{s.stream_entropy_bits[h]:.3f}")
-    # Salience as the alternative: how strongly a token of each stream writes (mean write mass per event token).
+    # The softmax spreads each message over all units; does the unit it goes to *most* depend on the stream?
     seek_w, seek_s = ms_weights["seeking"], ms_streams["seeking"]
+    ms_hard = unit_stream_specialization(hard_writes(seek_w), seek_s, n_streams, ms_permutations,
+                                         np.random.default_rng(seed))
+    print("seeking, each message's mass on its top unit: MI " + ", ".join(f"{v:.4f}" for v in ms_hard.mi_bits)
+          + " bits; null 95th percentile " + ", ".join(f"{v:.4f}" for v in ms_hard.null_p95_bits))
+    # Salience as the alternative: how strongly a token of each stream writes (mean write mass per event token).
     token_mass = seek_w.sum(-1).mean(1)  # (B, T): mass a token writes, averaged over heads
     mass_by_stream = np.array([token_mass[seek_s == s].mean() for s in range(n_streams)])
     ms_load = load_summary(seek_w)
@@ -934,7 +942,7 @@ if multistream:
             "specialization": {name: {"mi_bits": sp.mi_bits.tolist(), "null_mean_bits": sp.null_mean_bits.tolist(),
                                       "null_p95_bits": sp.null_p95_bits.tolist(), "p_value": sp.p_value.tolist(),
                                       "stream_entropy_bits": sp.stream_entropy_bits.tolist()}
-                               for name, sp in ms_spec.items()},
+                               for name, sp in {**ms_spec, "seeking (top unit)": ms_hard}.items()},
             "seeking_write_mass_by_stream": mass_by_stream.tolist(), "seeking_load": ms_load.as_dict()})
         print(f"numbers written to {ms_numbers_json}")
 
@@ -1067,6 +1075,11 @@ if multistream:
         f"{', '.join(f'{v:.4f}' for v in seek.null_p95_bits)}; {seek.n_permutations} shuffles): {verdict}. The ring "
         f"(unit by ordinal): {ring.mi_bits[0]:.4f} bits against {ring.null_mean_bits[0]:.4f} "
         f"(95th percentile {ring.null_p95_bits[0]:.4f}).")
+    hard_share = float(np.max(ms_hard.excess_bits / np.maximum(ms_hard.stream_entropy_bits, 1e-9)))
+    findings.append(
+        f"With each message's mass on its top unit (does the unit a message goes to most depend on its stream?), the "
+        f"seeking heads' MI is {', '.join(f'{v:.4f}' for v in ms_hard.mi_bits)} bits against a null 95th percentile of "
+        f"{', '.join(f'{v:.4f}' for v in ms_hard.null_p95_bits)}: an excess of at most {hard_share:.1%} of H(stream).")
     ratio = mass_by_stream[rarest] / max(mass_by_stream[0], 1e-12)
     findings.append(
         f"Salience: a token of the rarest stream writes {mass_by_stream[rarest]:.3f} of a message on average, one of "
