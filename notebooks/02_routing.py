@@ -70,6 +70,7 @@ ms_examples = 128  # held-out sequences for the unit x stream statistics
 ms_permutations = 200  # shuffles of the streams for the null
 ms_checkpoints = {}  # name ("seeking", "inverted ring", "sliding_window") -> a multistream checkpoint.pt to analyse instead
 #   of training, e.g. from `workbench compare --experiment multistream` (results/multistream/full/<run>/checkpoint.pt)
+ms_numbers_json = ""  # a path (e.g. results/notebooks/02_multistream.json): write the section's numbers there
 
 # %%
 import math
@@ -97,6 +98,7 @@ from workbench.lab.analysis import (
 from workbench.lab.corpus import charlm_options
 from workbench.lab.probes import internals, option, unit_count
 from workbench.lab.units import (
+    hard_writes,
     load_summary,
     multistream_config,
     multistream_streams,
@@ -105,6 +107,8 @@ from workbench.lab.units import (
 )
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
+from workbench.provenance import git_commit
+from workbench.storage import write_json_atomic
 from workbench.tasks import build_task
 from workbench.train import train
 
@@ -788,6 +792,8 @@ display(live_widget)
 # * **MI(unit; stream)** in bits per head, against a **null** that shuffles the streams among the
 #   event tokens of each sequence (its mean and 95th percentile over `ms_permutations`
 #   permutations); the ring's MI is computed the same way;
+# * the same MI with each message's whole mass on its **top unit** - the softmax spreads every
+#   message over all units, which could dilute a specialization of the units' first choices;
 # * **write mass by stream** - the salience alone can favour rare streams (write them more
 #   strongly) without any unit specialising, so it is shown beside the MI.
 
@@ -856,7 +862,7 @@ def stream_accuracy_figure(records: dict, title: str) -> go.Figure:
     fig.add_hline(y=ms_chance, line_dash="dot", line_color="grey", annotation_text="chance")
     fig.update_yaxes(title_text="held-out accuracy", range=[0, 1.02])
     fig.update_xaxes(title_text="stream (rarest last)")
-    fig.update_layout(title=title, barmode="group", height=380, width=850)
+    fig.update_layout(title=title, barmode="group", height=400, width=850, margin=dict(t=90))
     return fig
 
 
@@ -876,24 +882,27 @@ def specialization(trained) -> tuple:
     return weights, streams, spec
 
 
-def specialization_figure(spec, title: str) -> go.Figure:
+def specialization_figure(spec, title: str, mixer_name: str = "seeking") -> go.Figure:
     heads = spec.joint.shape[0]
-    fig = make_subplots(rows=1, cols=heads + 1, horizontal_spacing=0.04,
-                        subplot_titles=[f"head {h}: P(unit | stream)" for h in range(heads)] + ["MI(unit; stream)"])
-    for h in range(heads):
-        p = spec.joint[h] / np.maximum(spec.joint[h].sum(0, keepdims=True), 1e-12)
-        fig.add_trace(go.Heatmap(z=p, x=[f"s{s}" for s in range(n_streams)], y=list(range(p.shape[0])), zmin=0,
-                                 zmax=max(float(p.max()), 1e-6), colorscale="Viridis", showscale=h == heads - 1,
-                                 colorbar=dict(title="P", x=0.78), hovertemplate="unit %{y}, %{x}: %{z:.3f}<extra></extra>"),
+    p = spec.joint / np.maximum(spec.joint.sum(1, keepdims=True), 1e-12)  # (H, M, S): each stream's column sums to 1
+    fig = make_subplots(rows=1, cols=heads + 1, horizontal_spacing=0.045, column_widths=[1.0] * heads + [1.6],
+                        subplot_titles=[f"head {h}: P(unit | stream)" for h in range(heads)]
+                        + ["MI(unit; stream); whisker: null's 95th pct"])
+    for h in range(heads):  # one colour scale for every head (the layout's coloraxis)
+        fig.add_trace(go.Heatmap(z=p[h], x=[f"s{s}" for s in range(n_streams)], y=list(range(p.shape[1])),
+                                 coloraxis="coloraxis", hovertemplate="unit %{y}, %{x}: %{z:.3f}<extra></extra>"),
                       row=1, col=h + 1)
         fig.update_yaxes(autorange="reversed", title_text="unit" if h == 0 else None, row=1, col=h + 1)
     x = [f"head {h}" for h in range(heads)]
-    fig.add_trace(go.Bar(x=x, y=spec.mi_bits, name="measured", marker_color=WRITE), row=1, col=heads + 1)
+    fig.add_trace(go.Bar(x=x, y=spec.mi_bits, name="measured", marker_color=mixer_colour(mixer_name)), row=1, col=heads + 1)
     fig.add_trace(go.Bar(x=x, y=spec.null_mean_bits, name="shuffled streams (mean)", marker_color=GREY,
                          error_y=dict(type="data", symmetric=False, array=spec.null_p95_bits - spec.null_mean_bits,
                                       arrayminus=np.zeros(heads))), row=1, col=heads + 1)
-    fig.update_yaxes(title_text="bits (whisker: the null's 95th percentile)", row=1, col=heads + 1)
-    fig.update_layout(title=title, height=480, width=260 * heads + 420, barmode="group", legend=dict(x=1.0, y=1.0))
+    fig.update_yaxes(title_text="bits", row=1, col=heads + 1)
+    fig.update_layout(title=title, height=500, width=240 * heads + 560, barmode="group", margin=dict(t=110),
+                      coloraxis=dict(colorscale="Viridis", cmin=0, cmax=max(float(p.max()), 1e-6),
+                                     colorbar=dict(title="P", x=1.0, len=0.8)),
+                      legend=dict(orientation="h", x=1.0, xanchor="right", y=1.13))
     return fig
 
 
@@ -906,8 +915,13 @@ if multistream:
             print(f"{name:>13s} head {h}: MI(unit; stream) {s.mi_bits[h]:.4f} bits; null mean {s.null_mean_bits[h]:.4f}, "
                   f"95th percentile {s.null_p95_bits[h]:.4f} (p = {s.p_value[h]:.3f}); H(stream) of the written mass "
                   f"{s.stream_entropy_bits[h]:.3f}")
-    # Salience as the alternative: how strongly a token of each stream writes (mean write mass per event token).
+    # The softmax spreads each message over all units; does the unit it goes to *most* depend on the stream?
     seek_w, seek_s = ms_weights["seeking"], ms_streams["seeking"]
+    ms_hard = unit_stream_specialization(hard_writes(seek_w), seek_s, n_streams, ms_permutations,
+                                         np.random.default_rng(seed))
+    print("seeking, each message's mass on its top unit: MI " + ", ".join(f"{v:.4f}" for v in ms_hard.mi_bits)
+          + " bits; null 95th percentile " + ", ".join(f"{v:.4f}" for v in ms_hard.null_p95_bits))
+    # Salience as the alternative: how strongly a token of each stream writes (mean write mass per event token).
     token_mass = seek_w.sum(-1).mean(1)  # (B, T): mass a token writes, averaged over heads
     mass_by_stream = np.array([token_mass[seek_s == s].mean() for s in range(n_streams)])
     ms_load = load_summary(seek_w)
@@ -918,6 +932,19 @@ if multistream:
                                                     f"stream's messages, {ms_examples} held-out sequences")
     save_figure(fig, "02_routing_multistream_units")
     fig.show()
+    if ms_numbers_json:
+        write_json_atomic(Path(ms_numbers_json), {
+            "notebook": "02_routing", "section": "Seeking units on multi-stream recall", "smoke": smoke,
+            "git_commit": git_commit(), "seed": seed, "task_options": ms_task_options, "d_model": ms_d_model,
+            "lr": ms_lr, "sources": ms_sources, "examples": ms_examples, "permutations": ms_permutations,
+            "models": {name: {"mixer": r["mixer"], "options": MS_VARIANTS[name][1], "metrics": r["metrics"],
+                              "state_floats": r["state_floats"]["floats"]} for name, r in ms_records.items()},
+            "specialization": {name: {"mi_bits": sp.mi_bits.tolist(), "null_mean_bits": sp.null_mean_bits.tolist(),
+                                      "null_p95_bits": sp.null_p95_bits.tolist(), "p_value": sp.p_value.tolist(),
+                                      "stream_entropy_bits": sp.stream_entropy_bits.tolist()}
+                               for name, sp in {**ms_spec, "seeking (top unit)": ms_hard}.items()},
+            "seeking_write_mass_by_stream": mass_by_stream.tolist(), "seeking_load": ms_load.as_dict()})
+        print(f"numbers written to {ms_numbers_json}")
 
 # %% [markdown]
 # ### Live: retrain the seeking model
@@ -1036,7 +1063,8 @@ if multistream:
         verdict = "the seeking units do not specialise by stream: every head's MI lies inside the shuffled null"
     elif share < 0.05:
         verdict = (f"{above} of {len(seek.mi_bits)} heads lie above the null's 95th percentile, but the excess is small "
-                   f"(at most {share:.1%} of H(stream)): the unit tells almost nothing about the stream")
+                   f"(at most {share:.1%} of H(stream); small here means under 5%): the unit tells almost nothing "
+                   f"about the stream")
     else:
         verdict = (f"{above} of {len(seek.mi_bits)} heads lie above the null's 95th percentile, the best by "
                    f"{seek.excess_bits[best]:.3f} bits = {share:.1%} of H(stream): units specialise by stream")
@@ -1047,6 +1075,11 @@ if multistream:
         f"{', '.join(f'{v:.4f}' for v in seek.null_p95_bits)}; {seek.n_permutations} shuffles): {verdict}. The ring "
         f"(unit by ordinal): {ring.mi_bits[0]:.4f} bits against {ring.null_mean_bits[0]:.4f} "
         f"(95th percentile {ring.null_p95_bits[0]:.4f}).")
+    hard_share = float(np.max(ms_hard.excess_bits / np.maximum(ms_hard.stream_entropy_bits, 1e-9)))
+    findings.append(
+        f"With each message's mass on its top unit (does the unit a message goes to most depend on its stream?), the "
+        f"seeking heads' MI is {', '.join(f'{v:.4f}' for v in ms_hard.mi_bits)} bits against a null 95th percentile of "
+        f"{', '.join(f'{v:.4f}' for v in ms_hard.null_p95_bits)}: an excess of at most {hard_share:.1%} of H(stream).")
     ratio = mass_by_stream[rarest] / max(mass_by_stream[0], 1e-12)
     findings.append(
         f"Salience: a token of the rarest stream writes {mass_by_stream[rarest]:.3f} of a message on average, one of "

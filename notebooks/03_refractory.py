@@ -69,10 +69,12 @@ seek_lr = 1e-2
 seek_task_options = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries": 8, "recent": 2, "n_eval": 256}  # notebook 02's
 seek_points = 12  # evaluations over training at which the load is measured
 seek_probe_examples = 64  # held-out sequences the load is measured on
+seek_numbers_json = ""  # a path (e.g. results/notebooks/03_seeking_load.json): write the section's numbers there
 
 # %%
 import math
 import time
+from pathlib import Path
 
 import ipywidgets as widgets
 import numpy as np
@@ -100,6 +102,8 @@ from workbench.lab.probes import internals, option, unit_count
 from workbench.lab.units import LoadTracker, load_summary, multistream_config, unit_load, write_weights
 from workbench.model import IGNORE
 from workbench.plotting import GREY, mixer_colour, save_figure
+from workbench.provenance import git_commit
+from workbench.storage import write_json_atomic
 from workbench.tasks import build_task
 from workbench.train import train
 
@@ -599,7 +603,7 @@ fig.add_hline(y=math.log2(seek_M), line_dash="dot", line_color="grey", annotatio
 fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M", row=1, col=2)
 fig.add_hline(y=1 / seek_task.options["n_values"], line_dash="dot", line_color="grey", annotation_text="chance", row=1, col=3)
 fig.update_xaxes(title_text="training step")
-fig.update_yaxes(title_text="bits (per sequence and head)", rangemode="tozero", row=1, col=1)
+fig.update_yaxes(title_text="bits (per sequence and head)", row=1, col=1)  # not from zero: the gap is a fraction of a bit
 fig.update_yaxes(title_text="share of a head's load", rangemode="tozero", row=1, col=2)
 fig.update_yaxes(title_text="accuracy", rangemode="tozero", row=1, col=3)
 fig.update_layout(title=f"seeking on multi-stream recall (M = {seek_M} units per head): load with and without rest",
@@ -612,19 +616,32 @@ fig.show()
 # first) and averaged over the probe sequences and heads: a flat profile at 1/M is an even load.
 
 # %%
-fig = go.Figure()
+fig, profiles = go.Figure(), {}
 for name in seek_records:
     load = unit_load(write_weights(seek_models[name], seek_probe))  # (B, H, M)
     share = load / np.maximum(load.sum(-1, keepdims=True), 1e-12)
-    profile = -np.sort(-share, axis=-1).reshape(-1, share.shape[-1]).mean(0)
-    fig.add_trace(go.Scatter(x=np.arange(1, len(profile) + 1), y=profile, mode="lines+markers", name=name,
+    profiles[name] = -np.sort(-share, axis=-1).reshape(-1, share.shape[-1]).mean(0)
+    fig.add_trace(go.Scatter(x=np.arange(1, seek_M + 1), y=profiles[name], mode="lines+markers", name=name,
                              line=dict(color=COLORS[name])))
-fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M")
+fig.add_hline(y=1 / seek_M, line_dash="dot", line_color="grey", annotation_text="1/M", annotation_position="bottom left")
+shown = np.concatenate(list(profiles.values()) + [[1 / seek_M]])
 fig.update_xaxes(title_text="unit rank in its head (busiest first)")
-fig.update_yaxes(title_text="share of the head's load", type="log")
+fig.update_yaxes(title_text="share of the head's load", type="log",
+                 range=[math.log10(max(shown.min(), 1e-6)) - 0.1, math.log10(shown.max()) + 0.1])
 fig.update_layout(title="seeking: sorted load profile at the end of training", height=400, width=800)
 save_figure(fig, "03_refractory_seeking_profile")
 fig.show()
+if seek_numbers_json:
+    write_json_atomic(Path(seek_numbers_json), {
+        "notebook": "03_refractory", "section": "Load balanced by refractoriness", "smoke": smoke,
+        "git_commit": git_commit(), "seed": seed, "task_options": seek_task_options, "d_model": seek_d_model,
+        "lr": seek_lr, "steps": seek_steps, "probe_examples": seek_probe_examples,
+        "models": {name: {"options": seek_variants[name], "metrics": r["metrics"], "final_load": r["final_load"].as_dict(),
+                          "load_over_training": [{"step": h["step"], **{k: v for k, v in h["metrics"].items()
+                                                                        if k.startswith("units/")}}
+                                                 for h in r["history"]]}
+                   for name, r in seek_records.items()}})
+    print(f"numbers written to {seek_numbers_json}")
 
 # %% [markdown]
 # ## Findings
@@ -678,6 +695,7 @@ findings.append(
     f"{max(entropy_trace['refractory off']):.2f}] without.")
 gap_bits = load_on.entropy_bits - load_off.entropy_bits
 findings.append(
+    # Differences within 0.05 bits count as none (about 1% of log2 M at M = 32).
     (f"Rest spreads the load: {gap_bits:.2f} bits more entropy than without it. " if gap_bits > 0.05 else
      f"Rest makes no material difference to the load here ({gap_bits:+.2f} bits): content alone already spreads it. "
      if abs(gap_bits) <= 0.05 else f"The load is more even without rest ({-gap_bits:.2f} bits). ")

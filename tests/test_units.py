@@ -11,6 +11,7 @@ import torch
 from workbench.config import RunConfig
 from workbench.lab.units import (
     LoadTracker,
+    hard_writes,
     joint_mutual_information_bits,
     load_summary,
     multistream_streams,
@@ -87,6 +88,22 @@ def test_partial_specialization_sits_between():
     half = unit_stream_specialization(mixed, streams, N_STREAMS, 5, rng).mi_bits
     none = unit_stream_specialization(weights, streams, N_STREAMS, 5, rng).mi_bits
     assert (none < half).all() and (half < full[0]).all()
+
+
+def test_hard_writes_reveal_first_choices_that_a_flat_softmax_hides():
+    rng = np.random.default_rng(5)
+    streams = random_streams(rng)
+    # Every token spreads its mass almost evenly, but a little more on its stream's unit block.
+    weights = np.full(streams.shape + (M,), 1.0)
+    for s in range(N_STREAMS):
+        weights[streams == s, s * (M // N_STREAMS) + rng.integers(0, M // N_STREAMS)] += 0.05
+    weights = (weights / weights.sum(-1, keepdims=True))[:, None] * 0.7
+    hard = hard_writes(weights)
+    assert hard.shape == weights.shape and np.allclose(hard.sum(-1), weights.sum(-1))
+    assert ((hard > 0).sum(-1) == 1).all()
+    soft_mi = unit_stream_specialization(weights, streams, N_STREAMS, 5, rng).mi_bits[0]
+    hard_spec = unit_stream_specialization(hard, streams, N_STREAMS, 5, rng)
+    assert soft_mi < 0.01 and hard_spec.mi_bits[0] > 1.0 and hard_spec.specializes[0]
 
 
 def test_null_needs_a_permutation():

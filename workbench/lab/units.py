@@ -12,6 +12,8 @@ Read through the mixers' hook points, never their code:
   of each sequence (its mean and 95th percentile over permutations). The joint counts *write
   mass*: P(unit m, stream s) is the share of everything written that went to unit m from a token
   of stream s, so a token that writes little counts little.
+* ``hard_writes`` - the same weights with each message's whole mass on its top unit, for the
+  check that a softmax spread over all units does not hide a specialization of first choices.
 * ``load_summary`` - each unit's load (write mass per sequence and head), the entropy of the load
   over the units against its ceiling log2 M, and the share of the busiest unit.
 * ``multistream_config`` - the run config the notebooks train on multi-stream recall with (protocol
@@ -71,6 +73,18 @@ def multistream_streams(inputs: torch.Tensor | np.ndarray, n_streams: int, key_r
     streams[:, 0 : 2 * n_events : 2] = stream
     streams[:, 1 : 2 * n_events : 2] = stream  # the value shares its key's event
     return streams
+
+
+def hard_writes(weights: np.ndarray) -> np.ndarray:
+    """Each position's whole write mass on its top unit (ties: the first): the soft MI's robustness check.
+
+    A softmax spreads every message over all units, which can dilute an MI that the units' *first
+    choices* carry; the MI of these weights asks whether the unit a message goes to mostly depends
+    on its stream.
+    """
+    weights = np.asarray(weights)
+    top = weights.argmax(-1)[..., None] == np.arange(weights.shape[-1])
+    return top * weights.sum(-1, keepdims=True)
 
 
 def joint_mutual_information_bits(joint: np.ndarray) -> np.ndarray:
@@ -207,5 +221,5 @@ class LoadTracker:
         return {**metrics, **{f"units/{name}": value for name, value in load.items()}}
 
 
-__all__ = ["LoadSummary", "LoadTracker", "Specialization", "joint_mutual_information_bits", "load_summary",
+__all__ = ["LoadSummary", "LoadTracker", "Specialization", "hard_writes", "joint_mutual_information_bits", "load_summary",
            "multistream_config", "multistream_streams", "unit_load", "unit_stream_joint", "unit_stream_specialization", "write_weights"]
