@@ -224,6 +224,38 @@ def system2_table(summary: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def notebook_multistream_table(units: dict[str, Any], load: dict[str, Any] | None) -> str:
+    """Notebook 02's multi-stream section (and 03's rest on/off), from the numbers they wrote: accuracy
+    by stream at equal state, the units' stream information against its shuffled null, the load."""
+    models = units["models"]
+    streams = sorted(k for k in next(iter(models.values()))["metrics"] if k.startswith("accuracy@"))
+    lines = ["| model | state floats | accuracy | " + " | ".join(s.removeprefix("accuracy@") for s in streams) + " |",
+             "|---|---|---|" + "---|" * len(streams)]
+    for name, model in models.items():
+        m = model["metrics"]
+        lines.append(f"| {name} | {model['state_floats']:,} | {m['accuracy']:.3f} | "
+                     + " | ".join(f"{m[s]:.3f}" for s in streams) + " |")
+    task = units["task_options"]
+    trained = ", ".join(sorted(set(units.get("sources", {}).values()))) or "trained in the notebook"
+    lines += ["", f"One seed ({units['seed']}), d_model {units['d_model']}, lr {units['lr']:g}, {trained}, on a small "
+              f"multi-stream recall ({task['seq_len']} tokens, {task['n_values']} values, {task['n_queries']} "
+              "queries): a short run, not the protocol's cell."]
+    spec = units["specialization"].get("seeking")
+    if spec:
+        excess = [(mi - null) / h for mi, null, h in zip(spec["mi_bits"], spec["null_mean_bits"],
+                                                          spec["stream_entropy_bits"], strict=True)]
+        lines.append(f"Seeking units' stream information per head: MI {', '.join(f'{v:.3f}' for v in spec['mi_bits'])} "
+                     f"bits against a shuffled null of {', '.join(f'{v:.3f}' for v in spec['null_p95_bits'])} (95th "
+                     f"percentile); the excess is at most {max(excess):.1%} of the stream entropy.")
+    if load:
+        parts = [f"{name}: load entropy {model['final_load']['load_entropy_bits']:.2f} of "
+                 f"{model['final_load']['load_ceiling_bits']:.2f} bits, busiest unit "
+                 f"{model['final_load']['busiest_unit_share']:.1%}, accuracy {model['metrics']['accuracy']:.3f}"
+                 for name, model in load["models"].items()]
+        lines.append("Rest (notebook 03, same model): " + "; ".join(parts) + ".")
+    return "\n".join(lines)
+
+
 def render_blocks(results: Path) -> dict[str, str]:
     """Every block the result files in ``results`` render (reads only)."""
     blocks = {}
@@ -247,6 +279,11 @@ def render_blocks(results: Path) -> dict[str, str]:
             blocks[path.stem] = kinship_table(json.loads(path.read_text()))
         else:
             blocks[path.stem] = system2_table(json.loads(path.read_text()))
+    units = results / "notebooks" / "02_multistream.json"  # block notebook-multistream
+    if units.is_file():
+        load = results / "notebooks" / "03_seeking_load.json"
+        blocks["notebook-multistream"] = notebook_multistream_table(
+            json.loads(units.read_text()), json.loads(load.read_text()) if load.is_file() else None)
     from workbench.bench.tables import long_context_markdown, scaling_markdown
 
     for path in sorted(results.glob("scaling-*.json")):  # block scaling-<device>, e.g. scaling-cpu-2threads
