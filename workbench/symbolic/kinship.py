@@ -40,9 +40,9 @@ THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 200, "n_reader": 200, "reader_steps": 12, "d_model": 16, "extractor_steps": 30,
               "episodes": 128, "n_test": 3},
-    "demo": {"n_train": 4000, "n_reader": 4000, "reader_steps": 600, "d_model": 64, "extractor_steps": 600,
-             "episodes": 20000, "n_test": 100},
-    "full": {"n_train": 6000, "n_reader": 6000, "reader_steps": 1000, "d_model": 64, "extractor_steps": 800,
+    "demo": {"n_train": 3000, "n_reader": 3000, "reader_steps": 500, "d_model": 64, "extractor_steps": 400,
+             "episodes": 15000, "n_test": 100},
+    "full": {"n_train": 5000, "n_reader": 5000, "reader_steps": 800, "d_model": 64, "extractor_steps": 600,
              "episodes": 30000, "n_test": 500},
 }
 ROWS = ("system2", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser", "system1-inverted",
@@ -163,13 +163,26 @@ def summarise(budget: str, runs: list[dict[str, Any]], device: str) -> dict[str,
             "parameters": runs[0]["parameters"], "runs": runs}
 
 
-def run_kinship(budget: str, seeds: int, results: Path, progress: bool = False) -> dict[str, Any]:
+def _run_seed_one_thread(budget: str, seed: int, progress: bool) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return run_seed(budget, seed, progress)
+
+
+def run_kinship(budget: str, seeds: int, results: Path, progress: bool = False, jobs: int = 1) -> dict[str, Any]:
+    """Every seed (``jobs`` worker processes, one thread each), summarised and written as JSON."""
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
-    if seeds < 1:
-        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    if seeds < 1 or jobs < 1:
+        raise ConfigError(f"seeds and jobs must be at least 1, got {seeds} and {jobs}")
     torch.set_num_threads(1)
-    runs = [run_seed(budget, seed, progress) for seed in range(seeds)]
+    if jobs == 1:
+        runs = [run_seed(budget, seed, progress) for seed in range(seeds)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(_run_seed_one_thread, [budget] * seeds, range(seeds), [progress] * seeds))
     summary = summarise(budget, runs, f"cpu ({torch.get_num_threads()} thread)")
     results.mkdir(parents=True, exist_ok=True)
     (results / f"system2-kinship-{budget}.json").write_text(json.dumps(summary, indent=1))
