@@ -124,3 +124,12 @@ def test_bad_seed_count_is_one_line(capsys):
 
     assert main(["system2", "--budget", "smoke", "--seeds", "0"]) == 2
     assert "seeds" in capsys.readouterr().err
+
+
+def test_simulated_semantics_keep_only_compositions_the_tree_fixes():
+    from workbench.symbolic.clutrr import semantics
+
+    two, first_unnamed, last_unnamed = semantics()
+    assert two["father", "father"] == "grandfather" and two["son", "mother"] == "wife"
+    assert ("grandfather", "grandson") not in two  # a brother or a cousin: not fixed by the tree
+    assert first_unnamed and last_unnamed  # three-step compositions through an unnamed pair exist
