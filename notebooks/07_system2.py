@@ -109,8 +109,10 @@ fig.show()
 # %% [markdown]
 # ## 2. The table: accuracy by chain length, every baseline beside System 2
 #
-# `system2`: the trained policy over facts the extractor read from System 1, with the induced rules.
-# `system2-untrained`: the same network before training. `system2-threshold-rules`: the trained
+# `system2`: the trained policy over facts the extractor read from System 1, with the induced rules:
+# a greedy proof and, while none has answered (stuck, or stopped short), up to 8 proofs sampled from
+# the policy (every System 2 row gets the same; the steps add up). `system2-single-proof`: the greedy
+# proof alone. `system2-untrained`: the same network before training. `system2-threshold-rules`: the trained
 # policy, but only rules whose precision is >= 0.95 (the round-1 "RL"). `system2-oracle-parser`:
 # facts from the hand parser, rules induced from them. `system1-inverted`: System 1 answering
 # alone. `transformer-2L`: a symbolic-free model of about the parameters of System 1 + extractor +

@@ -9,7 +9,9 @@
    two-layer transformer of about the parameters of System 1 + extractor + policy;
 3. induces rules from the training stories as System 1 reads them (``induction``), and trains the
    proof policy by REINFORCE on them (``proof``);
-4. evaluates per k: System 2 (trained policy), the untrained policy, precision-threshold rules,
+4. evaluates per k: System 2 (trained policy: a greedy proof, and up to ``RETRIES`` proofs sampled
+   from the policy while none has answered; steps add up), a single greedy proof, the untrained
+   policy, precision-threshold rules,
    the oracle parser (facts from the hand parser, rules induced from them), System 1 alone and the
    transformer; and the dual-process controller (System 1 when its confidence clears a threshold,
    else System 2) over a sweep of thresholds: accuracy against mean deliberation steps.
@@ -36,6 +38,7 @@ from workbench.symbolic.induction import induce
 from workbench.symbolic.proof import Episode, Problem, ProofPolicy, evaluate, train_policy
 
 TEST_KS = tuple(range(2, 11))
+RETRIES = 8  # sampled proofs after a greedy one that ends without an answer (every System 2 row alike)
 THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 200, "n_reader": 200, "reader_steps": 12, "d_model": 16, "extractor_steps": 30,
@@ -45,8 +48,8 @@ BUDGETS: dict[str, dict[str, Any]] = {
     "full": {"n_train": 5000, "n_reader": 5000, "reader_steps": 800, "d_model": 64, "extractor_steps": 600,
              "episodes": 30000, "n_test": 500},
 }
-ROWS = ("system2", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser", "system1-inverted",
-        "transformer-2L")
+ROWS = ("system2", "system2-single-proof", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser",
+        "system1-inverted", "transformer-2L")
 
 
 def _problems(stories: list[Story], facts: list[list]) -> list[Problem]:
@@ -103,10 +106,11 @@ def run_seed(budget: str, seed: int, progress: bool = False) -> dict[str, Any]:
     problems = _problems(test, test_facts)
     oracle_problems = _problems(test, [oracle_parse(s.tokens()) for s in test])
     episodes = {
-        "system2": evaluate(policy, rules, problems),
-        "system2-untrained": evaluate(untrained, rules, problems),
-        "system2-threshold-rules": evaluate(policy, rules.thresholded(), problems),
-        "system2-oracle-parser": evaluate(policy, oracle_rules, oracle_problems),
+        "system2": evaluate(policy, rules, problems, RETRIES, seed),
+        "system2-single-proof": evaluate(policy, rules, problems),
+        "system2-untrained": evaluate(untrained, rules, problems, RETRIES, seed),
+        "system2-threshold-rules": evaluate(policy, rules.thresholded(), problems, RETRIES, seed),
+        "system2-oracle-parser": evaluate(policy, oracle_rules, oracle_problems, RETRIES, seed),
     }
     fast, confidence = answer(system1, test)
     neural_answers, _ = answer(neural, test)
