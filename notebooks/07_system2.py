@@ -103,14 +103,16 @@ fig = go.Figure([go.Bar(x=[f"k={k}" for k in ks], y=[diagnostics[k]["left_fold_n
                         name="needs an invented predicate")])
 fig.update_layout(title="Test chains: share a left-to-right fold of named steps can solve", barmode="group",
                   yaxis={"range": [0, 1.05], "title": "share of test stories"}, height=380, width=900)
-save_figure(fig, "07_system2_orders", FORMATS)
+save_figure(fig, "07_system2_kin_orders", FORMATS)
 fig.show()
 
 # %% [markdown]
 # ## 2. The table: accuracy by chain length, every baseline beside System 2
 #
-# `system2`: the trained policy over facts the extractor read from System 1, with the induced rules.
-# `system2-untrained`: the same network before training. `system2-threshold-rules`: the trained
+# `system2`: the trained policy over facts the extractor read from System 1, with the induced rules:
+# a greedy proof and, while none has answered (stuck, or stopped short), up to 8 proofs sampled from
+# the policy (every System 2 row gets the same; the steps add up). `system2-single-proof`: the greedy
+# proof alone. `system2-untrained`: the same network before training. `system2-threshold-rules`: the trained
 # policy, but only rules whose precision is >= 0.95 (the round-1 "RL"). `system2-oracle-parser`:
 # facts from the hand parser, rules induced from them. `system1-inverted`: System 1 answering
 # alone. `transformer-2L`: a symbolic-free model of about the parameters of System 1 + extractor +
@@ -131,7 +133,7 @@ fig.add_hline(y=0.90, line_dash="dot", line_color="grey")
 fig.update_layout(title="Kinship accuracy by chain length (shaded: training lengths; lines: targets 0.95, 0.90)",
                   xaxis_title="chain length k", yaxis={"range": [-0.03, 1.05], "title": "accuracy"},
                   height=460, width=950)
-save_figure(fig, "07_system2_table", FORMATS)
+save_figure(fig, "07_system2_kin_table", FORMATS)
 fig.show()
 
 # %% [markdown]
@@ -178,7 +180,7 @@ for run in runs:
     fig.add_trace(go.Scatter(y=smooth, name=f"seed {run['seed']}", mode="lines"))
 fig.update_layout(title="REINFORCE: mean reward per batch (training chains k = 2-3)", xaxis_title="batch",
                   yaxis_title="reward", height=380, width=900)
-save_figure(fig, "07_system2_reward", FORMATS)
+save_figure(fig, "07_system2_kin_reward", FORMATS)
 fig.show()
 
 # %% [markdown]
@@ -197,7 +199,7 @@ fig = go.Figure(go.Scatter(x=steps, y=accuracy, mode="lines+markers+text",
                            text=[f"{p['threshold']:g}" for p in points], textposition="top center"))
 fig.update_layout(title=f"Accuracy vs mean deliberation steps ({interior} interior points)",
                   xaxis_title="mean System 2 steps per query", yaxis_title="accuracy", height=420, width=900)
-save_figure(fig, "07_system2_tradeoff", FORMATS)
+save_figure(fig, "07_system2_kin_tradeoff", FORMATS)
 fig.show()
 
 # %% [markdown]

@@ -111,7 +111,7 @@ def test_smoke_experiment_writes_every_row_the_controller_and_renders(tmp_path):
     assert main(["system2", "--budget", "smoke", "--results", str(tmp_path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "system2-kinship-smoke.json").read_text())
     systems = [r["system"] for r in summary["rows"]]
-    assert systems == ["system2", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser",
+    assert systems == ["system2", "system2-single-proof", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser",
                        "system1-inverted", "transformer-2L"]
     assert summary["slices"] == [str(k) for k in range(2, 11)]
     assert len(summary["controller"]) >= 5 and summary["runs"][0]["reward_curve"]
@@ -124,3 +124,12 @@ def test_bad_seed_count_is_one_line(capsys):
 
     assert main(["system2", "--budget", "smoke", "--seeds", "0"]) == 2
     assert "seeds" in capsys.readouterr().err
+
+
+def test_simulated_semantics_keep_only_compositions_the_tree_fixes():
+    from workbench.symbolic.clutrr import semantics
+
+    two, first_unnamed, last_unnamed = semantics()
+    assert two["father", "father"] == "grandfather" and two["son", "mother"] == "wife"
+    assert ("grandfather", "grandson") not in two  # a brother or a cousin: not fixed by the tree
+    assert first_unnamed and last_unnamed  # three-step compositions through an unnamed pair exist

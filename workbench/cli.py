@@ -170,10 +170,10 @@ def cmd_export(args: argparse.Namespace) -> None:
           f"max |logits - PyTorch| over {check.get('steps', 0)} steps: {check.get('max_abs_diff_logits', float('nan')):.2e}")
 
 
-def run_system2_kinship(budget: str, seeds: int, results: Path, quiet: bool = False) -> None:
+def run_system2_kinship(budget: str, seeds: int, results: Path, quiet: bool = False, jobs: int = 1) -> None:
     from workbench.symbolic.kinship import kinship_table, run_kinship
 
-    summary = run_kinship(budget, seeds, results, progress=not quiet)
+    summary = run_kinship(budget, seeds, results, progress=not quiet, jobs=jobs)
     print(kinship_table(summary))
     print(f"wrote {results / f'system2-kinship-{budget}.json'}")
 
@@ -183,7 +183,7 @@ def cmd_system2(args: argparse.Namespace) -> int:
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
     run_system2_kinship(args.budget, args.seeds or (3 if args.budget == "full" else 1), Path(args.results),
-                        quiet=args.quiet)
+                        quiet=args.quiet, jobs=args.jobs)
     return 0
 
 
@@ -378,6 +378,7 @@ def build_parser() -> argparse.ArgumentParser:
                        "proof search, facts read from System 1; writes results/system2-kinship-<budget>.json")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default: 3 for full, else 1)")
+    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes, one thread each")
     p.add_argument("--results", default="results")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_system2)

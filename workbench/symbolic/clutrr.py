@@ -212,14 +212,16 @@ def _noise(tree: FamilyTree, path: list[int], kind: str, rng: np.random.Generato
                 used.add(x)
                 out.append(_stated(tree, path[i], x, rng))
     elif kind == "supporting":
-        detours = [(i, x, j) for i, p in enumerate(path) for _, x in tree.named_neighbours(p) if x not in on_path
-                   for j, q in enumerate(path) if j > i and x in [y for _, y in tree.named_neighbours(q)]]
+        functional2 = semantics()[0]
+        detours = [(i, x) for i in range(len(path) - 1) for r1, x in tree.named_neighbours(path[i])
+                   if x not in on_path and functional2.get((r1, tree.relation(x, path[i + 1])))
+                   == tree.relation(path[i], path[i + 1])]
         rng.shuffle(detours)
-        for i, x, j in detours[:count]:
+        for i, x in detours[:count]:
             if x in used:
                 continue
             used.add(x)
-            out += [_stated(tree, path[i], x, rng), _stated(tree, x, path[j], rng)]
+            out += [_stated(tree, path[i], x, rng), _stated(tree, x, path[i + 1], rng)]
     elif kind == "disconnected":
         other = FamilyTree(rng, generations)
         walk = None
@@ -229,20 +231,118 @@ def _noise(tree: FamilyTree, path: list[int], kind: str, rng: np.random.Generato
     return out, None
 
 
+@functools.cache
+def semantics(trees: int = 6, walks: int = 4000, seed: int = 12345) -> tuple[dict, dict, dict]:
+    """Which compositions the family tree itself fixes, measured on simulated families.
+
+    Walking simple paths on random trees, ``(x, y) -> z`` is *functional* when every sampled
+    two-step walk with relations x then y ends in relation z to its start (a named z), and
+    ``(x, y, w) -> z`` likewise for three steps whose first (or last) two have no name (a
+    composition the learner must invent a predicate for). Stories are kept only if some order of such steps
+    reaches the answer (CLUTRR's "the answer is fixed by composing in some order"); the learner
+    never sees these tables.
+    """
+    rng = np.random.default_rng(seed)
+    seen: list[dict[tuple, set]] = [{}, {}, {}]  # two steps; three, first pair unnamed; three, last pair unnamed
+    counts: list[dict[tuple, int]] = [{}, {}, {}]
+
+    def record(table: int, key: tuple, value: str | None) -> None:
+        seen[table].setdefault(key, set()).add(value)
+        counts[table][key] = counts[table].get(key, 0) + 1
+
+    for _ in range(trees):
+        tree = FamilyTree(rng, 5)
+        for x in range(len(tree.people)):  # every two-step simple path
+            for r1, y in tree.named_neighbours(x):
+                for r2, z in tree.named_neighbours(y):
+                    if z != x:
+                        record(0, (r1, r2), tree.relation(x, z))
+        for _ in range(walks):  # three-step ones, sampled
+            path = _walk(tree, rng, 3)
+            if path is None:
+                continue
+            r = tuple(tree.relation(path[j], path[j + 1]) for j in range(3))
+            if tree.relation(path[0], path[2]) is None:
+                record(1, r, tree.relation(path[0], path[3]))
+            if tree.relation(path[1], path[3]) is None:
+                record(2, r, tree.relation(path[0], path[3]))
+    # a composition seen only a few times cannot be called functional: left out
+    return tuple({key: next(iter(v)) for key, v in seen[t].items()  # type: ignore[return-value]
+                  if len(v) == 1 and None not in v and counts[t][key] >= 5} for t in range(3))
+
+
 def _some_order(tree: FamilyTree, path: list[int], invented: bool) -> bool:
-    """Whether some bracketing of the chain composes to its answer with every intermediate span named
-    on the tree (``invented``: or spanning two facts, for which the learner may invent a predicate)."""
+    """Whether some bracketing of the chain composes to its answer by functional steps with every
+    intermediate span named (``invented``: also a three-part step whose first or last two parts have
+    no name, a composition the learner needs an invented predicate for)."""
     k = len(path) - 1
+    functional2, functional3, functional3r = semantics()
+    rel = functools.cache(lambda i, j: tree.relation(path[i], path[j]))
 
     @functools.cache
     def solvable(i: int, j: int) -> bool:
         if j - i == 1:
             return True
-        if tree.relation(path[i], path[j]) is None and not (invented and j - i == 2 and (i, j) != (0, k)):
+        target = rel(i, j)
+        if target is None:
             return False
-        return any(solvable(i, m) and solvable(m, j) for m in range(i + 1, j))
+        if any(solvable(i, m) and solvable(m, j) and functional2.get((rel(i, m), rel(m, j))) == target
+               for m in range(i + 1, j)):
+            return True
+        if not invented:
+            return False
+        for a in range(i + 1, j - 1):
+            for b in range(a + 1, j):
+                parts = (rel(i, a), rel(a, b), rel(b, j))
+                if not (solvable(i, a) and solvable(a, b) and solvable(b, j)):
+                    continue
+                if rel(i, b) is None and functional3.get(parts) == target:
+                    return True
+                if rel(a, j) is None and functional3r.get(parts) == target:
+                    return True
+        return False
 
     return solvable(0, k)
+
+
+def _expand(tree: FamilyTree, rng: np.random.Generator, k: int, invent: float = 0.25) -> list[int] | None:
+    """A chain of ``k`` facts built backwards from its answer, CLUTRR style: start from two relatives
+    and replace a random edge by two (or, with probability ``invent``, three) edges whose functional
+    composition on the tree gives that edge's relation, until the chain has ``k`` edges."""
+    functional2, functional3, functional3r = semantics()
+    start = int(rng.integers(len(tree.people)))
+    if not tree.named_neighbours(start):
+        return None
+    _, end = tree.named_neighbours(start)[int(rng.integers(len(tree.named_neighbours(start))))]
+    path = [start, end]
+    while len(path) - 1 < k:
+        expanded = False
+        for i in rng.permutation(len(path) - 1):
+            x, z = path[i], path[i + 1]
+            r = tree.relation(x, z)
+            options: list[list[int]] = []
+            if k - (len(path) - 1) >= 2 and rng.random() < invent:
+                for r1, y1 in tree.named_neighbours(x):
+                    for r2, y2 in tree.named_neighbours(y1):
+                        if y1 in path or y2 in path or y2 == x:
+                            continue
+                        r3 = tree.relation(y2, z)
+                        if r3 is None:
+                            continue
+                        if tree.relation(x, y2) is None and functional3.get((r1, r2, r3)) == r:
+                            options.append([y1, y2])
+                        elif tree.relation(y1, z) is None and functional3r.get((r1, r2, r3)) == r:
+                            options.append([y1, y2])
+            if not options:
+                options = [[y] for r1, y in tree.named_neighbours(x) if y not in path
+                           and functional2.get((r1, tree.relation(y, z))) == r]
+            if options:
+                path[i + 1:i + 1] = options[int(rng.integers(len(options)))]
+                expanded = True
+                break
+        if not expanded:
+            return None
+    return path
 
 
 def make_story(rng: np.random.Generator, k: int, noise: str = "none", generations: int = 5,
@@ -252,16 +352,10 @@ def make_story(rng: np.random.Generator, k: int, noise: str = "none", generation
         raise ValueError(f"noise must be one of {NOISE}, got {noise!r}")
     while True:
         tree = FamilyTree(rng, generations)
-        for _ in range(200):
-            path = _walk(tree, rng, k)
-            if path is None:
-                continue
-            answer = tree.relation(path[0], path[-1])
-            if answer is not None and _some_order(tree, path, invented=True):
-                break
-        else:
-            continue
-        break
+        path = _expand(tree, rng, k)
+        if path is not None:
+            break
+    answer = tree.relation(path[0], path[-1]) or ""
     count = int(rng.integers(1, max_noise + 1))
     extra, other = _noise(tree, path, noise, rng, count, generations)
     chain_ids = [(path[i], path[i + 1]) for i in range(k)]

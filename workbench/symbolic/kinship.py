@@ -9,7 +9,9 @@
    two-layer transformer of about the parameters of System 1 + extractor + policy;
 3. induces rules from the training stories as System 1 reads them (``induction``), and trains the
    proof policy by REINFORCE on them (``proof``);
-4. evaluates per k: System 2 (trained policy), the untrained policy, precision-threshold rules,
+4. evaluates per k: System 2 (trained policy: a greedy proof, and up to ``RETRIES`` proofs sampled
+   from the policy while none has answered; steps add up), a single greedy proof, the untrained
+   policy, precision-threshold rules,
    the oracle parser (facts from the hand parser, rules induced from them), System 1 alone and the
    transformer; and the dual-process controller (System 1 when its confidence clears a threshold,
    else System 2) over a sweep of thresholds: accuracy against mean deliberation steps.
@@ -36,17 +38,18 @@ from workbench.symbolic.induction import induce
 from workbench.symbolic.proof import Episode, Problem, ProofPolicy, evaluate, train_policy
 
 TEST_KS = tuple(range(2, 11))
+RETRIES = 8  # sampled proofs after a greedy one that ends without an answer (every System 2 row alike)
 THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 200, "n_reader": 200, "reader_steps": 12, "d_model": 16, "extractor_steps": 30,
               "episodes": 128, "n_test": 3},
-    "demo": {"n_train": 4000, "n_reader": 4000, "reader_steps": 600, "d_model": 64, "extractor_steps": 600,
-             "episodes": 20000, "n_test": 100},
-    "full": {"n_train": 6000, "n_reader": 6000, "reader_steps": 1000, "d_model": 64, "extractor_steps": 800,
+    "demo": {"n_train": 3000, "n_reader": 3000, "reader_steps": 500, "d_model": 64, "extractor_steps": 400,
+             "episodes": 15000, "n_test": 100},
+    "full": {"n_train": 5000, "n_reader": 5000, "reader_steps": 800, "d_model": 64, "extractor_steps": 600,
              "episodes": 30000, "n_test": 500},
 }
-ROWS = ("system2", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser", "system1-inverted",
-        "transformer-2L")
+ROWS = ("system2", "system2-single-proof", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser",
+        "system1-inverted", "transformer-2L")
 
 
 def _problems(stories: list[Story], facts: list[list]) -> list[Problem]:
@@ -103,10 +106,11 @@ def run_seed(budget: str, seed: int, progress: bool = False) -> dict[str, Any]:
     problems = _problems(test, test_facts)
     oracle_problems = _problems(test, [oracle_parse(s.tokens()) for s in test])
     episodes = {
-        "system2": evaluate(policy, rules, problems),
-        "system2-untrained": evaluate(untrained, rules, problems),
-        "system2-threshold-rules": evaluate(policy, rules.thresholded(), problems),
-        "system2-oracle-parser": evaluate(policy, oracle_rules, oracle_problems),
+        "system2": evaluate(policy, rules, problems, RETRIES, seed),
+        "system2-single-proof": evaluate(policy, rules, problems),
+        "system2-untrained": evaluate(untrained, rules, problems, RETRIES, seed),
+        "system2-threshold-rules": evaluate(policy, rules.thresholded(), problems, RETRIES, seed),
+        "system2-oracle-parser": evaluate(policy, oracle_rules, oracle_problems, RETRIES, seed),
     }
     fast, confidence = answer(system1, test)
     neural_answers, _ = answer(neural, test)
@@ -163,13 +167,26 @@ def summarise(budget: str, runs: list[dict[str, Any]], device: str) -> dict[str,
             "parameters": runs[0]["parameters"], "runs": runs}
 
 
-def run_kinship(budget: str, seeds: int, results: Path, progress: bool = False) -> dict[str, Any]:
+def _run_seed_one_thread(budget: str, seed: int, progress: bool) -> dict[str, Any]:
+    torch.set_num_threads(1)
+    return run_seed(budget, seed, progress)
+
+
+def run_kinship(budget: str, seeds: int, results: Path, progress: bool = False, jobs: int = 1) -> dict[str, Any]:
+    """Every seed (``jobs`` worker processes, one thread each), summarised and written as JSON."""
     if budget not in BUDGETS:
         raise ConfigError(f"unknown budget {budget!r}; choose one of {sorted(BUDGETS)}")
-    if seeds < 1:
-        raise ConfigError(f"seeds must be at least 1, got {seeds}")
+    if seeds < 1 or jobs < 1:
+        raise ConfigError(f"seeds and jobs must be at least 1, got {seeds} and {jobs}")
     torch.set_num_threads(1)
-    runs = [run_seed(budget, seed, progress) for seed in range(seeds)]
+    if jobs == 1:
+        runs = [run_seed(budget, seed, progress) for seed in range(seeds)]
+    else:
+        import multiprocessing
+        from concurrent.futures import ProcessPoolExecutor
+
+        with ProcessPoolExecutor(min(jobs, seeds), mp_context=multiprocessing.get_context("spawn")) as pool:
+            runs = list(pool.map(_run_seed_one_thread, [budget] * seeds, range(seeds), [progress] * seeds))
     summary = summarise(budget, runs, f"cpu ({torch.get_num_threads()} thread)")
     results.mkdir(parents=True, exist_ok=True)
     (results / f"system2-kinship-{budget}.json").write_text(json.dumps(summary, indent=1))

@@ -139,10 +139,13 @@ class ProofEnv:
                                               relation_index(head)),
                                   scalars + [min(left.confidence, right.confidence)] + common + [0.0, 0.0],
                                   ("compose", i, head)))
+        # for back and stop: is the proof stuck (nothing to walk or compose, and not done)?
+        stuck = float(not out and not done_shape)
+        state = [stuck, min(len(out), 10) / 10] + [0.0] * 7 + common
         if self.history:
-            out.append(Action("back", (0, 0, 0), [0.0] * 9 + common, ("back",)))
+            out.append(Action("back", (0, 0, 0), list(state), ("back",)))
         out.append(Action("stop", (relation_index(self.path[0].relation) if self.path else 0, 0, 0),
-                          [0.0] * 9 + common, ("stop",)))
+                          list(state), ("stop",)))
         return out
 
     def _walk(self, kind: str, edge: Edge, relations: tuple[int, int, int], rule: list[float],
@@ -307,6 +310,21 @@ def _reinforce_loss(policy: ProofPolicy, episodes: list[Episode], entropy: float
     return -(advantage * chosen).mean() + 0.5 * ((returns - baseline) ** 2).mean() - entropy * entropy_term
 
 
-def evaluate(policy: ProofPolicy, rules: RuleBase, problems: list[Problem]) -> list[Episode]:
-    """Greedy proofs for every problem (no learning)."""
-    return [run_episode(policy, ProofEnv(p.facts, p.query, rules), p.answer, None) for p in problems]
+def evaluate(policy: ProofPolicy, rules: RuleBase, problems: list[Problem], retries: int = 0,
+             seed: int = 0) -> list[Episode]:
+    """A greedy proof per problem (no learning); with ``retries``, a proof that ends without an answer
+    (stuck, or stopped short) is followed by up to that many proofs sampled from the policy, until
+    one answers: System 2 thinking again. Steps add up over the attempts."""
+    rng = np.random.default_rng(seed)
+    out = []
+    for p in problems:
+        episode = run_episode(policy, ProofEnv(p.facts, p.query, rules), p.answer, None)
+        steps, trace = episode.n_steps, list(episode.trace)
+        for _ in range(retries):
+            if episode.answer is not None:
+                break
+            episode = run_episode(policy, ProofEnv(p.facts, p.query, rules), p.answer, rng)
+            steps += episode.n_steps
+            trace += ["-- again, sampling --"] + episode.trace
+        out.append(Episode([], episode.reward, episode.correct, steps, trace, episode.answer))
+    return out
