@@ -277,6 +277,7 @@ def render_blocks(results: Path) -> dict[str, str]:
             from workbench.symbolic.kinship import kinship_table
 
             blocks[path.stem] = kinship_table(json.loads(path.read_text()))
+            blocks[f"{path.stem}-brief"] = kinship_table(json.loads(path.read_text()), brief=True)
         else:
             blocks[path.stem] = system2_table(json.loads(path.read_text()))
     units = results / "notebooks" / "02_multistream.json"  # block notebook-multistream

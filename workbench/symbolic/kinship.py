@@ -193,19 +193,26 @@ def run_kinship(budget: str, seeds: int, results: Path, progress: bool = False, 
     return summary
 
 
-def kinship_table(summary: dict[str, Any]) -> str:
-    """Accuracy by chain length k for every row (mean steps in brackets for System 2 rows), mean +- std."""
+def kinship_table(summary: dict[str, Any], brief: bool = False) -> str:
+    """Accuracy by chain length k for every row (mean steps in brackets for System 2 rows), mean +- std.
+
+    ``brief``: only the lengths the targets name (k = 2, 4, 6, 10 where present), no steps, no curves."""
     slices = summary["slices"]
+    if brief:
+        slices = [k for k in slices if str(k) in {"2", "4", "6", "10"}] or slices
     lines = ["| system | " + " | ".join(f"k={k}" for k in slices) + " |", "|---|" + "---|" * len(slices)]
     for row in summary["rows"]:
         cells = []
         for k in slices:
             a = row["accuracy"][k]
             text = f"{a['mean']:.2f}" + (f" ± {a['std']:.2f}" if summary["seeds"] > 1 else "")
-            if "steps" in row:
+            if "steps" in row and not brief:
                 text += f" ({row['steps'][k]['mean']:.1f})"
             cells.append(text)
         lines.append(f"| {row['system']} | " + " | ".join(cells) + " |")
+    if brief:
+        return "\n".join(lines + ["", f"Budget `{summary['budget']}`, {summary['seeds']} seed(s), "
+                                       f"{summary['test_per_slice']} test stories per k, trained on k = 2-3."])
     points = ", ".join(f"{p['threshold']:g}: {p['accuracy']['mean']:.2f} @ {p['mean_steps']['mean']:.1f}"
                        for p in summary["controller"])
     params = summary["parameters"]
