@@ -78,10 +78,11 @@ class Budget:
 BUDGETS = {
     "smoke": Budget(system1_steps=60, extractor_steps=100, policy_iterations=200, n_train_queries=300, n_test=40),
     "demo": Budget(system1_steps=800, extractor_steps=300, policy_iterations=1200, n_train_queries=600, n_test=200),
-    "full": Budget(system1_steps=1500, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
+    "full": Budget(system1_steps=2200, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
 }
 SYSTEM1 = ModelConfig(mixer="seeking", d_model=64, n_layers=2, mixer_options={"n_units": 16, "n_heads": 2})
 SYSTEM1_LR = 6e-3
+COMPETENT_LOSS = 0.01  # System 1 stops early once its mean loss over 50 steps is below this (competent)
 QUESTIONS_PER_OBSERVATION = 6  # more answers per sequence: System 1 learns its words faster per step
 BATCH_SIZE = 64
 POLICY_RESTARTS = 3  # REINFORCE runs per prover; the one with the best training reward is kept
@@ -151,6 +152,8 @@ def train_system1(world: ConceptWorld, train: list[Query], steps: int, seed: int
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if len(losses) >= 50 and np.mean(losses[-50:]) < COMPETENT_LOSS:
+            break  # competent on its own training task: more steps buy nothing
     model.eval()
     return model, vocab, losses
 
@@ -297,7 +300,7 @@ def run_seed(budget: Budget, seed: int, progress: bool = False) -> dict[str, Any
         traces[s] = (query, explain(grounded, choosers[ROWS[0]][1], query, MAX_STEPS))
     return {
         "seed": seed, "seconds": time.perf_counter() - started, "rows": rows, "grounding": grounding,
-        "system1 final loss": float(np.mean(losses[-20:])),
+        "system1 final loss": float(np.mean(losses[-20:])), "system1 steps": len(losses),
         "world": {"categories": len(world.level), "leaves": len(world.leaves), "perceptual words": len(world.meaning),
                   "held-out words": len(world.heldout),
                   "distinct held-out subjects": {s: len({q.subject for q in slices[s]}) for s in HELDOUT_SLICES}},
@@ -321,7 +324,7 @@ def summarize(budget_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     every_curve = [[point["reward"] for point in r["reward curve"]] for r in runs]
     return {
         "experiment": "system2-metaconcepts", "budget": budget_name, "seeds": len(runs),
-        "config": {"budget": asdict(BUDGETS[budget_name]), "system1": asdict(SYSTEM1), "system1_lr": SYSTEM1_LR,
+        "config": {"budget": asdict(BUDGETS[budget_name]), "system1": asdict(SYSTEM1), "system1_lr": SYSTEM1_LR, "system1_competent_loss": COMPETENT_LOSS,
                    "questions_per_observation": QUESTIONS_PER_OBSERVATION, "batch_size": BATCH_SIZE,
                    "max_proof_steps": MAX_STEPS, "policy": asdict(TrainSettings()), "policy_restarts": POLICY_RESTARTS},
         "slices": list(SLICES), "train_slices": ["synonym (known words)", "same-kind (known words)", "is-a depth 1-2"],
