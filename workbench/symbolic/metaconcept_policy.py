@@ -234,6 +234,20 @@ def train_policy(prover: ConceptProver, queries: Sequence[Query], settings: Trai
     return policy, curve
 
 
+def train_best_policy(prover: ConceptProver, queries: Sequence[Query], settings: TrainSettings, seed: int,
+                      restarts: int, progress: Callable[[int], None] | None = None
+                      ) -> tuple[Policy, list[dict[str, float]], list[float]]:
+    """``restarts`` REINFORCE runs from different seeds; keep the one whose reward over its last
+    tenth of training is highest (chosen on training episodes only, never on a test slice).
+    Policy gradient can settle in a local optimum (answering before comparing); a restart is
+    the plain remedy. Returns the kept policy, its curve, and every run's final reward."""
+    runs = [train_policy(prover, queries, settings, seed * 1000 + r, progress) for r in range(restarts)]
+    tail = max(settings.iterations // 10, 1)
+    finals = [float(np.mean([point["reward"] for point in curve[-tail:]])) for _, curve in runs]
+    best = int(np.argmax(finals))
+    return runs[best][0], runs[best][1], finals
+
+
 def fixed_depth_chooser(max_hops: int = 2) -> Chooser:
     """The simplest non-learned rule: is-a by a proof of at most ``max_hops`` hops (after an alias
     if the subject has no is-a fact); every other metaconcept query is answered ``no``."""

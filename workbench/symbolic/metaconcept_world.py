@@ -182,6 +182,10 @@ def make_world(seed: int, spec: WorldSpec | None = None) -> ConceptWorld:
     meanings = [(CATEGORY_KIND, i) for i in range(len(leaf_ids))]
     meanings += [(k, v) for k in range(spec.n_kinds) for v in range(spec.n_values)]
     second_name = {m: bool(rng.random() < spec.synonym_rate) for m in meanings}
+    # The shallow tree's leaves always have a known second name: the training split then asks is-a
+    # about second names with "no" answers too (its other second names are all deep, hence "yes").
+    shallow = {(CATEGORY_KIND, i) for i, n in enumerate(leaf_ids) if tree_level[n] < spec.levels - 1}
+    second_name.update({m: True for m in shallow})
     n_words = len(tree_level) + len(meanings) + sum(second_name.values())
     word_ids = rng.permutation(n_words)  # opaque, shuffled names: a word's number says nothing
     look_ids = rng.permutation(len(meanings))
@@ -194,7 +198,7 @@ def make_world(seed: int, spec: WorldSpec | None = None) -> ConceptWorld:
     meaning = {w: m for m, ws in names.items() for w in ws}
     # Held out: any attribute name, and a leaf's *second* name (the first carries the is-a facts).
     eligible = sorted(w for m, ws in names.items() for i, w in enumerate(ws) if m[0] != CATEGORY_KIND or i > 0)
-    heldout = {w for w in eligible if rng.random() < spec.heldout_rate}
+    heldout = {w for w in eligible if rng.random() < spec.heldout_rate and meaning[w] not in shallow}
     world = ConceptWorld(
         parent={category_name[c]: category_name[p] for c, p in tree_parent.items()},
         level={category_name[n]: lv for n, lv in tree_level.items()},
@@ -249,15 +253,15 @@ def isa_queries(world: ConceptWorld, depths: Iterable[int], n: int, heldout: boo
     depths = list(depths)
     leaf_seconds = [w for w in world.perceptual if world.meaning[w][0] == CATEGORY_KIND and w not in world.level]
     if heldout:
-        subjects = [w for w in leaf_seconds if w in world.heldout]
-    else:
-        subjects = world.categories + [w for w in leaf_seconds if w not in world.heldout]
+        groups = [[w for w in leaf_seconds if w in world.heldout]]
+    else:  # categories and second names in equal shares, each half "yes": no group is always "yes"
+        groups = [g for g in (world.categories, [w for w in leaf_seconds if w not in world.heldout]) if g]
     queries: list[Query] = []
     for _ in range(50 * n):
         if len(queries) == n:
             break
         depth, want = _pick(depths, rng), len(queries) % 2 == 0
-        subject = _pick(subjects, rng)
+        subject = _pick(groups[(len(queries) // 2) % len(groups)], rng)
         chain = world.ancestors(world.leaf_of(subject))
         if len(chain) < depth or (train_split and not want and len(chain) > max(depths)):
             continue

@@ -46,7 +46,7 @@ from workbench.symbolic.metaconcept_policy import (
     explain,
     fixed_depth_chooser,
     policy_chooser,
-    train_policy,
+    train_best_policy,
 )
 from workbench.symbolic.metaconcept_world import (
     ASK,
@@ -78,12 +78,14 @@ class Budget:
 BUDGETS = {
     "smoke": Budget(system1_steps=60, extractor_steps=100, policy_iterations=200, n_train_queries=300, n_test=40),
     "demo": Budget(system1_steps=800, extractor_steps=300, policy_iterations=1200, n_train_queries=600, n_test=200),
-    "full": Budget(system1_steps=1500, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
+    "full": Budget(system1_steps=2200, extractor_steps=400, policy_iterations=1500, n_train_queries=900, n_test=500),
 }
 SYSTEM1 = ModelConfig(mixer="seeking", d_model=64, n_layers=2, mixer_options={"n_units": 16, "n_heads": 2})
 SYSTEM1_LR = 6e-3
+COMPETENT_LOSS = 0.01  # System 1 stops early once its mean loss over 50 steps is below this (competent)
 QUESTIONS_PER_OBSERVATION = 6  # more answers per sequence: System 1 learns its words faster per step
 BATCH_SIZE = 64
+POLICY_RESTARTS = 3  # REINFORCE runs per prover; the one with the best training reward is kept
 MAX_STEPS = 16  # a proof that has not answered after this many actions counts as wrong
 TARGETS = {"heldout metaconcepts": 0.90, "is-a depth 6": 0.95}
 ROWS = ("system2 (S1-grounded)", "system2 (oracle facts)", "system2 untrained (S1-grounded)",
@@ -150,6 +152,8 @@ def train_system1(world: ConceptWorld, train: list[Query], steps: int, seed: int
         optimizer.step()
         schedule.step()
         losses.append(float(loss.detach()))
+        if len(losses) >= 50 and np.mean(losses[-50:]) < COMPETENT_LOSS:
+            break  # competent on its own training task: more steps buy nothing
     model.eval()
     return model, vocab, losses
 
@@ -269,9 +273,11 @@ def run_seed(budget: Budget, seed: int, progress: bool = False) -> dict[str, Any
     kb = parsed_isa_facts(world)
     grounded, oracle = ConceptProver(kb, read), ConceptProver(kb, truth)
     settings = TrainSettings(iterations=budget.policy_iterations, max_steps=MAX_STEPS)
-    bar = tqdm(total=2 * settings.iterations, desc=f"policies (seed {seed})", disable=not progress, leave=False)
-    policy, curve = train_policy(grounded, train, settings, seed, progress=bar.update)
-    oracle_policy, oracle_curve = train_policy(oracle, train, settings, seed, progress=bar.update)
+    bar = tqdm(total=2 * POLICY_RESTARTS * settings.iterations, desc=f"policies (seed {seed})", disable=not progress,
+               leave=False)
+    policy, curve, finals = train_best_policy(grounded, train, settings, seed, POLICY_RESTARTS, bar.update)
+    oracle_policy, oracle_curve, oracle_finals = train_best_policy(oracle, train, settings, seed, POLICY_RESTARTS,
+                                                                   bar.update)
     bar.close()
     torch.manual_seed(seed)
     untrained = Policy()  # the same architecture and seed, never updated
@@ -294,11 +300,12 @@ def run_seed(budget: Budget, seed: int, progress: bool = False) -> dict[str, Any
         traces[s] = (query, explain(grounded, choosers[ROWS[0]][1], query, MAX_STEPS))
     return {
         "seed": seed, "seconds": time.perf_counter() - started, "rows": rows, "grounding": grounding,
-        "system1 final loss": float(np.mean(losses[-20:])),
+        "system1 final loss": float(np.mean(losses[-20:])), "system1 steps": len(losses),
         "world": {"categories": len(world.level), "leaves": len(world.leaves), "perceptual words": len(world.meaning),
                   "held-out words": len(world.heldout),
                   "distinct held-out subjects": {s: len({q.subject for q in slices[s]}) for s in HELDOUT_SLICES}},
         "reward curve": curve, "oracle reward curve": oracle_curve,
+        "restart final rewards": {"S1-grounded": finals, "oracle": oracle_finals},
         "traces": {s: {"query": asdict(q), "steps": t} for s, (q, t) in traces.items()},
     }
 
@@ -317,9 +324,9 @@ def summarize(budget_name: str, runs: list[dict[str, Any]]) -> dict[str, Any]:
     every_curve = [[point["reward"] for point in r["reward curve"]] for r in runs]
     return {
         "experiment": "system2-metaconcepts", "budget": budget_name, "seeds": len(runs),
-        "config": {"budget": asdict(BUDGETS[budget_name]), "system1": asdict(SYSTEM1), "system1_lr": SYSTEM1_LR,
+        "config": {"budget": asdict(BUDGETS[budget_name]), "system1": asdict(SYSTEM1), "system1_lr": SYSTEM1_LR, "system1_competent_loss": COMPETENT_LOSS,
                    "questions_per_observation": QUESTIONS_PER_OBSERVATION, "batch_size": BATCH_SIZE,
-                   "max_proof_steps": MAX_STEPS, "policy": asdict(TrainSettings())},
+                   "max_proof_steps": MAX_STEPS, "policy": asdict(TrainSettings()), "policy_restarts": POLICY_RESTARTS},
         "slices": list(SLICES), "train_slices": ["synonym (known words)", "same-kind (known words)", "is-a depth 1-2"],
         "rows": rows,
         "targets": {
