@@ -108,7 +108,7 @@ def test_smoke_experiment_writes_every_row_the_controller_and_renders(tmp_path):
     from workbench.cli import main
     from workbench.report import render_blocks
 
-    assert main(["system2", "--budget", "smoke", "--results", str(tmp_path), "--quiet"]) == 0
+    assert main(["system2", "--part", "kinship", "--budget", "smoke", "--results", str(tmp_path), "--quiet"]) == 0
     summary = json.loads((tmp_path / "system2-kinship-smoke.json").read_text())
     systems = [r["system"] for r in summary["rows"]]
     assert systems == ["system2", "system2-single-proof", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser",

@@ -201,19 +201,3 @@ def test_smoke_run_writes_every_row_and_slice(tmp_path):
     for row in written["rows"]:
         assert set(row["accuracy"]) == set(written["slices"])
     assert set(written["targets"]) == {"heldout metaconcepts", "is-a depth 6"}
-
-
-@pytest.mark.slow
-def test_notebook_07b_runs_at_smoke_size(tmp_path, monkeypatch):
-    """``07b_metaconcepts`` is not an ``NN_name`` notebook, so ``test_notebooks`` does not run it: here."""
-    pytest.importorskip("papermill")
-    pytest.importorskip("jupytext")
-    from workbench.notebooks import NOTEBOOKS_DIR, execute_notebook
-
-    monkeypatch.setenv("WORKBENCH_FIGURES_DIR", str(tmp_path / "figures"))
-    monkeypatch.setenv("OMP_NUM_THREADS", "1")
-    executed = execute_notebook(NOTEBOOKS_DIR / "07b_metaconcepts.py", tmp_path / "07b.ipynb", {"smoke": True},
-                                progress=False)
-    assert executed.is_file()
-    assert {p.stem for p in (tmp_path / "figures").glob("*.html")} == {
-        "07b_metaconcepts_heldout", "07b_metaconcepts_depth", "07b_metaconcepts_reward"}

@@ -182,8 +182,15 @@ def cmd_system2(args: argparse.Namespace) -> int:
     """System 2 on CLUTRR-style kinship (learned rules and proof search over facts read from System 1)."""
     if args.seeds is not None and args.seeds < 1:
         raise ConfigError(f"--seeds must be at least 1, got {args.seeds}")
-    run_system2_kinship(args.budget, args.seeds or (3 if args.budget == "full" else 1), Path(args.results),
-                        quiet=args.quiet, jobs=args.jobs)
+    seeds = args.seeds or (3 if args.budget == "full" else 1)
+    if args.part in ("kinship", "all"):
+        run_system2_kinship(args.budget, seeds, Path(args.results), quiet=args.quiet, jobs=args.jobs)
+    if args.part in ("metaconcepts", "all"):
+        from workbench.symbolic.metaconcepts import metaconcepts_table, run_metaconcepts
+
+        summary = run_metaconcepts(args.budget, seeds, Path(args.results), progress=not args.quiet)
+        print(metaconcepts_table(summary))
+        print(f"wrote {Path(args.results) / f'system2-metaconcepts-{args.budget}.json'}")
     return 0
 
 
@@ -374,11 +381,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_compare)
 
-    p = sub.add_parser("system2", parents=[debug], help="System 2 on CLUTRR-style kinship: learned rules, learned "
-                       "proof search, facts read from System 1; writes results/system2-kinship-<budget>.json")
+    p = sub.add_parser("system2", parents=[debug], help="System 2: CLUTRR-style kinship and metaconcepts, learned "
+                       "rules and proof search over facts read from System 1; writes results/system2-<part>-<budget>.json")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--seeds", type=int, default=None, help="seeds (default: 3 for full, else 1)")
-    p.add_argument("--jobs", type=int, default=1, help="seeds run in this many processes, one thread each")
+    p.add_argument("--part", choices=["kinship", "metaconcepts", "all"], default="all",
+                   help="CLUTRR-style kinship, metaconcepts (held-out concepts, is-a depth 1-6), or both")
+    p.add_argument("--jobs", type=int, default=1, help="kinship: seeds run in this many processes, one thread each")
     p.add_argument("--results", default="results")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_system2)

@@ -278,6 +278,11 @@ def render_blocks(results: Path) -> dict[str, str]:
 
             blocks[path.stem] = kinship_table(json.loads(path.read_text()))
             blocks[f"{path.stem}-brief"] = kinship_table(json.loads(path.read_text()), brief=True)
+        elif path.stem.startswith("system2-metaconcepts-"):
+            from workbench.symbolic.metaconcepts import metaconcepts_table
+
+            blocks[path.stem] = metaconcepts_table(json.loads(path.read_text()))
+            blocks[f"{path.stem}-brief"] = metaconcepts_table(json.loads(path.read_text()), brief=True)
         else:
             blocks[path.stem] = system2_table(json.loads(path.read_text()))
     units = results / "notebooks" / "02_multistream.json"  # block notebook-multistream

@@ -362,6 +362,26 @@ def run_metaconcepts(budget: str, seeds: int, results: str | Path, progress: boo
     return summary
 
 
+def metaconcepts_table(summary: dict[str, Any], brief: bool = False) -> str:
+    """Accuracy by slice for every row, mean +- std; ``brief``: the held-out slices and is-a depths 1, 2, 6."""
+    slices = summary["slices"]
+    if brief:
+        slices = [s for s in slices if s.startswith("heldout") or s in ("is-a depth 1", "is-a depth 2", "is-a depth 6")]
+    several = summary["rows"][0]["accuracy"][slices[0]]["n"] > 1
+    lines = ["| system | " + " | ".join(s.replace("heldout", "held-out") for s in slices) + " |",
+             "|---|" + "---|" * len(slices)]
+    for row in summary["rows"]:
+        cells = [f"{row['accuracy'][s]['mean']:.2f}" + (f" ± {row['accuracy'][s]['std']:.2f}" if several else "")
+                 for s in slices]
+        lines.append(f"| {row['system']} | " + " | ".join(cells) + " |")
+    targets = "; ".join(f"{name} {t['value']:.3f} (target >= {t['target']}: {'met' if t['met'] else 'missed'})"
+                        for name, t in summary["targets"].items())
+    grounding = summary["grounding"]["extractor accuracy"]["mean"]
+    lines += ["", f"{targets}. Extractor reads System 1 right on {grounding:.3f} of questions. Budget "
+                  f"`{summary['budget']}`, trained on {', '.join(summary['train_slices'])}."]
+    return "\n".join(lines)
+
+
 class _OneLineParser(argparse.ArgumentParser):
     def error(self, message: str) -> None:  # one line and exit 2, not argparse's usage block
         print(f"error: {message}", file=sys.stderr)

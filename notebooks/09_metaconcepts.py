@@ -13,7 +13,7 @@
 # ---
 
 # %% [markdown]
-# # 07b · Metaconcepts: grounded in System 1, learned by System 2 through reinforcement
+# # 09 · Metaconcepts: grounded in System 1, learned by System 2 through reinforcement
 #
 # The VCML question (Han et al., NeurIPS 2019): can a learner that has *seen* a concept, but
 # never been told how it relates to other concepts, answer metaconcept questions about it -
@@ -75,7 +75,7 @@ def markdown_table(header, rows) -> None:
 
 
 if smoke:
-    results_path = Path(tempfile.mkdtemp(prefix="workbench-07b-"))
+    results_path = Path(tempfile.mkdtemp(prefix="workbench-09-"))
     started = time.perf_counter()
     summary = run_metaconcepts("smoke", 1, results_path)
     print(f"smoke: ran the metaconcept experiment live into {results_path} in {time.perf_counter() - started:.1f}s")
@@ -137,7 +137,7 @@ target = summary["targets"]["heldout metaconcepts"]
 fig.add_hline(y=target["target"], line_dash="dash", annotation_text=f"target {target['target']}")
 fig.update_layout(barmode="group", yaxis={"range": [0, 1.05], "title": "accuracy"}, height=420, width=1000,
                   title=f"Metaconcept queries about held-out words, budget {summary['budget']}")
-save_figure(fig, "07b_metaconcepts_heldout", FORMATS)
+save_figure(fig, "09_metaconcepts_heldout", FORMATS)
 fig.show()
 
 # %% [markdown]
@@ -153,7 +153,7 @@ for name in rows:
 fig.add_vrect(x0=0.5, x1=2.5, fillcolor="grey", opacity=0.12, line_width=0, annotation_text="training depths")
 fig.update_layout(xaxis_title="is-a depth (hops)", yaxis={"range": [0, 1.05], "title": "accuracy"}, height=420,
                   width=1000, title=f"is-a chains by depth, budget {summary['budget']}")
-save_figure(fig, "07b_metaconcepts_depth", FORMATS)
+save_figure(fig, "09_metaconcepts_depth", FORMATS)
 fig.show()
 markdown_table(["system"] + DEPTHS, [[name] + [f"{mean(name, s):.2f}" for s in DEPTHS] for name in rows])
 
@@ -204,7 +204,7 @@ fig = go.Figure([
 ])
 fig.update_layout(xaxis_title="REINFORCE update", yaxis_title="reward", height=380, width=1000,
                   title="Reward of the S1-grounded proof policy during training")
-save_figure(fig, "07b_metaconcepts_reward", FORMATS)
+save_figure(fig, "09_metaconcepts_reward", FORMATS)
 fig.show()
 
 # %% [markdown]
