@@ -82,10 +82,24 @@ def compare_table(summary: dict[str, Any]) -> str:
     if any(r.get("lr_provisional") for r in summary["rows"]):
         lines.append("`*`: the learning rate is the best of the grid points finished so far (the grid is unfinished).")
     if missing:
-        lines.append(f"Incomplete: {len(missing)} (cell, variant) pair(s) lack runs: " + ", ".join(
-            f"{m['label']} / {m['variant']} ({m['seeds']} seed(s), grid {m['grid_done']}/{m['grid']})"
-            for m in missing[:12]) + (" ..." if len(missing) > 12 else "") + ".")
+        lines.append(_missing_note(missing, variants))
     return "\n".join(lines)
+
+
+def _missing_note(missing: list[dict[str, Any]], shown: list[str]) -> str:
+    """One line: per cell, the variants with no finished run yet, and how many pairs are short of seeds."""
+    every = set(shown) | {m["variant"] for m in missing}
+    empty: dict[str, list[str]] = {}
+    short = 0
+    for m in missing:
+        if m["seeds"] == 0:
+            empty.setdefault(m["label"], []).append(m["variant"])
+        else:
+            short += 1
+    cells = [f"{label}: all" if len(names) == len(every) else f"{label}: {', '.join(names)}"
+             for label, names in empty.items()]
+    text = f"Incomplete ({len(missing)} (cell, variant) pairs): {short} short of seeds or grid points"
+    return text + (f"; not run yet - {'; '.join(cells)}." if cells else ".")
 
 
 LOWER_IS_BETTER = {"bpc"}
