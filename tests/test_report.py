@@ -123,3 +123,12 @@ def test_every_committed_result_file_renders():
     repo = Path(__file__).resolve().parent.parent
     blocks = render_blocks(repo / "results")
     assert any(name.startswith("scaling-") for name in blocks) and all(isinstance(b, str) for b in blocks.values())
+
+
+def test_readme_is_short_and_starts_with_the_two_commands():
+    """A newcomer's page: at most 10 KB as rendered, the two set-up commands first."""
+    readme = Path(__file__).resolve().parents[1] / "README.md"
+    text = readme.read_text()
+    assert len(text.encode()) <= 10 * 1024, f"README.md is {len(text.encode())} bytes"
+    first_block = text.split("```")[1]
+    assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()[1:]] == ["make demo", "make test"]
