@@ -181,6 +181,12 @@ def test_crossover_interpolates_and_handles_skips():
     slopes = fits.fit_slopes(slow, ["inverted", "transformer"], min_n=256)
     never = fits.find_crossover(slow, "train", slopes=slopes)
     assert never["n"] is None and never["n_extrapolated"] == pytest.approx(10000.0, rel=1e-6)
+    # Nearly parallel fits would cross at an absurd n: beyond 100x the measured range none is reported.
+    parallel = [_point("inverted", n, 10.0 * (n / 256) ** 0.5) for n in ns] + \
+        [_point("transformer", n, (n / 256) ** 0.5001) for n in ns]
+    slopes = fits.fit_slopes(parallel, ["inverted", "transformer"], min_n=256)
+    far = fits.find_crossover(parallel, "train", slopes=slopes)
+    assert "n_extrapolated" not in far and "do not cross below n=1,638,400" in far["method"]
     fast = [_point("inverted", n, 1e-6) for n in ns] + [_point("transformer", n, 1.0) for n in ns]
     assert fits.find_crossover(fast, "train")["bracket"] == [None, 256]
 

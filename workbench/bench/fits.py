@@ -57,6 +57,9 @@ def fit_slopes(points: list[dict[str, Any]], mixers: list[str], min_n: float = 1
     return slopes
 
 
+EXTRAPOLATE_AT_MOST = 100  # a crossover extrapolated past 100x the longest measured length is not reported
+
+
 def find_crossover(points: list[dict[str, Any]], phase: str = "train", a: str = "inverted", b: str = "transformer",
                    slopes: dict[str, Any] | None = None) -> dict[str, Any]:
     """Smallest n from which ``a`` stays faster than ``b`` (median time of ``phase``).
@@ -94,9 +97,12 @@ def find_crossover(points: list[dict[str, Any]], phase: str = "train", a: str = 
         key = f"{phase}_s_per_token" if phase.startswith("decode") else f"{phase}_s_per_batch"
         fa, fb = (slopes or {}).get(a, {}).get(key, {}), (slopes or {}).get(b, {}).get(key, {})
         if fa.get("slope") is not None and fb.get("slope") is not None and fb["slope"] > fa["slope"]:
-            n_star = math.exp((fa["intercept"] - fb["intercept"]) / (fb["slope"] - fa["slope"]))
-            extra |= {"n_extrapolated": n_star,
-                      "method": f"not reached up to n={known[-1][0]}; EXTRAPOLATED from the log-log fits"}
+            log_n = (fa["intercept"] - fb["intercept"]) / (fb["slope"] - fa["slope"])
+            if log_n <= math.log(EXTRAPOLATE_AT_MOST * known[-1][0]):
+                extra |= {"n_extrapolated": math.exp(log_n),
+                          "method": f"not reached up to n={known[-1][0]}; EXTRAPOLATED from the log-log fits"}
+            else:  # nearly parallel fits cross absurdly far out (n ~ 1e150): no number is better than that one
+                extra["method"] += f"; the log-log fits do not cross below n={EXTRAPOLATE_AT_MOST * known[-1][0]:,}"
         return out | extra
     (n0, _, r0), (n1, _, r1) = known[j], known[j + 1]
     if r0 is None or r1 is None or r1 == r0:

@@ -307,7 +307,9 @@ def phase_decode_fused(ctx: dict[str, Any]) -> dict[str, Any]:
             error = float((y_plain - y_fused).abs().max())
             if batch == 1:
                 probe.reset()  # the steady step's memory, not the compiler's
-            times = _step_times(lambda x, f=fused, s=flat: f(x, s), xb, sync, start, limit, steps)
+            # The limit applies to the timed steps, not the compile (recorded as compile_s): a compile
+            # longer than the limit would otherwise leave the fused step unmeasured at every length.
+            times = _step_times(lambda x, f=fused, s=flat: f(x, s), xb, sync, time.perf_counter(), limit, steps)
             record = _timing(times, batch) | {"compile_s": compile_s, "max_abs_diff_vs_plain": error,
                                               "state_bytes": state_bytes(flat)}
             if batch == 1:
@@ -315,8 +317,8 @@ def phase_decode_fused(ctx: dict[str, Any]) -> dict[str, Any]:
             else:
                 out["batched"] = {"status": "ok"} | record
             del fused, flat, plain_state
-            if time.perf_counter() - start > limit:
-                raise OutOfTime(f"out of time (compiling and timing the fused step passed {limit:g} s)")
+            if time.perf_counter() - start > 4 * limit:
+                raise OutOfTime(f"out of time (compiling and timing the fused step passed {4 * limit:g} s)")
     return out
 
 
