@@ -41,3 +41,31 @@ class _OrdinalCode(torch.autograd.Function):
 def ordinal_code_recompute(ordinal: torch.Tensor, freqs: torch.Tensor) -> torch.Tensor:
     """``ordinal_code_naive``'s values and gradients; backward recomputes the angles (module docstring)."""
     return _OrdinalCode.apply(ordinal, freqs)
+
+
+# The inverted mixer's uses: a code from counts, and a query rotated so that its dot product with a
+# key's code depends only on the distance between the two ordinals.
+
+
+def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
+    """Rotary code [cos(w_f o), sin(w_f o)], w_f from 1 down to 1/span (geometric).
+
+    The fastest frequency separates neighbouring ordinals, the slowest spans the M units.
+    """
+    exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float64) / max(n_freq - 1, 1)
+    freqs = float(span) ** -exponents
+    # Angles, cos and sin in float64 (accurate for counts far beyond 2**24); only the code is cast.
+    # Fast path (workbench.kernels.ordinal): the same values; backward recomputes the angles.
+    return ordinal_code_recompute(ordinal, freqs)
+
+
+def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
+    """Query such that <query, ordinal_code(o)> = sum_f zc_f cos(w_f (p - o)) + zs_f sin(w_f (p - o))."""
+    return rotate_by_code(z, ordinal_code(pointer, n_freq, span), n_freq)
+
+
+def rotate_by_code(z: torch.Tensor, code: torch.Tensor, n_freq: int) -> torch.Tensor:
+    """``rotate_ordinal_query`` given the pointer's code ``ordinal_code(pointer, n_freq, span)``."""
+    cos, sin = code.split(n_freq, dim=-1)  # split, not two slices: one node in an exported graph
+    zc, zs = z.split(n_freq, dim=-1)
+    return torch.cat([zc * cos + zs * sin, zc * sin - zs * cos], dim=-1)

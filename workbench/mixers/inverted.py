@@ -1,7 +1,7 @@
 """Inverted attention: a fixed set of M units seeks messages; each unit rests after it fires.
 
-Vanilla attention is supply-driven: every token scores every earlier token (n x n).
-Here tokens *post* messages and a fixed set of M processing units takes them in:
+Tokens *post* messages and a fixed set of M processing units takes them in (round 1 of the
+mechanism; ``workbench.mixers.seeking`` is round 2):
 
 1. Input. The block's shared front end (a short causal convolution, ``workbench.model.Block``)
    hands the mixer ``h = x + conv(x)``: order and the predecessor (key -> value is asymmetric)
@@ -28,13 +28,10 @@ Here tokens *post* messages and a fixed set of M processing units takes them in:
    units also keep a sense of time. The value is ``W_v x_s`` (token identity).
 6. Read. Token t scores the M units with ``<q_t, k_m>/sqrt(d_k)`` plus an ordinal term that
    compares each unit's ordinal with the token's read pointer ``cumsum(advance gate)``
-   (addressing by recency / FIFO); keeps the top ``read_topk`` and mixes their values.
-   Output ``W_o read``; the block adds its local channel, so token identity is kept.
+   (addressing by recency / FIFO); keeps the top ``read_topk`` and mixes their values: ``W_o read``.
 
-Parallel form: O(T * (M + C) * d) time, O(T * (M + C)) memory, a fixed number of
-cumsum/scatter/gather ops, the EMA as a (C, C) matmul per chunk of C tokens plus a log-depth
-scan over chunk ends; no T x T tensor. Recurrent form (``step``): state of
-constant size O(M * d), cost per token independent of t, equal to the parallel form.
+Parallel form: O(T (M + C) d) time, O(T (M + C)) memory, no T x T tensor (cumsums, scatters,
+chunked matmuls). Recurrent form (``step``): a state of O(M d), equal to the parallel form.
 """
 
 from __future__ import annotations
@@ -52,10 +49,9 @@ from workbench.hooks import HookPoint
 from workbench.kernels.chunk_read.torch_impl import chunk_read_gather, chunk_tables
 from workbench.kernels.dispatch import get_impl, resolve
 from workbench.kernels.ema.torch_impl import decayed_cumsum
-from workbench.kernels.ordinal import ordinal_code_recompute
+from workbench.kernels.ordinal import ordinal_code, rotate_by_code, rotate_ordinal_query  # noqa: F401
+from workbench.kernels.surrogate import SurrogateRead, surrogate_weights  # noqa: F401 (tests import them here)
 from workbench.mixers.base import Mixer
-
-# ----------------------------------------------------------------------------- small ops
 
 
 def _hooked(hook: nn.Module) -> bool:
@@ -79,68 +75,6 @@ def ema_scan(x: torch.Tensor, decay: torch.Tensor) -> torch.Tensor:
     ``decay`` has shape (d,). ceil(log2 T) vectorized sweeps, no loop over positions.
     """
     return decayed_cumsum((1 - decay) * x, decay)
-
-
-def ordinal_code(ordinal: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
-    """Rotary code [cos(w_f o), sin(w_f o)], w_f from 1 down to 1/span (geometric).
-
-    The fastest frequency separates neighbouring ordinals, the slowest spans the M units.
-    """
-    exponents = torch.arange(n_freq, device=ordinal.device, dtype=torch.float64) / max(n_freq - 1, 1)
-    freqs = float(span) ** -exponents
-    # Angles, cos and sin in float64 (accurate for counts far beyond 2**24); only the code is cast.
-    # Fast path (workbench.kernels.ordinal): the same values; backward recomputes the angles.
-    return ordinal_code_recompute(ordinal, freqs)
-
-
-def rotate_ordinal_query(z: torch.Tensor, pointer: torch.Tensor, n_freq: int, span: int) -> torch.Tensor:
-    """Query such that <query, ordinal_code(o)> = sum_f zc_f cos(w_f (p - o)) + zs_f sin(w_f (p - o))."""
-    return rotate_by_code(z, ordinal_code(pointer, n_freq, span), n_freq)
-
-
-def rotate_by_code(z: torch.Tensor, code: torch.Tensor, n_freq: int) -> torch.Tensor:
-    """``rotate_ordinal_query`` given the pointer's code ``ordinal_code(pointer, n_freq, span)``."""
-    cos, sin = code.split(n_freq, dim=-1)  # split, not two slices: one node in an exported graph
-    zc, zs = z.split(n_freq, dim=-1)
-    return torch.cat([zc * cos + zs * sin, zc * sin - zs * cos], dim=-1)
-
-
-def surrogate_weights(query, raw_key, written, lse, chunk: int) -> torch.Tensor:
-    """(B, n, C, C) weights exp(<q_t, k_s> - lse_t) of the unwritten tokens s <= t of t's chunk."""
-    b, t, e = query.shape
-    pad = (-t) % chunk
-    if pad:
-        query, raw_key = (F.pad(z, (0, 0, 0, pad)) for z in (query, raw_key))
-        written, lse = F.pad(written, (0, pad), value=True), F.pad(lse, (0, pad))
-    n = (t + pad) // chunk
-    scores = query.view(b, n, chunk, e) @ raw_key.view(b, n, chunk, e).transpose(-1, -2)
-    weight = (scores - lse.view(b, n, chunk, 1)).clamp(max=0).exp()
-    causal = torch.ones(chunk, chunk, dtype=torch.bool, device=query.device).tril()
-    return weight * (causal & ~written.view(b, n, 1, chunk))
-
-
-class SurrogateRead(torch.autograd.Function):
-    """``read + W @ scaled_value`` where that product is exactly zero forward (unwritten values are 0).
-
-    Forward returns ``read`` as it is; backward passes ``read``'s gradient through and gives
-    ``scaled_value`` the gradient ``W^T @ grad`` (W from :func:`surrogate_weights`, no gradient).
-    """
-
-    @staticmethod
-    def forward(ctx, read, scaled_value, query, raw_key, written, lse, chunk):
-        ctx.save_for_backward(query, raw_key, written, lse)
-        ctx.chunk = chunk
-        return read.view_as(read)
-
-    @staticmethod
-    def backward(ctx, grad):
-        query, raw_key, written, lse = ctx.saved_tensors
-        c, (b, t, _) = ctx.chunk, query.shape
-        weight = surrogate_weights(query, raw_key, written, lse, c)
-        n = weight.shape[1]
-        grad_chunks = F.pad(grad, (0, 0, 0, n * c - t)).view(b, n, c, -1)
-        grad_value = _unpad((weight.transpose(-1, -2) @ grad_chunks).reshape(b, n * c, -1), t)
-        return grad, grad_value, None, None, None, None, None
 
 
 # ----------------------------------------------------------------------------- the mixer
