@@ -66,7 +66,15 @@ def test_compare_block_shows_every_variant_its_rate_state_and_missing_seeds(tmp_
     assert "| mqar-256x16 | accuracy | 0.990 ± 0.010 | 0.980 ± 0.010 (2/3) |" in table
     assert "| mqar-256x16 | lr / steps | 0.003 / 500 | 0.003 / 500 |" in table
     assert "| all | state floats @ tokens (mqar-256x16) | 25.0k @ 255 (grows) | 25.0k @ 255 |" in table
-    assert "Incomplete: 1 (cell, variant) pair(s)" in table and "{0.001, 0.003, 0.01}" in table
+    assert "Incomplete (1 (cell, variant) pairs): 1 short of seeds or grid points." in table
+    assert "{0.001, 0.003, 0.01}" in table
+    # A variant with no finished run is named under its cell; a cell no variant has run says "all".
+    summary["incomplete"] += [{"label": "copy", "variant": "inverted", "seeds": 0, "grid_done": 0, "grid": 3},
+                              {"label": "copy", "variant": "transformer", "seeds": 0, "grid_done": 0, "grid": 3},
+                              {"label": "charlm", "variant": "inverted", "seeds": 0, "grid_done": 0, "grid": 3}]
+    (tmp_path / "compare-v2-full.json").write_text(json.dumps(summary))
+    table = render_blocks(tmp_path)["compare-v2-full"]
+    assert "1 short of seeds or grid points; not run yet - copy: all; charlm: inverted." in table
 
 
 def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_path: Path):
