@@ -364,8 +364,7 @@ def test_edge_report_block_renders(tmp_path):
     from workbench.report import render_blocks
 
     committed = sorted((REPO / "results").glob("edge-*.json"))
-    if not committed:
-        pytest.skip("no results/edge-*.json committed")
+    assert committed, "results/edge-cpu.json (make bench-edge) is committed and must render"
     data = json.loads(committed[0].read_text())
     text = edge_markdown(data)
     assert "onnx-fp32" in text and "Targets:" in text and "load average" in text
