@@ -289,3 +289,20 @@ def test_report_and_notebooks_user_errors_are_one_line(tmp_path, capsys):
     assert "no such markdown file" in capsys.readouterr().err
     assert main(["notebooks", "run", "no_such_notebook"]) == 2
     assert "matches no notebook" in capsys.readouterr().err
+
+
+def test_compare_lrs_replaces_the_grid_and_seeds_train_at_the_chosen_rate(corpus_dir, tmp_path):
+    results = tmp_path / "results"
+    assert main(["compare", "--cells", "copy", "--mixers", "transformer", "--lrs", "0.01,0.003", "--seeds", "2",
+                 "--budget", "smoke", "--results", str(results), "--quiet"]) == 0
+    runs = sorted(p.parent.name for p in results.glob("v2/smoke/*/result.json"))
+    assert [r.split("--")[2:] for r in runs if r.endswith("s0")] == [["lr0.003", "s0"], ["lr0.01", "s0"]]
+    (seeded,) = [r for r in runs if r.endswith("s1")]
+    summary = json.loads((results / "compare-v2-smoke.json").read_text())
+    assert summary["lr_grid"] == [0.01, 0.003] and f"lr{summary['rows'][0]['lr']:g}" in seeded
+
+
+@pytest.mark.parametrize("lrs", ["abc", "0", "-1e-3", ",", "nan"])
+def test_compare_rejects_bad_learning_rates(tmp_path, capsys, lrs):
+    assert main(["compare", "--lrs", lrs, "--budget", "smoke", "--results", str(tmp_path), "--quiet"]) == 2
+    assert "--lrs" in capsys.readouterr().err

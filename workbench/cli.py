@@ -194,6 +194,19 @@ def cmd_system2(args: argparse.Namespace) -> int:
     return 0
 
 
+def _learning_rates(text: str | None) -> tuple[float, ...] | None:
+    """``--lrs 0.001,0.003`` -> (0.001, 0.003); None when not given."""
+    if text is None:
+        return None
+    try:
+        rates = tuple(float(x) for x in text.split(",") if x.strip())
+    except ValueError:
+        raise ConfigError(f"--lrs must be a comma list of learning rates, got {text!r}") from None
+    if not rates or any(not math.isfinite(r) or r <= 0 for r in rates):
+        raise ConfigError(f"--lrs must list positive finite learning rates, got {text!r}")
+    return rates
+
+
 def cmd_compare(args: argparse.Namespace) -> int:
     """Run an experiment's missing runs (``workbench.experiments``), print its table; non-zero if incomplete.
 
@@ -225,7 +238,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     experiment = get_experiment(args.experiment, args.budget, args.results)
     variants = [parse_variant(m) for m in args.mixers.split(",") if m] if args.mixers else None
     cells = [c for c in args.cells.split(",") if c] if args.cells else None
-    experiment = experiment.filtered(tasks=tasks or None, cells=cells, variants=variants, seeds=args.seeds)
+    experiment = experiment.filtered(tasks=tasks or None, cells=cells, variants=variants, seeds=args.seeds,
+                                     lr_grid=_learning_rates(args.lrs))
     summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
                                       allow_incomplete=args.allow_incomplete or args.aggregate_only,
                                       train=not args.aggregate_only)
@@ -372,6 +386,9 @@ def build_parser() -> argparse.ArgumentParser:
                    help="replace the experiment's variants: comma list of mixer[:option=value...][@model_field=value],"
                         " e.g. inverted:n_pools=4,transformer@n_layers=2")
     p.add_argument("--seeds", type=int, default=None, help="seeds per cell (default: the experiment's)")
+    p.add_argument("--lrs", default=None,
+                   help="replace the learning-rate grid, e.g. 0.003 (one rate: every seed trains at it at once; "
+                        "the table says which grid chose the rate)")
     p.add_argument("--results", default="results")
     p.add_argument("--no-wait", action="store_true", help="do not wait for runs other processes hold")
     p.add_argument("--aggregate-only", action="store_true",

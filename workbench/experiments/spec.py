@@ -163,8 +163,10 @@ class Experiment:
         return cell.train.get("lr", TrainConfig.lr)
 
     def filtered(self, tasks: list[str] | None = None, cells: list[str] | None = None,
-                 variants: list[Variant] | None = None, seeds: int | None = None) -> Experiment:
-        """The same experiment restricted to some cells (by task or label), with other variants or seeds."""
+                 variants: list[Variant] | None = None, seeds: int | None = None,
+                 lr_grid: tuple[float, ...] | None = None) -> Experiment:
+        """The same experiment restricted to some cells (by task or label), with other variants, seeds or
+        learning-rate grid (a run's directory names its rate, so runs on a smaller grid are the full grid's)."""
         chosen = self.cells
         if tasks:
             unknown = set(tasks) - {c.task for c in self.cells} - {c.label for c in self.cells}
@@ -182,4 +184,5 @@ class Experiment:
         sources = {c.lr_from for c in chosen if c.lr_from}
         chosen = [c for c in self.cells if c in chosen or c.label in sources]
         return Experiment(self.name, self.budget, chosen, variants or self.variants,
-                          self.seeds if seeds is None else seeds, self.model, self.lr_grid, self.lr_lookup, self.notes)
+                          self.seeds if seeds is None else seeds, self.model, lr_grid or self.lr_grid, self.lr_lookup,
+                          self.notes)
