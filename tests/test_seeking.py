@@ -21,10 +21,10 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     return mixer
 
 
-@pytest.mark.parametrize("refractory", [False, True])
+@pytest.mark.parametrize("refractory, widths", [(False, {}), (True, {}), (True, {"key_dim": 3, "value_dim": 5})])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
-def test_parallel_equals_recurrent_values_and_gradients(refractory, length):
-    mixer = make(refractory=refractory, recovery=3.0)
+def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
+    mixer = make(refractory=refractory, recovery=3.0, **widths)
     x = torch.randn(2, length, 16, dtype=torch.float64, requires_grad=True)
     outs = []
     for form in (mixer, mixer.forward_recurrent):
@@ -43,8 +43,11 @@ def test_writes_split_the_salience_among_the_units_and_rest_spreads_a_repeated_m
     loads = {}
     for rest in (False, True):
         mixer = make(refractory=rest, recovery=8.0, rest_strength=4.0)
-        with torch.no_grad():
-            mixer.proj.weight[3 * 16: 3 * 16 + 2 * 5] *= 5  # sharp bids: content alone picks one unit
+        with torch.no_grad():  # unit 0 bids 6, the others 0: content alone picks unit 0
+            h, dk = mixer.n_heads, mixer.key_dim
+            key = (mixer.proj.weight[h * dk: 2 * h * dk] @ x[0, 0]).view(h, 1, dk)  # before swish
+            margins = torch.tensor([6.0, 0, 0, 0, 0], dtype=torch.float64).view(1, 5, 1)
+            mixer.interests.copy_(margins * dk**0.5 * key / key.pow(2).sum(-1, keepdim=True))
         with torch.no_grad(), capture(mixer, ["hook_writes", "hook_salience"]) as cache:
             mixer(x)
         writes, salience = cache["hook_writes"], cache["hook_salience"]
@@ -62,21 +65,35 @@ def test_a_unit_that_does_not_win_keeps_its_message():
     x = torch.randn(1, 16, dtype=torch.float64)
     _, state = mixer.step(x, state)
     with torch.no_grad():  # make unit 0 of every head lose every later bid
-        bids = mixer.proj.weight[3 * 16: 3 * 16 + 2 * 5].view(2, 5, 16)
-        bids[:, 0] = -100 * x[0] / x[0].norm()
+        h, dk = mixer.n_heads, mixer.key_dim
+        key = (mixer.proj.weight[h * dk: 2 * h * dk] @ x[0]).view(h, dk)  # the message's key, before swish
+        mixer.interests[:, 0] = -100 * key / key.norm(dim=-1, keepdim=True)
     before = state["value_slots"][..., 0, :].clone()
     _, after = mixer.step(x, state)
     torch.testing.assert_close(after["value_slots"][..., 0, :], before, rtol=0, atol=1e-30)
 
 
 def test_state_is_constant_and_counted():
-    assert make(refractory=True).state_floats(1) == 2 * 5 * (2 * 8 + 1)
-    assert make(refractory=False).state_floats(1) == 2 * 5 * (2 * 8)
+    assert make(refractory=True).state_floats(1) == 2 * 5 * (6 + 8 + 1)  # keys 3/4 of a head by default
+    assert make(refractory=False).state_floats(1) == 2 * 5 * (6 + 8)
+    assert make(key_dim=8).state_floats(1) == 2 * 5 * (8 + 8 + 1)
+    assert make(value_dim=3).state_floats(1) == 2 * 5 * (6 + 3 + 1)
+
+
+def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
+    from workbench.mixers import SoftmaxAttention
+
+    def count(module):
+        return sum(p.numel() for p in module.parameters())
+
+    for units in (32, 64):
+        assert count(SeekingUnits(128, SeekingOptions(n_units=units))) < count(SoftmaxAttention(128))
 
 
 @pytest.mark.parametrize("options, message", [
     ({"n_units": 0}, "n_units"), ({"refractory": 1}, "true or false"), ({"recovery": 0.0}, "recovery"),
     ({"rest_strength": -1.0}, "rest_strength"), ({"chunk_size": 6}, "power of two"), ({"n_heads": 3}, "equal heads"),
+    ({"key_dim": -1}, "key_dim"), ({"value_dim": 1.5}, "value_dim"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

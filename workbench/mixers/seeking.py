@@ -8,9 +8,10 @@ one unit. A unit that has just absorbed messages rests: its bid is damped by a r
 recovers over about ``recovery`` tokens, so the next message goes elsewhere and no unit dominates.
 Per head h, token t (x_t the mixer's input)::
 
-    q_t, k_t, v_t = swish(W_q x_t), swish(W_k x_t), swish(W_v x_t)
+    q_t, k_t = swish(W_q x_t), swish(W_k x_t)  (key_dim numbers);  v_t = swish(W_v x_t)  (value_dim)
     s_t = sigmoid(w_s . x_t + b_s)                                   salience (demand)
-    b_t = W_b x_t                                                    the M units' bids (interests)
+    b_t[m] = u_m . (W_k x_t) / sqrt(key_dim)                         unit m's bid: its interest u_m
+                                                                     matched against the message's key
     a0_t = s_t softmax_m(b_t)                                        writes by content alone
     L_t = lambda L_{t-1} + (1 - lambda) a0_t                         each unit's recent load
     a_t = s_t softmax_m(b_t - beta M L_{t-1})                        writes with rest (amplification
@@ -18,6 +19,13 @@ Per head h, token t (x_t the mixer's input)::
     K~_t = diag(1 - a_t) K~_{t-1} + a_t k_t^T,   V~_t likewise        a unit keeps its message until
                                                                      it absorbs another
     o_t = V~_t^T softmax(K~_t q_t);  y_t = W_o RMSNorm(swish([o_t^1; ...; o_t^H]))
+
+A unit's interest u_m lives in the key space, so what a unit seeks is written in the same terms as
+what a message offers, and the units' interests cost M key_dim numbers per head (a bid projection
+from x would cost d_model M). Keys and queries are three quarters of a head wide by default, so that
+with the interests the mixer has fewer parameters than softmax attention's four d_model x d_model
+matrices (64,132 against 65,536 at d_model 128 with 64 units; narrower keys cost accuracy, narrower
+values far more: docs/changelog.md).
 
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
@@ -29,7 +37,7 @@ memories are gated linear recurrences run as two chunked passes of gated linear 
 token is written into every slot; here a message goes where the units' competition and rest send it,
 a unit that does not win keeps its message unchanged, and the salience decides how much is written
 at all. Parallel form: O(T (C + log C) M d) per head, no T x T tensor; recurrent form: a state of
-heads * M * (2 d_head + 1) numbers, whatever the context.
+heads * M * (key_dim + d_head + 1) numbers, whatever the context.
 """
 
 from __future__ import annotations
@@ -53,8 +61,10 @@ _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a)
 
 @dataclass
 class SeekingOptions:
-    n_units: int = 64  # M units per head (the state knob); state = heads * M * (2 d_head + 1)
+    n_units: int = 64  # M units per head (the state knob); state = heads * M * (key_dim + d_head + 1)
     n_heads: int = 4
+    key_dim: int = 0  # numbers per key, query and interest in a head; 0: three quarters of d_head
+    value_dim: int = 0  # numbers per value in a head; 0: d_head
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
@@ -70,7 +80,8 @@ class SeekingUnits(Mixer):
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         if not isinstance(o.refractory, bool):
             raise ConfigError(f"seeking.refractory must be true or false, got {o.refractory!r}")
-        for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1)):
+        for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
+                               ("value_dim", 0)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
@@ -92,12 +103,16 @@ class SeekingUnits(Mixer):
         self.check_options(o, d_model)
         self.o = o
         self.n_heads, self.n_units, self.d_head = o.n_heads, o.n_units, d_model // o.n_heads
-        # One matmul: q, k, v (3 d_model), the units' bids (H M) and the salience (H).
-        self.proj = nn.Linear(d_model, 3 * d_model + o.n_heads * (o.n_units + 1), bias=False)
+        self.key_dim = o.key_dim or max(1, 3 * self.d_head // 4)
+        self.value_dim = o.value_dim or self.d_head
+        # One matmul: q, k (H key_dim each), v (H value_dim) and the salience (H).
+        self.proj = nn.Linear(d_model, o.n_heads * (2 * self.key_dim + self.value_dim + 1), bias=False)
+        # What each unit seeks, in the key space: a bid is the interest's match with the message's key.
+        self.interests = nn.Parameter(torch.randn(o.n_heads, o.n_units, self.key_dim))
         self.salience_bias = nn.Parameter(torch.full((o.n_heads,), float(o.salience_bias)))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
-        self.norm_weight = nn.Parameter(torch.ones(d_model))
-        self.out = nn.Linear(d_model, d_model, bias=False)
+        self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
+        self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
         self.hook_salience = HookPoint()  # (B, H, T): s_t
         self.hook_bids = HookPoint()  # (B, H, T, M): the units' bids, before rest
         self.hook_gain = HookPoint()  # (B, H, T, M): the refractory gain exp(-beta M L_{t-1}) in (0, 1]
@@ -109,10 +124,12 @@ class SeekingUnits(Mixer):
 
     def _project(self, x: torch.Tensor):
         """x (B, T, d) -> q, k, v (B, H, T, d_head), bids (B, H, T, M), salience (B, H, T)."""
-        h, m, dh = self.n_heads, self.n_units, self.d_head
-        qkv, bids, sal = self.proj(x).split([3 * h * dh, h * m, h], dim=-1)
-        q, k, v = F.silu(qkv.unflatten(-1, (3, h, dh)).movedim(-3, 0).transpose(-2, -3)).unbind(0)
-        bids = self.hook_bids(bids.unflatten(-1, (h, m)).transpose(-2, -3))
+        h, dk, dv = self.n_heads, self.key_dim, self.value_dim
+        qk, v, sal = self.proj(x).split([2 * h * dk, h * dv, h], dim=-1)
+        qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
+        q, k = F.silu(qk).unbind(0)
+        v = F.silu(v.unflatten(-1, (h, dv)).transpose(-2, -3))
+        bids = self.hook_bids(torch.einsum("bhtk,hmk->bhtm", qk[1], self.interests) * dk**-0.5)
         salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
         return q, k, v, bids, salience
 
@@ -157,15 +174,15 @@ class SeekingUnits(Mixer):
         read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
         if self.training:
             self._stats(writes)
-        return self._finish(read.transpose(1, 2).reshape(b, t, d))
+        return self._finish(read.transpose(1, 2).reshape(b, t, -1))
 
     # ------------------------------------------------------------------ recurrent form
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, Any]:
         shape = (batch_size, self.n_heads)
         return {
-            "key_slots": torch.zeros(*shape, self.d_head, self.n_units, device=device, dtype=dtype),
-            "value_slots": torch.zeros(*shape, self.n_units, self.d_head, device=device, dtype=dtype),
+            "key_slots": torch.zeros(*shape, self.key_dim, self.n_units, device=device, dtype=dtype),
+            "value_slots": torch.zeros(*shape, self.n_units, self.value_dim, device=device, dtype=dtype),
             # Each unit's recent load from the writes by content alone (absent without rest).
             "load": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.refractory else None,
         }
@@ -183,4 +200,4 @@ class SeekingUnits(Mixer):
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
-        return self._finish(read.reshape(b, d)), {"key_slots": key_slots, "value_slots": value_slots, "load": load}
+        return self._finish(read.reshape(b, -1)), {"key_slots": key_slots, "value_slots": value_slots, "load": load}
