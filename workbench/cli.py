@@ -377,7 +377,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("compare", parents=[debug],
                        help="run an experiment (protocol v2 and its companions) and print its table")
-    p.add_argument("--experiment", default="v2", help="v2 (default), v2-2layer, v2-noconv, pareto or ablation")
+    p.add_argument("--experiment", default="v2", help="v2 (default), v2-2layer, v2-noconv, pareto, ablation, multistream or seeking-widths")
     p.add_argument("--budget", choices=["smoke", "demo", "full"], default="demo")
     p.add_argument("--tasks", help="only cells of these tasks (copy, mqar, charlm) or labels; or System 2 tasks "
                                    "(hops, kinship, temporal, concepts: System 1 alone vs System 1 + System 2)")
@@ -411,7 +411,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("demo", parents=[debug], help="the main comparison at a small budget, trained fresh, beside the reference")
     p.add_argument("--out", type=Path, help="results directory for the fresh runs (default runs/demo-<time>)")
-    p.add_argument("--mixers", help="comma list (default transformer,gated_deltanet,inverted)")
+    p.add_argument("--mixers", help="comma list (default transformer,gated_deltanet,inverted,seeking)")
     p.add_argument("--jobs", type=int, default=2, help="worker processes, one thread each (default 2)")
     p.add_argument("--quiet", action="store_true")
     p.set_defaults(func=cmd_demo)

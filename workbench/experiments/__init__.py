@@ -11,7 +11,7 @@ from pathlib import Path
 
 from workbench.config import ConfigError
 from workbench.experiments.ablation import ablation
-from workbench.experiments.multistream import multistream
+from workbench.experiments.multistream import multistream, seeking_widths
 from workbench.experiments.pareto import pareto
 from workbench.experiments.protocol_v2 import no_short_conv, protocol_v2, two_layer
 from workbench.experiments.spec import BUDGETS, Cell, Experiment, Run, Variant, parse_variant
@@ -23,6 +23,7 @@ EXPERIMENTS: dict[str, Callable[..., Experiment]] = {
     "pareto": pareto,
     "ablation": ablation,
     "multistream": multistream,
+    "seeking-widths": seeking_widths,
 }
 
 

@@ -39,3 +39,23 @@ def multistream(budget: str) -> Experiment:
                       seeds=3 if budget == "full" else 1, model=dict(MODEL),
                       lr_grid=LR_GRID if budget == "full" else None,
                       notes="multi-stream recall at about 8,192 state floats per mixer")
+
+
+# Notebook 02's small multi-stream recall (d_model 64, 800 steps at lr 1e-2), where the seeking mixer's
+# widths were chosen: how much narrower keys and values cost (docs/changelog.md).
+SMALL_TASK = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries": 8, "recent": 2, "n_eval": 256}
+WIDTH_VARIANTS = [
+    Variant(f"seeking:n_units=32:{label}", "seeking", {"n_units": 32, **options})
+    for label, options in (("key_dim=16", {"key_dim": 16}), ("key_dim=12", {"key_dim": 12}),
+                           ("key_dim=8", {"key_dim": 8}), ("key_dim=16:value_dim=8", {"key_dim": 16, "value_dim": 8}))
+]
+
+
+def seeking_widths(budget: str) -> Experiment:
+    options = {**SMALL_TASK, "n_eval": 16} if budget == "smoke" else dict(SMALL_TASK)
+    train = _train(budget, {"steps": 800, "batch_size": 32, "eval_every": 200, "lr": 1e-2, "checkpoint_every": 800},
+                   {"steps": 200, "eval_every": 50})
+    cell = Cell("multistream-small", "multistream", options, train, ("accuracy", *(f"accuracy@stream{s}" for s in range(4))))
+    return Experiment("seeking-widths", budget, [cell], list(WIDTH_VARIANTS), seeds=2 if budget == "full" else 1,
+                      model={"d_model": 64, "n_layers": 1, "short_conv": 8},
+                      notes="seeking's key and value widths on notebook 02's small multi-stream recall")
