@@ -306,3 +306,12 @@ def test_compare_lrs_replaces_the_grid_and_seeds_train_at_the_chosen_rate(corpus
 def test_compare_rejects_bad_learning_rates(tmp_path, capsys, lrs):
     assert main(["compare", "--lrs", lrs, "--budget", "smoke", "--results", str(tmp_path), "--quiet"]) == 2
     assert "--lrs" in capsys.readouterr().err
+
+
+def test_a_one_rate_grid_lists_every_seed_at_once(tmp_path):
+    from workbench.experiments import get_experiment
+    from workbench.experiments.runner import chosen_rate
+
+    experiment = get_experiment("multistream", "full").filtered(lr_grid=(0.003,))
+    runs, blocked = experiment.runs(tmp_path, chosen_rate(experiment, tmp_path))
+    assert not blocked and {r.seed for r in runs} == {0, 1, 2} and {r.lr for r in runs} == {0.003}

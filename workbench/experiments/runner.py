@@ -43,6 +43,8 @@ def chosen_rate(experiment: Experiment, results: Path) -> Any:
 
     def chosen(cell: Cell, variant: Variant) -> float | None:
         grid = [experiment.run(cell, variant, 0, lr, "grid", results) for lr in experiment.grid(cell)]
+        if len(grid) == 1:  # a one-rate grid chooses before any run: every seed can train at once
+            return grid[0].lr
         records = [finished(run) for run in grid]
         if not grid or any(r is None for r in records):
             return None
