@@ -1030,6 +1030,59 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # pointer, and adds what it read to its residual stream. The work per token is bounded by the number
 # of units, not by the length of the text. Training runs in parallel over the whole sequence;
 # generation runs step by step with a state of constant size.
+#
+# ### 6.4 Раунд 2: узлы, которые ищут сообщения (`seeking`)
+#
+# Кольцо (§ 6.1) выбирает узел по очереди, а не по содержанию. Во втором раунде
+# (`workbench/mixers/seeking.py`) узлы сами «торгуются» за сообщение своими интересами, и
+# всё решение мягкое и дифференцируемое. Обозначения кода: `interests` — интересы u_m,
+# `keep` — λ = exp(−1 / recovery), `rest_strength` — β.
+#
+# ```text
+# АЛГОРИТМ ИщущиеУзлы_Параллельно                   // SeekingUnits.forward; на каждую голову
+# ВХОД:  x[1..T] — вход миксера от блока; M узлов; d_k — ширина ключа (3/4 головы)
+# ВЫХОД: y[1..T]
+#   q, k ← swish(W_q · x), swish(W_k · x)           // запрос и ключ, d_k чисел
+#   v ← swish(W_v · x)                              // значение, ширина головы
+#   s ← σ(w_s · x + b_s)                            // значимость: сколько токен хочет сказать
+#   ДЛЯ КАЖДОГО t, m ПАРАЛЛЕЛЬНО:
+#       ставка[t, m] ← ⟨u_m, W_k · x[t]⟩ / √d_k     // интерес узла m к ключу сообщения
+#   a0 ← s · softmax_по_узлам(ставка)               // кому досталось бы по одному содержанию
+#   ЕСЛИ refractory ТО
+#       L ← ЭКСП_СРЕДНЕЕ(a0, λ)                     // недавняя нагрузка узла (линейный скан)
+#       a ← s · softmax_по_узлам(ставка − β · M · L[t − 1])   // уставший узел ставит меньше
+#   ИНАЧЕ a ← a0
+#   // Память узлов: узел хранит сообщение, пока не возьмёт другое
+#   K~[t] ← diag(1 − a[t]) · K~[t − 1] + a[t] · k[t]ᵀ        // два прохода GLA по блокам
+#   V~[t] ← diag(1 − a[t]) · V~[t − 1] + a[t] · v[t]ᵀ        // (gla_chunked), без матрицы T × T
+#   w[t] ← softmax_по_узлам(K~[t] · q[t])           // чтение: какой узел отвечает на запрос
+#   o[t] ← V~[t]ᵀ · w[t]
+#   ВЕРНУТЬ W_o · RMSNorm(swish(o))
+# КОНЕЦ АЛГОРИТМА
+#
+# ФУНКЦИЯ Шаг(x_t, состояние)                        // SeekingUnits.step; память M·(d_k + d_v + 1)
+#   q, k, v, s, ставка ← как выше, для одного токена
+#   a ← s · softmax(ставка − β · M · состояние.L)
+#   L ← λ · состояние.L + (1 − λ) · s · softmax(ставка)
+#   K~ ← diag(1 − a) · K~ + a · kᵀ;   V~ ← diag(1 − a) · V~ + a · vᵀ
+#   ВЕРНУТЬ (W_o · RMSNorm(swish(V~ᵀ · softmax(K~ · q))), новое состояние)
+# КОНЕЦ ФУНКЦИИ
+# ```
+#
+# **По-русски.** Сообщение получает тот узел, чей интерес лучше всего совпадает с ключом
+# сообщения: узлы соревнуются (нормировка идёт по узлам, как в Slot Attention). Узел, который
+# только что взял сообщения, устаёт: его ставка гасится усилением exp(−β·M·L), которое
+# восстанавливается примерно за `recovery` токенов, и следующее сообщение уходит к другому узлу,
+# поэтому ни один узел не захватывает поток. Узел, не выигравший торг, хранит своё сообщение
+# без изменений. Интересы живут в пространстве ключей, поэтому стоят M·d_k чисел на голову, и
+# у миксера меньше параметров, чем у внимания трансформера.
+#
+# **In English.** A message goes to the unit whose interest best matches the message's key: the
+# units compete (the normalization runs over the units, as in Slot Attention). A unit that has just
+# absorbed messages tires: its bid is damped by the gain exp(-beta M L), which recovers over about
+# `recovery` tokens, so the next message goes elsewhere and no unit takes over the stream. A unit
+# that does not win keeps its message unchanged. The interests live in the key space, so they cost
+# M d_k numbers per head, and the mixer has fewer parameters than the transformer's attention.
 
 # %% [markdown]
 # ## 7 · System 2: deliberation over an explicit store
