@@ -107,6 +107,7 @@ class InvertedOptions:
 
 class InvertedMixer(Mixer):
     Options = InvertedOptions
+    fused_state_in_place = True  # workbench.fast writes the state in place (workbench.fast.InPlaceState)
 
     @classmethod
     def check_options(cls, o: InvertedOptions, d_model: int) -> None:
