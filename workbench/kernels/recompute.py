@@ -14,17 +14,32 @@ each function here keeps a smaller tensor alive instead and recomputes a cheap p
   table instead of the gathered (B, n, M + C, E) candidates (3x the keys at M = 2C), gathered again in
   backward. Forward it gathers them in one ``index_select`` (no separate unit-key tensor, no ``cat``).
 
-Each is 32-48 MiB per 65,536 tokens at d_model 128 (``workbench bench scaling``'s batch); measured
-in ``results/inverted-memory-cpu.json`` (``workbench bench inverted-memory``).
+Each is 32-48 MiB per 65,536 tokens at d_model 128 (``workbench bench scaling``'s batch). Under
+``plain_forms()`` all three run as plain autograd compositions (the tests' reference, and the "before"
+of ``workbench bench memory``, which writes ``results/memory-profile-<device>.json``).
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
+import contextlib
+from collections.abc import Callable, Iterator
 
 import torch
 import torch.nn.functional as F
 from torch.utils.checkpoint import checkpoint
+
+_PLAIN = False  # set by plain_forms()
+
+
+@contextlib.contextmanager
+def plain_forms() -> Iterator[None]:
+    """Within this block the three functions keep what plain autograd keeps (no recomputation)."""
+    global _PLAIN
+    before, _PLAIN = _PLAIN, True
+    try:
+        yield
+    finally:
+        _PLAIN = before
 
 
 def _project(h: torch.Tensor, weight: torch.Tensor, context: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:
@@ -34,7 +49,7 @@ def _project(h: torch.Tensor, weight: torch.Tensor, context: Callable[[torch.Ten
 def projected_context(h: torch.Tensor, weight: torch.Tensor,
                       context: Callable[[torch.Tensor], torch.Tensor]) -> torch.Tensor:  # fmt: skip
     """``F.linear(context(h), weight)``; with autograd on, ``context(h)`` is recomputed in backward, not kept."""
-    if not torch.is_grad_enabled() or not (h.requires_grad or weight.requires_grad):
+    if _PLAIN or not torch.is_grad_enabled() or not (h.requires_grad or weight.requires_grad):
         return _project(h, weight, context)  # no graph: the context is a temporary, freed at once
     return checkpoint(_project, h, weight, context, use_reentrant=False, preserve_rng_state=False)
 
@@ -57,6 +72,8 @@ class _ScaledLinear(torch.autograd.Function):
 
 def scaled_linear(x: torch.Tensor, weight: torch.Tensor, scale: torch.Tensor) -> torch.Tensor:
     """``F.linear(x, weight) * scale[..., None]`` (no bias); backward recomputes ``F.linear(x, weight)``."""
+    if _PLAIN:
+        return F.linear(x, weight) * scale[..., None]
     return _ScaledLinear.apply(x, weight, scale)
 
 
@@ -100,4 +117,6 @@ def candidate_scores(q: torch.Tensor, keys: torch.Tensor, rows: torch.Tensor) ->
 
     Backward gathers the candidates again instead of keeping them (module docstring).
     """
+    if _PLAIN:
+        return q @ _gather(keys, rows).transpose(-1, -2)
     return _CandidateScores.apply(q, keys, rows)
