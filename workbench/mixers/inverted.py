@@ -107,7 +107,7 @@ class InvertedOptions:
 
 class InvertedMixer(Mixer):
     Options = InvertedOptions
-    fused_state_in_place = True  # workbench.fast writes the state in place (workbench.fast.InPlaceState)
+    fused_state_in_place = True  # workbench.fast.InPlaceState
 
     @classmethod
     def check_options(cls, o: InvertedOptions, d_model: int) -> None:
@@ -200,9 +200,8 @@ class InvertedMixer(Mixer):
         logits, query, key = out.split([sum(widths), self.o.d_key, self.o.d_key], dim=-1)
         if ema is not None:
             context_weight = torch.cat([layer.weight[:, d:] for layer in present])
-            context = F.linear(ema, context_weight) if isinstance(ema, torch.Tensor) else \
-                projected_context(h, context_weight, ema)
-            logits = logits + context
+            logits = logits + (F.linear(ema, context_weight) if isinstance(ema, torch.Tensor)
+                               else projected_context(h, context_weight, ema))
         parts = iter(logits.split(widths, dim=-1))
         return tuple(next(parts) if layer is not None else None for layer in feat_layers), (query, key)
 
@@ -229,13 +228,13 @@ class InvertedMixer(Mixer):
         """The rotary code of write counts or read pointers (None without the ordinal read)."""
         return ordinal_code(ordinal, self.n_freq, self.o.n_units) if self.n_freq else None
 
-    def _message(self, x: torch.Tensor, key_content: torch.Tensor, code: torch.Tensor | None):
-        """(key, value) of the message; ``code`` is ``_code`` of its ordinal (the write count - 1)."""
-        return self._key(key_content, code), self.value(x)
-
-    def _key(self, key_content: torch.Tensor, code: torch.Tensor | None) -> torch.Tensor:
+    def _message(self, x: torch.Tensor, key_content: torch.Tensor, code: torch.Tensor | None, scale=None):
+        """(key, value) of the message; ``code`` is ``_code`` of its ordinal (the write count - 1). With ``scale``
+        the value is ``W_v x * scale``, its backward recomputing W_v x (``scaled_linear``) instead of keeping it."""
         key = key_content / math.sqrt(self.o.d_key)
-        return torch.cat([key, code.to(key.dtype)], -1) if self.n_freq else key
+        if self.n_freq:
+            key = torch.cat([key, code.to(key.dtype)], -1)
+        return key, (self.value(x) if scale is None else scaled_linear(x, self.value.weight, scale))
 
     def _surrogate(self, read, query, raw_key, scaled_value, written, lse):
         """Gradient path for tokens that did not write; leaves the forward pass exactly as it is.
@@ -304,15 +303,12 @@ class InvertedMixer(Mixer):
         if _hooked(self.hook_gain):
             self.hook_gain(self._gain(occupant, pool_counts))
         scale = write * route_scale
-        raw_key = self._key(key_content, self._code(ordinal))
-        # The value W_v x * scale; backward recomputes W_v x for the gate's gradient instead of keeping it.
-        key, value = raw_key * scale[..., None], scaled_linear(x, self.value.weight, scale)
+        raw_key, value = self._message(x, key_content, self._code(ordinal), scale)
+        key = raw_key * scale[..., None]
         query = self._query(query_content, ordinal_z, self._code(pointer))
         surrogate = o.write_surrogate and self.training and torch.is_grad_enabled()
-        # Without autograd nothing below reads these (a prefill's peak is in the read that follows).
-        del query_content, key_content
-        if not surrogate:
-            del raw_key
+        del query_content, key_content  # without autograd unread below (a prefill's peak is in the read)
+        raw_key = raw_key if surrogate else None
         if self.impl == "naive":
             read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
@@ -590,14 +586,12 @@ def compute_weights(mixer: InvertedMixer, distributed_context: dict[str, Any], q
 def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None, d_model: int = 128) -> dict[str, int]:
     """Dynamic complexity: what the mechanism spends for a sequence of this length.
 
-    Multiply-adds per token of the chunked parallel form (forward, eval mode, CPU path) and of
-    one recurrent step, and the recurrent state in numbers. Per-token work and state do not grow
-    with the length; only the total does, linearly. Counted: the projections,
-    the EMA's (C, C) chunk matmul (C * d), scoring the M + C candidates and mixing the kept values
-    (k * d with the gather read; (M + C) * d when k covers every candidate, a dense read). Not
-    counted: nonlinearities, the candidate tables, the top-k. The counts come from the project's
-    one cost model (``workbench.bench.costs.inverted_macs``), which the scaling benchmark's FLOP,
-    energy and roofline columns use too.
+    Multiply-adds per token of the chunked parallel form (forward, eval mode, CPU path) and of one
+    recurrent step, and the recurrent state in numbers: per-token work and state do not grow with the
+    length, only the total does, linearly. Counted: the projections, the EMA's (C, C) chunk matmul
+    (C * d), scoring the M + C candidates and mixing the kept values (k * d with the gather read;
+    (M + C) * d for a dense read); not: nonlinearities, the candidate tables, the top-k. From the
+    project's one cost model (``workbench.bench.costs.inverted_macs``), as the benchmark's FLOP columns.
     """
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")
