@@ -287,6 +287,12 @@ def cmd_bench_memory(args: argparse.Namespace) -> None:
     run_memory_cli(args)
 
 
+def cmd_bench_decode(args: argparse.Namespace) -> None:
+    from workbench.bench.decode_pair import run_decode_cli
+
+    run_decode_cli(args)
+
+
 def cmd_bench_edge(args: argparse.Namespace) -> None:
     from workbench.export.bench import run_edge_cli
 
@@ -428,6 +434,12 @@ def build_parser() -> argparse.ArgumentParser:
                               "peak of a training step and a prefill, by op -> results/memory-profile-<device>.json")
     add_memory_arguments(memory)
     memory.set_defaults(func=cmd_bench_memory)
+    from workbench.bench.decode_pair import add_decode_arguments
+
+    decode = bench.add_parser("decode", parents=[debug], help="fused decode steps side by side in one process, "
+                              "alternating rounds, ratios per round -> results/decode-side-by-side-<device>.json")
+    add_decode_arguments(decode)
+    decode.set_defaults(func=cmd_bench_decode)
     from workbench.export.bench import add_edge_arguments
 
     edge = bench.add_parser("edge", parents=[debug], help="per-token latency and peak memory: exported (ONNX fp32/int8) "

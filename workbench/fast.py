@@ -154,14 +154,14 @@ class InPlaceState(ConstantState):
         return y, {k: (state[k] if k in self.inplace else v) for k, v in new.items()}
 
 
-def adapter_for(mixer: nn.Module) -> ConstantState:
+def adapter_for(mixer: nn.Module, state_in_place: bool = True) -> ConstantState:
     """The static-state adapter of a mixer: constant states as they are (or written in place, where the mixer
     asks), the transformer's KV cache pre-allocated."""
     from workbench.mixers.transformer import SoftmaxAttention
 
     if isinstance(mixer, SoftmaxAttention):
         return StaticKVCache(mixer)
-    if getattr(mixer, "fused_state_in_place", False):
+    if state_in_place and getattr(mixer, "fused_state_in_place", False):
         return InPlaceState(mixer)
     if getattr(mixer, "growing_state", False):
         raise NotImplementedError(f"{type(mixer).__name__} has a growing state and no static-state adapter in "
@@ -227,6 +227,7 @@ class FusedStep:
         backend: str = "aoti",
         capacity: int | None = None,
         options: dict[str, Any] | None = None,
+        state_in_place: bool = True,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -239,7 +240,9 @@ class FusedStep:
         self.device, self.dtype = param.device, param.dtype
         if self.device.type == "cpu":
             self.options = {**CPU_OPTIONS, **self.options}
-        self.adapters = [adapter_for(block.mixer) for block in _blocks(module)]
+        # state_in_place=False: constant states returned as new tensors even where the mixer asks for
+        # InPlaceState (the comparison in ``workbench bench decode``).
+        self.adapters = [adapter_for(block.mixer, state_in_place) for block in _blocks(module)]
         self.capacity = capacity
         if any(a.growing for a in self.adapters) and capacity is None:
             raise ValueError("a mixer with a KV cache needs capacity= (the most tokens the fused state will hold)")
