@@ -69,3 +69,12 @@ def test_decode_side_by_side_times_each_variant_in_rounds(tmp_path):
     assert ratio["rounds"] == 2 and ratio["min"] <= ratio["median"] <= ratio["max"]
     assert "transformer" in format_decode_table(result)
     assert (tmp_path / "decode-side-by-side-cpu-1thread.json").exists()
+
+
+def test_the_price_of_the_memory_saving_forms_is_timed_side_by_side():
+    from workbench.bench.memory_profile import time_inverted_forms
+
+    timing = time_inverted_forms(32, 2, d_model=16, mlp_ratio=2, tokens_per_batch=64)
+    assert [len(timing["times_s"][k]) for k in ("default", "plain_forms")] == [2, 2]
+    ratio = timing["ratio_default_over_plain"]
+    assert 0 < ratio["min"] <= ratio["median"] <= ratio["max"]

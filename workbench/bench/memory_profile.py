@@ -16,6 +16,7 @@ The inverted mixer is measured twice, as it runs and under ``workbench.kernels.r
 from __future__ import annotations
 
 import argparse
+import contextlib
 import time
 from collections import defaultdict
 from pathlib import Path
@@ -85,8 +86,6 @@ def live_peak(fn) -> dict[str, Any]:
 def profile_point(mixer: str, n: int, phase: str, *, d_model: int = 128, mlp_ratio: int = 4,
                   tokens_per_batch: int = 65536, plain: bool = False, seed: int = 0) -> dict[str, Any]:  # fmt: skip
     """``live_peak`` of one phase (``train`` or ``prefill``) of one block at length n (batch = tokens_per_batch // n)."""
-    import contextlib
-
     import torch
 
     from workbench.kernels.recompute import plain_forms
@@ -117,8 +116,43 @@ def profile_point(mixer: str, n: int, phase: str, *, d_model: int = 128, mlp_rat
             "phase": phase, **result}  # fmt: skip
 
 
+def time_inverted_forms(n: int, rounds: int, *, d_model: int = 128, mlp_ratio: int = 4,
+                        tokens_per_batch: int = 65536) -> dict[str, Any]:  # fmt: skip
+    """The price of the memory-saving forms: one inverted block's training step with them and under
+    ``plain_forms()``, alternating in one process (``rounds`` each, after a warm-up of both)."""
+    import statistics
+
+    import torch
+
+    from workbench.kernels.recompute import plain_forms
+
+    torch.manual_seed(0)
+    block = build_block("inverted", d_model, mlp_ratio, {}).train()
+    x = torch.randn(max(1, tokens_per_batch // n), n, d_model)
+
+    def step() -> float:
+        block.zero_grad(set_to_none=True)
+        began = time.perf_counter()
+        y = block(x)
+        (y.square().mean() + block.mixer.aux_loss).backward()
+        return time.perf_counter() - began
+
+    times: dict[str, list[float]] = {"default": [], "plain_forms": []}
+    for r in range(rounds + 1):
+        for variant in ("default", "plain_forms") if r % 2 else ("plain_forms", "default"):
+            with plain_forms() if variant == "plain_forms" else contextlib.nullcontext():
+                elapsed = step()
+            if r:  # round 0 warms both up
+                times[variant].append(elapsed)
+    ratios = [a / b for a, b in zip(times["default"], times["plain_forms"])]
+    return {"n": n, "rounds": rounds, "median_s": {k: statistics.median(v) for k, v in times.items()},
+            "times_s": times, "ratio_default_over_plain": {"median": statistics.median(ratios), "min": min(ratios),
+                                                           "max": max(ratios)}}  # fmt: skip
+
+
 def run_memory_profile(mixers: tuple[str, ...], lengths: tuple[int, ...], phases: tuple[str, ...], *,
-                       d_model: int, mlp_ratio: int, tokens_per_batch: int, out: Path) -> dict[str, Any]:  # fmt: skip
+                       d_model: int, mlp_ratio: int, tokens_per_batch: int, out: Path,
+                       time_rounds: int = 0) -> dict[str, Any]:  # fmt: skip
     import torch
     from tqdm import tqdm
 
@@ -138,6 +172,10 @@ def run_memory_profile(mixers: tuple[str, ...], lengths: tuple[int, ...], phases
     for mixer, n, phase, plain in tqdm(jobs, desc="memory profile", unit="point"):
         result["points"].append(profile_point(mixer, n, phase, d_model=d_model, mlp_ratio=mlp_ratio,
                                               tokens_per_batch=tokens_per_batch, plain=plain))  # fmt: skip
+    if time_rounds and "inverted" in mixers:
+        result["train_time_inverted_forms"] = [
+            time_inverted_forms(n, time_rounds, d_model=d_model, mlp_ratio=mlp_ratio, tokens_per_batch=tokens_per_batch)
+            for n in tqdm(lengths, desc="timing the forms", unit="n")]  # fmt: skip
     result["complete"] = True
     write_json(path, result)
     result["path"] = str(path)
@@ -167,6 +205,9 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--d-model", type=int, default=128)
     parser.add_argument("--mlp-ratio", type=int, default=4)
     parser.add_argument("--tokens-per-batch", type=int, default=65536)
+    parser.add_argument("--time-rounds", type=int, default=0,
+                        help="also time the inverted training step with and without its memory-saving forms, "
+                        "alternating, this many rounds per n (0: skip)")
     parser.add_argument("--out", default="results")
 
 
@@ -185,11 +226,18 @@ def run_memory_cli(args: argparse.Namespace) -> None:
         lengths = tuple(int(v) for v in args.lengths.split(",") if v.strip())
     except ValueError:
         raise ConfigError(f"--lengths must be comma-separated integers, got {args.lengths!r}") from None
+    if args.time_rounds < 0:
+        raise ConfigError(f"--time-rounds must be >= 0, got {args.time_rounds}")
     for name, value in (("lengths", min(lengths, default=0)), ("d-model", args.d_model),
                         ("mlp-ratio", args.mlp_ratio), ("tokens-per-batch", args.tokens_per_batch)):  # fmt: skip
         if value < 1:
             raise ConfigError(f"--{name} must be positive integers, got {value}")
     result = run_memory_profile(mixers, lengths, phases, d_model=args.d_model, mlp_ratio=args.mlp_ratio,
-                                tokens_per_batch=args.tokens_per_batch, out=Path(args.out))  # fmt: skip
+                                tokens_per_batch=args.tokens_per_batch, out=Path(args.out),
+                                time_rounds=args.time_rounds)  # fmt: skip
     print(format_memory_table(result))
+    for timing in result.get("train_time_inverted_forms", []):
+        ratio = timing["ratio_default_over_plain"]
+        print(f"inverted train step n={timing['n']}: with the memory-saving forms / plain = {ratio['median']:.3f} "
+              f"[{ratio['min']:.3f}, {ratio['max']:.3f}] over {timing['rounds']} alternating rounds")
     print(f"wrote {result['path']}")
