@@ -152,7 +152,7 @@ def time_inverted_forms(n: int, rounds: int, *, d_model: int = 128, mlp_ratio: i
 
 def run_memory_profile(mixers: tuple[str, ...], lengths: tuple[int, ...], phases: tuple[str, ...], *,
                        d_model: int, mlp_ratio: int, tokens_per_batch: int, out: Path,
-                       time_rounds: int = 0) -> dict[str, Any]:  # fmt: skip
+                       time_rounds: int = 0, note: str | None = None) -> dict[str, Any]:  # fmt: skip
     import torch
     from tqdm import tqdm
 
@@ -166,7 +166,7 @@ def run_memory_profile(mixers: tuple[str, ...], lengths: tuple[int, ...], phases
         "settings": {"mixers": list(mixers), "lengths": list(lengths), "phases": list(phases), "d_model": d_model,
                      "mlp_ratio": mlp_ratio, "tokens_per_batch": tokens_per_batch, "dtype": "float32"},
         "unit": "one workbench.model.Block with today's defaults (as workbench bench scaling), random N(0,1) inputs",
-        "points": [],
+        "note": note, "points": [],
     }  # fmt: skip
     path = out / f"memory-profile-{result['device']}.json"
     for mixer, n, phase, plain in tqdm(jobs, desc="memory profile", unit="point"):
@@ -209,6 +209,7 @@ def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
                         help="also time the inverted training step with and without its memory-saving forms, "
                         "alternating, this many rounds per n (0: skip)")
     parser.add_argument("--out", default="results")
+    parser.add_argument("--note", default=None, help="free text stored in the JSON")
 
 
 def run_memory_cli(args: argparse.Namespace) -> None:
@@ -234,7 +235,7 @@ def run_memory_cli(args: argparse.Namespace) -> None:
             raise ConfigError(f"--{name} must be positive integers, got {value}")
     result = run_memory_profile(mixers, lengths, phases, d_model=args.d_model, mlp_ratio=args.mlp_ratio,
                                 tokens_per_batch=args.tokens_per_batch, out=Path(args.out),
-                                time_rounds=args.time_rounds)  # fmt: skip
+                                time_rounds=args.time_rounds, note=args.note)  # fmt: skip
     print(format_memory_table(result))
     for timing in result.get("train_time_inverted_forms", []):
         ratio = timing["ratio_default_over_plain"]
