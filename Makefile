@@ -12,7 +12,7 @@ ifeq ($(origin WORKBENCH_DATA_DIR), undefined)
   endif
 endif
 
-.PHONY: venv demo test test-slow lab notebooks notebooks-smoke figures bench ablation bench-scaling bench-edge lint clean
+.PHONY: venv demo test test-slow lab notebooks notebooks-smoke figures bench ablation bench-scaling bench-memory bench-decode bench-edge lint clean
 
 venv: $(STAMP)
 
@@ -68,6 +68,13 @@ SCALING_ARGS ?= --long 1000000 --long-dtypes float32,bfloat16
 bench-scaling: venv  ## every mixer side by side: time, memory, fused decode, roofline, ESTIMATED energy vs length; a million tokens through every constant-state mixer -> results/scaling-<device>.json, results/long-context-<device>[-bf16].json (run it on a quiet machine: the JSON records the load average)
 	@echo "load average now: $$(cut -d' ' -f1-3 /proc/loadavg 2>/dev/null) (times are only comparable on a quiet machine)"
 	$(PY) -m workbench.cli bench scaling $(SCALING_ARGS)
+
+bench-memory: venv  ## where an inverted and a transformer block's peak memory goes (live tensors by op, deterministic), and what the inverted's memory-saving forms cost in time -> results/memory-profile-<device>.json
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench memory --time-rounds 5
+
+bench-decode: venv  ## fused decode, inverted vs transformer at n = 256, in one process (alternating rounds), batch 1 and 64 -> results/decode-side-by-side-<device>[-batch64].json
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench decode --n 256 --rounds 20 --steps 64
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench decode --n 256 --rounds 10 --steps 32 --batch 64
 
 # Two small char-LM checkpoints (trained here when missing, one thread, a few minutes each), then
 # the edge benchmark: exported ONNX fp32/int8 vs eager PyTorch per token, and inverted vs

@@ -28,12 +28,15 @@ def check_block(mixer: str, backend: str, options=None, batch: int = 2, context:
         for t in range(context):
             _, state = block.step(xs[t], state)
         fused = fast.FusedStep(block, batch, backend=backend, capacity=64, options=options)
+        given, snapshot = state, {k: v.clone() for k, v in state["mixer"].items() if isinstance(v, torch.Tensor)}
         flat = fused.from_state(state)
         for t in range(context, context + steps):
             y, state = block.step(xs[t], state)
             y_fused, flat = fused(xs[t].t().contiguous().t() if t % 2 else xs[t], flat)  # strided inputs too
             torch.testing.assert_close(y_fused, y, rtol=1e-5, atol=1e-5)
         back = fused.to_state(flat)
+    for key, value in snapshot.items():  # a state written in place (InPlaceState) is a copy of the one handed in
+        assert torch.equal(given["mixer"][key], value), key
     assert back["mixer"].keys() == state["mixer"].keys()
     for key, value in state["mixer"].items():
         if isinstance(value, torch.Tensor):

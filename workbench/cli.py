@@ -295,6 +295,18 @@ def cmd_bench(args: argparse.Namespace) -> None:
     run_scaling_cli(args)
 
 
+def cmd_bench_memory(args: argparse.Namespace) -> None:
+    from workbench.bench.memory_profile import run_memory_cli
+
+    run_memory_cli(args)
+
+
+def cmd_bench_decode(args: argparse.Namespace) -> None:
+    from workbench.bench.decode_pair import run_decode_cli
+
+    run_decode_cli(args)
+
+
 def cmd_bench_edge(args: argparse.Namespace) -> None:
     from workbench.export.bench import run_edge_cli
 
@@ -433,6 +445,18 @@ def build_parser() -> argparse.ArgumentParser:
     scaling = bench.add_parser("scaling", parents=[debug], help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
     add_scaling_arguments(scaling)
     scaling.set_defaults(func=cmd_bench)
+    from workbench.bench.memory_profile import add_memory_arguments
+
+    memory = bench.add_parser("memory", parents=[debug], help="where a block's peak memory goes: live tensors at the "
+                              "peak of a training step and a prefill, by op -> results/memory-profile-<device>.json")
+    add_memory_arguments(memory)
+    memory.set_defaults(func=cmd_bench_memory)
+    from workbench.bench.decode_pair import add_decode_arguments
+
+    decode = bench.add_parser("decode", parents=[debug], help="fused decode steps side by side in one process, "
+                              "alternating rounds, ratios per round -> results/decode-side-by-side-<device>.json")
+    add_decode_arguments(decode)
+    decode.set_defaults(func=cmd_bench_decode)
     from workbench.export.bench import add_edge_arguments
 
     edge = bench.add_parser("edge", parents=[debug], help="per-token latency and peak memory: exported (ONNX fp32/int8) "

@@ -127,12 +127,42 @@ class StaticKVCache(ConstantState):
         return mixer.out(y.reshape(b, d)), {"k": keys, "v": values, "position": position + 1}
 
 
-def adapter_for(mixer: nn.Module) -> ConstantState:
-    """The static-state adapter of a mixer: constant states as they are, the transformer's KV cache pre-allocated."""
+class InPlaceState(ConstantState):
+    """A constant state written in place: the step's new entries are copied into the state it was given.
+
+    Each compiled call then returns only its output (every tensor in or out of an AOTInductor call
+    costs about half a microsecond: 9 state tensors out is ~5 us of a ~35 us step at d_model 128)
+    and updates the state buffers where they are (the inverted mixer's 96 KiB of unit keys and values
+    are not allocated again per token). ``from_state`` copies the caller's tensors first, so a plain
+    state handed in is never changed. For mixers that set ``fused_state_in_place = True``.
+    """
+
+    def __init__(self, mixer: nn.Module) -> None:
+        super().__init__(mixer)
+        plain = mixer.init_state(1)
+        self.inplace = tuple(k for k, v in plain.items() if isinstance(v, torch.Tensor))
+
+    def to_static(self, state: dict[str, Any], capacity: int | None, device) -> dict[str, Any]:
+        static = super().to_static(state, capacity, device)
+        return {k: (v.clone(memory_format=torch.contiguous_format) if k in self.inplace else v)
+                for k, v in static.items()}  # fmt: skip
+
+    def step(self, x_t: torch.Tensor, state: dict[str, Any]):
+        y, new = type(self.mixer).step(self.mixer, x_t, state)
+        for key in self.inplace:
+            state[key].copy_(new[key])
+        return y, {k: (state[k] if k in self.inplace else v) for k, v in new.items()}
+
+
+def adapter_for(mixer: nn.Module, state_in_place: bool = True) -> ConstantState:
+    """The static-state adapter of a mixer: constant states as they are (or written in place, where the mixer
+    asks), the transformer's KV cache pre-allocated."""
     from workbench.mixers.transformer import SoftmaxAttention
 
     if isinstance(mixer, SoftmaxAttention):
         return StaticKVCache(mixer)
+    if state_in_place and getattr(mixer, "fused_state_in_place", False):
+        return InPlaceState(mixer)
     if getattr(mixer, "growing_state", False):
         raise NotImplementedError(f"{type(mixer).__name__} has a growing state and no static-state adapter in "
                                   "workbench.fast (add one beside StaticKVCache)")
@@ -197,6 +227,7 @@ class FusedStep:
         backend: str = "aoti",
         capacity: int | None = None,
         options: dict[str, Any] | None = None,
+        state_in_place: bool = True,
     ) -> None:
         if backend not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
@@ -209,7 +240,9 @@ class FusedStep:
         self.device, self.dtype = param.device, param.dtype
         if self.device.type == "cpu":
             self.options = {**CPU_OPTIONS, **self.options}
-        self.adapters = [adapter_for(block.mixer) for block in _blocks(module)]
+        # state_in_place=False: constant states returned as new tensors even where the mixer asks for
+        # InPlaceState (the comparison in ``workbench bench decode``).
+        self.adapters = [adapter_for(block.mixer, state_in_place) for block in _blocks(module)]
         self.capacity = capacity
         if any(a.growing for a in self.adapters) and capacity is None:
             raise ValueError("a mixer with a KV cache needs capacity= (the most tokens the fused state will hold)")

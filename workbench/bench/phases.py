@@ -7,7 +7,9 @@
   ``decode_steps`` single steps after 5 warm-up steps; every step starts from the same state.
 * ``decode_fused``: the same step fused by ``workbench.fast`` (inductor; AOTInductor by default),
   at batch 1 and at batch ``decode_batch`` (serving many sequences at once); compile time,
-  per-step time, tokens/s, the largest difference from the plain step's output.
+  per-step time, tokens/s, the largest difference from the plain step's output. A state the fused
+  step writes in place (``workbench.fast.InPlaceState``) advances one token per timed step (a
+  constant state: the same cost per step); a KV cache's position does not advance.
 
 Context state (``context_state``): a constant-state mixer steps min(n, ``decode_state_max_n``)
 random tokens, then its integer positions are set to n (the step's cost does not depend on the

@@ -64,7 +64,9 @@ METHODS = {
     "Constant-state mixers: stepped min(n, decode_state_max_n) random tokens, integer positions then set to n; "
     "transformer: KV cache of n random keys/values constructed directly",
     "decode_fused": "the same step fused by workbench.fast (torch.export + AOTInductor, or torch.compile; the "
-    "transformer's cache pre-allocated to n + a margin, written in place of torch.cat), at batch 1 and at batch "
+    "transformer's cache pre-allocated to n + a margin, written in place of torch.cat; a mixer with "
+    "fused_state_in_place (the inverted) has its whole constant state written in place, so its timed steps "
+    "advance the context from n, at the same cost per step), at batch 1 and at batch "
     "decode_batch (every sequence one token per call; not run when that batch's state would pass "
     "decode_batch_max_state_bytes); compile time recorded apart; max |fused - plain| of "
     "the first step recorded",

@@ -37,7 +37,9 @@ chunked matmuls). Recurrent form (``step``): a state of O(M d), equal to the par
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 from typing import Any
 
 import torch
@@ -50,6 +52,7 @@ from workbench.kernels.chunk_read.torch_impl import chunk_read_gather, chunk_tab
 from workbench.kernels.dispatch import get_impl, resolve
 from workbench.kernels.ema.torch_impl import decayed_cumsum
 from workbench.kernels.ordinal import ordinal_code, rotate_by_code, rotate_ordinal_query  # noqa: F401
+from workbench.kernels.recompute import projected_context, scaled_linear
 from workbench.kernels.surrogate import SurrogateRead, surrogate_weights  # noqa: F401 (tests import them here)
 from workbench.mixers.base import Mixer
 
@@ -104,6 +107,7 @@ class InvertedOptions:
 
 class InvertedMixer(Mixer):
     Options = InvertedOptions
+    fused_state_in_place = True  # workbench.fast.InPlaceState
 
     @classmethod
     def check_options(cls, o: InvertedOptions, d_model: int) -> None:
@@ -174,13 +178,15 @@ class InvertedMixer(Mixer):
 
     # ------------------------------------------------------------------ pieces shared by both forms
 
-    def _features(self, h: torch.Tensor, ema: torch.Tensor | None):
+    def _features(self, h: torch.Tensor, ema: torch.Tensor | Callable[[torch.Tensor], torch.Tensor] | None):
         """Every linear map of h in one matmul.
 
         The gates, router and ordinal query read feat = [h; ema]; the content query and key read
         h. All five run as ``W_h h + b`` with their h-weights stacked (one GEMM and one gradient
         GEMM instead of five thin ones), plus ``W_c ema`` for the three that read feat; the (..., 2d)
-        concatenation feat is never built. Returns ``(h, (gate logits, route logits or None,
+        concatenation feat is never built. ``ema`` is the context itself or the function that makes
+        it from h (the parallel form: then it is a temporary, recomputed in backward, never kept:
+        ``workbench.kernels.recompute.projected_context``). Returns ``(h, (gate logits, route logits or None,
         ordinal coefficients or None), (query content, key content))``.
         """
         d = self.d_model
@@ -193,7 +199,9 @@ class InvertedMixer(Mixer):
         out = F.linear(h, weight, bias)
         logits, query, key = out.split([sum(widths), self.o.d_key, self.o.d_key], dim=-1)
         if ema is not None:
-            logits = logits + F.linear(ema, torch.cat([layer.weight[:, d:] for layer in present]))
+            context_weight = torch.cat([layer.weight[:, d:] for layer in present])
+            logits = logits + (F.linear(ema, context_weight) if isinstance(ema, torch.Tensor)
+                               else projected_context(h, context_weight, ema))
         parts = iter(logits.split(widths, dim=-1))
         return tuple(next(parts) if layer is not None else None for layer in feat_layers), (query, key)
 
@@ -220,12 +228,13 @@ class InvertedMixer(Mixer):
         """The rotary code of write counts or read pointers (None without the ordinal read)."""
         return ordinal_code(ordinal, self.n_freq, self.o.n_units) if self.n_freq else None
 
-    def _message(self, x: torch.Tensor, key_content: torch.Tensor, code: torch.Tensor | None):
-        """(key, value) of the message; ``code`` is ``_code`` of its ordinal (the write count - 1)."""
+    def _message(self, x: torch.Tensor, key_content: torch.Tensor, code: torch.Tensor | None, scale=None):
+        """(key, value) of the message; ``code`` is ``_code`` of its ordinal (the write count - 1). With ``scale``
+        the value is ``W_v x * scale``, its backward recomputing W_v x (``scaled_linear``) instead of keeping it."""
         key = key_content / math.sqrt(self.o.d_key)
         if self.n_freq:
             key = torch.cat([key, code.to(key.dtype)], -1)
-        return key, self.value(x)
+        return key, (self.value(x) if scale is None else scaled_linear(x, self.value.weight, scale))
 
     def _surrogate(self, read, query, raw_key, scaled_value, written, lse):
         """Gradient path for tokens that did not write; leaves the forward pass exactly as it is.
@@ -261,7 +270,8 @@ class InvertedMixer(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         o, m = self.o, self.o.n_units
-        ema = get_impl("ema", x.device, self.kernels)(x, self.decay) if o.timescales else None
+        ema_of = get_impl("ema", x.device, self.kernels)
+        ema = partial(ema_of, decay=self.decay) if o.timescales else None
         h = x
         (gate_logits, route_logits, ordinal_z), (query_content, key_content) = self._features(x, ema)
         p_write, write, advance = self._gates(gate_logits)
@@ -293,16 +303,19 @@ class InvertedMixer(Mixer):
         if _hooked(self.hook_gain):
             self.hook_gain(self._gain(occupant, pool_counts))
         scale = write * route_scale
-        raw_key, raw_value = self._message(x, key_content, self._code(ordinal))
-        key, value = raw_key * scale[..., None], raw_value * scale[..., None]
+        raw_key, value = self._message(x, key_content, self._code(ordinal), scale)
+        key = raw_key * scale[..., None]
         query = self._query(query_content, ordinal_z, self._code(pointer))
+        surrogate = o.write_surrogate and self.training and torch.is_grad_enabled()
+        del query_content, key_content  # without autograd unread below (a prefill's peak is in the read)
+        raw_key = raw_key if surrogate else None
         if self.impl == "naive":
             read, dense, lse = self._mix_naive(query, key, value, occupant)
         else:
             read, dense, lse = self._mix_chunked(query, key, value, unit)
         if dense is not None:
             self.hook_read_weights(dense)
-        if o.write_surrogate and self.training and torch.is_grad_enabled():
+        if surrogate:
             read = self._surrogate(read, query, raw_key, value, written, lse)
 
         # Writing is free while the units have room; past capacity every write evicts a
@@ -410,16 +423,15 @@ class InvertedMixer(Mixer):
             query, key, value = (F.pad(z, (0, 0, 0, pad)) for z in (query, key, value))
         n = (t + pad) // c
         batch = torch.arange(b, device=query.device)[:, None, None]
+        hooked = _hooked(self.hook_read_weights)
+        if not hooked and self.o.read_topk < m + c and resolve(query.device, self.kernels) == "torch":
+            read, lse = chunk_read_gather(query.view(b, n, c, e), key, value, start, valid, self.o.read_topk)
+            return _unpad(read.reshape(b, n * c, -1), t), None, _unpad(lse.reshape(b, n * c), t)
+
         # The units' keys at each chunk start, fetched as embedding rows (its backward is a cheaper
         # scatter than advanced indexing's index_put).
         rows = (torch.arange(b, device=key.device)[:, None, None] * key.shape[1] + start.clamp_min(0)).view(-1)
         state_key = F.embedding(rows, key.reshape(-1, e)).view(b, n, m, e)
-        hooked = _hooked(self.hook_read_weights)
-        if not hooked and self.o.read_topk < m + c and resolve(query.device, self.kernels) == "torch":
-            read, lse = chunk_read_gather(query.view(b, n, c, e), state_key, key.view(b, n, c, e), value, start, valid,
-                                          self.o.read_topk)  # fmt: skip
-            return _unpad(read.reshape(b, n * c, -1), t), None, _unpad(lse.reshape(b, n * c), t)
-
         state_value = value[batch, start.clamp_min(0)]
         chunk_read = get_impl("chunk_read", query.device, self.kernels)
         read, lse, weights = chunk_read(
@@ -574,14 +586,12 @@ def compute_weights(mixer: InvertedMixer, distributed_context: dict[str, Any], q
 def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None, d_model: int = 128) -> dict[str, int]:
     """Dynamic complexity: what the mechanism spends for a sequence of this length.
 
-    Multiply-adds per token of the chunked parallel form (forward, eval mode, CPU path) and of
-    one recurrent step, and the recurrent state in numbers. Per-token work and state do not grow
-    with the length; only the total does, linearly. Counted: the projections,
-    the EMA's (C, C) chunk matmul (C * d), scoring the M + C candidates and mixing the kept values
-    (k * d with the gather read; (M + C) * d when k covers every candidate, a dense read). Not
-    counted: nonlinearities, the candidate tables, the top-k. The counts come from the project's
-    one cost model (``workbench.bench.costs.inverted_macs``), which the scaling benchmark's FLOP,
-    energy and roofline columns use too.
+    Multiply-adds per token of the chunked parallel form (forward, eval mode, CPU path) and of one
+    recurrent step, and the recurrent state in numbers: per-token work and state do not grow with the
+    length, only the total does, linearly. Counted: the projections, the EMA's (C, C) chunk matmul
+    (C * d), scoring the M + C candidates and mixing the kept values (k * d with the gather read;
+    (M + C) * d for a dense read); not: nonlinearities, the candidate tables, the top-k. From the
+    project's one cost model (``workbench.bench.costs.inverted_macs``), as the benchmark's FLOP columns.
     """
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from workbench.kernels.chunk_read.reference import MASK_VALUE
+from workbench.kernels.recompute import candidate_rows, candidate_scores
 
 
 def chunk_tables(unit: torch.Tensor, n_units: int, chunk_size: int):
@@ -70,7 +71,11 @@ def _top_scores(q, state_key, chunk_key, valid, k: int):
     backward keeps k numbers per row instead of the (B, n, C, M + C) boolean mask that
     ``masked_fill`` saves (12 MiB per 65,536 tokens at the defaults). topk's backward keeps its indices.
     """
-    scores = q @ torch.cat([state_key, chunk_key], dim=-2).transpose(-1, -2)
+    return _top_of_scores(q @ torch.cat([state_key, chunk_key], dim=-2).transpose(-1, -2), valid, k)
+
+
+def _top_of_scores(scores, valid, k: int):
+    """``_top_scores`` from the unmasked (B, n, C, M + C) scores (masked in place, outside autograd)."""
     with torch.no_grad():
         scores.detach().masked_fill_(~valid, MASK_VALUE)
     top = scores.topk(k, dim=-1)
@@ -108,31 +113,31 @@ def chunk_read_torch(
 
 def chunk_read_gather(
     q: torch.Tensor,
-    state_key: torch.Tensor,
-    chunk_key: torch.Tensor,
+    key: torch.Tensor,
     value: torch.Tensor,
     start: torch.Tensor,
     valid: torch.Tensor,
     k: int,
 ):
-    """``chunk_read_torch`` for ``k < M + C`` (the sparse read), its values fetched by position.
+    """``chunk_read_torch`` for ``k < M + C`` (the sparse read), its keys and values fetched by position.
 
-    ``value`` (B, n * C, Dv) is the whole (padded) value sequence and ``start`` (B, n, M) the
-    positions the units held at each chunk start (``chunk_tables``); the other arguments are
-    ``chunk_read_torch``'s. The selection is the same; then each of the k kept candidates is
+    ``key`` (B, n * C, E) and ``value`` (B, n * C, Dv) are the whole (padded) key and value sequences
+    and ``start`` (B, n, M) the positions the units held at each chunk start (``chunk_tables``); ``q``
+    (B, n, C, E), ``valid`` and ``k`` are ``chunk_read_torch``'s. The candidates' scores come from
+    ``workbench.kernels.recompute.candidate_scores`` (the (B, n, M + C, E) candidate keys are gathered
+    again in backward, not kept). The selection is the same; then each of the k kept candidates is
     mapped back to the position that wrote it (unit m -> ``start[m]``, chunk row s -> the chunk's
     s-th position) and the k weighted values summed by one ``embedding_bag``. So neither the (B, n, M, Dv) state
     values nor a dense (C, M + C) weight matrix and its matmuls (99% zeros at k = 2) are built:
     the mixer's CPU path, about 10% of a training step at n = 1024. Returns ``(read, lse)``.
     """
     b, n, c, _ = q.shape
-    m = state_key.shape[-2]
-    values, index, ok = _top_scores(q, state_key, chunk_key, valid, k)  # index < M a unit, >= M a row of the chunk
-    weights = values.softmax(-1) * ok
-    chunk_position = (torch.arange(n, device=q.device) * c)[:, None, None] + index - m
-    state_position = start.gather(-1, index.clamp(max=m - 1).view(b, n, c * k)).view(b, n, c, k)
-    position = torch.where(index < m, state_position, chunk_position).clamp_min(0)  # empty units: weight 0
-    rows = (torch.arange(b, device=q.device)[:, None, None, None] * value.shape[1] + position).view(-1, k)
+    candidates = candidate_rows(start, key.shape[1], c)  # (B, n, M + C) rows of the flattened sequence
+    scores = candidate_scores(q, key, candidates)
+    values, index, ok = _top_of_scores(scores, valid, k)  # index < M a unit, >= M a row of the chunk
+    del scores  # (B, n, C, M + C): freed before the read (the topk's backward keeps only its indices)
+    weights = values.softmax(-1) * ok  # empty units (row 0 stands in) get weight 0
+    rows = candidates[:, :, None, :].expand(b, n, c, -1).gather(-1, index).view(-1, k)
     # embedding_bag sums the k weighted rows without building the (B, n, C, k, Dv) picked values
     # (nor keeping them for backward): a quarter of the time of gather + multiply + sum at k = 4.
     read = F.embedding_bag(rows, value.reshape(-1, value.shape[-1]), mode="sum", per_sample_weights=weights.reshape(-1, k))
