@@ -3,29 +3,25 @@
 Tokens *post* messages and a fixed set of M processing units takes them in (round 1 of the
 mechanism; ``workbench.mixers.seeking`` is round 2):
 
-1. Input. The block's shared front end (a short causal convolution, ``workbench.model.Block``)
-   hands the mixer ``h = x + conv(x)``: order and the predecessor (key -> value is asymmetric)
-   are already in h. Multi-timescale context ``c = EMA_lambda(h)`` (channel groups with
-   different lambda) gives the gates a sense of time; ``feat = [h; c]`` (its linear maps are
-   computed as ``W_h h + W_c c``, without building the concatenation).
+1. Input. The block's shared front end (``workbench.model.Block``) hands the mixer ``h = x + conv(x)``:
+   order and the predecessor are already in h. Multi-timescale context ``c = EMA_lambda(h)`` (channel
+   groups with different lambda) gives the gates a sense of time; ``feat = [h; c]``.
 2. Salience (demand-driven). ``p_t = sigmoid(w_s . feat_t)``; the token posts a message
    iff ``p_t > 1/2`` (straight-through gradient). Writing is free while the M units have
    room; past capacity each write evicts a message, so ``write_price * relu(sum_t w_t - M) / T``
    is added to the loss: the units' capacity, not the sequence length, bounds the work. Its
    gradient falls only on the writes ranked below the M most salient of the sequence
    (``price_ranked``): tokens compete for the units' room instead of all sinking together.
-3. Seeking by pools (normalization). Units are split into ``n_pools`` pools; a posted
-   message goes to the pool whose learned interest bids highest (softmax over pools: the
-   competition runs on the unit side, straight-through gradient).
+3. Seeking by pools (normalization). A posted message goes to the pool (of ``n_pools``) whose
+   learned interest bids highest (softmax over pools, straight-through gradient).
 4. Refractory gain (amplification). Within the pool the most rested unit takes the
    message: ``gain_m(t) = (writes to m's pool since m last fired) / pool_size``; a unit
    that just fired has gain 0 and recovers as its pool works. The winner is
    ``argmax_m gain_m(t)``, which is exactly a ring pointer ``(pool_count - 1) mod pool_size``:
    so the allocation is a cumulative sum, exact and parallel. ``refractory=False`` ablates
    it: the unit is then chosen by content bids alone and similar messages overwrite.
-5. Write. Unit m holds the (key, value) of the last token written to it. The key carries
-   content ``W_k h_s`` and the message's ordinal (its write count) as a rotary code, so
-   units also keep a sense of time. The value is ``W_v x_s`` (token identity).
+5. Write. Unit m holds the (key, value) of the last token written to it: key = content ``W_k h_s``
+   and the message's ordinal as a rotary code (a sense of time); value = ``W_v x_s``.
 6. Read. Token t scores the M units with ``<q_t, k_m>/sqrt(d_k)`` plus an ordinal term that
    compares each unit's ordinal with the token's read pointer ``cumsum(advance gate)``
    (addressing by recency / FIFO); keeps the top ``read_topk`` and mixes their values: ``W_o read``.
@@ -183,11 +179,9 @@ class InvertedMixer(Mixer):
 
         The gates, router and ordinal query read feat = [h; ema]; the content query and key read
         h. All five run as ``W_h h + b`` with their h-weights stacked (one GEMM and one gradient
-        GEMM instead of five thin ones), plus ``W_c ema`` for the three that read feat; the (..., 2d)
-        concatenation feat is never built. ``ema`` is the context itself or the function that makes
-        it from h (the parallel form: then it is a temporary, recomputed in backward, never kept:
-        ``workbench.kernels.recompute.projected_context``). Returns ``(h, (gate logits, route logits or None,
-        ordinal coefficients or None), (query content, key content))``.
+        GEMM instead of five thin ones), plus ``W_c ema`` for the three that read feat (never built).
+        ``ema``: the context, or the function making it from h (then recomputed in backward:
+        ``recompute.projected_context``). Returns ``(h, (gate, route, ordinal logits), (query, key))``.
         """
         d = self.d_model
         feat_layers = [self.gates, self.router, self.ordinal_query if self.n_freq else None]
@@ -229,8 +223,7 @@ class InvertedMixer(Mixer):
         return ordinal_code(ordinal, self.n_freq, self.o.n_units) if self.n_freq else None
 
     def _message(self, x: torch.Tensor, key_content: torch.Tensor, code: torch.Tensor | None, scale=None):
-        """(key, value) of the message; ``code`` is ``_code`` of its ordinal (the write count - 1). With ``scale``
-        the value is ``W_v x * scale``, its backward recomputing W_v x (``scaled_linear``) instead of keeping it."""
+        """(key, value) of the message; ``code``: ``_code`` of its ordinal. With ``scale``: W_v x * scale (recomputed)."""
         key = key_content / math.sqrt(self.o.d_key)
         if self.n_freq:
             key = torch.cat([key, code.to(key.dtype)], -1)
@@ -572,10 +565,8 @@ def memory_state_update(mixer: InvertedMixer, previous_states: dict[str, Any], n
 def compute_weights(mixer: InvertedMixer, distributed_context: dict[str, Any], query_input: torch.Tensor):
     """Weight calculation: read-back weights (B, M) of a new token over the units' messages.
 
-    ``distributed_context`` is a unit state (what ``memory_state_update`` returns); the token
-    is scored against every occupied unit, the top ``read_topk`` kept and normalized.
-    The state passed in is not modified.
-    """
+    ``distributed_context``: a unit state (``memory_state_update``'s); the top ``read_topk`` occupied
+    units are kept and normalized; the state passed in is not modified."""
     from workbench.hooks import capture
 
     with capture(mixer, ["hook_read_weights"]) as cache:
@@ -591,8 +582,7 @@ def adaptive_scale(sequence_length: int, options: InvertedOptions | None = None,
     length, only the total does, linearly. Counted: the projections, the EMA's (C, C) chunk matmul
     (C * d), scoring the M + C candidates and mixing the kept values (k * d with the gather read;
     (M + C) * d for a dense read); not: nonlinearities, the candidate tables, the top-k. From the
-    project's one cost model (``workbench.bench.costs.inverted_macs``), as the benchmark's FLOP columns.
-    """
+    project's one cost model (``workbench.bench.costs.inverted_macs``), as the benchmark's FLOP columns."""
     if sequence_length <= 0:
         raise ValueError("sequence_length must be positive")
     from dataclasses import asdict
