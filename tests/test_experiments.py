@@ -294,3 +294,29 @@ def test_the_summary_is_written_atomically(corpus_dir, tmp_path, monkeypatch):
         storage.write_atomic(path, dies_midway)
     assert path.read_text() == before
     assert [p.name for p in path.parent.iterdir() if p.name.endswith(".tmp")] == []
+
+
+def test_a_finished_run_with_another_config_is_refused_but_an_option_added_later_is_not(tmp_path):
+    import json
+
+    from workbench.config import ConfigError
+    from workbench.experiments import get_experiment
+    from workbench.experiments.runner import chosen_rate, refuse_stale
+    from workbench.experiments.spec import parse_variant
+    from workbench.train import resolved_mixer_options
+
+    experiment = get_experiment("multistream", "full").filtered(variants=[parse_variant("seeking:n_units=32")],
+                                                                lr_grid=(0.003,))
+    run = experiment.runs(tmp_path, chosen_rate(experiment, tmp_path))[0][0]
+    resolved = resolved_mixer_options(run.config)
+
+    def record(options):
+        run.directory.mkdir(parents=True, exist_ok=True)
+        (run.directory / "result.json").write_text(json.dumps(
+            {"config": run.config.to_dict(), "mixer_options_resolved": options, "metrics": {}}))
+
+    record({k: v for k, v in resolved.items() if k != "bid_rank"})  # made before bid_rank existed
+    refuse_stale([run])
+    record({**resolved, "key_dim": resolved["key_dim"] + 1})  # a default that moved
+    with pytest.raises(ConfigError, match="key_dim"):
+        refuse_stale([run])

@@ -83,6 +83,7 @@ def refuse_stale(runs: list[Run]) -> None:
     A default that changed since (a mixer option, say) would otherwise be averaged in silently
     with new seeds; the runs are named with what changed, so the user moves them away.
     """
+    from workbench.mixers import MIXERS
     from workbench.train import resolved_mixer_options
 
     stale = []
@@ -93,8 +94,9 @@ def refuse_stale(runs: list[Run]) -> None:
         current = json.loads(json.dumps(run.config.to_dict()))
         changes = _config_changes(record.get("config") or {}, current)
         if "mixer_options_resolved" in record:  # a default that moved is a change too
+            added = getattr(MIXERS.get(run.config.model.mixer), "options_added_later", {})
             changes += _config_changes(record["mixer_options_resolved"], resolved_mixer_options(run.config),
-                                       "mixer_options_resolved.")
+                                       "mixer_options_resolved.", added)
         if changes:
             stale.append(f"{run.directory / 'result.json'}: " + "; ".join(changes[:3]))
     if stale:
@@ -103,10 +105,15 @@ def refuse_stale(runs: list[Run]) -> None:
                           f"(recorded -> now):\n  {listing}\nmove them away (or delete them) to re-run those cells")
 
 
-def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "") -> list[str]:
+def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "",
+                    added: dict[str, Any] | None = None) -> list[str]:
+    """What differs; a key ``added`` later (name -> the value that does what the code did before it
+    existed) is no change where the record lacks it and the value now is that one."""
     changes = []
     for key in sorted(set(recorded) | set(current)):
         old, new = recorded.get(key), current.get(key)
+        if added and key not in recorded and key in added and new == added[key]:
+            continue
         if isinstance(old, dict) and isinstance(new, dict):
             changes += _config_changes(old, new, f"{prefix}{key}.")
         elif old != new:

@@ -40,6 +40,9 @@ class Mixer(nn.Module):
     Options: ClassVar[type]  # a dataclass of this mixer's hyper-parameters
     # True when the state grows with the context (a KV cache); such mixers override state_floats.
     growing_state: ClassVar[bool] = False
+    # Options added after runs were recorded -> the value that does what the code did before them,
+    # so those runs are not refused as stale (``workbench.experiments.runner.refuse_stale``).
+    options_added_later: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()

@@ -65,6 +65,7 @@ class SeekingOptions:
     n_heads: int = 4
     key_dim: int = 0  # numbers per key, query and interest in a head; 0: three quarters of d_head
     value_dim: int = 0  # numbers per value in a head; 0: d_head
+    bid_rank: int = 0  # 0: units bid on the message's key; r > 0: on an r-number routing code of x of its own
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
@@ -75,13 +76,14 @@ class SeekingOptions:
 
 class SeekingUnits(Mixer):
     Options = SeekingOptions
+    options_added_later = {"bid_rank": 0}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         if not isinstance(o.refractory, bool):
             raise ConfigError(f"seeking.refractory must be true or false, got {o.refractory!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
-                               ("value_dim", 0)):
+                               ("value_dim", 0), ("bid_rank", 0)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
@@ -105,10 +107,10 @@ class SeekingUnits(Mixer):
         self.n_heads, self.n_units, self.d_head = o.n_heads, o.n_units, d_model // o.n_heads
         self.key_dim = o.key_dim or max(1, 3 * self.d_head // 4)
         self.value_dim = o.value_dim or self.d_head
-        # One matmul: q, k (H key_dim each), v (H value_dim) and the salience (H).
-        self.proj = nn.Linear(d_model, o.n_heads * (2 * self.key_dim + self.value_dim + 1), bias=False)
-        # What each unit seeks, in the key space: a bid is the interest's match with the message's key.
-        self.interests = nn.Parameter(torch.randn(o.n_heads, o.n_units, self.key_dim))
+        # One matmul: q, k (H key_dim each), v (H value_dim), the salience (H) and the routing code (bid_rank).
+        self.proj = nn.Linear(d_model, o.n_heads * (2 * self.key_dim + self.value_dim + 1) + o.bid_rank, bias=False)
+        # What each unit seeks, in the key space (or the routing code's): a bid is the interest's match.
+        self.interests = nn.Parameter(torch.randn(o.n_heads, o.n_units, o.bid_rank or self.key_dim))
         self.salience_bias = nn.Parameter(torch.full((o.n_heads,), float(o.salience_bias)))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
@@ -125,11 +127,15 @@ class SeekingUnits(Mixer):
     def _project(self, x: torch.Tensor):
         """x (B, T, d) -> q, k, v (B, H, T, d_head), bids (B, H, T, M), salience (B, H, T)."""
         h, dk, dv = self.n_heads, self.key_dim, self.value_dim
-        qk, v, sal = self.proj(x).split([2 * h * dk, h * dv, h], dim=-1)
+        qk, v, sal, code = self.proj(x).split([2 * h * dk, h * dv, h, self.o.bid_rank], dim=-1)
         qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
         q, k = F.silu(qk).unbind(0)
         v = F.silu(v.unflatten(-1, (h, dv)).transpose(-2, -3))
-        bids = self.hook_bids(torch.einsum("bhtk,hmk->bhtm", qk[1], self.interests) * dk**-0.5)
+        if self.o.bid_rank:
+            bids = torch.einsum("btr,hmr->bhtm", code, self.interests) * self.o.bid_rank**-0.5
+        else:
+            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], self.interests) * dk**-0.5
+        bids = self.hook_bids(bids)
         salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
         return q, k, v, bids, salience
 
