@@ -6,8 +6,10 @@ pair and explains the answer by abduction over two rule families:
 
 * **composition** ``(x, y) -> z``: if b is a's x and c is b's y, then c is a's z. Heads are named
   relations or *invented predicates*: where no bracketing of a three-fact chain is explained by
-  named two-step compositions, the learner invents ``p<n>`` for the unexplained pair, with rules
-  ``(r1, r2) -> p<n>`` and ``(p<n>, r3) -> answer`` (predicate invention in the sense of
+  named two-step compositions, the learner invents ``p<n>`` for the first pair, with rules
+  ``(r1, r2) -> p<n>`` and ``(p<n>, r3) -> answer``, and ``q`` for the last pair, with ``(r2, r3) -> q`` and
+  ``(r1, q) -> answer`` (both readings hold of the chain; which one a longer proof can use depends on
+  its neighbours) (predicate invention in the sense of
   Muggleton's inverse resolution; cf. NLM, Dong et al. 2019, and CTP, Minervini et al. 2020, for
   learned compositions of any length);
 * **inversion** ``(s, g) -> x``: a fact ``(b, s, a)`` read from a's side says b is a's x, where x
@@ -153,11 +155,12 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
                 if inner is not None and not inner.startswith("p"):
                     new.compose[(inner, r3) if left else (r1, inner)][answer] += 1
                     explained = True
-            if not explained:  # no named bracketing: invent a predicate for the first pair
-                name = next((p for p, b in rules.invented.items() if b == (r1, r2)), f"p{len(rules.invented)}")
-                rules.invented[name] = (r1, r2)
-                new.compose[r1, r2][name] += 1
-                new.compose[name, r3][answer] += 1
+            if not explained:  # no named bracketing: invent a predicate for either pair (both readings hold)
+                left, right = _invent(rules, (r1, r2)), _invent(rules, (r2, r3))
+                new.compose[r1, r2][left] += 1
+                new.compose[left, r3][answer] += 1
+                new.compose[r2, r3][right] += 1
+                new.compose[r1, right][answer] += 1
         for body, counts in rules.compose.items():  # invented bodies survive between rounds
             if any(h in rules.invented for h in counts):
                 for h, n in counts.items():
@@ -165,6 +168,13 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
                         new.compose[body][h] = n
         rules.compose = new.compose
     return rules
+
+
+def _invent(rules: RuleBase, body: tuple[str, str]) -> str:
+    """The invented predicate naming ``body`` (a new one the first time the body needs a name)."""
+    name = next((p for p, b in rules.invented.items() if b == body), f"p{len(rules.invented)}")
+    rules.invented[name] = body
+    return name
 
 
 def _readings(rules: RuleBase, chain: list[Step], i: int) -> set[str]:
