@@ -11,7 +11,7 @@ import torch
 
 from workbench.symbolic.clutrr import NAMED, FamilyTree, make_stories, oracle_parse
 from workbench.symbolic.induction import RuleBase, induce
-from workbench.symbolic.proof import Problem, ProofEnv, ProofPolicy, evaluate, train_policy
+from workbench.symbolic.proof import Problem, ProofEnv, ProofPolicy, evaluate, search_episode, train_policy
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,9 @@ def test_induced_rules_recover_compositions_and_invent_predicates(oracle_rules):
     assert oracle_rules.best("compose", ("mother", "brother")) == "uncle"
     assert oracle_rules.best("invert", ("son", "m")) == "father"  # (b son a) read from a: b is a's father
     assert oracle_rules.invented, "a three-fact chain with no named bracketing needs an invented predicate"
+    # either pair of such a chain may be the unnamed one: invented predicates appear on both sides of a body
+    assert any(left in oracle_rules.invented for left, _ in oracle_rules.compose)
+    assert any(right in oracle_rules.invented for _, right in oracle_rules.compose)
     kept = oracle_rules.thresholded(0.95)
     assert 0 < kept.size()["compose_heads"] < oracle_rules.size()["compose_heads"]
 
@@ -133,3 +136,39 @@ def test_simulated_semantics_keep_only_compositions_the_tree_fixes():
     assert two["father", "father"] == "grandfather" and two["son", "mother"] == "wife"
     assert ("grandfather", "grandson") not in two  # a brother or a cousin: not fixed by the tree
     assert first_unnamed and last_unnamed  # three-step compositions through an unnamed pair exist
+
+
+class FirstActionPolicy:
+    """Prefers the actions in the order the environment lists them (a fixed, untrained preference)."""
+
+    def logits(self, kinds: torch.Tensor, relations: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        return -torch.arange(len(kinds), dtype=torch.float32)
+
+
+def _dead_end_first() -> ProofEnv:
+    rules = RuleBase()
+    rules.compose["father", "brother"]["uncle"] = 3
+    facts = [("A", "father", "B", 1.0), ("B", "wife", "D", 1.0), ("B", "brother", "C", 1.0)]
+    return ProofEnv(facts, ("A", "C"), rules)
+
+
+def test_search_backtracks_from_a_dead_end_to_the_next_alternative():
+    env = _dead_end_first()
+    episode = search_episode(FirstActionPolicy(), env, "uncle", budget=40)
+    assert episode.correct and episode.answer == "uncle"
+    assert "hop B -wife-> D" in episode.trace and "back" in episode.trace  # walked into D, found nothing, undid it
+    assert episode.trace.index("back") < episode.trace.index("hop B -brother-> C")
+
+
+def test_search_stops_at_its_budget_without_an_answer():
+    episode = search_episode(FirstActionPolicy(), _dead_end_first(), "uncle", budget=3)
+    assert episode.answer is None and not episode.correct and episode.n_steps <= 3
+
+
+def test_an_invented_predicate_is_never_an_answer():
+    rules = RuleBase()
+    rules.compose["wife", "brother"]["p0"] = 2
+    env = ProofEnv([("A", "wife", "B", 1.0), ("B", "brother", "C", 1.0)], ("A", "C"), rules)
+    for kind in ("hop", "hop", "compose", "stop"):
+        env.step(next(a for a in env.actions() if a.kind == kind))
+    assert env.path[0].relation == "p0" and env.done and env.answer is None

@@ -120,7 +120,8 @@ def _fold(rules: RuleBase, relations: list[str]) -> str | None:
     return None
 
 
-def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds: int = 3) -> RuleBase:
+def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds: int = 3,
+           merge: bool = True) -> RuleBase:
     """Rules from (facts, query, answer) examples with chains of two or three facts."""
     chains = []
     for facts, (head, tail), answer in examples:
@@ -167,7 +168,49 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
                     if h in rules.invented and body not in new.compose:
                         new.compose[body][h] = n
         rules.compose = new.compose
-    return rules
+    return merge_invented(rules) if merge else rules
+
+
+def _contexts(rules: RuleBase) -> dict[str, dict[tuple[str, str], str]]:
+    """Per invented predicate, what it composes to: ("then", r) -> head for (p, r), ("after", r) -> head for (r, p)."""
+    out: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
+    for (x, y), counts in rules.compose.items():
+        head = counts.most_common(1)[0][0]
+        if x in rules.invented:
+            out[x]["then", y] = head
+        if y in rules.invented:
+            out[y]["after", x] = head
+    return out
+
+
+def merge_invented(rules: RuleBase, min_shared: int = 2) -> RuleBase:
+    """One predicate for invented predicates that behave alike (cf. predicate invention by clustering).
+
+    Two invented predicates are merged when they compose with at least ``min_shared`` same neighbours
+    and give the same head on every neighbour they share (none in conflict); e.g. a wife's brother and a
+    sister's husband, both unnamed, both lead to the same relatives. The merged predicate keeps the
+    union of both rule sets, so what was learned from one body's stories serves the other's."""
+    contexts = _contexts(rules)
+    names = sorted(contexts, key=lambda p: (-len(contexts[p]), int(p[1:])))
+    classes: list[tuple[str, dict[tuple[str, str], str]]] = []  # representative, merged contexts
+    rename: dict[str, str] = {}
+    for name in names:
+        mine = contexts[name]
+        for representative, theirs in classes:
+            shared = mine.keys() & theirs.keys()
+            if len(shared) >= min_shared and all(mine[c] == theirs[c] for c in shared):
+                rename[name] = representative
+                theirs.update(mine)
+                break
+        else:
+            classes.append((name, dict(mine)))
+    if not rename:
+        return rules
+    merged = RuleBase(invert=rules.invert, invented={p: b for p, b in rules.invented.items() if p not in rename})
+    for (x, y), counts in rules.compose.items():
+        for head, n in counts.items():
+            merged.compose[rename.get(x, x), rename.get(y, y)][rename.get(head, head)] += n
+    return merged
 
 
 def _invent(rules: RuleBase, body: tuple[str, str]) -> str:

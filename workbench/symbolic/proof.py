@@ -96,7 +96,10 @@ class ProofEnv:
 
     def state_key(self) -> tuple:
         """The proof's state: the path and the entities compositions took off it (the order that led
-        here does not matter)."""
+        here does not matter). Once the walk has reached the tail only compositions remain, and what
+        they can derive depends on the relations alone: equal relation sequences are one state."""
+        if self.end == self.query[1]:
+            return ("composing", tuple(e.relation for e in self.path))
         return tuple((e.source, e.relation, e.target) for e in self.path), frozenset(self.absorbed)
 
     @property
