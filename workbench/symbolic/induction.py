@@ -52,13 +52,18 @@ class RuleBase:
         return heads[0][0] if heads else None
 
     def thresholded(self, precision: float = 0.95, support: int = 2) -> RuleBase:
-        """The baseline rule keeper: one head per body, kept only if precise and supported enough."""
+        """The baseline rule keeper: per body, the most supported named head, kept only if precise and
+        supported enough among the named heads; invented predicates are definitions, not observations,
+        so they are kept as they are and do not count against a named head's precision."""
         kept = RuleBase(invented=dict(self.invented))
         for table in ("compose", "invert"):
-            for body in getattr(self, table):
-                head, n, p = self.heads(table, body)[0]
-                if p >= precision and n >= support:
-                    getattr(kept, table)[body][head] = n
+            for body, counts in getattr(self, table).items():
+                named = [(h, n) for h, n in counts.most_common() if h not in self.invented]
+                if named and named[0][1] >= support and named[0][1] >= precision * sum(n for _, n in named):
+                    getattr(kept, table)[body][named[0][0]] = named[0][1]
+                for head, n in counts.items():
+                    if head in self.invented:
+                        getattr(kept, table)[body][head] = n
         return kept
 
     def size(self) -> dict[str, int]:
@@ -107,17 +112,16 @@ def chain_between(facts: list[ParsedFact], head: str, tail: str) -> list[Step] |
     return steps[::-1]
 
 
-def _fold(rules: RuleBase, relations: list[str]) -> str | None:
-    """Some bracketing's result with the most supported heads (None if no bracketing composes)."""
+def _folds(rules: RuleBase, relations: tuple[str, ...]) -> set[str]:
+    """The results of every bracketing, composing with the most supported heads."""
     if len(relations) == 1:
-        return relations[0]
+        return {relations[0]}
+    out: set[str] = set()
     for i in range(len(relations) - 1):
         head = rules.best("compose", (relations[i], relations[i + 1]))
         if head is not None:
-            result = _fold(rules, relations[:i] + [head] + relations[i + 2:])
-            if result is not None:
-                return result
-    return None
+            out |= _folds(rules, relations[:i] + (head,) + relations[i + 2:])
+    return out
 
 
 def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds: int = 3,
@@ -153,7 +157,7 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
             explained = False
             for body, left in (((r1, r2), True), ((r2, r3), False)):
                 inner = rules.best("compose", body)
-                if inner is not None and not inner.startswith("p"):
+                if inner is not None and inner not in rules.invented:
                     new.compose[(inner, r3) if left else (r1, inner)][answer] += 1
                     explained = True
             if not explained:  # no named bracketing: invent a predicate for either pair (both readings hold)
@@ -250,4 +254,4 @@ def _explains(rules: RuleBase, chain: list[Step], answer: str, fixed: dict[int, 
         return False
     if not rules.compose:
         return False
-    return _fold(rules, relations) == answer
+    return answer in _folds(rules, tuple(relations))
