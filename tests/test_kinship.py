@@ -172,3 +172,41 @@ def test_an_invented_predicate_is_never_an_answer():
     for kind in ("hop", "hop", "compose", "stop"):
         env.step(next(a for a in env.actions() if a.kind == kind))
     assert env.path[0].relation == "p0" and env.done and env.answer is None
+
+
+def _two_invented_alike() -> RuleBase:
+    rules = RuleBase(invented={"p0": ("wife", "brother"), "p1": ("sister", "husband"), "p2": ("son", "wife")})
+    rules.compose["wife", "brother"]["p0"] = 3
+    rules.compose["sister", "husband"]["p1"] = 2
+    rules.compose["son", "wife"]["p2"] = 2
+    rules.compose["p0", "son"]["nephew"] = 2
+    rules.compose["p0", "daughter"]["niece"] = 2
+    rules.compose["p1", "son"]["nephew"] = 1
+    rules.compose["p1", "daughter"]["niece"] = 1
+    rules.compose["p1", "wife"]["sister"] = 1  # learned for one body only
+    rules.compose["p2", "son"]["grandson"] = 2  # disagrees with p0 on a shared neighbour: stays apart
+    rules.compose["p2", "daughter"]["granddaughter"] = 2
+    return rules
+
+
+def test_invented_predicates_that_compose_alike_merge_and_share_their_rules():
+    from workbench.symbolic.induction import merge_invented
+
+    merged = merge_invented(_two_invented_alike())
+    shared = merged.best("compose", ("wife", "brother"))
+    assert shared == merged.best("compose", ("sister", "husband"))
+    assert merged.best("compose", (shared, "wife")) == "sister"  # what one body's stories taught serves the other
+    assert merged.best("compose", (shared, "son")) == "nephew"
+    assert merged.best("compose", ("son", "wife")) not in (shared, None)
+    assert len(merged.invented) == 2
+
+
+def test_threshold_baseline_keeps_invented_definitions_and_judges_named_heads_alone():
+    rules = _two_invented_alike()
+    rules.compose["wife", "brother"]["brother"] = 20  # a named head beside the invented definition
+    rules.compose["father", "father"].update({"grandfather": 19, "father": 1})  # precision 0.95: kept
+    rules.compose["son", "brother"].update({"son": 9, "nephew": 1})  # precision 0.9: dropped
+    kept = rules.thresholded(0.95)
+    assert set(kept.compose["wife", "brother"]) == {"brother", "p0"}
+    assert set(kept.compose["father", "father"]) == {"grandfather"}
+    assert ("son", "brother") not in kept.compose
