@@ -113,13 +113,15 @@ def chain_between(facts: list[ParsedFact], head: str, tail: str) -> list[Step] |
 
 
 def _folds(rules: RuleBase, relations: tuple[str, ...]) -> set[str]:
-    """The results of every bracketing, composing with the most supported heads."""
+    """The results of every bracketing, composing with the most supported named head and the most
+    supported invented predicate of each body (an invented head's count must not hide a named one)."""
     if len(relations) == 1:
         return {relations[0]}
     out: set[str] = set()
     for i in range(len(relations) - 1):
-        head = rules.best("compose", (relations[i], relations[i + 1]))
-        if head is not None:
+        heads = [h for h, _, _ in rules.heads("compose", (relations[i], relations[i + 1]))]
+        for head in {next((h for h in heads if h not in rules.invented), None),
+                     next((h for h in heads if h in rules.invented), None)} - {None}:
             out |= _folds(rules, relations[:i] + (head,) + relations[i + 2:])
     return out
 
