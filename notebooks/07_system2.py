@@ -110,10 +110,13 @@ fig.show()
 # ## 2. The table: accuracy by chain length, every baseline beside System 2
 #
 # `system2`: the trained policy over facts the extractor read from System 1, with the induced rules:
-# a greedy proof and, while none has answered (stuck, or stopped short), up to 8 proofs sampled from
-# the policy (every System 2 row gets the same; the steps add up). `system2-single-proof`: the greedy
-# proof alone. `system2-untrained`: the same network before training. `system2-threshold-rules`: the trained
-# policy, but only rules whose precision is >= 0.95 (the round-1 "RL"). `system2-oracle-parser`:
+# a depth-first proof search guided by the policy: its best action first; where that is a stop that
+# answers nothing, its next alternative; from a dead end, a step back (every System 2 row gets the
+# same search and budget, 9 times one proof's step limit, which grows with the story; every action and
+# step back counts). `system2-single-proof`: the greedy proof alone, no search. `system2-untrained`:
+# the same network before training, with the same search (what the search does without learning).
+# `system2-threshold-rules`: the trained policy, but per rule body only the named head whose precision
+# is >= 0.95 (the round-1 "RL"; invented predicates kept as definitions). `system2-oracle-parser`:
 # facts from the hand parser, rules induced from them. `system1-inverted`: System 1 answering
 # alone. `transformer-2L`: a symbolic-free model of about the parameters of System 1 + extractor +
 # policy. In brackets, mean proof steps.

@@ -11,7 +11,7 @@ import torch
 
 from workbench.symbolic.clutrr import NAMED, FamilyTree, make_stories, oracle_parse
 from workbench.symbolic.induction import RuleBase, induce
-from workbench.symbolic.proof import Problem, ProofEnv, ProofPolicy, evaluate, train_policy
+from workbench.symbolic.proof import Problem, ProofEnv, ProofPolicy, evaluate, search_episode, train_policy
 
 
 @pytest.fixture(scope="module")
@@ -63,6 +63,9 @@ def test_induced_rules_recover_compositions_and_invent_predicates(oracle_rules):
     assert oracle_rules.best("compose", ("mother", "brother")) == "uncle"
     assert oracle_rules.best("invert", ("son", "m")) == "father"  # (b son a) read from a: b is a's father
     assert oracle_rules.invented, "a three-fact chain with no named bracketing needs an invented predicate"
+    # either pair of such a chain may be the unnamed one: invented predicates appear on both sides of a body
+    assert any(left in oracle_rules.invented for left, _ in oracle_rules.compose)
+    assert any(right in oracle_rules.invented for _, right in oracle_rules.compose)
     kept = oracle_rules.thresholded(0.95)
     assert 0 < kept.size()["compose_heads"] < oracle_rules.size()["compose_heads"]
 
@@ -133,3 +136,77 @@ def test_simulated_semantics_keep_only_compositions_the_tree_fixes():
     assert two["father", "father"] == "grandfather" and two["son", "mother"] == "wife"
     assert ("grandfather", "grandson") not in two  # a brother or a cousin: not fixed by the tree
     assert first_unnamed and last_unnamed  # three-step compositions through an unnamed pair exist
+
+
+class FirstActionPolicy:
+    """Prefers the actions in the order the environment lists them (a fixed, untrained preference)."""
+
+    def logits(self, kinds: torch.Tensor, relations: torch.Tensor, scalars: torch.Tensor) -> torch.Tensor:
+        return -torch.arange(len(kinds), dtype=torch.float32)
+
+
+def _dead_end_first() -> ProofEnv:
+    rules = RuleBase()
+    rules.compose["father", "brother"]["uncle"] = 3
+    facts = [("A", "father", "B", 1.0), ("B", "wife", "D", 1.0), ("B", "brother", "C", 1.0)]
+    return ProofEnv(facts, ("A", "C"), rules)
+
+
+def test_search_backtracks_from_a_dead_end_to_the_next_alternative():
+    env = _dead_end_first()
+    episode = search_episode(FirstActionPolicy(), env, "uncle", budget=40)
+    assert episode.correct and episode.answer == "uncle"
+    assert "hop B -wife-> D" in episode.trace and "back" in episode.trace  # walked into D, found nothing, undid it
+    assert episode.trace.index("back") < episode.trace.index("hop B -brother-> C")
+
+
+def test_search_stops_at_its_budget_without_an_answer():
+    episode = search_episode(FirstActionPolicy(), _dead_end_first(), "uncle", budget=3)
+    assert episode.answer is None and not episode.correct and episode.n_steps <= 3
+
+
+def test_an_invented_predicate_is_never_an_answer():
+    rules = RuleBase()
+    rules.compose["wife", "brother"]["p0"] = 2
+    env = ProofEnv([("A", "wife", "B", 1.0), ("B", "brother", "C", 1.0)], ("A", "C"), rules)
+    for kind in ("hop", "hop", "compose", "stop"):
+        env.step(next(a for a in env.actions() if a.kind == kind))
+    assert env.path[0].relation == "p0" and env.done and env.answer is None
+
+
+def _two_invented_alike() -> RuleBase:
+    rules = RuleBase(invented={"p0": ("wife", "brother"), "p1": ("sister", "husband"), "p2": ("son", "wife")})
+    rules.compose["wife", "brother"]["p0"] = 3
+    rules.compose["sister", "husband"]["p1"] = 2
+    rules.compose["son", "wife"]["p2"] = 2
+    rules.compose["p0", "son"]["nephew"] = 2
+    rules.compose["p0", "daughter"]["niece"] = 2
+    rules.compose["p1", "son"]["nephew"] = 1
+    rules.compose["p1", "daughter"]["niece"] = 1
+    rules.compose["p1", "wife"]["sister"] = 1  # learned for one body only
+    rules.compose["p2", "son"]["grandson"] = 2  # disagrees with p0 on a shared neighbour: stays apart
+    rules.compose["p2", "daughter"]["granddaughter"] = 2
+    return rules
+
+
+def test_invented_predicates_that_compose_alike_merge_and_share_their_rules():
+    from workbench.symbolic.induction import merge_invented
+
+    merged = merge_invented(_two_invented_alike())
+    shared = merged.best("compose", ("wife", "brother"))
+    assert shared == merged.best("compose", ("sister", "husband"))
+    assert merged.best("compose", (shared, "wife")) == "sister"  # what one body's stories taught serves the other
+    assert merged.best("compose", (shared, "son")) == "nephew"
+    assert merged.best("compose", ("son", "wife")) not in (shared, None)
+    assert len(merged.invented) == 2
+
+
+def test_threshold_baseline_keeps_invented_definitions_and_judges_named_heads_alone():
+    rules = _two_invented_alike()
+    rules.compose["wife", "brother"]["brother"] = 20  # a named head beside the invented definition
+    rules.compose["father", "father"].update({"grandfather": 19, "father": 1})  # precision 0.95: kept
+    rules.compose["son", "brother"].update({"son": 9, "nephew": 1})  # precision 0.9: dropped
+    kept = rules.thresholded(0.95)
+    assert set(kept.compose["wife", "brother"]) == {"brother", "p0"}
+    assert set(kept.compose["father", "father"]) == {"grandfather"}
+    assert ("son", "brother") not in kept.compose

@@ -6,8 +6,10 @@ pair and explains the answer by abduction over two rule families:
 
 * **composition** ``(x, y) -> z``: if b is a's x and c is b's y, then c is a's z. Heads are named
   relations or *invented predicates*: where no bracketing of a three-fact chain is explained by
-  named two-step compositions, the learner invents ``p<n>`` for the unexplained pair, with rules
-  ``(r1, r2) -> p<n>`` and ``(p<n>, r3) -> answer`` (predicate invention in the sense of
+  named two-step compositions, the learner invents ``p<n>`` for the first pair, with rules
+  ``(r1, r2) -> p<n>`` and ``(p<n>, r3) -> answer``, and ``q`` for the last pair, with ``(r2, r3) -> q`` and
+  ``(r1, q) -> answer`` (both readings hold of the chain; which one a longer proof can use depends on
+  its neighbours) (predicate invention in the sense of
   Muggleton's inverse resolution; cf. NLM, Dong et al. 2019, and CTP, Minervini et al. 2020, for
   learned compositions of any length);
 * **inversion** ``(s, g) -> x``: a fact ``(b, s, a)`` read from a's side says b is a's x, where x
@@ -50,13 +52,18 @@ class RuleBase:
         return heads[0][0] if heads else None
 
     def thresholded(self, precision: float = 0.95, support: int = 2) -> RuleBase:
-        """The baseline rule keeper: one head per body, kept only if precise and supported enough."""
+        """The baseline rule keeper: per body, the most supported named head, kept only if precise and
+        supported enough among the named heads; invented predicates are definitions, not observations,
+        so they are kept as they are and do not count against a named head's precision."""
         kept = RuleBase(invented=dict(self.invented))
         for table in ("compose", "invert"):
-            for body in getattr(self, table):
-                head, n, p = self.heads(table, body)[0]
-                if p >= precision and n >= support:
-                    getattr(kept, table)[body][head] = n
+            for body, counts in getattr(self, table).items():
+                named = [(h, n) for h, n in counts.most_common() if h not in self.invented]
+                if named and named[0][1] >= support and named[0][1] >= precision * sum(n for _, n in named):
+                    getattr(kept, table)[body][named[0][0]] = named[0][1]
+                for head, n in counts.items():
+                    if head in self.invented:
+                        getattr(kept, table)[body][head] = n
         return kept
 
     def size(self) -> dict[str, int]:
@@ -105,20 +112,22 @@ def chain_between(facts: list[ParsedFact], head: str, tail: str) -> list[Step] |
     return steps[::-1]
 
 
-def _fold(rules: RuleBase, relations: list[str]) -> str | None:
-    """Some bracketing's result with the most supported heads (None if no bracketing composes)."""
+def _folds(rules: RuleBase, relations: tuple[str, ...]) -> set[str]:
+    """The results of every bracketing, composing with the most supported named head and the most
+    supported invented predicate of each body (an invented head's count must not hide a named one)."""
     if len(relations) == 1:
-        return relations[0]
+        return {relations[0]}
+    out: set[str] = set()
     for i in range(len(relations) - 1):
-        head = rules.best("compose", (relations[i], relations[i + 1]))
-        if head is not None:
-            result = _fold(rules, relations[:i] + [head] + relations[i + 2:])
-            if result is not None:
-                return result
-    return None
+        heads = [h for h, _, _ in rules.heads("compose", (relations[i], relations[i + 1]))]
+        for head in {next((h for h in heads if h not in rules.invented), None),
+                     next((h for h in heads if h in rules.invented), None)} - {None}:
+            out |= _folds(rules, relations[:i] + (head,) + relations[i + 2:])
+    return out
 
 
-def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds: int = 3) -> RuleBase:
+def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds: int = 3,
+           merge: bool = True) -> RuleBase:
     """Rules from (facts, query, answer) examples with chains of two or three facts."""
     chains = []
     for facts, (head, tail), answer in examples:
@@ -150,21 +159,71 @@ def induce(examples: list[tuple[list[ParsedFact], tuple[str, str], str]], rounds
             explained = False
             for body, left in (((r1, r2), True), ((r2, r3), False)):
                 inner = rules.best("compose", body)
-                if inner is not None and not inner.startswith("p"):
+                if inner is not None and inner not in rules.invented:
                     new.compose[(inner, r3) if left else (r1, inner)][answer] += 1
                     explained = True
-            if not explained:  # no named bracketing: invent a predicate for the first pair
-                name = next((p for p, b in rules.invented.items() if b == (r1, r2)), f"p{len(rules.invented)}")
-                rules.invented[name] = (r1, r2)
-                new.compose[r1, r2][name] += 1
-                new.compose[name, r3][answer] += 1
+            if not explained:  # no named bracketing: invent a predicate for either pair (both readings hold)
+                left, right = _invent(rules, (r1, r2)), _invent(rules, (r2, r3))
+                new.compose[r1, r2][left] += 1
+                new.compose[left, r3][answer] += 1
+                new.compose[r2, r3][right] += 1
+                new.compose[r1, right][answer] += 1
         for body, counts in rules.compose.items():  # invented bodies survive between rounds
             if any(h in rules.invented for h in counts):
                 for h, n in counts.items():
                     if h in rules.invented and body not in new.compose:
                         new.compose[body][h] = n
         rules.compose = new.compose
-    return rules
+    return merge_invented(rules) if merge else rules
+
+
+def _contexts(rules: RuleBase) -> dict[str, dict[tuple[str, str], str]]:
+    """Per invented predicate, what it composes to: ("then", r) -> head for (p, r), ("after", r) -> head for (r, p)."""
+    out: dict[str, dict[tuple[str, str], str]] = defaultdict(dict)
+    for (x, y), counts in rules.compose.items():
+        head = counts.most_common(1)[0][0]
+        if x in rules.invented:
+            out[x]["then", y] = head
+        if y in rules.invented:
+            out[y]["after", x] = head
+    return out
+
+
+def merge_invented(rules: RuleBase, min_shared: int = 2) -> RuleBase:
+    """One predicate for invented predicates that behave alike (cf. predicate invention by clustering).
+
+    Two invented predicates are merged when they compose with at least ``min_shared`` same neighbours
+    and give the same head on every neighbour they share (none in conflict); e.g. a wife's brother and a
+    sister's husband, both unnamed, both lead to the same relatives. The merged predicate keeps the
+    union of both rule sets, so what was learned from one body's stories serves the other's."""
+    contexts = _contexts(rules)
+    names = sorted(contexts, key=lambda p: (-len(contexts[p]), int(p[1:])))
+    classes: list[tuple[str, dict[tuple[str, str], str]]] = []  # representative, merged contexts
+    rename: dict[str, str] = {}
+    for name in names:
+        mine = contexts[name]
+        for representative, theirs in classes:
+            shared = mine.keys() & theirs.keys()
+            if len(shared) >= min_shared and all(mine[c] == theirs[c] for c in shared):
+                rename[name] = representative
+                theirs.update(mine)
+                break
+        else:
+            classes.append((name, dict(mine)))
+    if not rename:
+        return rules
+    merged = RuleBase(invert=rules.invert, invented={p: b for p, b in rules.invented.items() if p not in rename})
+    for (x, y), counts in rules.compose.items():
+        for head, n in counts.items():
+            merged.compose[rename.get(x, x), rename.get(y, y)][rename.get(head, head)] += n
+    return merged
+
+
+def _invent(rules: RuleBase, body: tuple[str, str]) -> str:
+    """The invented predicate naming ``body`` (a new one the first time the body needs a name)."""
+    name = next((p for p, b in rules.invented.items() if b == body), f"p{len(rules.invented)}")
+    rules.invented[name] = body
+    return name
 
 
 def _readings(rules: RuleBase, chain: list[Step], i: int) -> set[str]:
@@ -197,4 +256,4 @@ def _explains(rules: RuleBase, chain: list[Step], answer: str, fixed: dict[int, 
         return False
     if not rules.compose:
         return False
-    return _fold(rules, relations) == answer
+    return answer in _folds(rules, tuple(relations))

@@ -9,9 +9,10 @@
    two-layer transformer of about the parameters of System 1 + extractor + policy;
 3. induces rules from the training stories as System 1 reads them (``induction``), and trains the
    proof policy by REINFORCE on them (``proof``);
-4. evaluates per k: System 2 (trained policy: a greedy proof, and up to ``RETRIES`` proofs sampled
-   from the policy while none has answered; steps add up), a single greedy proof, the untrained
-   policy, precision-threshold rules,
+4. evaluates per k: System 2 (trained policy: a policy-guided depth-first proof search that tries
+   the policy's next alternative where a choice leads nowhere and backtracks from dead ends, within
+   ``ATTEMPTS`` times one proof's step limit, which grows with the story; every step counts), a
+   single greedy proof, the untrained policy, precision-threshold rules,
    the oracle parser (facts from the hand parser, rules induced from them), System 1 alone and the
    transformer; and the dual-process controller (System 1 when its confidence clears a threshold,
    else System 2) over a sweep of thresholds: accuracy against mean deliberation steps.
@@ -35,10 +36,10 @@ from workbench.config import ConfigError
 from workbench.symbolic.clutrr import Story, make_stories, oracle_parse
 from workbench.symbolic.grounding import answer, extract, parameters, train_extractor, train_reader
 from workbench.symbolic.induction import induce
-from workbench.symbolic.proof import Episode, Problem, ProofPolicy, evaluate, train_policy
+from workbench.symbolic.proof import Episode, Problem, ProofPolicy, evaluate, evaluate_search, train_policy
 
 TEST_KS = tuple(range(2, 11))
-RETRIES = 8  # sampled proofs after a greedy one that ends without an answer (every System 2 row alike)
+ATTEMPTS = 9  # search budget in single-proof step limits (every System 2 row alike; the earlier greedy + 8 retries)
 THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 200, "n_reader": 200, "reader_steps": 12, "d_model": 16, "extractor_steps": 30,
@@ -106,11 +107,11 @@ def run_seed(budget: str, seed: int, progress: bool = False) -> dict[str, Any]:
     problems = _problems(test, test_facts)
     oracle_problems = _problems(test, [oracle_parse(s.tokens()) for s in test])
     episodes = {
-        "system2": evaluate(policy, rules, problems, RETRIES, seed),
+        "system2": evaluate_search(policy, rules, problems, ATTEMPTS),
         "system2-single-proof": evaluate(policy, rules, problems),
-        "system2-untrained": evaluate(untrained, rules, problems, RETRIES, seed),
-        "system2-threshold-rules": evaluate(policy, rules.thresholded(), problems, RETRIES, seed),
-        "system2-oracle-parser": evaluate(policy, oracle_rules, oracle_problems, RETRIES, seed),
+        "system2-untrained": evaluate_search(untrained, rules, problems, ATTEMPTS),
+        "system2-threshold-rules": evaluate_search(policy, rules.thresholded(), problems, ATTEMPTS),
+        "system2-oracle-parser": evaluate_search(policy, oracle_rules, oracle_problems, ATTEMPTS),
     }
     fast, confidence = answer(system1, test)
     neural_answers, _ = answer(neural, test)

@@ -89,6 +89,19 @@ class ProofEnv:
             self.degree[a] = self.degree.get(a, 0) + 1
             self.degree[b] = self.degree.get(b, 0) + 1
 
+    def can_answer(self) -> bool:
+        """A stop answers only with one edge from head to tail named in the task's vocabulary (an invented
+        predicate is internal to the proof, never an answer)."""
+        return len(self.path) == 1 and self.end == self.query[1] and self.path[0].relation in NAMED
+
+    def state_key(self) -> tuple:
+        """The proof's state: the path and the entities compositions took off it (the order that led
+        here does not matter). Once the walk has reached the tail only compositions remain, and what
+        they can derive depends on the relations alone: equal relation sequences are one state."""
+        if self.end == self.query[1]:
+            return ("composing", tuple(e.relation for e in self.path))
+        return tuple((e.source, e.relation, e.target) for e in self.path), frozenset(self.absorbed)
+
     @property
     def end(self) -> str:
         return self.path[-1].target if self.path else self.query[0]
@@ -171,7 +184,7 @@ class ProofEnv:
         kind = action.apply[0]
         if kind == "stop":
             self.done = True
-            if len(self.path) == 1 and self.end == self.query[1]:
+            if self.can_answer():
                 self.answer = self.path[0].relation
             self.trace.append(f"stop -> {self.answer}")
             return
@@ -254,6 +267,57 @@ def run_episode(policy: ProofPolicy, env: ProofEnv, answer: str | None, rng: np.
     return Episode(steps, float(correct) - STEP_COST * env.steps, correct, env.steps, env.trace, env.answer)
 
 
+def search_episode(policy: ProofPolicy, env: ProofEnv, answer: str | None, budget: int) -> Episode:
+    """Policy-guided depth-first proof search with backtracking: System 2 thinking again.
+
+    At every state the policy's actions are tried best first. Where its choice is a stop that answers
+    nothing (the path is not one named edge from head to tail), the next alternative is tried instead;
+    where every alternative of a state has failed (a dead end), the search takes the last action back
+    (the environment's ``back``) and marks the state failed, so no order of actions re-enters it. The
+    search ends at the first answer, when nothing is left to try, or after ``budget`` steps; every
+    action, rejected stop and backtrack counts as a step. Only whether an answer *exists* is checked,
+    never whether it is right."""
+    env.max_steps = budget
+    failed: set[tuple] = set()
+    tried: dict[tuple, set[tuple]] = {}
+    with torch.no_grad():
+        while not env.done:
+            state = env.state_key()
+            actions = [a for a in env.actions() if a.kind != "back"]
+            logits = policy.logits(*encode(actions))
+            tried_here = tried.setdefault(state, set())
+            choice = None
+            for i in torch.argsort(logits, descending=True).tolist():
+                if _search_signature(actions[i]) not in tried_here:
+                    choice = actions[i]
+                    break
+            if choice is None:  # a dead end: every alternative here failed
+                failed.add(state)
+                if not env.history:
+                    break
+                env.step(Action("back", (0, 0, 0), [], ("back",)))
+                continue
+            tried_here.add(_search_signature(choice))
+            if choice.kind == "stop" and not env.can_answer():
+                env.steps += 1  # considered stopping, found no answer: try the next alternative
+                env.trace.append("stop? no answer here")
+                if env.steps >= env.max_steps:
+                    env.done = True
+                continue
+            env.step(choice)
+            if not env.done and env.state_key() in failed:
+                env.step(Action("back", (0, 0, 0), [], ("back",)))
+    correct = env.answer is not None and env.answer == answer
+    return Episode([], float(correct) - STEP_COST * env.steps, correct, env.steps, env.trace, env.answer)
+
+
+def _search_signature(action: Action) -> tuple:
+    if action.apply[0] == "hop":
+        edge = action.apply[1]
+        return ("hop", edge.source, edge.relation, edge.target)
+    return action.apply
+
+
 @dataclass
 class Problem:
     facts: list[ParsedFact]
@@ -308,6 +372,17 @@ def _reinforce_loss(policy: ProofPolicy, episodes: list[Episode], entropy: float
     probs = log_probs.exp() * mask
     entropy_term = -(probs * log_probs.masked_fill(~mask, 0)).sum(-1).mean()
     return -(advantage * chosen).mean() + 0.5 * ((returns - baseline) ** 2).mean() - entropy * entropy_term
+
+
+def search_budget(n_facts: int, attempts: int) -> int:
+    """Steps a search may take: ``attempts`` times one proof's step limit, which grows with the story."""
+    return attempts * (4 * n_facts + 12)
+
+
+def evaluate_search(policy: ProofPolicy, rules: RuleBase, problems: list[Problem], attempts: int) -> list[Episode]:
+    """A policy-guided backtracking search per problem (``search_episode``), within ``search_budget``."""
+    return [search_episode(policy, ProofEnv(p.facts, p.query, rules), p.answer, search_budget(len(p.facts), attempts))
+            for p in problems]
 
 
 def evaluate(policy: ProofPolicy, rules: RuleBase, problems: list[Problem], retries: int = 0,
