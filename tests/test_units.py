@@ -58,14 +58,20 @@ def test_independent_streams_give_mi_near_zero_and_inside_the_null():
     assert not spec.specializes.any() and (spec.p_value > 0.05).all()
 
 
+def owned_units(streams: np.ndarray) -> np.ndarray:
+    """A planted specialization: stream s writes to its own block of M / S units (one-hot rows)."""
+    owned = np.zeros(streams.shape + (M,))
+    for s in range(N_STREAMS):
+        owned[streams == s, s * (M // N_STREAMS) : (s + 1) * (M // N_STREAMS)] = 1.0
+    return owned
+
+
 def test_planted_assignment_gives_high_mi_far_above_the_null():
     rng = np.random.default_rng(1)
     streams = random_streams(rng)
     # Stream s writes to its own block of M / S units (a planted specialization); head 1 ignores the stream.
     weights = soft_writes(rng, *streams.shape)
-    owned = np.zeros(streams.shape + (M,))
-    for s in range(N_STREAMS):
-        owned[streams == s, s * (M // N_STREAMS) : (s + 1) * (M // N_STREAMS)] = 1.0
+    owned = owned_units(streams)
     weights[:, 0] = owned / (M // N_STREAMS)
     spec = unit_stream_specialization(weights, streams, N_STREAMS, n_permutations=20, rng=rng)
     # Head 0: the unit tells the stream exactly, so MI equals the stream entropy of the written mass.
@@ -80,9 +86,7 @@ def test_partial_specialization_sits_between():
     rng = np.random.default_rng(2)
     streams = random_streams(rng)
     weights = soft_writes(rng, *streams.shape)
-    owned = np.zeros(streams.shape + (M,))
-    for s in range(N_STREAMS):
-        owned[streams == s, s * (M // N_STREAMS) : (s + 1) * (M // N_STREAMS)] = 1.0
+    owned = owned_units(streams)
     mixed = 0.5 * weights + 0.5 * owned[:, None] / (M // N_STREAMS)
     full = unit_stream_specialization(owned[:, None], streams, N_STREAMS, 5, rng).mi_bits
     half = unit_stream_specialization(mixed, streams, N_STREAMS, 5, rng).mi_bits
