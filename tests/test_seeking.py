@@ -21,7 +21,10 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     return mixer
 
 
-@pytest.mark.parametrize("refractory, widths", [(False, {}), (True, {}), (True, {"key_dim": 3, "value_dim": 5, "bid_rank": 4})])
+@pytest.mark.parametrize("refractory, widths", [
+    (False, {}), (True, {}), (True, {"key_dim": 3, "value_dim": 5, "bid_rank": 4}),
+    (True, {"bid_temperature": 0.0}), (True, {"bid_rank": 4, "bid_temperature": 2.0}),
+])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
     mixer = make(refractory=refractory, recovery=3.0, **widths)
@@ -94,6 +97,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"n_units": 0}, "n_units"), ({"refractory": 1}, "true or false"), ({"recovery": 0.0}, "recovery"),
     ({"rest_strength": -1.0}, "rest_strength"), ({"chunk_size": 6}, "power of two"), ({"n_heads": 3}, "equal heads"),
     ({"key_dim": -1}, "key_dim"), ({"value_dim": 1.5}, "value_dim"), ({"bid_rank": -2}, "bid_rank"),
+    ({"bid_temperature": -1.0}, "bid_temperature"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

@@ -10,7 +10,7 @@ Per head h, token t (x_t the mixer's input)::
 
     q_t, k_t = swish(W_q x_t), swish(W_k x_t)  (key_dim numbers);  v_t = swish(W_v x_t)  (value_dim)
     s_t = sigmoid(w_s . x_t + b_s)                                   salience (demand)
-    b_t[m] = u_m . (W_k x_t) / sqrt(key_dim)                         unit m's bid: its interest u_m
+    b_t[m] = tau_h u_m . (W_k x_t) / sqrt(key_dim)                   unit m's bid: its interest u_m
                                                                      matched against the message's key
     a0_t = s_t softmax_m(b_t)                                        writes by content alone
     L_t = lambda L_{t-1} + (1 - lambda) a0_t                         each unit's recent load
@@ -24,8 +24,14 @@ A unit's interest u_m lives in the key space, so what a unit seeks is written in
 what a message offers, and the units' interests cost M key_dim numbers per head (a bid projection
 from x would cost d_model M). Keys and queries are three quarters of a head wide by default, so that
 with the interests the mixer has fewer parameters than softmax attention's four d_model x d_model
-matrices (64,132 against 65,536 at d_model 128 with 64 units; narrower keys cost accuracy, narrower
+matrices (64,136 against 65,536 at d_model 128 with 64 units; narrower keys cost accuracy, narrower
 values far more: docs/changelog.md).
+
+The bid temperature tau_h is learned per head and starts sharp (8). At 1/sqrt(key_dim) alone the
+bids of a fresh model differ by about half a logit, so every message is smeared over all M units and
+the memory starts as a blur the task must first learn its way out of (MQAR (64, 4) at the demo
+budget: 0.25 against 0.84 with tau starting at 8; docs/changelog.md). Starting sharp, a message lands
+mostly in one unit from the first step, and the units' interests can specialize from there.
 
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
@@ -66,6 +72,7 @@ class SeekingOptions:
     key_dim: int = 0  # numbers per key, query and interest in a head; 0: three quarters of d_head
     value_dim: int = 0  # numbers per value in a head; 0: d_head
     bid_rank: int = 0  # 0: units bid on the message's key; r > 0: on an r-number routing code of x of its own
+    bid_temperature: float = 8.0  # tau: a learned per-head bid scale starting here; 0: fixed at 1 (the first design)
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
@@ -76,7 +83,7 @@ class SeekingOptions:
 
 class SeekingUnits(Mixer):
     Options = SeekingOptions
-    options_added_later = {"bid_rank": 0}
+    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
@@ -92,7 +99,7 @@ class SeekingUnits(Mixer):
         if d_model % o.n_heads:
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
-                               ("norm_eps", True)):
+                               ("norm_eps", True), ("bid_temperature", False)):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
@@ -111,6 +118,8 @@ class SeekingUnits(Mixer):
         self.proj = nn.Linear(d_model, o.n_heads * (2 * self.key_dim + self.value_dim + 1) + o.bid_rank, bias=False)
         # What each unit seeks, in the key space (or the routing code's): a bid is the interest's match.
         self.interests = nn.Parameter(torch.randn(o.n_heads, o.n_units, o.bid_rank or self.key_dim))
+        if o.bid_temperature:
+            self.bid_log_scale = nn.Parameter(torch.full((o.n_heads, 1, 1), math.log(o.bid_temperature)))
         self.salience_bias = nn.Parameter(torch.full((o.n_heads,), float(o.salience_bias)))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
@@ -132,9 +141,11 @@ class SeekingUnits(Mixer):
         q, k = F.silu(qk).unbind(0)
         v = F.silu(v.unflatten(-1, (h, dv)).transpose(-2, -3))
         if self.o.bid_rank:
-            bids = torch.einsum("btr,hmr->bhtm", code, self.interests) * self.o.bid_rank**-0.5
+            bids = torch.einsum("btr,hmr->bhtm", code, self.interests)
         else:
-            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], self.interests) * dk**-0.5
+            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], self.interests)
+        scale = self.interests.shape[-1] ** -0.5
+        bids = bids * (scale * self.bid_log_scale.exp() if self.o.bid_temperature else scale)
         bids = self.hook_bids(bids)
         salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
         return q, k, v, bids, salience
