@@ -36,15 +36,20 @@ def _floats(n: int) -> str:
     return f"{n / 1e6:.2f}M" if n >= 1e6 else (f"{n / 1e3:.1f}k" if n >= 1e3 else str(n))
 
 
-def compare_table(summary: dict[str, Any]) -> str:
+def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
     """Protocol v2 style: one row per (cell, metric), one column per variant; then the learning rate
-    each chose, parameters, recurrent state and speed. A cell short of seeds says so: ``(2/3)``."""
+    each chose, parameters, recurrent state and speed. A cell short of seeds says so: ``(2/3)``.
+    ``brief`` (the README's): of a cell's sliced metrics (``name@slice``) only the first and the last,
+    and no speed row."""
     variants = list(dict.fromkeys(row["variant"] for row in summary["rows"]))
     by_key = {(row["label"], row["variant"]): row for row in summary["rows"]}
     labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
     lines = ["| cell | metric | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
     for label in labels:
         names = list(dict.fromkeys(n for v in variants for n in by_key.get((label, v), {}).get("metrics", {})))
+        if brief:
+            sliced = [n for n in names if "@" in n]
+            names = [n for n in names if "@" not in n or n in (sliced[:1] + sliced[-1:])]
         for name in names:
             cells = []
             for variant in variants:
@@ -73,7 +78,8 @@ def compare_table(summary: dict[str, Any]) -> str:
     first = next(iter(labels), "")
     lines.append("| all | mixer parameters | " + " | ".join(params) + " |")
     lines.append(f"| all | state floats @ tokens ({first}) | " + " | ".join(state) + " |")
-    lines.append(f"| all | train tokens/s ({first}) | " + " | ".join(speed) + " |")
+    if not brief:
+        lines.append(f"| all | train tokens/s ({first}) | " + " | ".join(speed) + " |")
     devices = sorted({r["device"] for r in summary["rows"] if "device" in r})
     missing = summary.get("incomplete", [])
     lines += ["", f"Experiment `{summary['experiment']}`, budget `{summary['budget']}`, {summary['seeds']} seed(s) per "
@@ -281,6 +287,7 @@ def render_blocks(results: Path) -> dict[str, str]:
             blocks[f"ablation-{summary['budget']}"] = ablation_table(summary)
         else:
             blocks[path.stem] = compare_table(summary)
+            blocks[f"{path.stem}-brief"] = compare_table(summary, brief=True)
             for focus in ("seeking", "inverted"):  # block standings-<focus>-<experiment>-<budget>
                 if any(r["variant"] == focus for r in summary["rows"]):
                     blocks[f"standings-{focus}-{path.stem.removeprefix('compare-')}"] = standings_table(summary, focus)
