@@ -1036,7 +1036,8 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # Кольцо (§ 6.1) выбирает узел по очереди, а не по содержанию. Во втором раунде
 # (`workbench/mixers/seeking.py`) узлы сами «торгуются» за сообщение своими интересами, и
 # всё решение мягкое и дифференцируемое. Обозначения кода: `interests` — интересы u_m,
-# `keep` — λ = exp(−1 / recovery), `rest_strength` — β.
+# `keep` — λ = exp(−1 / recovery), `rest_strength` — β, `bid_log_scale` — log τ (температура
+# ставок, своя на голову, обучается и стартует с 8).
 #
 # ```text
 # АЛГОРИТМ ИщущиеУзлы_Параллельно                   // SeekingUnits.forward; на каждую голову
@@ -1046,7 +1047,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   v ← swish(W_v · x)                              // значение, ширина головы
 #   s ← σ(w_s · x + b_s)                            // значимость: сколько токен хочет сказать
 #   ДЛЯ КАЖДОГО t, m ПАРАЛЛЕЛЬНО:
-#       ставка[t, m] ← ⟨u_m, W_k · x[t]⟩ / √d_k     // интерес узла m к ключу сообщения
+#       ставка[t, m] ← τ · ⟨u_m, W_k · x[t]⟩ / √d_k // интерес узла m к ключу сообщения
 #   a0 ← s · softmax_по_узлам(ставка)               // кому досталось бы по одному содержанию
 #   ЕСЛИ refractory ТО
 #       L ← ЭКСП_СРЕДНЕЕ(a0, λ)                     // недавняя нагрузка узла (линейный скан)
@@ -1075,14 +1076,18 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # восстанавливается примерно за `recovery` токенов, и следующее сообщение уходит к другому узлу,
 # поэтому ни один узел не захватывает поток. Узел, не выигравший торг, хранит своё сообщение
 # без изменений. Интересы живут в пространстве ключей, поэтому стоят M·d_k чисел на голову, и
-# у миксера меньше параметров, чем у внимания трансформера.
+# у миксера меньше параметров, чем у внимания трансформера. Температура τ стартует острой (8):
+# при τ = 1 ставки свежей модели почти равны, каждое сообщение размазывается по всем узлам, и
+# память сначала — каша, из которой задаче приходится выбираться.
 #
 # **In English.** A message goes to the unit whose interest best matches the message's key: the
 # units compete (the normalization runs over the units, as in Slot Attention). A unit that has just
 # absorbed messages tires: its bid is damped by the gain exp(-beta M L), which recovers over about
 # `recovery` tokens, so the next message goes elsewhere and no unit takes over the stream. A unit
 # that does not win keeps its message unchanged. The interests live in the key space, so they cost
-# M d_k numbers per head, and the mixer has fewer parameters than the transformer's attention.
+# M d_k numbers per head, and the mixer has fewer parameters than the transformer's attention. The
+# bid temperature tau starts sharp (8): at tau = 1 a fresh model's bids are nearly equal, every
+# message is smeared over all units, and the memory starts as a blur the task must learn its way out of.
 
 # %% [markdown]
 # ## 7 · System 2: deliberation over an explicit store
