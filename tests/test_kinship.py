@@ -70,10 +70,13 @@ def test_induced_rules_recover_compositions_and_invent_predicates(oracle_rules):
     assert 0 < kept.size()["compose_heads"] < oracle_rules.size()["compose_heads"]
 
 
-def _proof_by_hand() -> ProofEnv:
+def _proof_by_hand(dead_end_first: bool = False) -> ProofEnv:
+    """A -father-> B, then B -brother-> C (the proof: uncle) beside B -wife-> D (a dead end)."""
     rules = RuleBase()
     rules.compose["father", "brother"]["uncle"] = 3
     facts = [("A", "father", "B", 1.0), ("B", "brother", "C", 1.0), ("B", "wife", "D", 1.0)]
+    if dead_end_first:  # the environment lists the dead end's walk before the proof's
+        facts[1], facts[2] = facts[2], facts[1]
     return ProofEnv(facts, ("A", "C"), rules)
 
 
@@ -145,15 +148,8 @@ class FirstActionPolicy:
         return -torch.arange(len(kinds), dtype=torch.float32)
 
 
-def _dead_end_first() -> ProofEnv:
-    rules = RuleBase()
-    rules.compose["father", "brother"]["uncle"] = 3
-    facts = [("A", "father", "B", 1.0), ("B", "wife", "D", 1.0), ("B", "brother", "C", 1.0)]
-    return ProofEnv(facts, ("A", "C"), rules)
-
-
 def test_search_backtracks_from_a_dead_end_to_the_next_alternative():
-    env = _dead_end_first()
+    env = _proof_by_hand(dead_end_first=True)
     episode = search_episode(FirstActionPolicy(), env, "uncle", budget=40)
     assert episode.correct and episode.answer == "uncle"
     assert "hop B -wife-> D" in episode.trace and "back" in episode.trace  # walked into D, found nothing, undid it
@@ -161,7 +157,7 @@ def test_search_backtracks_from_a_dead_end_to_the_next_alternative():
 
 
 def test_search_stops_at_its_budget_without_an_answer():
-    episode = search_episode(FirstActionPolicy(), _dead_end_first(), "uncle", budget=3)
+    episode = search_episode(FirstActionPolicy(), _proof_by_hand(dead_end_first=True), "uncle", budget=3)
     assert episode.answer is None and not episode.correct and episode.n_steps <= 3
 
 

@@ -76,6 +76,21 @@ def test_a_unit_that_does_not_win_keeps_its_message():
     torch.testing.assert_close(after["value_slots"][..., 0, :], before, rtol=0, atol=1e-30)
 
 
+def test_a_fresh_model_sends_a_message_mostly_to_one_unit_only_with_the_bid_temperature():
+    """Fixed 1/sqrt(d_k) bids of a fresh model are nearly equal (every unit a few percent of every
+    message); the default temperature starts sharp enough that one unit takes most of it."""
+    x = torch.nn.functional.rms_norm(torch.randn(2, 64, 128, generator=torch.Generator().manual_seed(0)), (128,))
+    top_share = {}
+    for temperature in (0.0, 8.0):
+        torch.manual_seed(0)
+        mixer = SeekingUnits(128, SeekingOptions(bid_temperature=temperature, refractory=False))
+        with torch.no_grad(), capture(mixer, ["hook_writes"]) as cache:
+            mixer(x)
+        writes = cache["hook_writes"]
+        top_share[temperature] = float((writes.max(-1).values / writes.sum(-1)).mean())
+    assert top_share[0.0] < 0.1 < 0.4 < top_share[8.0]
+
+
 def test_state_is_constant_and_counted():
     assert make(refractory=True).state_floats(1) == 2 * 5 * (6 + 8 + 1)  # keys 3/4 of a head by default
     assert make(refractory=False).state_floats(1) == 2 * 5 * (6 + 8)

@@ -28,7 +28,7 @@ matrices (64,136 against 65,536 at d_model 128 with 64 units; narrower keys cost
 values far more: docs/changelog.md).
 
 The bid temperature tau_h is learned per head and starts sharp (8). At 1/sqrt(key_dim) alone the
-bids of a fresh model differ by about half a logit, so every message is smeared over all M units and
+bids of a fresh model are nearly equal, so every message is smeared over all M units and
 the memory starts as a blur the task must first learn its way out of (MQAR (64, 4) at the demo
 budget: 0.25 against 0.84 with tau starting at 8; docs/changelog.md). Starting sharp, a message lands
 mostly in one unit from the first step, and the units' interests can specialize from there.
@@ -134,18 +134,20 @@ class SeekingUnits(Mixer):
     # ------------------------------------------------------------------ shared pieces
 
     def _project(self, x: torch.Tensor):
-        """x (B, T, d) -> q, k, v (B, H, T, d_head), bids (B, H, T, M), salience (B, H, T)."""
+        """x (B, T, d) -> q, k (B, H, T, key_dim), v (B, H, T, value_dim), bids (B, H, T, M), salience (B, H, T)."""
         h, dk, dv = self.n_heads, self.key_dim, self.value_dim
         qk, v, sal, code = self.proj(x).split([2 * h * dk, h * dv, h, self.o.bid_rank], dim=-1)
         qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
         q, k = F.silu(qk).unbind(0)
         v = F.silu(v.unflatten(-1, (h, dv)).transpose(-2, -3))
+        # The bid scale tau / sqrt(dim) goes on the (H, M, dim) interests, not on the (B, H, T, M) bids.
+        interests = self.interests * self.interests.shape[-1] ** -0.5
+        if self.o.bid_temperature:
+            interests = interests * self.bid_log_scale.exp()
         if self.o.bid_rank:
-            bids = torch.einsum("btr,hmr->bhtm", code, self.interests)
+            bids = torch.einsum("btr,hmr->bhtm", code, interests)
         else:
-            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], self.interests)
-        scale = self.interests.shape[-1] ** -0.5
-        bids = bids * (scale * self.bid_log_scale.exp() if self.o.bid_temperature else scale)
+            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], interests)
         bids = self.hook_bids(bids)
         salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
         return q, k, v, bids, salience
