@@ -24,6 +24,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
 @pytest.mark.parametrize("refractory, widths", [
     (False, {}), (True, {}), (True, {"key_dim": 3, "value_dim": 5, "bid_rank": 4}),
     (True, {"bid_temperature": 0.0}), (True, {"bid_rank": 4, "bid_temperature": 2.0}),
+    (True, {"hold": 3.0}), (False, {"sink": True}), (True, {"hold": 3.0, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -91,6 +92,30 @@ def test_a_fresh_model_sends_a_message_mostly_to_one_unit_only_with_the_bid_temp
     assert top_share[0.0] < 0.1 < 0.4 < top_share[8.0]
 
 
+def test_held_units_refuse_messages_and_a_full_memory_writes_into_the_sink():
+    """Five messages, each wanted by its own unit, fill the five units; a sixth finds every unit
+    holding a message: with hold it is mostly written nowhere, without hold it overwrites a unit."""
+    x = torch.randn(1, 6, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    mass = {}
+    for hold in (0.0, 30.0):
+        mixer = make(refractory=False, hold=hold, sink=True)
+        with torch.no_grad():
+            h, dk = mixer.n_heads, mixer.key_dim
+            keys = (mixer.proj.weight[h * dk: 2 * h * dk] @ x[0, :5].T).view(h, dk, 5)  # before swish
+            mixer.interests.copy_(8 * dk**0.5 * torch.linalg.pinv(keys))  # unit m bids 8 for message m, 0 for the rest
+            mixer.bid_log_scale.zero_()
+            mixer.sink_bid.fill_(-2.0)
+            mixer.salience_bias.fill_(20.0)  # every token writes in full
+            mixer.proj.weight[-h:].zero_()
+        with torch.no_grad(), capture(mixer, ["hook_writes"]) as cache:
+            mixer(x)
+        writes = cache["hook_writes"][0]  # (H, T, M)
+        mass[hold] = writes.sum(-1)
+        torch.testing.assert_close(writes[:, :5].argmax(-1), torch.arange(5).expand(h, 5))  # each to its unit
+    assert float(mass[30.0][:, :5].min()) > 0.9  # the first five find free units
+    assert float(mass[30.0][:, 5].max()) < 0.1 < 0.9 < float(mass[0.0][:, 5].min())  # the sixth: nowhere vs a unit
+
+
 def test_state_is_constant_and_counted():
     assert make(refractory=True).state_floats(1) == 2 * 5 * (6 + 8 + 1)  # keys 3/4 of a head by default
     assert make(refractory=False).state_floats(1) == 2 * 5 * (6 + 8)
@@ -112,7 +137,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"n_units": 0}, "n_units"), ({"refractory": 1}, "true or false"), ({"recovery": 0.0}, "recovery"),
     ({"rest_strength": -1.0}, "rest_strength"), ({"chunk_size": 6}, "power of two"), ({"n_heads": 3}, "equal heads"),
     ({"key_dim": -1}, "key_dim"), ({"value_dim": 1.5}, "value_dim"), ({"bid_rank": -2}, "bid_rank"),
-    ({"bid_temperature": -1.0}, "bid_temperature"),
+    ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

@@ -33,10 +33,18 @@ the memory starts as a blur the task must first learn its way out of (MQAR (64, 
 budget: 0.25 against 0.84 with tau starting at 8; docs/changelog.md). Starting sharp, a message lands
 mostly in one unit from the first step, and the units' interests can specialize from there.
 
+Hold and sink (``hold`` > 0, ``sink``; off by default until measured at the full budget): rest
+recovers within ``recovery`` tokens, so on a sequence far longer than those trained on, every
+unit is rewritten many times by messages of little salience and what it held is lost. With hold,
+a unit that holds a message bids less by gamma times the share of it already written,
+-gamma (1 - prod_{s<t} (1 - a0_s[m])); with the sink, a null unit with a learned bid joins the
+competition and what it wins is written nowhere. Together: a message goes to a free unit, and once
+every unit holds one, a message must outbid the sink to displace anything (docs/changelog.md).
+
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
 spreading the writes rather than converge, so there is one; ``refractory=False`` switches rest off).
-Both forms compute the same quantity exactly and the parallel form stays parallel: L is a linear scan, and the slot
+The held share is computed from the same writes. Both forms compute the same quantities exactly and the parallel form stays parallel: L is a linear scan, and the slot
 memories are gated linear recurrences run as two chunked passes of gated linear attention
 (``workbench.kernels.gla``), as Gated Slot Attention does. The difference from GSA (Zhang et al.
 2024, arXiv 2409.07146): there every slot forgets by its own sigmoid gate at every token, so every
@@ -76,6 +84,8 @@ class SeekingOptions:
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
+    hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
+    sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
@@ -83,12 +93,13 @@ class SeekingOptions:
 
 class SeekingUnits(Mixer):
     Options = SeekingOptions
-    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0}
+    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "sink": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        if not isinstance(o.refractory, bool):
-            raise ConfigError(f"seeking.refractory must be true or false, got {o.refractory!r}")
+        for name in ("refractory", "sink"):
+            if not isinstance(getattr(o, name), bool):
+                raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
                                ("value_dim", 0), ("bid_rank", 0)):
             value = getattr(o, name)
@@ -99,7 +110,7 @@ class SeekingUnits(Mixer):
         if d_model % o.n_heads:
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
-                               ("norm_eps", True), ("bid_temperature", False)):
+                               ("norm_eps", True), ("bid_temperature", False), ("hold", False)):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
@@ -121,6 +132,8 @@ class SeekingUnits(Mixer):
         if o.bid_temperature:
             self.bid_log_scale = nn.Parameter(torch.full((o.n_heads, 1, 1), math.log(o.bid_temperature)))
         self.salience_bias = nn.Parameter(torch.full((o.n_heads,), float(o.salience_bias)))
+        if o.sink:
+            self.sink_bid = nn.Parameter(torch.zeros(o.n_heads, 1, 1))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
         self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
@@ -154,6 +167,9 @@ class SeekingUnits(Mixer):
 
     def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None) -> torch.Tensor:
         logits = bids if log_gain is None else bids + log_gain
+        if self.o.sink:
+            sink = self.sink_bid.view(-1, *[1] * (logits.dim() - 2)).expand(*logits.shape[:-1], 1)
+            return salience[..., None] * torch.cat([logits, sink], -1).softmax(-1)[..., :-1]
         return salience[..., None] * logits.softmax(-1)
 
     def _finish(self, read: torch.Tensor) -> torch.Tensor:
@@ -164,6 +180,10 @@ class SeekingUnits(Mixer):
     def _rest(self, load_before: torch.Tensor) -> torch.Tensor:
         """log gain from the load before this token: -beta * M * L_{t-1} (0 for an unused unit)."""
         return -self.o.rest_strength * self.n_units * load_before
+
+    def _held(self, log_free_before: torch.Tensor) -> torch.Tensor:
+        """log gain of holding: -gamma * (1 - prod(1 - a0)), the share of the unit already written."""
+        return -self.o.hold * (1 - log_free_before.exp())
 
     def _stats(self, writes: torch.Tensor) -> None:
         """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
@@ -178,11 +198,17 @@ class SeekingUnits(Mixer):
         b, t, d = x.shape
         q, k, v, bids, salience = self._project(x)
         writes = self._writes(bids, salience, None)
+        gain = None
         if self.o.refractory:
             flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
             load = ema_scan(flat, self.keep.expand(self.n_units)).unflatten(0, (b, self.n_heads))
             before = F.pad(load, (0, 0, 1, 0))[:, :, :t]  # L_{t-1}, zero before the first token
             gain = self._rest(before)
+        if self.o.hold:  # log of each unit's free share before this token: sum of log(1 - a0) so far
+            free = torch.log1p(-writes.clamp(max=_MAX_WRITE)).cumsum(2)
+            held = self._held(F.pad(free, (0, 0, 1, 0))[:, :, :t])
+            gain = held if gain is None else gain + held
+        if gain is not None:
             self.hook_gain(gain.exp())
             writes = self._writes(bids, salience, gain)
         writes = self.hook_writes(writes.clamp(max=_MAX_WRITE))
@@ -204,19 +230,27 @@ class SeekingUnits(Mixer):
             "value_slots": torch.zeros(*shape, self.n_units, self.value_dim, device=device, dtype=dtype),
             # Each unit's recent load from the writes by content alone (absent without rest).
             "load": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.refractory else None,
+            # log of each unit's share not yet written by content alone (absent without hold).
+            "log_free": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.hold else None,
         }
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
         q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
-        writes, load = self._writes(bids, salience, None), state["load"]
+        writes, load, log_free, gain = self._writes(bids, salience, None), state["load"], state.get("log_free"), None
         if self.o.refractory:
             gain = self._rest(load)
             load = self.keep * load + (1 - self.keep) * writes
+        if self.o.hold:
+            held = self._held(log_free)
+            gain = held if gain is None else gain + held
+            log_free = log_free + torch.log1p(-writes.clamp(max=_MAX_WRITE))
+        if gain is not None:
             writes = self._writes(bids, salience, gain)
         writes = writes.clamp(max=_MAX_WRITE)
         log_keep = torch.log1p(-writes)
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
-        return self._finish(read.reshape(b, -1)), {"key_slots": key_slots, "value_slots": value_slots, "load": load}
+        return self._finish(read.reshape(b, -1)), {"key_slots": key_slots, "value_slots": value_slots, "load": load,
+                                               "log_free": log_free}
