@@ -42,6 +42,32 @@ def test_compare_accepts_variants_with_options_and_model_fields(corpus_dir, tmp_
     assert run["config"]["model"]["short_conv"] == 0
 
 
+def test_a_narrowed_compare_keeps_the_rows_of_earlier_runs_in_the_table(corpus_dir, tmp_path, capsys):
+    """One mixer, then another (an experiment variant, then a spec of one's own): the table has both."""
+    results = tmp_path / "results"
+    for mixer in ("transformer", "inverted:n_units=16"):
+        assert main(["compare", "--cells", "copy", "--mixers", mixer, "--budget", "smoke", "--seeds", "1",
+                     "--results", str(results), "--quiet"]) == 0
+    rows = json.loads((results / "compare-v2-smoke.json").read_text())["rows"]
+    assert {row["variant"] for row in rows} == {"transformer", "inverted:n_units=16"}
+    assert "merged into the table's 2" in capsys.readouterr().out
+
+
+def test_a_merged_row_is_complete_only_by_the_whole_experiments_seeds_and_grid():
+    from types import SimpleNamespace
+
+    from workbench.cli import _merge_tables
+
+    whole = SimpleNamespace(cells=[SimpleNamespace(label="a")], variants=[SimpleNamespace(label=m) for m in "xy"],
+                            seeds=3, lr_grid=(0.001, 0.003))
+    row = {"label": "a", "variant": "y", "seeds": 1, "seeds_expected": 1, "complete": True, "lr_grid": {"0.003": 0.9}}
+    earlier = {"rows": [{"label": "a", "variant": "x", "complete": True}], "incomplete": [], "seeds": 3}
+    merged = _merge_tables(earlier, {"rows": [row], "incomplete": [], "seeds": 1}, {("a", "y")}, whole)
+    assert [r["variant"] for r in merged["rows"]] == ["x", "y"] and merged["seeds"] == 3
+    assert merged["rows"][1]["complete"] is False and merged["rows"][1]["lr_provisional"] is True
+    assert merged["incomplete"] == [{"label": "a", "variant": "y", "seeds": 1, "grid_done": 1, "grid": 2}]
+
+
 def test_compare_runs_system2_tasks_as_one_command(tmp_path, capsys):
     """System 2 task names go to run_system2: its table, its JSON, no protocol runs."""
     results = tmp_path / "results"

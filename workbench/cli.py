@@ -240,17 +240,62 @@ def cmd_compare(args: argparse.Namespace) -> int:
     cells = [c for c in args.cells.split(",") if c] if args.cells else None
     experiment = experiment.filtered(tasks=tasks or None, cells=cells, variants=variants, seeds=args.seeds,
                                      lr_grid=_learning_rates(args.lrs))
+    path = experiment.summary_path(Path(args.results))
+    narrowed = any((tasks, cells, variants, args.seeds, args.lrs))
+    try:
+        earlier = json.loads(path.read_text()) if narrowed and path.is_file() else {}
+        earlier = earlier if isinstance(earlier, dict) and isinstance(earlier.get("rows"), list) else {}
+    except (OSError, ValueError):
+        earlier = {}
     summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
                                       allow_incomplete=args.allow_incomplete or args.aggregate_only,
                                       train=not args.aggregate_only)
     Console(width=160).print(format_summary(summary))
-    print(f"wrote {experiment.summary_path(Path(args.results))}")
+    if earlier:
+        from workbench.storage import write_json_atomic
+
+        whole = get_experiment(args.experiment, args.budget, args.results)
+        scope = {(c.label, v.label) for c in experiment.cells for v in experiment.variants}
+        merged = _merge_tables(earlier, summary, scope, whole)
+        write_json_atomic(path, merged)
+        print(f"wrote {path}: this run's rows above, merged into the table's {len(merged['rows'])}")
+    else:
+        print(f"wrote {path}")
     if missing:
         shown = "\n  ".join(missing[:10]) + (f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         print(f"workbench: {len(missing)} run(s) still missing (held by a process that is still running, or "
               f"waiting for a learning rate):\n  {shown}", file=sys.stderr)
         return 0 if args.aggregate_only else 3
     return 0
+
+
+def _merge_tables(earlier: dict, summary: dict, scope: set[tuple[str, str]], whole) -> dict:
+    """A narrowed compare (some cells, mixers, seeds or rates) must not narrow the experiment's table:
+    the (cell, variant) rows in its scope come from this run, the earlier table's others stay, and a
+    row is complete only by the whole experiment's seeds and learning-rate grid."""
+    cells, variants = [c.label for c in whole.cells], [v.label for v in whole.variants]
+    fresh = []
+    for row in summary["rows"]:
+        tried = {k for k, v in row.get("lr_grid", {}).items() if v is not None}
+        short_grid = bool(whole.lr_grid) and bool({f"{g:g}" for g in whole.lr_grid} - tried)
+        short_seeds = row["seeds"] < whole.seeds
+        if short_grid or short_seeds:
+            row = row | {"complete": False, "seeds_expected": max(row["seeds_expected"], whole.seeds),
+                         "lr_provisional": row.get("lr_provisional", False) or short_grid}
+        fresh.append(row)
+    rows = [r for r in earlier.get("rows", []) if (r.get("label"), r.get("variant")) not in scope] + fresh
+
+    def place(name: str, order: list[str]) -> int:
+        return order.index(name) if name in order else len(order)
+    rows.sort(key=lambda r: (place(r["label"], cells), place(r["variant"], variants)))  # others: in the order met
+    incomplete = [i for i in earlier.get("incomplete", []) if (i.get("label"), i.get("variant")) not in scope]
+    incomplete += [i for i in summary["incomplete"] if (i["label"], i["variant"]) not in {
+        (r["label"], r["variant"]) for r in fresh}]
+    incomplete += [{"label": r["label"], "variant": r["variant"], "seeds": r["seeds"],
+                    "grid_done": sum(v is not None for v in r.get("lr_grid", {}).values()),
+                    "grid": len(whole.lr_grid or ())} for r in fresh if not r["complete"]]
+    merged = {**summary, **{k: earlier[k] for k in ("seeds", "lr_grid", "notes") if k in earlier}}
+    return merged | {"rows": rows, "incomplete": incomplete}
 
 
 def cmd_demo(args: argparse.Namespace) -> None:
