@@ -85,6 +85,7 @@ class SeekingOptions:
     rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
+    hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     norm_eps: float = 1e-5
@@ -93,7 +94,7 @@ class SeekingOptions:
 
 class SeekingUnits(Mixer):
     Options = SeekingOptions
-    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "sink": False}
+    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "sink": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
@@ -101,10 +102,12 @@ class SeekingUnits(Mixer):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
-                               ("value_dim", 0), ("bid_rank", 0)):
+                               ("value_dim", 0), ("bid_rank", 0), ("hold_heads", 0)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
+        if o.hold_heads > o.n_heads:
+            raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
             raise ConfigError(f"seeking.chunk_size must be a power of two, got {o.chunk_size!r}")
         if d_model % o.n_heads:
@@ -132,6 +135,9 @@ class SeekingUnits(Mixer):
         if o.bid_temperature:
             self.bid_log_scale = nn.Parameter(torch.full((o.n_heads, 1, 1), math.log(o.bid_temperature)))
         self.salience_bias = nn.Parameter(torch.full((o.n_heads,), float(o.salience_bias)))
+        holding = torch.zeros(o.n_heads)
+        holding[: o.hold_heads or o.n_heads] = o.hold
+        self.register_buffer("hold_strength", holding, persistent=False)  # (H,): gamma per head
         if o.sink:
             self.sink_bid = nn.Parameter(torch.zeros(o.n_heads, 1, 1))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
@@ -183,7 +189,8 @@ class SeekingUnits(Mixer):
 
     def _held(self, log_free_before: torch.Tensor) -> torch.Tensor:
         """log gain of holding: -gamma * (1 - prod(1 - a0)), the share of the unit already written."""
-        return -self.o.hold * (1 - log_free_before.exp())
+        gamma = self.hold_strength.view(-1, *[1] * (log_free_before.dim() - 2))
+        return -gamma * (1 - log_free_before.exp())
 
     def _stats(self, writes: torch.Tensor) -> None:
         """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
