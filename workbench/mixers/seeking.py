@@ -39,12 +39,15 @@ unit is rewritten many times by messages of little salience and what it held is 
 a unit that holds a message bids less by gamma times the share of it already written,
 -gamma (1 - prod_{s<t} (1 - a0_s[m])); with the sink, a null unit with a learned bid joins the
 competition and what it wins is written nowhere. Together: a message goes to a free unit, and once
-every unit holds one, a message must outbid the sink to displace anything (docs/changelog.md).
+every unit holds one, a message must outbid the sink to displace anything. A held unit also
+refuses the newer value of the key it holds, which recall of the latest value needs, so
+``hold_heads`` limits hold to the first heads and the others rest and refresh (docs/changelog.md).
 
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
 spreading the writes rather than converge, so there is one; ``refractory=False`` switches rest off).
-The held share is computed from the same writes. Both forms compute the same quantities exactly and the parallel form stays parallel: L is a linear scan, and the slot
+The held share is computed from the same writes. Both forms compute the same quantities exactly
+and the parallel form stays parallel: L and the held share are linear scans, and the slot
 memories are gated linear recurrences run as two chunked passes of gated linear attention
 (``workbench.kernels.gla``), as Gated Slot Attention does. The difference from GSA (Zhang et al.
 2024, arXiv 2409.07146): there every slot forgets by its own sigmoid gate at every token, so every
