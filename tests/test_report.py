@@ -68,13 +68,16 @@ def test_compare_block_shows_every_variant_its_rate_state_and_missing_seeds(tmp_
     assert "| all | state floats @ tokens (mqar-256x16) | 25.0k @ 255 (grows) | 25.0k @ 255 |" in table
     assert "Incomplete (1 (cell, variant) pairs): 1 short of seeds or grid points." in table
     assert "{0.001, 0.003, 0.01}" in table
-    # A variant with no finished run is named under its cell; a cell no variant has run says "all".
+    # A variant with no finished run is named under its cell; a cell none of its variants has run says
+    # "all" (a variant tabled in another cell only, such as a design candidate, does not count).
+    summary["rows"].append(_row("mqar-256x16", "seeking:hold=16", 0.98, seeds=1))
     summary["incomplete"] += [{"label": "copy", "variant": "inverted", "seeds": 0, "grid_done": 0, "grid": 3},
                               {"label": "copy", "variant": "transformer", "seeds": 0, "grid_done": 0, "grid": 3},
+                              {"label": "charlm", "variant": "transformer", "seeds": 1, "grid_done": 1, "grid": 3},
                               {"label": "charlm", "variant": "inverted", "seeds": 0, "grid_done": 0, "grid": 3}]
     (tmp_path / "compare-v2-full.json").write_text(json.dumps(summary))
     table = render_blocks(tmp_path)["compare-v2-full"]
-    assert "1 short of seeds or grid points; not run yet - copy: all; charlm: inverted." in table
+    assert "2 short of seeds or grid points; not run yet - copy: all; charlm: inverted." in table
 
 
 def test_brief_compare_block_keeps_the_first_and_last_slice_and_drops_speed(tmp_path: Path):

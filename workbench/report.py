@@ -88,13 +88,16 @@ def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
     if any(r.get("lr_provisional") for r in summary["rows"]):
         lines.append("`*`: the learning rate is the best of the grid points finished so far (the grid is unfinished).")
     if missing:
-        lines.append(_missing_note(missing, variants))
+        lines.append(_missing_note(missing, summary["rows"]))
     return "\n".join(lines)
 
 
-def _missing_note(missing: list[dict[str, Any]], shown: list[str]) -> str:
-    """One line: per cell, the variants with no finished run yet, and how many pairs are short of seeds."""
-    every = set(shown) | {m["variant"] for m in missing}
+def _missing_note(missing: list[dict[str, Any]], rows: list[dict[str, Any]]) -> str:
+    """One line: per cell, the variants with no finished run yet ("all": none of the variants tabled or
+    listed for that cell has one), and how many pairs are short of seeds."""
+    every: dict[str, set[str]] = {}
+    for item in [*rows, *missing]:
+        every.setdefault(item["label"], set()).add(item["variant"])
     empty: dict[str, list[str]] = {}
     short = 0
     for m in missing:
@@ -102,7 +105,7 @@ def _missing_note(missing: list[dict[str, Any]], shown: list[str]) -> str:
             empty.setdefault(m["label"], []).append(m["variant"])
         else:
             short += 1
-    cells = [f"{label}: all" if len(names) == len(every) else f"{label}: {', '.join(names)}"
+    cells = [f"{label}: all" if set(names) == every[label] else f"{label}: {', '.join(names)}"
              for label, names in empty.items()]
     text = f"Incomplete ({len(missing)} (cell, variant) pairs): {short} short of seeds or grid points"
     return text + (f"; not run yet - {'; '.join(cells)}." if cells else ".")
