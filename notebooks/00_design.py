@@ -1053,6 +1053,10 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #       L ← ЭКСП_СРЕДНЕЕ(a0, λ)                     // недавняя нагрузка узла (линейный скан)
 #       a ← s · softmax_по_узлам(ставка − β · M · L[t − 1])   // уставший узел ставит меньше
 #   ИНАЧЕ a ← a0
+#   ЕСЛИ hold > 0 ТО                                // опция: узел держит то, что взял
+#       занято[t, m] ← 1 − Π_{s<t} (1 − a0[s, m])   // доля узла, уже записанная (скан)
+#       a ← s · softmax_по_узлам(ставка − β·M·L[t − 1] − γ · занято[t])
+#   ЕСЛИ sink ТО softmax берётся по M узлам и «стоку» с обучаемой ставкой; доля стока не пишется
 #   // Память узлов: узел хранит сообщение, пока не возьмёт другое
 #   K~[t] ← diag(1 − a[t]) · K~[t − 1] + a[t] · k[t]ᵀ        // два прохода GLA по блокам
 #   V~[t] ← diag(1 − a[t]) · V~[t − 1] + a[t] · v[t]ᵀ        // (gla_chunked), без матрицы T × T
@@ -1078,7 +1082,10 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # без изменений. Интересы живут в пространстве ключей, поэтому стоят M·d_k чисел на голову, и
 # у миксера меньше параметров, чем у внимания трансформера. Температура τ стартует острой (8):
 # при τ = 1 ставки свежей модели почти равны, каждое сообщение размазывается по всем узлам, и
-# память сначала — каша, из которой задаче приходится выбираться.
+# память сначала — каша, из которой задаче приходится выбираться. Опции `hold` и `sink`
+# (выключены по умолчанию): занятый узел ставит меньше на γ·занято, а «сток» забирает то, что
+# не нужно ни одному свободному узлу, — так память не стирается на последовательностях, много
+# длиннее обучающих (`hold_heads`: держат только первые головы, остальные обновляются).
 #
 # **In English.** A message goes to the unit whose interest best matches the message's key: the
 # units compete (the normalization runs over the units, as in Slot Attention). A unit that has just
@@ -1088,6 +1095,9 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # M d_k numbers per head, and the mixer has fewer parameters than the transformer's attention. The
 # bid temperature tau starts sharp (8): at tau = 1 a fresh model's bids are nearly equal, every
 # message is smeared over all units, and the memory starts as a blur the task must learn its way out of.
+# Options `hold` and `sink` (off by default): a unit that holds a message bids less by gamma times
+# its written share, and a sink takes what no free unit wants, so the memory survives sequences far
+# longer than those trained on (`hold_heads`: only the first heads hold, the others refresh).
 
 # %% [markdown]
 # ## 7 · System 2: deliberation over an explicit store
