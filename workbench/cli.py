@@ -242,21 +242,21 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                      lr_grid=_learning_rates(args.lrs))
     path = experiment.summary_path(Path(args.results))
     narrowed = any((tasks, cells, variants, args.seeds, args.lrs))
-    try:
-        earlier = json.loads(path.read_text()) if narrowed and path.is_file() else {}
-        earlier = earlier if isinstance(earlier, dict) and isinstance(earlier.get("rows"), list) else {}
-    except (OSError, ValueError):
-        earlier = {}
     summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
                                       allow_incomplete=args.allow_incomplete or args.aggregate_only,
-                                      train=not args.aggregate_only)
+                                      train=not args.aggregate_only, write_summary=not narrowed)
     Console(width=160).print(format_summary(summary))
-    if earlier:
+    if narrowed:  # the table as it is now (other processes may have added rows meanwhile), merged
         from workbench.storage import write_json_atomic
 
+        try:
+            earlier = json.loads(path.read_text()) if path.is_file() else {}
+            earlier = earlier if isinstance(earlier, dict) and isinstance(earlier.get("rows"), list) else {}
+        except (OSError, ValueError):
+            earlier = {}
         whole = get_experiment(args.experiment, args.budget, args.results)
         scope = {(c.label, v.label) for c in experiment.cells for v in experiment.variants}
-        merged = _merge_tables(earlier, summary, scope, whole)
+        merged = _merge_tables(earlier, summary, scope, whole) if earlier else summary
         write_json_atomic(path, merged)
         print(f"wrote {path}: this run's rows above, merged into the table's {len(merged['rows'])}")
     else:

@@ -28,7 +28,7 @@ def stats(values: list[float]) -> dict[str, float]:
             "n": len(values)}
 
 
-def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = False) -> dict[str, Any]:
+def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = False, write: bool = True) -> dict[str, Any]:
     from workbench.experiments.runner import chosen_rate, finished
 
     results = Path(results)
@@ -66,7 +66,8 @@ def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = Fa
     summary = {"experiment": experiment.name, "budget": experiment.budget, "seeds": experiment.seeds,
                "lr_grid": list(experiment.lr_grid or []), "model": experiment.model, "notes": experiment.notes,
                "rows": rows, "incomplete": incomplete}
-    write_json_atomic(experiment.summary_path(results), summary)
+    if write:
+        write_json_atomic(experiment.summary_path(results), summary)
     return summary
 
 

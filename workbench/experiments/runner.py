@@ -139,10 +139,12 @@ def train_run(run: Run, experiment: Experiment, progress: bool, device: str | No
 
 def run_experiment(experiment: Experiment, results: str | Path = "results", progress: bool = True,
                    device: str | None = None, wait: bool = True, poll_s: float = 30.0,
-                   allow_incomplete: bool = False, train: bool = True) -> tuple[dict[str, Any], list[str]]:
+                   allow_incomplete: bool = False, train: bool = True,
+                   write_summary: bool = True) -> tuple[dict[str, Any], list[str]]:
     """Train what is missing (waiting for runs other processes hold), then aggregate.
 
-    ``train=False`` only aggregates what has finished (the table of a protocol still running).
+    ``train=False`` only aggregates what has finished (the table of a protocol still running);
+    ``write_summary=False`` returns the summary without writing it (the caller merges it).
     Returns the summary and a list of what is still missing (empty when the experiment is complete).
     """
     results = Path(results)
@@ -188,7 +190,7 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
             print(f"[{experiment.name}/{experiment.budget}] waiting for {held} run(s) held by other processes",
                   flush=True)
         time.sleep(poll_s)
-    summary = aggregate(experiment, results, allow_incomplete=allow_incomplete)
+    summary = aggregate(experiment, results, allow_incomplete=allow_incomplete, write=write_summary)
     runs, blocked = experiment.runs(results, chosen)
     missing = [f"{r.cell.label} / {r.variant.label} / lr {r.lr:g} / seed {r.seed}" for r in runs if finished(r) is None]
     return summary, missing + blocked
