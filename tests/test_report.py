@@ -93,6 +93,13 @@ def test_brief_compare_block_keeps_the_first_and_last_slice_and_drops_speed(tmp_
     assert "| mqar-256x16 | accuracy | 0.980 ± 0.010 |" in brief
     assert "accuracy@512x64" in brief and "accuracy@4096x64" in brief
     assert "tokens/s" in full and "tokens/s" not in brief
+    # A design candidate run beside the experiment's own variants: in the full table, counted in the brief.
+    summary |= {"rows": [row, _row("mqar-256x16", "inverted:hold=1", 0.97, seeds=1)], "variants": ["inverted"]}
+    (tmp_path / "compare-v2-full.json").write_text(json.dumps(summary))
+    blocks = render_blocks(tmp_path)
+    brief, full = blocks["compare-v2-full-brief"], blocks["compare-v2-full"]
+    assert "inverted:hold=1" in full and "inverted:hold=1" not in brief
+    assert "1 design candidate(s) run beside them" in brief
 
 
 def test_ablation_block_lists_each_variant_with_its_change_from_the_default(tmp_path: Path):

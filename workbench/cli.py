@@ -295,7 +295,7 @@ def _merge_tables(earlier: dict, summary: dict, scope: set[tuple[str, str]], who
                     "grid_done": sum(v is not None for v in r.get("lr_grid", {}).values()),
                     "grid": len(whole.lr_grid or ())} for r in fresh if not r["complete"]]
     merged = {**summary, **{k: earlier[k] for k in ("seeds", "lr_grid", "notes") if k in earlier}}
-    return merged | {"rows": rows, "incomplete": incomplete}
+    return merged | {"rows": rows, "incomplete": incomplete, "variants": variants}
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

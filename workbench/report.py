@@ -40,8 +40,13 @@ def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
     """Protocol v2 style: one row per (cell, metric), one column per variant; then the learning rate
     each chose, parameters, recurrent state and speed. A cell short of seeds says so: ``(2/3)``.
     ``brief`` (the README's): of a cell's sliced metrics (``name@slice``) only the first and the last,
-    and no speed row."""
+    no speed row, and only the experiment's own variants (design candidates run beside them are
+    counted in a line, and tabled in the full form)."""
     variants = list(dict.fromkeys(row["variant"] for row in summary["rows"]))
+    candidates = []
+    if brief and isinstance(summary.get("variants"), list):
+        candidates = [v for v in variants if v not in summary["variants"]]
+        variants = [v for v in variants if v in summary["variants"]]
     by_key = {(row["label"], row["variant"]): row for row in summary["rows"]}
     labels = list(dict.fromkeys(row["label"] for row in summary["rows"]))
     lines = ["| cell | metric | " + " | ".join(variants) + " |", "|---|---|" + "---|" * len(variants)]
@@ -87,6 +92,8 @@ def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
                          if summary.get("lr_grid") else "") + f"; measured on: {', '.join(devices) or '-'}."]
     if any(r.get("lr_provisional") for r in summary["rows"]):
         lines.append("`*`: the learning rate is the best of the grid points finished so far (the grid is unfinished).")
+    if candidates:
+        lines.append(f"{len(candidates)} design candidate(s) run beside them: the paper's full table.")
     if missing:
         lines.append(_missing_note(missing, summary["rows"]))
     return "\n".join(lines)

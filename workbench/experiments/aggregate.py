@@ -65,6 +65,7 @@ def aggregate(experiment: Experiment, results: Path, allow_incomplete: bool = Fa
                                    "grid_done": sum(r is not None for r in grid.values()), "grid": len(grid)})
     summary = {"experiment": experiment.name, "budget": experiment.budget, "seeds": experiment.seeds,
                "lr_grid": list(experiment.lr_grid or []), "model": experiment.model, "notes": experiment.notes,
+               "variants": [v.label for v in experiment.variants],
                "rows": rows, "incomplete": incomplete}
     if write:
         write_json_atomic(experiment.summary_path(results), summary)
