@@ -25,7 +25,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (False, {}), (True, {}), (True, {"key_dim": 3, "value_dim": 5, "bid_rank": 4}),
     (True, {"bid_temperature": 0.0}), (True, {"bid_rank": 4, "bid_temperature": 2.0}),
     (True, {"hold": 3.0}), (False, {"sink": True}), (True, {"hold": 3.0, "sink": True}),
-    (True, {"hold": 3.0, "hold_heads": 1, "sink": True}),
+    (True, {"hold": 3.0, "hold_heads": 1, "sink": True}), (False, {"hold": 3.0, "hold_learned": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -140,6 +140,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"key_dim": -1}, "key_dim"), ({"value_dim": 1.5}, "value_dim"), ({"bid_rank": -2}, "bid_rank"),
     ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"hold_heads": 5}, "more than"), ({"hold_heads": -1}, "hold_heads"),
+    ({"hold_learned": 0}, "true or false"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

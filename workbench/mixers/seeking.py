@@ -89,6 +89,7 @@ class SeekingOptions:
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
+    hold_learned: bool = False  # gamma learned per head (starting at ``hold``), so a head can give hold up
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     norm_eps: float = 1e-5
@@ -97,11 +98,12 @@ class SeekingOptions:
 
 class SeekingUnits(Mixer):
     Options = SeekingOptions
-    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "sink": False}
+    options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
+                           "sink": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        for name in ("refractory", "sink"):
+        for name in ("refractory", "sink", "hold_learned"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -141,6 +143,8 @@ class SeekingUnits(Mixer):
         holding = torch.zeros(o.n_heads)
         holding[: o.hold_heads or o.n_heads] = o.hold
         self.register_buffer("hold_strength", holding, persistent=False)  # (H,): gamma per head
+        if o.hold_learned:
+            self.hold_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         if o.sink:
             self.sink_bid = nn.Parameter(torch.zeros(o.n_heads, 1, 1))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
@@ -192,7 +196,8 @@ class SeekingUnits(Mixer):
 
     def _held(self, log_free_before: torch.Tensor) -> torch.Tensor:
         """log gain of holding: -gamma * (1 - prod(1 - a0)), the share of the unit already written."""
-        gamma = self.hold_strength.view(-1, *[1] * (log_free_before.dim() - 2))
+        gamma = self.hold_strength * self.hold_log_scale.exp() if self.o.hold_learned else self.hold_strength
+        gamma = gamma.view(-1, *[1] * (log_free_before.dim() - 2))
         return -gamma * (1 - log_free_before.exp())
 
     def _stats(self, writes: torch.Tensor) -> None:
