@@ -247,6 +247,7 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                       train=not args.aggregate_only, write_summary=not narrowed)
     Console(width=160).print(format_summary(summary))
     if narrowed:  # the table as it is now (other processes may have added rows meanwhile), merged
+        from workbench.experiments.aggregate import aggregate
         from workbench.storage import write_json_atomic
 
         try:
@@ -256,6 +257,12 @@ def cmd_compare(args: argparse.Namespace) -> int:
             earlier = {}
         whole = get_experiment(args.experiment, args.budget, args.results)
         scope = {(c.label, v.label) for c in experiment.cells for v in experiment.variants}
+        # The rows again under the whole experiment's grid and seeds: a rate run on its own (--lrs)
+        # joins the grid points run before it, and the best of them is the row's rate.
+        regrid = aggregate(whole.filtered(cells=[c.label for c in experiment.cells], variants=experiment.variants),
+                           Path(args.results), allow_incomplete=True, write=False)
+        again = {(r["label"], r["variant"]): r for r in regrid["rows"]}
+        summary = summary | {"rows": [again.get((r["label"], r["variant"]), r) for r in summary["rows"]]}
         merged = _merge_tables(earlier, summary, scope, whole) if earlier else summary
         write_json_atomic(path, merged)
         print(f"wrote {path}: this run's rows above, merged into the table's {len(merged['rows'])}")
