@@ -53,6 +53,23 @@ def test_a_narrowed_compare_keeps_the_rows_of_earlier_runs_in_the_table(corpus_d
     assert "merged into the table's 2" in capsys.readouterr().out
 
 
+def test_rates_run_one_at_a_time_join_in_one_row_with_the_better_rate(corpus_dir, tmp_path, monkeypatch):
+    import dataclasses
+
+    import workbench.experiments as experiments
+
+    plain = experiments.get_experiment
+    monkeypatch.setattr(experiments, "get_experiment",
+                        lambda *a, **k: dataclasses.replace(plain(*a, **k), lr_grid=(0.01, 0.003)))
+    results = tmp_path / "results"
+    for rate in ("0.01", "0.003"):
+        assert main(["compare", "--cells", "copy", "--mixers", "transformer", "--lrs", rate, "--budget", "smoke",
+                     "--results", str(results), "--quiet"]) == 0
+    (row,) = json.loads((results / "compare-v2-smoke.json").read_text())["rows"]
+    assert set(row["lr_grid"]) == {"0.01", "0.003"} and None not in row["lr_grid"].values()
+    assert row["lr_grid"][f"{row['lr']:g}"] == max(row["lr_grid"].values()) and not row["lr_provisional"]
+
+
 def test_a_merged_row_is_complete_only_by_the_whole_experiments_seeds_and_grid():
     from types import SimpleNamespace
 
