@@ -193,3 +193,15 @@ def test_load_tracker_adds_the_load_to_every_evaluation():
         metrics = entry["metrics"]
         assert 0 <= metrics["units/load_entropy_bits"] <= metrics["units/load_ceiling_bits"] == 3.0
         assert "accuracy" in metrics
+
+
+def test_unit_survival_multiplies_what_each_unit_keeps_after_the_start():
+    from workbench.lab.units import unit_survival
+
+    w = np.zeros((1, 1, 4, 2))
+    w[0, 0, 0] = [1.0, 1.0]  # before the start: not counted
+    w[0, 0, 1:, 0] = 0.5  # unit 0 keeps half at each of three tokens; unit 1 is never written again
+    got = unit_survival(w, start=1)
+    assert got == pytest.approx({"write_mass_per_token": 0.5, "survival_mean": (0.125 + 1) / 2, "survival_min": 0.125})
+    with pytest.raises(ValueError, match="start"):
+        unit_survival(w, start=4)

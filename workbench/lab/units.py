@@ -186,6 +186,20 @@ def load_summary(weights: np.ndarray) -> LoadSummary:
                        busiest_share=float(share.max(-1).mean()), write_mass=float(total.mean()))
 
 
+def unit_survival(weights: np.ndarray, start: int) -> dict[str, float]:
+    """What the units keep from position ``start`` to the end: the write mass per token there, and each
+    unit's surviving share prod_{t >= start} (1 - w_t[m]) of what it held at ``start`` (mean and
+    minimum over sequences, heads and units). On MQAR with ``start`` after the key-value section it
+    tells whether filler tokens wear the memory away (the length failure hold and sink address)."""
+    w = np.asarray(weights, dtype=np.float64)
+    if w.ndim != 4 or not 0 <= start < w.shape[2]:
+        raise ValueError(f"weights must be (B, H, T, M) and start in [0, T), got shape {w.shape} and start {start}")
+    after = np.clip(w[:, :, start:], 0.0, 1.0)
+    survival = np.exp(np.log1p(-np.minimum(after, 1 - 1e-12)).sum(2))  # (B, H, M)
+    return {"write_mass_per_token": float(after.sum(-1).mean()), "survival_mean": float(survival.mean()),
+            "survival_min": float(survival.min())}
+
+
 def multistream_config(mixer: str, mixer_options: dict[str, Any], task_options: dict[str, Any], steps: int,
                        d_model: int, batch_size: int = 32, lr: float = 3e-3, seed: int = 0,
                        evals: int = 4) -> RunConfig:
