@@ -73,13 +73,13 @@ def test_rates_run_one_at_a_time_join_in_one_row_with_the_better_rate(corpus_dir
 def test_a_merged_row_is_complete_only_by_the_whole_experiments_seeds_and_grid():
     from types import SimpleNamespace
 
-    from workbench.cli import _merge_tables
+    from workbench.experiments.aggregate import merge_tables
 
     whole = SimpleNamespace(cells=[SimpleNamespace(label="a")], variants=[SimpleNamespace(label=m) for m in "xy"],
                             seeds=3, lr_grid=(0.001, 0.003))
     row = {"label": "a", "variant": "y", "seeds": 1, "seeds_expected": 1, "complete": True, "lr_grid": {"0.003": 0.9}}
     earlier = {"rows": [{"label": "a", "variant": "x", "complete": True}], "incomplete": [], "seeds": 3}
-    merged = _merge_tables(earlier, {"rows": [row], "incomplete": [], "seeds": 1}, {("a", "y")}, whole)
+    merged = merge_tables(earlier, {"rows": [row], "incomplete": [], "seeds": 1}, {("a", "y")}, whole)
     assert [r["variant"] for r in merged["rows"]] == ["x", "y"] and merged["seeds"] == 3
     assert merged["rows"][1]["complete"] is False and merged["rows"][1]["lr_provisional"] is True
     assert merged["incomplete"] == [{"label": "a", "variant": "y", "seeds": 1, "grid_done": 1, "grid": 2}]

@@ -246,25 +246,11 @@ def cmd_compare(args: argparse.Namespace) -> int:
                                       allow_incomplete=args.allow_incomplete or args.aggregate_only,
                                       train=not args.aggregate_only, write_summary=not narrowed)
     Console(width=160).print(format_summary(summary))
-    if narrowed:  # the table as it is now (other processes may have added rows meanwhile), merged
-        from workbench.experiments.aggregate import aggregate
-        from workbench.storage import write_json_atomic
+    if narrowed:
+        from workbench.experiments.aggregate import merge_into_table
 
-        try:
-            earlier = json.loads(path.read_text()) if path.is_file() else {}
-            earlier = earlier if isinstance(earlier, dict) and isinstance(earlier.get("rows"), list) else {}
-        except (OSError, ValueError):
-            earlier = {}
         whole = get_experiment(args.experiment, args.budget, args.results)
-        scope = {(c.label, v.label) for c in experiment.cells for v in experiment.variants}
-        # The rows again under the whole experiment's grid and seeds: a rate run on its own (--lrs)
-        # joins the grid points run before it, and the best of them is the row's rate.
-        regrid = aggregate(whole.filtered(cells=[c.label for c in experiment.cells], variants=experiment.variants),
-                           Path(args.results), allow_incomplete=True, write=False)
-        again = {(r["label"], r["variant"]): r for r in regrid["rows"]}
-        summary = summary | {"rows": [again.get((r["label"], r["variant"]), r) for r in summary["rows"]]}
-        merged = _merge_tables(earlier, summary, scope, whole) if earlier else summary
-        write_json_atomic(path, merged)
+        merged = merge_into_table(summary, experiment, whole, Path(args.results))
         print(f"wrote {path}: this run's rows above, merged into the table's {len(merged['rows'])}")
     else:
         print(f"wrote {path}")
@@ -274,35 +260,6 @@ def cmd_compare(args: argparse.Namespace) -> int:
               f"waiting for a learning rate):\n  {shown}", file=sys.stderr)
         return 0 if args.aggregate_only else 3
     return 0
-
-
-def _merge_tables(earlier: dict, summary: dict, scope: set[tuple[str, str]], whole) -> dict:
-    """A narrowed compare (some cells, mixers, seeds or rates) must not narrow the experiment's table:
-    the (cell, variant) rows in its scope come from this run, the earlier table's others stay, and a
-    row is complete only by the whole experiment's seeds and learning-rate grid."""
-    cells, variants = [c.label for c in whole.cells], [v.label for v in whole.variants]
-    fresh = []
-    for row in summary["rows"]:
-        tried = {k for k, v in row.get("lr_grid", {}).items() if v is not None}
-        short_grid = bool(whole.lr_grid) and bool({f"{g:g}" for g in whole.lr_grid} - tried)
-        short_seeds = row["seeds"] < whole.seeds
-        if short_grid or short_seeds:
-            row = row | {"complete": False, "seeds_expected": max(row["seeds_expected"], whole.seeds),
-                         "lr_provisional": row.get("lr_provisional", False) or short_grid}
-        fresh.append(row)
-    rows = [r for r in earlier.get("rows", []) if (r.get("label"), r.get("variant")) not in scope] + fresh
-
-    def place(name: str, order: list[str]) -> int:
-        return order.index(name) if name in order else len(order)
-    rows.sort(key=lambda r: (place(r["label"], cells), place(r["variant"], variants)))  # others: in the order met
-    incomplete = [i for i in earlier.get("incomplete", []) if (i.get("label"), i.get("variant")) not in scope]
-    incomplete += [i for i in summary["incomplete"] if (i["label"], i["variant"]) not in {
-        (r["label"], r["variant"]) for r in fresh}]
-    incomplete += [{"label": r["label"], "variant": r["variant"], "seeds": r["seeds"],
-                    "grid_done": sum(v is not None for v in r.get("lr_grid", {}).values()),
-                    "grid": len(whole.lr_grid or ())} for r in fresh if not r["complete"]]
-    merged = {**summary, **{k: earlier[k] for k in ("seeds", "lr_grid", "notes") if k in earlier}}
-    return merged | {"rows": rows, "incomplete": incomplete, "variants": variants}
 
 
 def cmd_demo(args: argparse.Namespace) -> None:

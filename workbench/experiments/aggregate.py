@@ -102,3 +102,53 @@ def _score_or_none(record: dict[str, Any]) -> float | None:
 
 def load_summary(path: Path) -> dict[str, Any]:
     return json.loads(Path(path).read_text())
+
+
+def merge_into_table(summary: dict[str, Any], narrowed: Experiment, whole: Experiment, results: Path) -> dict[str, Any]:
+    """Write a narrowed run's summary (some cells, variants, seeds or rates of ``whole``) into the
+    experiment's table as it is now - other processes may have added rows meanwhile - and return it."""
+    path = whole.summary_path(results)
+    try:
+        earlier = json.loads(path.read_text()) if path.is_file() else {}
+        earlier = earlier if isinstance(earlier, dict) and isinstance(earlier.get("rows"), list) else {}
+    except (OSError, ValueError):
+        earlier = {}
+    # The rows again under the whole experiment's grid and seeds: a rate run on its own (--lrs)
+    # joins the grid points run before it, and the best of them is the row's rate.
+    regrid = aggregate(whole.filtered(cells=[c.label for c in narrowed.cells], variants=narrowed.variants),
+                       results, allow_incomplete=True, write=False)
+    again = {(r["label"], r["variant"]): r for r in regrid["rows"]}
+    summary = summary | {"rows": [again.get((r["label"], r["variant"]), r) for r in summary["rows"]]}
+    scope = {(c.label, v.label) for c in narrowed.cells for v in narrowed.variants}
+    merged = merge_tables(earlier, summary, scope, whole) if earlier else summary
+    write_json_atomic(path, merged)
+    return merged
+
+
+def merge_tables(earlier: dict, summary: dict, scope: set[tuple[str, str]], whole: Experiment) -> dict:
+    """A narrowed compare (some cells, mixers, seeds or rates) must not narrow the experiment's table:
+    the (cell, variant) rows in its scope come from this run, the earlier table's others stay, and a
+    row is complete only by the whole experiment's seeds and learning-rate grid."""
+    cells, variants = [c.label for c in whole.cells], [v.label for v in whole.variants]
+    fresh = []
+    for row in summary["rows"]:
+        tried = {k for k, v in row.get("lr_grid", {}).items() if v is not None}
+        short_grid = bool(whole.lr_grid) and bool({f"{g:g}" for g in whole.lr_grid} - tried)
+        short_seeds = row["seeds"] < whole.seeds
+        if short_grid or short_seeds:
+            row = row | {"complete": False, "seeds_expected": max(row["seeds_expected"], whole.seeds),
+                         "lr_provisional": row.get("lr_provisional", False) or short_grid}
+        fresh.append(row)
+    rows = [r for r in earlier.get("rows", []) if (r.get("label"), r.get("variant")) not in scope] + fresh
+
+    def place(name: str, order: list[str]) -> int:
+        return order.index(name) if name in order else len(order)
+    rows.sort(key=lambda r: (place(r["label"], cells), place(r["variant"], variants)))  # others: in the order met
+    incomplete = [i for i in earlier.get("incomplete", []) if (i.get("label"), i.get("variant")) not in scope]
+    incomplete += [i for i in summary["incomplete"] if (i["label"], i["variant"]) not in {
+        (r["label"], r["variant"]) for r in fresh}]
+    incomplete += [{"label": r["label"], "variant": r["variant"], "seeds": r["seeds"],
+                    "grid_done": sum(v is not None for v in r.get("lr_grid", {}).values()),
+                    "grid": len(whole.lr_grid or ())} for r in fresh if not r["complete"]]
+    merged = {**summary, **{k: earlier[k] for k in ("seeds", "lr_grid", "notes") if k in earlier}}
+    return merged | {"rows": rows, "incomplete": incomplete, "variants": variants}
