@@ -30,8 +30,11 @@
 #   invented predicates where no bracketing of a three-fact chain has a name; the generator's
 #   semantics are never read;
 # * **the proof is searched by a learned policy** (`proof.py`) over primitive actions (hop along a
-#   fact, invert one, compose two adjacent edges, back, stop), trained by REINFORCE with a learned
-#   baseline and reward only at the end; the policy decides the proof's length;
+#   fact, invert one, compose two adjacent edges, chart, back, stop), trained by REINFORCE with a
+#   learned baseline and reward only at the end; the policy decides the proof's length. `chart`
+#   (`chart.py`) composes the whole walked path in every bracketing at once (CYK-style inside sums
+#   over the induced rules, invented predicates included, weighted by rule precision): the policy
+#   chooses between it and pairwise composition;
 # * **the facts come from System 1** (`grounding.py`): an extractor trained by backprop on the
 #   inverted model's hidden states; the hand parser is kept as the oracle row.
 #

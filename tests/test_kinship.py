@@ -206,3 +206,55 @@ def test_threshold_baseline_keeps_invented_definitions_and_judges_named_heads_al
     assert set(kept.compose["wife", "brother"]) == {"brother", "p0"}
     assert set(kept.compose["father", "father"]) == {"grandfather"}
     assert ("son", "brother") not in kept.compose
+
+
+def _learned_without_the_left_pair() -> RuleBase:
+    """Rules induced from two-fact stories only: a husband's son is a son, a sister's son a nephew; no story
+    ever composes a sister with her husband (that pair has no rule, named or invented)."""
+    examples = []
+    for i in range(3):
+        examples.append(([(f"M{i}", "husband", f"M{i + 10}", 1.0), (f"M{i + 10}", "son", f"M{i + 20}", 1.0)],
+                         (f"M{i}", f"M{i + 20}"), "son"))
+        examples.append(([(f"F{i}", "sister", f"F{i + 10}", 1.0), (f"F{i + 10}", "son", f"M{i + 20}", 1.0)],
+                         (f"F{i}", f"M{i + 20}"), "nephew"))
+    return induce(examples)
+
+
+def test_chart_composes_right_to_left_where_the_left_fold_has_no_rule():
+    from workbench.symbolic.chart import compose_chart
+
+    rules = _learned_without_the_left_pair()
+    assert rules.best("compose", ("husband", "son")) == "son" and rules.best("compose", ("sister", "son")) == "nephew"
+    assert not rules.heads("compose", ("sister", "husband"))  # a left-to-right fold is stuck at its first step
+    chart = compose_chart(rules, ("sister", "husband", "son"))
+    assert chart.roots()[0][0] == "nephew"
+    assert chart.steps("nephew") == ["[1:3] husband . son = son", "[0:3] sister . son = nephew"]
+
+
+def test_chart_weighs_bracketings_by_rule_precision():
+    from workbench.symbolic.chart import compose_chart
+
+    rules = RuleBase()
+    rules.compose["a", "b"]["father"] = 10  # left bracketing: precise rules all the way
+    rules.compose["father", "c"]["grandfather"] = 10
+    rules.compose["b", "c"].update({"son": 5, "daughter": 5})  # right bracketing: a coin flip, then a guess
+    rules.compose["a", "son"]["uncle"] = 3
+    rules.compose["a", "daughter"]["aunt"] = 3
+    roots = dict(compose_chart(rules, ("a", "b", "c")).roots())
+    assert roots["grandfather"] == pytest.approx(0.5)  # one split of two, weight 1
+    assert roots["uncle"] == pytest.approx(0.25) and roots["aunt"] == pytest.approx(0.25)
+    assert compose_chart(rules, ("a", "b", "c", "d")).roots() == []  # nothing composes with d: no answer
+
+
+def test_proof_chart_action_answers_where_pairwise_composition_cannot_start():
+    rules = _learned_without_the_left_pair()
+    facts = [("F1", "sister", "F2", 1.0), ("F2", "husband", "M3", 1.0), ("M3", "son", "M4", 1.0)]
+    env = ProofEnv(facts, ("F1", "M4"), rules)
+    for _ in range(3):
+        env.step(next(a for a in env.actions() if a.kind == "hop"))
+    kinds = [a.kind for a in env.actions()]
+    assert "chart" in kinds and [a.apply[1] for a in env.actions() if a.kind == "compose"] == [1]  # only the right pair
+    env.step(next(a for a in env.actions() if a.kind == "chart"))
+    env.step(next(a for a in env.actions() if a.kind == "stop"))
+    assert env.answer == "nephew" and env.steps == 5
+    assert "  chart [1:3] husband . son = son" in env.trace

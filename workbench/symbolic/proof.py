@@ -10,6 +10,9 @@ step the policy picks one of the primitive actions available:
   rule (one candidate per head the rule base offers);
 * ``compose`` - once the path links the query pair, replace two adjacent edges by one, with a
   composition rule (one candidate per head: named relation or invented predicate), in any order;
+* ``chart``   - once the path links the query pair, replace the whole path by one named edge, composed in
+  every bracketing at once with the induced rules (``chart``, CYK-style inside sums weighted by rule
+  precision): one candidate per named root, the policy choosing whether to trust it or compose pairwise;
 * ``back``    - undo the last action (backtracking is the policy's to decide);
 * ``stop``    - answer: the proof is done when the path is one edge from the head to the tail.
 
@@ -30,10 +33,12 @@ import numpy as np
 import torch
 from torch import nn
 
+from workbench.symbolic.chart import Chart, compose_chart
 from workbench.symbolic.clutrr import NAMED
 from workbench.symbolic.induction import ParsedFact, RuleBase, gender
 
-KINDS = ("hop", "invert", "compose", "back", "stop")
+KINDS = ("hop", "invert", "compose", "chart", "back", "stop")
+CHART_ROOTS = 2  # named roots of the chart offered as actions, most probable first
 N_INVENTED_SLOTS = 48
 N_SCALARS = 13
 STEP_COST = 0.02
@@ -84,6 +89,7 @@ class ProofEnv:
 
     def __post_init__(self) -> None:
         self.max_steps = self.max_steps or 4 * len(self.facts) + 12
+        self.charts: dict[tuple[str, ...], Chart] = {}  # one chart per relation path (the search revisits them)
         self.degree: dict[str, int] = {}
         for a, _, b, _ in self.facts:
             self.degree[a] = self.degree.get(a, 0) + 1
@@ -152,6 +158,8 @@ class ProofEnv:
                                               relation_index(head)),
                                   scalars + [min(left.confidence, right.confidence)] + common + [0.0, 0.0],
                                   ("compose", i, head)))
+        if end == tail and len(self.path) >= 2:
+            out += self._charts(common)
         # for back and stop: is the proof stuck (nothing to walk or compose, and not done)?
         stuck = float(not out and not done_shape)
         state = [stuck, min(len(out), 10) / 10] + [0.0] * 7 + common
@@ -159,6 +167,21 @@ class ProofEnv:
             out.append(Action("back", (0, 0, 0), list(state), ("back",)))
         out.append(Action("stop", (relation_index(self.path[0].relation) if self.path else 0, 0, 0),
                           list(state), ("stop",)))
+        return out
+
+    def _charts(self, common: list[float]) -> list[Action]:
+        """One ``chart`` action per named root the whole path composes to (in any bracketing)."""
+        relations = tuple(e.relation for e in self.path)
+        if relations not in self.charts:
+            self.charts[relations] = compose_chart(self.rules, relations)
+        roots = self.charts[relations].roots()
+        total = sum(p for _, p in roots) or 1.0
+        confidence = min(e.confidence for e in self.path)
+        out = []
+        for rank, (head, p) in enumerate(roots[:CHART_ROOTS]):
+            scalars = [p, p / total, 1.0, float(rank == 0), 0.0, 0.0, confidence] + common + [0.0, 0.0]
+            out.append(Action("chart", (relation_index(relations[0]), relation_index(relations[-1]),
+                                        relation_index(head)), scalars, ("chart", head)))
         return out
 
     def _walk(self, kind: str, edge: Edge, relations: tuple[int, int, int], rule: list[float],
@@ -198,6 +221,13 @@ class ProofEnv:
                 self.path = self.path + [action.apply[1]]
                 e = action.apply[1]
                 self.trace.append(f"{action.kind} {e.source} -{e.relation}-> {e.target}")
+            elif kind == "chart":
+                head = action.apply[1]
+                chart = self.charts[tuple(e.relation for e in self.path)]
+                self.trace += [f"  chart {line}" for line in chart.steps(head)]
+                self.trace.append(f"chart {' . '.join(chart.relations)} = {head}")
+                self.absorbed = self.absorbed | {e.target for e in self.path[:-1]}
+                self.path = [Edge(self.path[0].source, head, self.end, min(e.confidence for e in self.path))]
             else:
                 i, head = action.apply[1], action.apply[2]
                 left, right = self.path[i], self.path[i + 1]
