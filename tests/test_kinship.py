@@ -258,3 +258,15 @@ def test_proof_chart_action_answers_where_pairwise_composition_cannot_start():
     env.step(next(a for a in env.actions() if a.kind == "stop"))
     assert env.answer == "nephew" and env.steps == 5
     assert "  chart [1:3] husband . son = son" in env.trace
+
+
+def test_chart_reads_an_invented_head_as_a_definition_not_a_rival():
+    from workbench.symbolic.chart import compose_chart, rule_weights
+
+    rules = RuleBase(invented={"p7": ("son", "mother")})
+    rules.compose["son", "mother"].update({"p7": 77, "wife": 64})  # p7 was invented for longer stories
+    rules.compose["son", "son"]["grandson"] = 9
+    assert dict(rule_weights(rules, ("son", "mother"))) == {"p7": 1.0, "wife": 1.0}
+    assert dict(rule_weights(rules, ("son", "mother"), definitions=False))["wife"] == pytest.approx(64 / 141)
+    assert compose_chart(rules, ("son", "mother")).roots() == [("wife", 1.0)]
+    assert compose_chart(rules, ("son", "son")).roots() == [("grandson", 1.0)]

@@ -5,9 +5,10 @@ it pairwise is a choice of bracketing; a left-to-right fold (or any one order) f
 its intermediate spans has no rule, though another order would have composed. The chart tries them
 all: for every span (i, j) it keeps a distribution over the relations the span composes to - named
 relations and invented predicates alike - averaged over split points m, summed over the heads of the
-rules ``(left, right) -> head``, each weighted by the rule's precision (its head's share of the
-body's support in the training stories). This is the inside algorithm of a probabilistic grammar
-whose rules are the induced composition table; nothing in it is kinship-specific.
+rules ``(left, right) -> head``, each weighted by the rule's precision (a named head's share of the
+body's named support in the training stories; an invented predicate is the body's definition and
+weighs 1, ``rule_weights``). This is the inside algorithm of a weighted grammar whose rules are the
+induced composition table; nothing in it is kinship-specific.
 
 The root cell's most probable *named* relation is the chart's answer, and its most probable single
 derivation (Viterbi, kept beside the sums) is the bracketing shown in the trace. Whether to use the
@@ -64,8 +65,21 @@ class Chart:
         return out
 
 
-def compose_chart(rules: RuleBase, relations: tuple[str, ...] | list[str], beam: int = BEAM) -> Chart:
-    """The inside chart of ``relations`` under the composition rules of ``rules``."""
+def rule_weights(rules: RuleBase, body: tuple[str, str], definitions: bool = True) -> list[tuple[str, float]]:
+    """(head, weight) per head of ``body``. A named head weighs its share of the body's named support (how
+    often the training stories bore it out); an invented head is a definition of the body (it holds by
+    construction), weight 1, and does not dilute the named heads. ``definitions=False``: every head
+    weighs its share of all the body's support, invented ones included."""
+    heads = rules.heads("compose", body)
+    if not definitions:
+        return [(h, p) for h, _, p in heads]
+    named = sum(n for h, n, _ in heads if h not in rules.invented)
+    return [(h, 1.0 if h in rules.invented else n / named) for h, n, _ in heads]
+
+
+def compose_chart(rules: RuleBase, relations: tuple[str, ...] | list[str], beam: int = BEAM,
+                  definitions: bool = True) -> Chart:
+    """The inside chart of ``relations`` under the composition rules of ``rules`` (weights: ``rule_weights``)."""
     relations = tuple(relations)
     n = len(relations)
     inside: dict[tuple[int, int], dict[str, float]] = {}
@@ -81,11 +95,11 @@ def compose_chart(rules: RuleBase, relations: tuple[str, ...] | list[str], beam:
             for m in range(i + 1, j):
                 for a, pa in inside[i, m].items():
                     for b, pb in inside[m, j].items():
-                        heads = rules.heads("compose", (a, b))
+                        heads = rule_weights(rules, (a, b), definitions)
                         if not heads:
                             continue
                         sa, sb = best[i, m][a].score, best[m, j][b].score
-                        for head, _, precision in heads:
+                        for head, precision in heads:
                             mass[head] = mass.get(head, 0.0) + pa * pb * precision
                             score = sa * sb * precision
                             if head not in viterbi or score > viterbi[head].score:
