@@ -158,8 +158,9 @@ for line in rules["listing"]:
 # %% [markdown]
 # ## 4. A learned proof, step by step
 #
-# A greedy run of the trained policy on a test story longer than any it was trained on. Each line
-# is one primitive action it chose.
+# The trained policy's search on a test story longer than any it was trained on. Each line is one
+# primitive action it chose; the indented `chart [i:j]` lines are the chart's best bracketing of the
+# walked path, innermost span first (often not left to right).
 
 # %%
 examples = runs[0]["examples"]
@@ -211,9 +212,9 @@ fig.show()
 # %% [markdown]
 # ## 7. Failure cases
 #
-# Wrong answers of the trained policy, with the proof it tried: a wrong rule head on an ambiguous
-# body, a composition with no rule (stuck, then out of steps), or a stop before the proof was one
-# edge.
+# Wrong answers of the trained policy, with the end of the search it tried: a wrong rule head on an
+# ambiguous body, a path whose chart reaches no named relation (the search backtracks until nothing
+# is left to try, or runs out of steps), or a fact misread by System 1 that breaks the walk.
 
 # %%
 for example in examples["failures"][:4]:
