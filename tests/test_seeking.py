@@ -26,6 +26,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"bid_temperature": 0.0}), (True, {"bid_rank": 4, "bid_temperature": 2.0}),
     (True, {"hold": 3.0}), (False, {"sink": True}), (True, {"hold": 3.0, "sink": True}),
     (True, {"hold": 3.0, "hold_heads": 1, "sink": True}), (False, {"hold": 3.0, "hold_learned": True}),
+    (False, {"match": 2.0}), (True, {"match": 2.0, "hold": 3.0, "sink": True}), (True, {"write_cost": 0.1}),
+    (True, {"hard_writes": True}), (False, {"hard_writes": True, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):

@@ -91,7 +91,10 @@ class SeekingOptions:
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
     hold_learned: bool = False  # gamma learned per head (starting at ``hold``), so a head can give hold up
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
+    hard_writes: bool = False  # each message goes whole to its top unit (straight-through gradient of the softmax)
+    match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
+    write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -99,11 +102,12 @@ class SeekingOptions:
 class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
-                           "sink": False}
+                           "sink": False, "write_cost": 0.0,
+                           "match": 0.0, "hard_writes": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        for name in ("refractory", "sink", "hold_learned"):
+        for name in ("refractory", "sink", "hold_learned", "hard_writes"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -118,7 +122,8 @@ class SeekingUnits(Mixer):
         if d_model % o.n_heads:
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
-                               ("norm_eps", True), ("bid_temperature", False), ("hold", False)):
+                               ("norm_eps", True), ("bid_temperature", False), ("hold", False),
+                               ("write_cost", False), ("match", False)):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
@@ -147,6 +152,8 @@ class SeekingUnits(Mixer):
             self.hold_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         if o.sink:
             self.sink_bid = nn.Parameter(torch.zeros(o.n_heads, 1, 1))
+        if o.match:
+            self.match_strength = nn.Parameter(torch.full((o.n_heads, 1, 1), float(o.match)))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
         self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
@@ -178,12 +185,17 @@ class SeekingUnits(Mixer):
         salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
         return q, k, v, bids, salience
 
-    def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None) -> torch.Tensor:
+    def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None,
+                hard: bool = False) -> torch.Tensor:
         logits = bids if log_gain is None else bids + log_gain
         if self.o.sink:
             sink = self.sink_bid.view(-1, *[1] * (logits.dim() - 2)).expand(*logits.shape[:-1], 1)
-            return salience[..., None] * torch.cat([logits, sink], -1).softmax(-1)[..., :-1]
-        return salience[..., None] * logits.softmax(-1)
+            logits = torch.cat([logits, sink], -1)
+        share = logits.softmax(-1)
+        if hard:  # forward: the whole message to the top unit; backward: the softmax's gradient
+            top = F.one_hot(share.argmax(-1), share.shape[-1]).to(share.dtype)
+            share = top + share - share.detach()
+        return salience[..., None] * (share[..., :-1] if self.o.sink else share)
 
     def _finish(self, read: torch.Tensor) -> torch.Tensor:
         read = self.hook_read(read)
@@ -199,6 +211,11 @@ class SeekingUnits(Mixer):
         gamma = self.hold_strength * self.hold_log_scale.exp() if self.o.hold_learned else self.hold_strength
         gamma = gamma.view(-1, *[1] * (log_free_before.dim() - 2))
         return -gamma * (1 - log_free_before.exp())
+
+    def _match(self, match_scores: torch.Tensor) -> torch.Tensor:
+        """log gain of matching: gamma_h k_t . K1_{t-1}[:, m] / sqrt(key_dim), K1 the keys written before the match."""
+        strength = self.match_strength.view(-1, *[1] * (match_scores.dim() - 2))
+        return strength * match_scores * self.key_dim ** -0.5
 
     def _stats(self, writes: torch.Tensor) -> None:
         """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
@@ -225,7 +242,14 @@ class SeekingUnits(Mixer):
             gain = held if gain is None else gain + held
         if gain is not None:
             self.hook_gain(gain.exp())
-            writes = self._writes(bids, salience, gain)
+        if gain is not None or self.o.hard_writes:
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match)
+        if self.o.match:  # K1_{t-1}^T k_t: read the memory these writes make with the *next* token's key
+            first = writes.clamp(max=_MAX_WRITE)
+            k_next = F.pad(k[:, :, 1:], (0, 0, 0, 1))
+            ahead, _ = gla_chunked(k_next, k, first, torch.log1p(-first), gate="value", chunk_size=self.o.chunk_size)
+            matched = self._match(F.pad(ahead, (0, 0, 1, 0))[:, :, :t])
+            writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes)
         writes = self.hook_writes(writes.clamp(max=_MAX_WRITE))
         log_keep = torch.log1p(-writes)
         chunk = self.o.chunk_size
@@ -234,6 +258,7 @@ class SeekingUnits(Mixer):
         read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
         if self.training:
             self._stats(writes)
+        self.aux_loss = self.o.write_cost * salience.mean() if self.o.write_cost and self.training else None
         return self._finish(read.transpose(1, 2).reshape(b, t, -1))
 
     # ------------------------------------------------------------------ recurrent form
@@ -247,6 +272,9 @@ class SeekingUnits(Mixer):
             "load": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.refractory else None,
             # log of each unit's share not yet written by content alone (absent without hold).
             "log_free": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.hold else None,
+            # The keys as written before the match, which a message's key is matched against (absent without match).
+            "match_keys": (torch.zeros(*shape, self.key_dim, self.n_units, device=device, dtype=dtype)
+                           if self.o.match else None),
         }
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -260,12 +288,19 @@ class SeekingUnits(Mixer):
             held = self._held(log_free)
             gain = held if gain is None else gain + held
             log_free = log_free + torch.log1p(-writes.clamp(max=_MAX_WRITE))
-        if gain is not None:
-            writes = self._writes(bids, salience, gain)
+        if gain is not None or self.o.hard_writes:
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match)
+        match_keys = state.get("match_keys")
+        if self.o.match:
+            first = writes.clamp(max=_MAX_WRITE)
+            matched = self._match((k[..., None, :] @ match_keys).squeeze(-2))
+            _, match_keys = gla_step(k, k, first, torch.log1p(-first), match_keys, gate="value")
+            writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes)
         writes = writes.clamp(max=_MAX_WRITE)
         log_keep = torch.log1p(-writes)
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
         return self._finish(read.reshape(b, -1)), {"key_slots": key_slots, "value_slots": value_slots, "load": load,
-                                               "log_free": log_free}
+                                               "log_free": log_free,
+                                               "match_keys": match_keys}
