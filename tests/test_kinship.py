@@ -241,9 +241,21 @@ def test_chart_weighs_bracketings_by_rule_precision():
     rules.compose["a", "son"]["uncle"] = 3
     rules.compose["a", "daughter"]["aunt"] = 3
     roots = dict(compose_chart(rules, ("a", "b", "c")).roots())
-    assert roots["grandfather"] == pytest.approx(0.5)  # one split of two, weight 1
-    assert roots["uncle"] == pytest.approx(0.25) and roots["aunt"] == pytest.approx(0.25)
+    assert roots["grandfather"] == pytest.approx((10 / 12) ** 2 / 2)  # one split of two; 2 prior pseudo-counts
+    assert roots["uncle"] == pytest.approx(5 / 12 * 3 / 5 / 2) and roots["aunt"] == pytest.approx(roots["uncle"])
     assert compose_chart(rules, ("a", "b", "c", "d")).roots() == []  # nothing composes with d: no answer
+
+
+def test_chart_trusts_a_well_attested_bracketing_over_a_rule_seen_once():
+    from workbench.symbolic.chart import compose_chart
+
+    rules = RuleBase()
+    rules.compose["a", "b"]["father"] = 20  # both bracketings precise, one seen 20 times, the other once
+    rules.compose["father", "c"]["grandfather"] = 20
+    rules.compose["b", "c"]["son"] = 1
+    rules.compose["a", "son"]["uncle"] = 1
+    roots = compose_chart(rules, ("a", "b", "c")).roots()
+    assert roots[0][0] == "grandfather" and roots[0][1] > 2 * roots[1][1]
 
 
 def test_proof_chart_action_answers_where_pairwise_composition_cannot_start():
@@ -266,7 +278,8 @@ def test_chart_reads_an_invented_head_as_a_definition_not_a_rival():
     rules = RuleBase(invented={"p7": ("son", "mother")})
     rules.compose["son", "mother"].update({"p7": 77, "wife": 64})  # p7 was invented for longer stories
     rules.compose["son", "son"]["grandson"] = 9
-    assert dict(rule_weights(rules, ("son", "mother"))) == {"p7": 1.0, "wife": 1.0}
+    assert dict(rule_weights(rules, ("son", "mother"), prior=0)) == {"p7": 1.0, "wife": 1.0}
+    assert dict(rule_weights(rules, ("son", "mother")))["wife"] == pytest.approx(64 / 66)
     assert dict(rule_weights(rules, ("son", "mother"), definitions=False))["wife"] == pytest.approx(64 / 141)
-    assert compose_chart(rules, ("son", "mother")).roots() == [("wife", 1.0)]
-    assert compose_chart(rules, ("son", "son")).roots() == [("grandson", 1.0)]
+    assert compose_chart(rules, ("son", "mother")).roots() == [("wife", pytest.approx(64 / 66))]
+    assert compose_chart(rules, ("son", "son")).roots() == [("grandson", pytest.approx(9 / 11))]
