@@ -119,6 +119,46 @@ def test_held_units_refuse_messages_and_a_full_memory_writes_into_the_sink():
     assert float(mass[30.0][:, 5].max()) < 0.1 < 0.9 < float(mass[0.0][:, 5].min())  # the sixth: nowhere vs a unit
 
 
+def test_hard_writes_put_each_message_whole_into_one_unit_and_still_train_the_bids():
+    mixer = make(hard_writes=True, sink=True)
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    with capture(mixer, ["hook_writes", "hook_salience"]) as cache:
+        y = mixer(x)
+    writes, salience = cache["hook_writes"], cache["hook_salience"]
+    assert int(((writes > 0).sum(-1) > 1).sum()) == 0  # at most one unit per message (none: the sink won)
+    won = writes.sum(-1) > 0
+    torch.testing.assert_close(writes.sum(-1)[won], salience[won])  # the winner takes the whole salience
+    (interests_grad,) = torch.autograd.grad(y.square().sum(), [mixer.interests])
+    assert float(interests_grad.abs().sum()) > 0  # the straight-through softmax still teaches the bids
+
+
+def test_match_lets_a_held_unit_take_the_key_it_holds_again():
+    """Five one-hot keys fill the five units, each wanted by its own unit; held, a full memory
+    sends the first key's return into the sink - unless the unit that holds that key matches it."""
+    mass = {}
+    for match in (0.0, 8.0):
+        mixer = make(refractory=False, hold=30.0, sink=True, match=match)
+        h, dk = mixer.n_heads, mixer.key_dim
+        with torch.no_grad():
+            mixer.proj.weight[h * dk: 2 * h * dk].zero_()
+            for i in range(5):  # token e_i has key 5 e_i in every head (swish(5) ~ 5): orthogonal keys
+                mixer.proj.weight[h * dk + torch.arange(h) * dk + i, i] = 5.0
+            mixer.interests.copy_(1.6 * dk**0.5 * torch.eye(5, dk).expand(h, 5, dk))  # unit m bids 8 for key m
+            mixer.bid_log_scale.zero_()
+            mixer.sink_bid.fill_(-2.0)
+            mixer.salience_bias.fill_(20.0)  # every token writes in full
+            mixer.proj.weight[-h:].zero_()
+            if match:
+                mixer.match_strength.fill_(match)
+        tokens = torch.eye(16, dtype=torch.float64)[:5]
+        with torch.no_grad(), capture(mixer, ["hook_writes"]) as cache:
+            mixer(torch.cat([tokens, tokens[:1]])[None])  # keys 0, 1, 2, 3, 4, then 0 again
+        writes = cache["hook_writes"][0]  # (H, T, M)
+        torch.testing.assert_close(writes[:, :5].argmax(-1), torch.arange(5).expand(h, 5))  # each to its unit
+        mass[match] = writes[:, 5, 0]  # what the holder of key 0 takes of its return
+    assert float(mass[0.0].max()) < 0.1 < 0.9 < float(mass[8.0].min())
+
+
 def test_state_is_constant_and_counted():
     assert make(refractory=True).state_floats(1) == 2 * 5 * (6 + 8 + 1)  # keys 3/4 of a head by default
     assert make(refractory=False).state_floats(1) == 2 * 5 * (6 + 8)
@@ -142,7 +182,8 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"key_dim": -1}, "key_dim"), ({"value_dim": 1.5}, "value_dim"), ({"bid_rank": -2}, "bid_rank"),
     ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"hold_heads": 5}, "more than"), ({"hold_heads": -1}, "hold_heads"),
-    ({"hold_learned": 0}, "true or false"),
+    ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"), ({"match": -1.0}, "match"),
+    ({"write_cost": float("inf")}, "finite"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

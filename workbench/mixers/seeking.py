@@ -43,6 +43,16 @@ every unit holds one, a message must outbid the sink to displace anything. A hel
 refuses the newer value of the key it holds, which recall of the latest value needs, so
 ``hold_heads`` limits hold to the first heads and the others rest and refresh (docs/changelog.md).
 
+Three more options, off by default until measured (docs/changelog.md). ``hard_writes``: a message
+goes whole to the unit that wins it (salience x one-hot in the forward pass, the softmax's gradient
+in the backward), because a soft write leaves a unit holding a blend of the new message and the
+old, and recall tracks how much of the queried message its best unit still holds. ``match``: a unit
+bids more for a message whose key matches the key it holds, +gamma_h k_t . K1_{t-1}[:, m] /
+sqrt(key_dim), so a key seen again (a query, a new value of a key) goes to the unit that holds it
+instead of evicting another; K1 is the memory the writes before the match make (one more chunked
+pass, and its key slots as one more piece of state). ``write_cost``: a loss per unit of salience,
+so that writing is never free.
+
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
 spreading the writes rather than converge, so there is one; ``refractory=False`` switches rest off).
