@@ -112,8 +112,7 @@ class SeekingOptions:
 class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
-                           "sink": False, "write_cost": 0.0,
-                           "match": 0.0, "hard_writes": False}
+                           "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
@@ -312,5 +311,4 @@ class SeekingUnits(Mixer):
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
         return self._finish(read.reshape(b, -1)), {"key_slots": key_slots, "value_slots": value_slots, "load": load,
-                                               "log_free": log_free,
-                                               "match_keys": match_keys}
+                                               "log_free": log_free, "match_keys": match_keys}
