@@ -119,10 +119,76 @@ def test_smoke_experiment_writes_every_row_the_controller_and_renders(tmp_path):
     systems = [r["system"] for r in summary["rows"]]
     assert systems == ["system2", "system2-single-proof", "system2-untrained", "system2-threshold-rules", "system2-oracle-parser",
                        "system1-inverted", "transformer-2L"]
-    assert summary["slices"] == [str(k) for k in range(2, 11)]
+    assert summary["slices"] == [str(k) for k in range(1, 11)]
     assert len(summary["controller"]) >= 5 and summary["runs"][0]["reward_curve"]
     block = render_blocks(tmp_path)["system2-kinship-smoke"]
     assert "| system2-untrained |" in block and "Controller" in block
+
+
+def test_single_hop_stories_state_the_asked_relation_directly_among_noise():
+    for noise in ("none", "supporting", "irrelevant", "disconnected"):
+        for story in make_stories(11, 20, (1,), (noise,)):
+            head, tail = story.query
+            assert story.k == 1 and story.chain == [(head, story.answer, tail)]
+            assert (head, story.answer, tail) in story.facts
+            assert (len(story.facts) == 1) == (noise == "none")
+
+
+def test_longer_chains_are_unchanged_by_the_single_hop_slice():
+    stories = make_stories(12, 30, (2, 3))  # the chain facts still point either way along the chain
+    assert any(f not in s.facts for s in stories for f in s.chain)
+
+
+def test_system1_and_extractor_train_jointly_so_the_fact_loss_reaches_system1():
+    from workbench.symbolic.grounding import extract, train_system1
+
+    stories = make_stories(5, 40, (1, 2))
+    options = {"read_topk": 4, "ordinal_read": False}
+    light, extractor = train_system1(stories, 16, 8, 8, 0, facts=0.01, options=options)
+    heavy, _ = train_system1(stories, 16, 8, 8, 0, facts=10.0, options=options)
+    assert not light.blocks[0].mixer.o.ordinal_read and light.blocks[0].mixer.o.read_topk == 4
+    # one seed, one batch order: only the weight of the extractor's loss differs, and System 1 moves with it
+    assert any(not torch.equal(a, b) for a, b in zip(light.parameters(), heavy.parameters()))
+    assert not set(map(id, extractor.parameters())) & set(map(id, light.parameters()))  # separate modules
+    facts = extract(light, extractor, stories[:5])
+    assert [len(f) for f in facts] == [len(s.facts) for s in stories[:5]]
+    assert all(0 <= f[3] <= 1 for fs in facts for f in fs)
+
+
+@pytest.mark.parametrize("facts", [0.0, -1.0])
+def test_system1_needs_a_positive_fact_weight(facts):
+    from workbench.symbolic.grounding import train_system1
+
+    with pytest.raises(ValueError, match="fact loss"):
+        train_system1(make_stories(5, 4, (1,)), 16, 1, 2, 0, facts=facts)
+
+
+def test_system1_rejects_bad_mixer_options():
+    from workbench.config import ConfigError
+    from workbench.symbolic.grounding import train_system1
+
+    with pytest.raises(ConfigError, match="read_topk"):
+        train_system1(make_stories(5, 4, (1,)), 16, 1, 2, 0, options={"read_topk": 0})
+
+
+def _episode(answer: str, steps: int):
+    from workbench.symbolic.proof import Episode
+
+    return Episode(steps=[], reward=0.0, correct=False, n_steps=steps, trace=[], answer=answer)
+
+
+def test_controller_answers_fast_at_threshold_zero_and_always_deliberates_above_one():
+    from workbench.symbolic.kinship import THRESHOLDS, controller_curve
+
+    fast, confidence = ["son", "son", "wife"], [0.95, 0.5, 0.2]
+    slow, truth = [_episode("son", 4), _episode("father", 6), _episode("wife", 8)], ["son", "son", "wife"]
+    curve = {p["threshold"]: p for p in controller_curve(fast, confidence, slow, truth)}
+    assert THRESHOLDS[0] == 0 and THRESHOLDS[-1] > 1
+    assert curve[0.0] == {"threshold": 0.0, "accuracy": 1.0, "mean_steps": 0.0, "deliberated": 0.0}
+    assert curve[THRESHOLDS[-1]]["deliberated"] == 1.0 and curve[THRESHOLDS[-1]]["mean_steps"] == 6.0
+    assert curve[THRESHOLDS[-1]]["accuracy"] == pytest.approx(2 / 3)  # System 2 is wrong on the second query
+    middle = curve[0.6]  # only the confident query is answered fast; the others deliberate
+    assert (middle["deliberated"], middle["mean_steps"], middle["accuracy"]) == pytest.approx((2 / 3, 14 / 3, 2 / 3))
 
 
 def test_bad_seed_count_is_one_line(capsys):

@@ -1,7 +1,8 @@
 """CLUTRR-style kinship stories (Sinha et al., EMNLP 2019) generated from a simulated family tree.
 
 A story is a chain of ``k`` kinship facts between a query pair, given in shuffled order in token
-form, with noise facts of one of CLUTRR's three kinds mixed in:
+form, with noise facts of one of CLUTRR's three kinds mixed in (at ``k = 1``, System 1's single-hop
+slice, the one chain fact states the asked relation directly: ``(head, answer, tail)``):
 
 * ``supporting``   - two facts that make a detour through an off-chain relative and rejoin the chain
   (a second path between chain members, every fact true);
@@ -360,6 +361,8 @@ def make_story(rng: np.random.Generator, k: int, noise: str = "none", generation
     extra, other = _noise(tree, path, noise, rng, count, generations)
     chain_ids = [(path[i], path[i + 1]) for i in range(k)]
     stated = [_stated(tree, a, b, rng) for a, b in chain_ids]
+    if k == 1:  # a single-hop query: the asked relation is stated directly, from the query head
+        stated = [(path[0], answer, path[1])]
     # names: distinct per story, by gender; the other family's people get their own names
     people = [("t", x) for x in path] + [("t", x) for f in (stated + ([] if other else extra)) for x in (f[0], f[2])]
     people += [("o", x) for f in (extra if other else []) for x in (f[0], f[2])]

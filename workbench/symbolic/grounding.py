@@ -1,13 +1,14 @@
 """System 1 on kinship stories, and the facts System 2 reads out of it.
 
-* ``train_reader``: a ``workbench.model`` sequence model (the inverted mixer for System 1; a
-  transformer for the symbolic-free baseline) trained by backprop as a language model on the story
+* ``train_reader``: a ``workbench.model`` sequence model (the transformer of the symbolic-free
+  baseline; System 1, the inverted mixer, through ``train_system1``) trained by backprop as a language model on the story
   tokens, the answer being the token after ``=``. Its answer there, with its softmax confidence, is
   "System 1 alone".
-* ``FactExtractor``: a small network trained by backprop on System 1's frozen hidden states at each
-  fact's closing ``.``, predicting the fact's head entity, relation and tail entity. Its most likely
-  triple and the product of the three probabilities are what System 2 receives: System 2 never
-  parses tokens itself (the hand parser, ``clutrr.oracle_parse``, remains as the oracle row).
+* ``FactExtractor``: a small network on System 1's hidden states over each fact and its closing ``.``,
+  predicting the fact's head entity, relation and tail entity, trained by backprop jointly with System 1
+  (``train_system1``: its loss flows into System 1 too, so the facts stay readable while System 1
+  learns to answer). Its most likely triple and the product of the three probabilities are what
+  System 2 receives: System 2 never parses tokens itself (the hand parser, ``clutrr.oracle_parse``, remains as the oracle row).
 """
 
 from __future__ import annotations
@@ -44,11 +45,32 @@ def batch_tokens(stories: list[Story]) -> tuple[torch.Tensor, torch.Tensor]:
 def train_reader(stories: list[Story], mixer: str, d_model: int, n_layers: int, steps: int, batch_size: int,
                  seed: int, progress=None) -> Model:
     """A sequence model trained on the story tokens (next token; the answer after ``=``)."""
+    model, _ = _train(stories, mixer, d_model, n_layers, steps, batch_size, seed, 0.0, progress,
+                      {"n_heads": 4} if mixer == "transformer" else {})
+    return model
+
+
+def train_system1(stories: list[Story], d_model: int, steps: int, batch_size: int, seed: int, facts: float = 1.0,
+                  n_layers: int = 1, options: dict | None = None, progress=None) -> tuple[Model, FactExtractor]:
+    """System 1 (the inverted mixer) trained as ``train_reader`` does, with a ``FactExtractor``
+    trained beside it on the same batches: the extractor's loss, times ``facts``, flows back into System 1
+    too (multi-task), so that training on answers does not wash the facts out of its hidden states."""
+    if not facts > 0:
+        raise ValueError(f"facts (the fact loss's weight) must be > 0, got {facts}")
+    model, extractor = _train(stories, "inverted", d_model, n_layers, steps, batch_size, seed, facts, progress,
+                              options)
+    assert extractor is not None
+    return model, extractor
+
+
+def _train(stories: list[Story], mixer: str, d_model: int, n_layers: int, steps: int, batch_size: int, seed: int,
+           facts: float, progress, options: dict | None) -> tuple[Model, FactExtractor | None]:
     torch.manual_seed(seed)
-    options = {"n_heads": 4} if mixer == "transformer" else {}
-    model = Model(ModelConfig(mixer=mixer, d_model=d_model, n_layers=n_layers, mixer_options=options),
+    model = Model(ModelConfig(mixer=mixer, d_model=d_model, n_layers=n_layers, mixer_options=dict(options or {})),
                   TaskIO("tokens", "lm", vocab_size=len(VOCAB)))
-    optimizer = torch.optim.AdamW(model.parameters(), lr=3e-3, weight_decay=0.01)
+    extractor = FactExtractor(d_model) if facts > 0 else None
+    trained = list(model.parameters()) + (list(extractor.parameters()) if extractor is not None else [])
+    optimizer = torch.optim.AdamW(trained, lr=3e-3, weight_decay=0.01)
     schedule = torch.optim.lr_scheduler.OneCycleLR(optimizer, 3e-3, total_steps=steps, pct_start=0.25)
     rng = np.random.default_rng(seed)
     model.train()
@@ -63,14 +85,18 @@ def train_reader(stories: list[Story], mixer: str, d_model: int, n_layers: int, 
         # otherwise weigh too little for System 1 to become competent on short chains
         loss = nn.functional.cross_entropy(model.head(hidden[labelled]), targets[labelled]) + \
             nn.functional.cross_entropy(answer_logits, targets[torch.arange(len(batch)), last])
+        if extractor is not None:
+            states, labels = fact_states(hidden, inputs, batch)
+            loss = loss + facts * sum(nn.functional.cross_entropy(o, labels[:, j])
+                                      for j, o in enumerate(extractor(states)))
         optimizer.zero_grad()
         loss.backward()
-        nn.utils.clip_grad_norm_(model.parameters(), 1.0)
+        nn.utils.clip_grad_norm_(trained, 1.0)
         optimizer.step()
         schedule.step()
         if progress is not None:
             progress.update(1)
-    return model.eval()
+    return model.eval(), (extractor.eval() if extractor is not None else None)
 
 
 @torch.no_grad()
@@ -112,37 +138,29 @@ class Reading:
     labels: torch.Tensor  # (n_facts, 3): true head, relation, tail indices (training only)
 
 
+def fact_states(hidden: torch.Tensor, inputs: torch.Tensor, stories: list[Story]) -> tuple[torch.Tensor, torch.Tensor]:
+    """Hidden states over every fact's span (``(n_facts, 4 d_model)``, story by story) and the facts' true
+    (head, relation, tail) indices."""
+    states, labels = [], []
+    for i, story in enumerate(stories):
+        periods = (inputs[i] == PERIOD).nonzero().flatten()
+        span = torch.stack([periods - 3, periods - 2, periods - 1, periods], -1)
+        states.append(hidden[i, span].flatten(1))
+        labels += [(NAMES.index(a), NAMED.index(r), NAMES.index(b)) for a, r, b in story.facts]
+    return torch.cat(states), torch.tensor(labels)
+
+
 @torch.no_grad()
 def read_states(model: Model, stories: list[Story], chunk: int = 64) -> Reading:
     states, owners, labels = [], [], []
     for start in range(0, len(stories), chunk):
         part = stories[start:start + chunk]
         inputs, _ = batch_tokens(part)
-        hidden = model.features(inputs)
-        for i, story in enumerate(part):
-            periods = (inputs[i] == PERIOD).nonzero().flatten()
-            span = torch.stack([periods - 3, periods - 2, periods - 1, periods], -1)
-            states.append(hidden[i, span].flatten(1))
-            owners += [start + i] * len(periods)
-            labels += [(NAMES.index(a), NAMED.index(r), NAMES.index(b)) for a, r, b in story.facts]
-    return Reading(torch.cat(states), owners, torch.tensor(labels))
-
-
-def train_extractor(model: Model, stories: list[Story], steps: int, seed: int, batch_size: int = 128) -> FactExtractor:
-    torch.manual_seed(seed)
-    reading = read_states(model, stories)
-    extractor = FactExtractor(model.config.d_model)
-    optimizer = torch.optim.AdamW(extractor.parameters(), lr=3e-3, weight_decay=0.01)
-    rng = np.random.default_rng(seed)
-    loss_fn = nn.CrossEntropyLoss()
-    for _ in range(steps):
-        rows = torch.from_numpy(rng.integers(len(reading.labels), size=batch_size))
-        outputs = extractor(reading.states[rows])
-        loss = sum(loss_fn(o, reading.labels[rows, j]) for j, o in enumerate(outputs))
-        optimizer.zero_grad()
-        loss.backward()
-        optimizer.step()
-    return extractor.eval()
+        rows, truth = fact_states(model.features(inputs), inputs, part)
+        states.append(rows)
+        labels.append(truth)
+        owners += [start + i for i, story in enumerate(part) for _ in story.facts]
+    return Reading(torch.cat(states), owners, torch.cat(labels))
 
 
 @torch.no_grad()
