@@ -210,7 +210,8 @@ def kinship_table(summary: dict[str, Any], brief: bool = False) -> str:
     """Accuracy by chain length k for every row (mean steps in brackets for System 2 rows), mean +- std.
 
     ``brief``: only k = 1 (System 1's slice, where present) and the lengths the targets name (k = 4, 6, 10),
-    no steps; the controller's ends and the points between them that deliberate on some queries but not all."""
+    no steps; the controller's ends and up to three of the points between them (that deliberate on some queries
+    but not all), spread over the sweep."""
     slices = summary["slices"]
     if brief:
         slices = [k for k in slices if str(k) in {"1", "4", "6", "10"}] or slices
@@ -229,14 +230,15 @@ def kinship_table(summary: dict[str, Any], brief: bool = False) -> str:
     trained = "trained on k = 2-3" + (" (System 1 also on k = 1)" if "1" in summary["slices"] else "")
     if brief:
         inner = [p for p in summary["controller"] if 0 < p["deliberated"]["mean"] < 1]
+        shown = [inner[i] for i in sorted({round(j * (len(inner) - 1) / 2) for j in range(3)})] if inner else []
         fast, slow = summary["controller"][0], summary["controller"][-1]
         points = "; ".join([f"all fast {fast['accuracy']['mean']:.2f} @ {fast['mean_steps']['mean']:.1f}"]
                            + [f"{p['threshold']:g}: {p['accuracy']['mean']:.2f} @ {p['mean_steps']['mean']:.1f}, "
-                              f"{p['deliberated']['mean']:.0%}" for p in inner]
+                              f"{p['deliberated']['mean']:.0%}" for p in shown]
                            + [f"all slow {slow['accuracy']['mean']:.2f} @ {slow['mean_steps']['mean']:.1f}"])
-        return "\n".join(lines + ["", f"Controller, all k (threshold: accuracy @ mean steps, share deliberated): "
-                                       f"{points}. Budget `{summary['budget']}`, {summary['seeds']} seed(s), "
-                                       f"{summary['test_per_slice']} test stories per k, {trained}."])
+        return "\n".join(lines + ["", f"Controller (System 1 if confident, else System 2; threshold: accuracy @ "
+                                       f"steps, deliberated; {len(shown)} of {len(inner)} inner points): {points}. Budget `{summary['budget']}`, {summary['seeds']} "
+                                       f"seed(s), {summary['test_per_slice']} test stories per k, {trained}."])
     points = ", ".join(f"{p['threshold']:g}: {p['accuracy']['mean']:.3f} @ {p['mean_steps']['mean']:.1f} "
                        f"({p['deliberated']['mean']:.1%})" for p in summary["controller"])
     params = summary["parameters"]
