@@ -46,12 +46,10 @@ from workbench.symbolic.proof import Episode, Problem, ProofPolicy, evaluate, ev
 TEST_KS = tuple(range(1, 11))  # k = 1: one fact states the asked relation (System 1's single-hop slice)
 ATTEMPTS = 9  # search budget in single-proof step limits (every System 2 row alike; the earlier greedy + 8 retries)
 THRESHOLDS = (0.0, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99, 1.01)
-# System 1 is the one-layer inverted mixer with content-only reads: with its default read by recency as well
-# (``ordinal_read``) it answered single-hop stories (validation stories, seed 0, 3000 steps) right 0.99 of the
-# time when the asked fact came last and 0.50-0.76 when it did not, 0.83 in all (0.83 still at 8000 steps);
-# reading the 16 best units by content alone, 0.92. It trains with the fact extractor (joint loss, ``grounding``),
-# whose reading of validation facts stayed 1.000 (an extractor trained alone on the frozen states of a System 1
-# trained 6000 steps on answers read 0.945 of test facts, and System 2 at k = 10 fell to about 0.49). The transformer baseline trains on the same stories for as many steps.
+# System 1 is the one-layer inverted mixer with content-only reads: read by recency as well (its default), it
+# answers single-hop stories mostly from the last fact told. It trains jointly with the fact extractor
+# (``grounding.train_system1(facts=...)``) so the facts stay readable (docs/changelog.md has the history).
+# The transformer baseline trains on the same stories for as many steps.
 SYSTEM1_OPTIONS = {"read_topk": 16, "ordinal_read": False}
 BUDGETS: dict[str, dict[str, Any]] = {
     "smoke": {"n_train": 200, "n_single": 66, "reader_steps": 12, "d_model": 16, "fact_weight": 1.0,
