@@ -52,6 +52,20 @@ def test_fused_inverted_block_equals_the_plain_step():
     assert fused.compile_s > 0
 
 
+def test_fused_seeking_block_equals_the_plain_step():
+    check_block("seeking", "compile", QUICK)
+
+
+@pytest.mark.parametrize("mixer", sorted(MIXERS))
+def test_no_state_entry_is_a_placeholder(mixer):
+    """A fused step flattens the state into tensors: an option that is off leaves its entry out, not None."""
+    block = build_block(mixer, 16, 2, {})
+    state = block.init_state(2)
+    assert all(value is not None for value in state["mixer"].values()), state["mixer"]
+    _, after = block.step(torch.randn(2, 16), state)
+    assert after["mixer"].keys() == state["mixer"].keys()
+
+
 def test_fused_transformer_static_kv_cache_equals_the_growing_cache():
     fused = check_block("transformer", "compile", QUICK, batch=1)
     state = fused.init_state()

@@ -274,22 +274,24 @@ class SeekingUnits(Mixer):
 
     def init_state(self, batch_size: int, device=None, dtype=None) -> dict[str, Any]:
         shape = (batch_size, self.n_heads)
-        return {
-            "key_slots": torch.zeros(*shape, self.key_dim, self.n_units, device=device, dtype=dtype),
-            "value_slots": torch.zeros(*shape, self.n_units, self.value_dim, device=device, dtype=dtype),
-            # Each unit's recent load from the writes by content alone (absent without rest).
-            "load": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.refractory else None,
-            # log of each unit's share not yet written by content alone (absent without hold).
-            "log_free": torch.zeros(*shape, self.n_units, device=device, dtype=dtype) if self.o.hold else None,
-            # The keys as written before the match, which a message's key is matched against (absent without match).
-            "match_keys": (torch.zeros(*shape, self.key_dim, self.n_units, device=device, dtype=dtype)
-                           if self.o.match else None),
-        }
+
+        def zeros(*tail: int) -> torch.Tensor:
+            return torch.zeros(*shape, *tail, device=device, dtype=dtype)
+
+        state = {"key_slots": zeros(self.key_dim, self.n_units), "value_slots": zeros(self.n_units, self.value_dim)}
+        # Entries only where their option is on (a fused step needs tensors, not placeholders):
+        if self.o.refractory:  # each unit's recent load from the writes by content alone
+            state["load"] = zeros(self.n_units)
+        if self.o.hold:  # log of each unit's share not yet written by content alone
+            state["log_free"] = zeros(self.n_units)
+        if self.o.match:  # the keys as written before the match, which a message's key is matched against
+            state["match_keys"] = zeros(self.key_dim, self.n_units)
+        return state
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
         q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
-        writes, load, log_free, gain = self._writes(bids, salience, None), state["load"], state.get("log_free"), None
+        writes, load, log_free, gain = self._writes(bids, salience, None), state.get("load"), state.get("log_free"), None
         if self.o.refractory:
             gain = self._rest(load)
             load = self.keep * load + (1 - self.keep) * writes
@@ -310,5 +312,6 @@ class SeekingUnits(Mixer):
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
-        return self._finish(read.reshape(b, -1)), {"key_slots": key_slots, "value_slots": value_slots, "load": load,
-                                               "log_free": log_free, "match_keys": match_keys}
+        new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
+               "match_keys": match_keys}
+        return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
