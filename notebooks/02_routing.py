@@ -603,7 +603,7 @@ for figure_widget in (writes_widget, reads_widget, unit_widget):  # on their own
 #   holds its own pair's value (or key) message, versus other pairs and filler messages.
 #
 # Same model config (protocol v2 with the mixer's defaults), protocol v2's MQAR 64 x 4 cell
-# (Zoology's vocabulary of 8,192 tokens).
+# (vocabulary 512, as in protocol v2).
 
 # %%
 ROLES = ["key", "value", "query", "filler"]
