@@ -297,6 +297,21 @@ def cmd_report(args: argparse.Namespace) -> None:
             print(f"{target}: WARNING no results render {', '.join(orphans)}: left as they were (stale?)")
 
 
+def cmd_pin_default(args: argparse.Namespace) -> None:
+    from workbench.experiments.pin import parse_move, pin_default
+
+    results = Path(args.results)
+    if not results.is_dir():
+        raise ConfigError(f"results directory {results} does not exist; give --results DIR")
+    move = parse_move(args.mixer, args.option, args.old)
+    runs, tables = pin_default(results, move, dry_run=args.dry_run)
+    verb = "would relabel" if args.dry_run else "relabelled"
+    print(f"{move.why}: {verb} {runs} run(s) and the rows of {tables} table(s) under {results}")
+    if not args.dry_run and runs:
+        print("re-render the markdown tables with `workbench report`; `workbench compare` now fills the new "
+              "default's rows")
+
+
 def cmd_bench(args: argparse.Namespace) -> None:
     from workbench.bench.scaling import run_scaling_cli
 
@@ -442,6 +457,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--results", default="results")
     p.add_argument("--print", action="store_true", help="also print the tables")
     p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("pin-default", parents=[debug],
+                       help="after a mixer default moved: pin the old value into the labels of the runs made with it")
+    p.add_argument("--mixer", required=True)
+    p.add_argument("--option", required=True, help="the option whose default moved, e.g. hard_writes")
+    p.add_argument("--old", required=True, help="its old default, as JSON (false, 0.0, 64) or a string")
+    p.add_argument("--results", default="results")
+    p.add_argument("--dry-run", action="store_true", help="only count what would change")
+    p.set_defaults(func=cmd_pin_default)
 
     from workbench.notebooks import add_arguments as add_notebook_arguments
 
