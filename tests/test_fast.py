@@ -19,9 +19,10 @@ from workbench.model import Model, TaskIO
 QUICK = {"cpp_wrapper": False, "max_autotune": False, "freezing": False}  # the default run: the quickest compile
 
 
-def check_block(mixer: str, backend: str, options=None, batch: int = 2, context: int = 5, steps: int = 10):
+def check_block(mixer: str, backend: str, options=None, batch: int = 2, context: int = 5, steps: int = 10,
+                mixer_options: dict | None = None):
     torch.manual_seed(0)
-    block = build_block(mixer, 16, 2, {}).eval()
+    block = build_block(mixer, 16, 2, mixer_options or {}).eval()
     xs = torch.randn(context + steps, batch, 16)
     with torch.no_grad():
         state = block.init_state(batch)
@@ -54,6 +55,11 @@ def test_fused_inverted_block_equals_the_plain_step():
 
 def test_fused_seeking_block_equals_the_plain_step():
     check_block("seeking", "compile", QUICK)
+
+
+def test_fused_seeking_block_with_jittered_hard_writes_equals_the_plain_step():
+    """The jitter's position counter is an integer state entry: the fused step carries it too."""
+    check_block("seeking", "compile", QUICK, mixer_options={"hard_writes": True, "write_jitter": True})
 
 
 @pytest.mark.parametrize("mixer", sorted(MIXERS))

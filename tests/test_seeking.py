@@ -28,6 +28,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"hold": 3.0, "hold_heads": 1, "sink": True}), (False, {"hold": 3.0, "hold_learned": True}),
     (False, {"match": 2.0}), (True, {"match": 2.0, "hold": 3.0, "sink": True}), (True, {"write_cost": 0.1}),
     (True, {"hard_writes": True}), (False, {"hard_writes": True, "sink": True}),
+    (True, {"hard_writes": True, "write_jitter": True}), (True, {"hard_writes": True, "write_jitter": True, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -132,6 +133,45 @@ def test_hard_writes_put_each_message_whole_into_one_unit_and_still_train_the_bi
     assert float(interests_grad.abs().sum()) > 0  # the straight-through softmax still teaches the bids
 
 
+def _repeated_message_busiest_share(**options) -> float:
+    """The same message 40 times, unit 0 favoured by 6 logits: the busiest unit's share of the writes."""
+    x = torch.randn(1, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).expand(1, 40, 16)
+    mixer = make(recovery=8.0, rest_strength=4.0, **options)
+    with torch.no_grad():
+        h, dk = mixer.n_heads, mixer.key_dim
+        key = (mixer.proj.weight[h * dk: 2 * h * dk] @ x[0, 0]).view(h, 1, dk)
+        margins = torch.tensor([6.0, 0, 0, 0, 0], dtype=torch.float64).view(1, 5, 1)
+        mixer.interests.copy_(margins * dk**0.5 * key / key.pow(2).sum(-1, keepdim=True))
+    with torch.no_grad(), capture(mixer, ["hook_writes"]) as cache:
+        mixer(x)
+    writes = cache["hook_writes"]
+    return float((writes.sum(2) / writes.sum((2, 3))[..., None]).max(-1).values.mean())
+
+
+def test_hard_writes_move_a_rested_favourite_s_messages_to_one_runner_up_unless_jittered():
+    """Rest is computed from the writes by content alone (parallel form): a hard argmax then sends every
+    message the rested favourite loses to the same runner-up, which never rests. With the jitter the
+    winner is drawn like the softmax's shares (Gumbel-max, noise fixed by position) and the units take turns."""
+    soft = _repeated_message_busiest_share()
+    hard = _repeated_message_busiest_share(hard_writes=True)
+    jittered = _repeated_message_busiest_share(hard_writes=True, write_jitter=True)
+    assert soft < 0.5 and jittered < 0.5
+    assert hard > 0.6
+
+
+def test_write_jitter_is_a_fixed_gumbel_noise_of_position_head_and_unit():
+    mixer = make(hard_writes=True, write_jitter=True)
+    positions = torch.arange(4096)
+    noise = mixer._jitter(positions, 5)  # (H, T, M)
+    assert noise.shape == (2, 4096, 5) and torch.isfinite(noise).all()
+    torch.testing.assert_close(noise, mixer._jitter(positions, 5))  # the same positions, the same noise
+    torch.testing.assert_close(noise[:, 100:200], mixer._jitter(positions[100:200], 5))
+    assert abs(float(noise.mean()) - 0.5772) < 0.03 and abs(float(noise.std()) - 1.2825) < 0.05  # Gumbel(0, 1)
+    winners = torch.bincount(noise.argmax(-1).flatten(), minlength=5).double() / noise[..., 0].numel()
+    assert float((winners - 0.2).abs().max()) < 0.02  # equal logits: every unit wins about equally often
+    assert mixer._jitter(torch.tensor([10**12]), 5).isfinite().all()  # no max_len
+
+
 def test_match_lets_a_held_unit_take_the_key_it_holds_again():
     """Five one-hot keys fill the five units, each wanted by its own unit; held, a full memory
     sends the first key's return into the sink - unless the unit that holds that key matches it."""
@@ -182,7 +222,8 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"key_dim": -1}, "key_dim"), ({"value_dim": 1.5}, "value_dim"), ({"bid_rank": -2}, "bid_rank"),
     ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"hold_heads": 5}, "more than"), ({"hold_heads": -1}, "hold_heads"),
-    ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"), ({"match": -1.0}, "match"),
+    ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"),
+    ({"write_jitter": True}, "needs seeking.hard_writes=true"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])

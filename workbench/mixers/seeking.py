@@ -51,7 +51,12 @@ bids more for a message whose key matches the key it holds, +gamma_h k_t . K1_{t
 sqrt(key_dim), so a key seen again (a query, a new value of a key) goes to the unit that holds it
 instead of evicting another; K1 is the memory the writes before the match make (one more chunked
 pass, and its key slots as one more piece of state). ``write_cost``: a loss per unit of salience,
-so that writing is never free.
+so that writing is never free. ``write_jitter`` (with hard writes): the winner is argmax(logits + g),
+g a Gumbel noise fixed by (position, head, unit) through a hash - so no table and no max_len, the
+same at training and at inference (the recurrent state counts positions). Why: rest is computed
+from the writes by content alone, so under a plain argmax the messages a rested favourite loses
+all go to the same runner-up, which never rests; drawn like the softmax's shares, the units take
+turns again.
 
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
@@ -102,6 +107,7 @@ class SeekingOptions:
     hold_learned: bool = False  # gamma learned per head (starting at ``hold``), so a head can give hold up
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
     hard_writes: bool = False  # each message goes whole to its top unit (straight-through gradient of the softmax)
+    write_jitter: bool = False  # hard writes pick the winner by Gumbel-max with a fixed noise per (position, head, unit)
     match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
@@ -112,11 +118,12 @@ class SeekingOptions:
 class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
-                           "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0}
+                           "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
+                           "write_jitter": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        for name in ("refractory", "sink", "hold_learned", "hard_writes"):
+        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -124,6 +131,8 @@ class SeekingUnits(Mixer):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
+        if o.write_jitter and not o.hard_writes:
+            raise ConfigError("seeking.write_jitter picks the winner of a hard write: it needs seeking.hard_writes=true")
         if o.hold_heads > o.n_heads:
             raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
@@ -195,16 +204,35 @@ class SeekingUnits(Mixer):
         return q, k, v, bids, salience
 
     def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None,
-                hard: bool = False) -> torch.Tensor:
+                hard: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
         logits = bids if log_gain is None else bids + log_gain
         if self.o.sink:
             sink = self.sink_bid.view(-1, *[1] * (logits.dim() - 2)).expand(*logits.shape[:-1], 1)
             logits = torch.cat([logits, sink], -1)
         share = logits.softmax(-1)
         if hard:  # forward: the whole message to the top unit; backward: the softmax's gradient
-            top = F.one_hot(share.argmax(-1), share.shape[-1]).to(share.dtype)
+            chooser = share if noise is None else logits.detach() + noise.to(logits.dtype)
+            top = F.one_hot(chooser.argmax(-1), share.shape[-1]).to(share.dtype)
             share = top + share - share.detach()
         return salience[..., None] * (share[..., :-1] if self.o.sink else share)
+
+    def _jitter(self, positions: torch.Tensor, n: int) -> torch.Tensor:
+        """Gumbel noise g[..., h, t, m] fixed by (position, head, unit): a hash, so no table and no max_len.
+
+        With it the hard winner is argmax(logits + g): over many positions each unit wins as often as
+        its softmax share, so when rest lowers the favourite's bid the runners-up take turns instead
+        of the first of them taking every message; the same positions give the same noise at
+        training and at inference. ``positions`` (..., T) int64 -> (..., H, T, n).
+        """
+        heads = torch.arange(self.n_heads, device=positions.device)[:, None, None]
+        units = torch.arange(n, device=positions.device)
+        key = positions[..., None, :, None] * 0x9E3779B1 + heads * 0x85EBCA77 + units * 0xC2B2AE3D
+        key = key & 0xFFFFFFFF
+        for multiplier in (0x7FEB352D, 0x846CA68B):  # a 32-bit integer mix (xorshift-multiply rounds)
+            key = ((key ^ (key >> 15)) * multiplier) & 0xFFFFFFFF
+        key = key ^ (key >> 16)
+        uniform = ((key >> 8).to(torch.float64) + 0.5) / float(1 << 24)  # in (0, 1), never 0 or 1
+        return -torch.log(-torch.log(uniform))
 
     def _finish(self, read: torch.Tensor) -> torch.Tensor:
         read = self.hook_read(read)
@@ -251,14 +279,17 @@ class SeekingUnits(Mixer):
             gain = held if gain is None else gain + held
         if gain is not None:
             self.hook_gain(gain.exp())
+        noise = self._jitter(torch.arange(t, device=x.device), bids.shape[-1] + self.o.sink) if self.o.write_jitter \
+            else None
         if gain is not None or self.o.hard_writes:
-            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match)
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise)
         if self.o.match:  # K1_{t-1}^T k_t: read the memory these writes make with the *next* token's key
             first = writes.clamp(max=_MAX_WRITE)
             k_next = F.pad(k[:, :, 1:], (0, 0, 0, 1))
             ahead, _ = gla_chunked(k_next, k, first, torch.log1p(-first), gate="value", chunk_size=self.o.chunk_size)
             matched = self._match(F.pad(ahead, (0, 0, 1, 0))[:, :, :t])
-            writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes)
+            writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
+                                  noise)
         writes = self.hook_writes(writes.clamp(max=_MAX_WRITE))
         log_keep = torch.log1p(-writes)
         chunk = self.o.chunk_size
@@ -286,6 +317,8 @@ class SeekingUnits(Mixer):
             state["log_free"] = zeros(self.n_units)
         if self.o.match:  # the keys as written before the match, which a message's key is matched against
             state["match_keys"] = zeros(self.key_dim, self.n_units)
+        if self.o.write_jitter:  # tokens seen: the jitter is fixed by position
+            state["position"] = torch.zeros(batch_size, dtype=torch.long, device=device)
         return state
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -299,19 +332,24 @@ class SeekingUnits(Mixer):
             held = self._held(log_free)
             gain = held if gain is None else gain + held
             log_free = log_free + torch.log1p(-writes.clamp(max=_MAX_WRITE))
+        position, noise = state.get("position"), None
+        if self.o.write_jitter:
+            noise = self._jitter(position[:, None], bids.shape[-1] + self.o.sink).squeeze(-2)
+            position = position + 1
         if gain is not None or self.o.hard_writes:
-            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match)
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise)
         match_keys = state.get("match_keys")
         if self.o.match:
             first = writes.clamp(max=_MAX_WRITE)
             matched = self._match((k[..., None, :] @ match_keys).squeeze(-2))
             _, match_keys = gla_step(k, k, first, torch.log1p(-first), match_keys, gate="value")
-            writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes)
+            writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
+                                  noise)
         writes = writes.clamp(max=_MAX_WRITE)
         log_keep = torch.log1p(-writes)
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
         new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
-               "match_keys": match_keys}
+               "match_keys": match_keys, "position": position}
         return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
