@@ -19,6 +19,11 @@ class HookPoint(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x
 
+    @property
+    def active(self) -> bool:
+        """Whether a hook listens: a caller may skip computing what only a hook would see."""
+        return bool(self._forward_hooks or self._forward_pre_hooks)
+
 
 @contextmanager
 def capture(model: nn.Module, names: list[str] | None = None) -> Iterator[dict[str, torch.Tensor]]:

@@ -84,9 +84,9 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
+from workbench.kernels.ema.torch_impl import ema_chunked
 from workbench.kernels.gla import gla_chunked, gla_step
 from workbench.mixers.base import Mixer
-from workbench.mixers.inverted import ema_scan
 
 _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
 
@@ -270,14 +270,14 @@ class SeekingUnits(Mixer):
         gain = None
         if self.o.refractory:
             flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
-            load = ema_scan(flat, self.keep.expand(self.n_units)).unflatten(0, (b, self.n_heads))
+            load = ema_chunked(flat, self.keep.expand(self.n_units), self.o.chunk_size).unflatten(0, (b, self.n_heads))
             before = F.pad(load, (0, 0, 1, 0))[:, :, :t]  # L_{t-1}, zero before the first token
             gain = self._rest(before)
         if self.o.hold:  # log of each unit's free share before this token: sum of log(1 - a0) so far
             free = torch.log1p(-writes.clamp(max=_MAX_WRITE)).cumsum(2)
             held = self._held(F.pad(free, (0, 0, 1, 0))[:, :, :t])
             gain = held if gain is None else gain + held
-        if gain is not None:
+        if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
             self.hook_gain(gain.exp())
         noise = self._jitter(torch.arange(t, device=x.device), bids.shape[-1] + self.o.sink) if self.o.write_jitter \
             else None
