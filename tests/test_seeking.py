@@ -46,11 +46,12 @@ def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, leng
 
 
 def test_writes_split_the_salience_among_the_units_and_rest_spreads_a_repeated_message():
-    """The same message over and over: by content alone it goes to one unit; with rest the units take turns."""
+    """Soft writes, the same message over and over: by content alone it goes to one unit; with rest the
+    units take turns (hard writes: the next test)."""
     x = torch.randn(1, 1, 16, dtype=torch.float64).expand(1, 40, 16)
     loads = {}
     for rest in (False, True):
-        mixer = make(refractory=rest, recovery=8.0, rest_strength=4.0)
+        mixer = make(refractory=rest, recovery=8.0, rest_strength=4.0, hard_writes=False)
         with torch.no_grad():  # unit 0 bids 6, the others 0: content alone picks unit 0
             h, dk = mixer.n_heads, mixer.key_dim
             key = (mixer.proj.weight[h * dk: 2 * h * dk] @ x[0, 0]).view(h, 1, dk)  # before swish
@@ -83,12 +84,13 @@ def test_a_unit_that_does_not_win_keeps_its_message():
 
 def test_a_fresh_model_sends_a_message_mostly_to_one_unit_only_with_the_bid_temperature():
     """Fixed 1/sqrt(d_k) bids of a fresh model are nearly equal (every unit a few percent of every
-    message); the default temperature starts sharp enough that one unit takes most of it."""
+    message); the default temperature starts sharp enough that one unit takes most of it. Measured on
+    soft writes: their shares are what the straight-through gradient of hard writes follows."""
     x = torch.nn.functional.rms_norm(torch.randn(2, 64, 128, generator=torch.Generator().manual_seed(0)), (128,))
     top_share = {}
     for temperature in (0.0, 8.0):
         torch.manual_seed(0)
-        mixer = SeekingUnits(128, SeekingOptions(bid_temperature=temperature, refractory=False))
+        mixer = SeekingUnits(128, SeekingOptions(bid_temperature=temperature, refractory=False, hard_writes=False))
         with torch.no_grad(), capture(mixer, ["hook_writes"]) as cache:
             mixer(x)
         writes = cache["hook_writes"]
@@ -152,7 +154,7 @@ def test_hard_writes_move_a_rested_favourite_s_messages_to_one_runner_up_unless_
     """Rest is computed from the writes by content alone (parallel form): a hard argmax then sends every
     message the rested favourite loses to the same runner-up, which never rests. With the jitter the
     winner is drawn like the softmax's shares (Gumbel-max, noise fixed by position) and the units take turns."""
-    soft = _repeated_message_busiest_share()
+    soft = _repeated_message_busiest_share(hard_writes=False)
     hard = _repeated_message_busiest_share(hard_writes=True)
     jittered = _repeated_message_busiest_share(hard_writes=True, write_jitter=True)
     assert soft < 0.5 and jittered < 0.5
@@ -223,7 +225,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"hold_heads": 5}, "more than"), ({"hold_heads": -1}, "hold_heads"),
     ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"),
-    ({"write_jitter": True}, "needs seeking.hard_writes=true"), ({"match": -1.0}, "match"),
+    ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])

@@ -43,10 +43,12 @@ every unit holds one, a message must outbid the sink to displace anything. A hel
 refuses the newer value of the key it holds, which recall of the latest value needs, so
 ``hold_heads`` limits hold to the first heads and the others rest and refresh (docs/changelog.md).
 
-Three more options, off by default until measured (docs/changelog.md). ``hard_writes``: a message
-goes whole to the unit that wins it (salience x one-hot in the forward pass, the softmax's gradient
-in the backward), because a soft write leaves a unit holding a blend of the new message and the
-old, and recall tracks how much of the queried message its best unit still holds. ``match``: a unit
+Hard writes (``hard_writes``, on by default since protocol v2's full-budget rows: ahead on MQAR and
+multi-stream recall, level on char-LM; docs/changelog.md): a message goes whole to the unit that
+wins it (salience x one-hot in the forward pass, the softmax's gradient in the backward), because a
+soft write leaves a unit holding a blend of the new message and the old, and recall tracks how much
+of the queried message its best unit still holds. Three more options, off by default until
+measured (docs/changelog.md). ``match``: a unit
 bids more for a message whose key matches the key it holds, +gamma_h k_t . K1_{t-1}[:, m] /
 sqrt(key_dim), so a key seen again (a query, a new value of a key) goes to the unit that holds it
 instead of evicting another; K1 is the memory the writes before the match make (one more chunked
@@ -106,7 +108,7 @@ class SeekingOptions:
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
     hold_learned: bool = False  # gamma learned per head (starting at ``hold``), so a head can give hold up
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
-    hard_writes: bool = False  # each message goes whole to its top unit (straight-through gradient of the softmax)
+    hard_writes: bool = True  # each message goes whole to its top unit (straight-through gradient of the softmax)
     write_jitter: bool = False  # hard writes pick the winner by Gumbel-max with a fixed noise per (position, head, unit)
     match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
