@@ -67,7 +67,7 @@ def test_pin_default_relabels_runs_and_tables(tmp_path):
     table = json.loads((tmp_path / "compare-v2-full.json").read_text())
     assert [r["variant"] for r in table["rows"]] == ["seeking:hard_writes=false", "seeking", "transformer"]
     assert table["incomplete"][0]["variant"] == "seeking:hard_writes=false"
-    assert table["variants"] == ["transformer", "seeking:hard_writes=false"]
+    assert table["variants"] == ["transformer", "seeking"]  # the experiment's list: its labels mean the new default
     assert pin_default(tmp_path, MOVE) == (0, 0)  # twice is once
 
 

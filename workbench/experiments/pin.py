@@ -140,8 +140,7 @@ def _relabel_table(path: Path, move: Move) -> None:
     for entry in [*table.get("rows", []), *table.get("incomplete", [])]:
         if isinstance(entry, dict) and "variant" in entry:
             entry["variant"] = new(entry["variant"])
-    if isinstance(table.get("variants"), list):
-        table["variants"] = [new(v) for v in table["variants"]]
+    # ``variants`` is the experiment's own list (its code's labels, which now mean the new default): it stays.
     table.setdefault("relabelled", []).append(move.why)
     write_json_atomic(path, table)
 
