@@ -80,18 +80,20 @@ def test_compare_block_shows_every_variant_its_rate_state_and_missing_seeds(tmp_
     assert "2 short of seeds or grid points; not run yet - copy: all; charlm: inverted." in table
 
 
-def test_brief_compare_block_keeps_the_first_and_last_slice_and_drops_speed(tmp_path: Path):
+def test_brief_compare_block_keeps_the_primary_metric_and_the_last_slice_and_drops_speed(tmp_path: Path):
     import json
 
     row = _row("mqar-256x16", "inverted", 0.98)
     row["metrics"].update({f"accuracy@{n}x64": {"mean": 0.5, "std": 0.1, "n": 3} for n in (512, 1024, 4096)})
+    row["metrics"]["token_accuracy"] = {"mean": 0.99, "std": 0.0, "n": 3}  # a secondary metric: full table only
     summary = {"experiment": "v2", "budget": "full", "seeds": 3, "rows": [row], "incomplete": []}
     (tmp_path / "compare-v2-full.json").write_text(json.dumps(summary))
     blocks = render_blocks(tmp_path)
     brief, full = blocks["compare-v2-full-brief"], blocks["compare-v2-full"]
     assert "accuracy@1024x64" in full and "accuracy@1024x64" not in brief
     assert "| mqar-256x16 | accuracy | 0.980 ± 0.010 |" in brief
-    assert "accuracy@512x64" in brief and "accuracy@4096x64" in brief
+    assert "accuracy@512x64" not in brief and "accuracy@4096x64" in brief
+    assert "token_accuracy" in full and "token_accuracy" not in brief
     assert "tokens/s" in full and "tokens/s" not in brief
     # A design candidate run beside the experiment's own variants: in the full table, counted in the brief.
     summary |= {"rows": [row, _row("mqar-256x16", "inverted:hold=1", 0.97, seeds=1)], "variants": ["inverted"]}

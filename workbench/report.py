@@ -39,8 +39,8 @@ def _floats(n: int) -> str:
 def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
     """Protocol v2 style: one row per (cell, metric), one column per variant; then the learning rate
     each chose, parameters, recurrent state and speed. A cell short of seeds says so: ``(2/3)``.
-    ``brief`` (the README's): of a cell's sliced metrics (``name@slice``) only the first and the last,
-    no speed row, and only the experiment's own variants (design candidates run beside them are
+    ``brief`` (the README's): a cell's primary metric and its last sliced one (``name@slice``: the
+    longest extrapolation), no speed row, and only the experiment's own variants (design candidates run beside them are
     counted in a line, and tabled in the full form)."""
     variants = list(dict.fromkeys(row["variant"] for row in summary["rows"]))
     candidates = []
@@ -54,7 +54,7 @@ def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
         names = list(dict.fromkeys(n for v in variants for n in by_key.get((label, v), {}).get("metrics", {})))
         if brief:
             sliced = [n for n in names if "@" in n]
-            names = [n for n in names if "@" not in n or n in (sliced[:1] + sliced[-1:])]
+            names = names[:1] + [n for n in sliced[-1:] if n not in names[:1]]
         for name in names:
             cells = []
             for variant in variants:
