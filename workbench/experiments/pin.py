@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from workbench.config import ConfigError
+from workbench.experiments.spec import Variant
 from workbench.storage import write_json_atomic
 
 
@@ -67,7 +68,7 @@ def _names(label: str, option: str) -> bool:
 
 
 def _safe(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in label)
+    return Variant(label, "").safe  # the run directory's fragment, as the runner names it
 
 
 def _resolved(record: dict[str, Any], option: str, added_later: dict[str, Any]) -> Any:

@@ -44,7 +44,7 @@ refuses the newer value of the key it holds, which recall of the latest value ne
 ``hold_heads`` limits hold to the first heads and the others rest and refresh (docs/changelog.md).
 
 Hard writes (``hard_writes``, on by default since protocol v2's full-budget rows: ahead on MQAR and
-multi-stream recall, level on char-LM; docs/changelog.md): a message goes whole to the unit that
+multi-stream recall, level on char-LM, behind on copy; docs/changelog.md): a message goes whole to the unit that
 wins it (salience x one-hot in the forward pass, the softmax's gradient in the backward), because a
 soft write leaves a unit holding a blend of the new message and the old, and recall tracks how much
 of the queried message its best unit still holds. Three more options, off by default until
@@ -86,7 +86,7 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
-from workbench.kernels.ema.torch_impl import ema_chunked
+from workbench.kernels.ema import ema_chunked
 from workbench.kernels.gla import gla_chunked, gla_step
 from workbench.mixers.base import Mixer
 
