@@ -29,6 +29,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (False, {"match": 2.0}), (True, {"match": 2.0, "hold": 3.0, "sink": True}), (True, {"write_cost": 0.1}),
     (True, {"hard_writes": True}), (False, {"hard_writes": True, "sink": True}),
     (True, {"hard_writes": True, "write_jitter": True}), (True, {"hard_writes": True, "write_jitter": True, "sink": True}),
+    (True, {"rest_on_wins": True}), (True, {"rest_on_wins": True, "hard_writes": False}),
+    (True, {"rest_on_wins": True, "hold": 3.0, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -161,6 +163,15 @@ def test_hard_writes_move_a_rested_favourite_s_messages_to_one_runner_up_unless_
     assert hard > 0.6
 
 
+def test_rest_on_the_writes_units_take_makes_hard_writes_take_turns_without_noise():
+    """Rest from the writes units actually take (a scan, token by token): the runner-up that takes the
+    rested favourite's message rests too, so the runners-up take turns (the favourite, 6 logits ahead,
+    still takes about every other message)."""
+    on_wins = _repeated_message_busiest_share(hard_writes=True, rest_on_wins=True)
+    plain = _repeated_message_busiest_share(hard_writes=True)
+    assert on_wins < 0.6 and plain > 0.8
+
+
 def test_write_jitter_is_a_fixed_gumbel_noise_of_position_head_and_unit():
     mixer = make(hard_writes=True, write_jitter=True)
     positions = torch.arange(4096)
@@ -225,7 +236,8 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"hold_heads": 5}, "more than"), ({"hold_heads": -1}, "hold_heads"),
     ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"),
-    ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"match": -1.0}, "match"),
+    ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"rest_on_wins": True, "refractory": False}, "rest_on_wins needs"),
+    ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins needs"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])

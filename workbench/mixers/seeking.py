@@ -58,7 +58,10 @@ g a Gumbel noise fixed by (position, head, unit) through a hash - so no table an
 same at training and at inference (the recurrent state counts positions). Why: rest is computed
 from the writes by content alone, so under a plain argmax the messages a rested favourite loses
 all go to the same runner-up, which never rests; drawn like the softmax's shares, the units take
-turns again.
+turns again. ``rest_on_wins``: the other cure - rest counts the writes each unit actually took, so the
+runner-up rests too. That recurrence is not linear (the winner depends on the load), so it runs as a
+scan token by token over M numbers per head (no matmul, no gradient: rest steers, the softmax
+teaches); everything else stays chunked.
 
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
@@ -110,6 +113,7 @@ class SeekingOptions:
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
     hard_writes: bool = True  # each message goes whole to its top unit (straight-through gradient of the softmax)
     write_jitter: bool = False  # hard writes pick the winner by Gumbel-max with a fixed noise per (position, head, unit)
+    rest_on_wins: bool = False  # rest from the writes a unit actually took (a sequential scan of M numbers per head)
     match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
@@ -121,11 +125,11 @@ class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
-                           "write_jitter": False}
+                           "write_jitter": False, "rest_on_wins": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter"):
+        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -135,6 +139,9 @@ class SeekingUnits(Mixer):
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
         if o.write_jitter and not o.hard_writes:
             raise ConfigError("seeking.write_jitter picks the winner of a hard write: it needs seeking.hard_writes=true")
+        if o.rest_on_wins and (not o.refractory or o.match or o.write_jitter):
+            raise ConfigError("seeking.rest_on_wins needs seeking.refractory=true, and goes with neither seeking.match "
+                              "nor seeking.write_jitter")
         if o.hold_heads > o.n_heads:
             raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
@@ -206,15 +213,17 @@ class SeekingUnits(Mixer):
         return q, k, v, bids, salience
 
     def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None,
-                hard: bool = False, noise: torch.Tensor | None = None) -> torch.Tensor:
+                hard: bool = False, noise: torch.Tensor | None = None, winner: torch.Tensor | None = None
+                ) -> torch.Tensor:
         logits = bids if log_gain is None else bids + log_gain
         if self.o.sink:
             sink = self.sink_bid.view(-1, *[1] * (logits.dim() - 2)).expand(*logits.shape[:-1], 1)
             logits = torch.cat([logits, sink], -1)
         share = logits.softmax(-1)
         if hard:  # forward: the whole message to the top unit; backward: the softmax's gradient
-            chooser = share if noise is None else logits.detach() + noise.to(logits.dtype)
-            top = F.one_hot(chooser.argmax(-1), share.shape[-1]).to(share.dtype)
+            if winner is None:
+                winner = (share if noise is None else logits.detach() + noise.to(logits.dtype)).argmax(-1)
+            top = F.one_hot(winner, share.shape[-1]).to(share.dtype)
             share = top + share - share.detach()
         return salience[..., None] * (share[..., :-1] if self.o.sink else share)
 
@@ -245,6 +254,20 @@ class SeekingUnits(Mixer):
         """log gain from the load before this token: -beta * M * L_{t-1} (0 for an unused unit)."""
         return -self.o.rest_strength * self.n_units * load_before
 
+    @torch.no_grad()
+    def _rest_on_wins(self, logits: torch.Tensor, salience: torch.Tensor, load: torch.Tensor):
+        """One token of the rest scan on the writes units actually take: logits (..., M) are the bids with
+        every other gain, load (..., M) the load before this token. Returns the rest's log gain, the winner
+        (hard writes; None for soft) and the load after. No gradient: rest steers, the softmax teaches."""
+        rest = self._rest(load)
+        chosen = rest + logits
+        if self.o.sink:
+            chosen = torch.cat([chosen, self.sink_bid.view(-1, *[1] * (chosen.dim() - 2)).expand(*chosen.shape[:-1], 1)], -1)
+        winner = chosen.argmax(-1) if self.o.hard_writes else None
+        taken = F.one_hot(winner, chosen.shape[-1]).to(chosen.dtype) if winner is not None else chosen.softmax(-1)
+        taken = salience[..., None] * (taken[..., :-1] if self.o.sink else taken)
+        return rest, winner, self.keep * load + (1 - self.keep) * taken
+
     def _held(self, log_free_before: torch.Tensor) -> torch.Tensor:
         """log gain of holding: -gamma * (1 - prod(1 - a0)), the share of the unit already written."""
         gamma = self.hold_strength * self.hold_log_scale.exp() if self.o.hold_learned else self.hold_strength
@@ -269,8 +292,8 @@ class SeekingUnits(Mixer):
         b, t, d = x.shape
         q, k, v, bids, salience = self._project(x)
         writes = self._writes(bids, salience, None)
-        gain = None
-        if self.o.refractory:
+        gain, winner = None, None
+        if self.o.refractory and not self.o.rest_on_wins:
             flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
             load = ema_chunked(flat, self.keep.expand(self.n_units), self.o.chunk_size).unflatten(0, (b, self.n_heads))
             before = F.pad(load, (0, 0, 1, 0))[:, :, :t]  # L_{t-1}, zero before the first token
@@ -279,12 +302,22 @@ class SeekingUnits(Mixer):
             free = torch.log1p(-writes.clamp(max=_MAX_WRITE)).cumsum(2)
             held = self._held(F.pad(free, (0, 0, 1, 0))[:, :, :t])
             gain = held if gain is None else gain + held
+        if self.o.rest_on_wins:  # the rest scan runs token by token: M numbers per head, no matmul
+            logits = bids.detach() if gain is None else (bids + gain).detach()
+            load, rests, winners = torch.zeros_like(logits[:, :, 0]), [], []
+            for i in range(t):
+                rest, won, load = self._rest_on_wins(logits[:, :, i], salience[:, :, i].detach(), load)
+                rests.append(rest)
+                winners.append(won)
+            rest = torch.stack(rests, 2)
+            winner = torch.stack(winners, 2) if self.o.hard_writes else None
+            gain = rest if gain is None else rest + gain
         if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
             self.hook_gain(gain.exp())
         noise = self._jitter(torch.arange(t, device=x.device), bids.shape[-1] + self.o.sink) if self.o.write_jitter \
             else None
         if gain is not None or self.o.hard_writes:
-            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise)
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner)
         if self.o.match:  # K1_{t-1}^T k_t: read the memory these writes make with the *next* token's key
             first = writes.clamp(max=_MAX_WRITE)
             k_next = F.pad(k[:, :, 1:], (0, 0, 0, 1))
@@ -327,19 +360,24 @@ class SeekingUnits(Mixer):
         b, d = x_t.shape
         q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
         writes, load, log_free, gain = self._writes(bids, salience, None), state.get("load"), state.get("log_free"), None
-        if self.o.refractory:
+        if self.o.refractory and not self.o.rest_on_wins:
             gain = self._rest(load)
             load = self.keep * load + (1 - self.keep) * writes
         if self.o.hold:
             held = self._held(log_free)
             gain = held if gain is None else gain + held
             log_free = log_free + torch.log1p(-writes.clamp(max=_MAX_WRITE))
+        winner = None
+        if self.o.rest_on_wins:
+            logits = bids.detach() if gain is None else (bids + gain).detach()
+            rest, winner, load = self._rest_on_wins(logits, salience.detach(), load)
+            gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
         if self.o.write_jitter:
             noise = self._jitter(position[:, None], bids.shape[-1] + self.o.sink).squeeze(-2)
             position = position + 1
         if gain is not None or self.o.hard_writes:
-            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise)
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner)
         match_keys = state.get("match_keys")
         if self.o.match:
             first = writes.clamp(max=_MAX_WRITE)
