@@ -30,9 +30,11 @@ from workbench.kernels.chunk_read.reference import chunk_candidates, chunk_read_
 from workbench.kernels.chunk_read.torch_impl import chunk_read_torch
 from workbench.kernels.ema.reference import ema_naive
 from workbench.kernels.ema.torch_impl import ema_chunked
+from workbench.kernels.rest_scan.reference import rest_scan_naive, rest_step
 from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
 
-KERNEL_MODULES = {"ema": "workbench.kernels.ema.triton_impl", "chunk_read": "workbench.kernels.chunk_read.triton_impl"}
+KERNEL_MODULES = {"ema": "workbench.kernels.ema.triton_impl", "chunk_read": "workbench.kernels.chunk_read.triton_impl",
+                  "rest_scan": "workbench.kernels.rest_scan.triton_impl"}
 HAS_TRITON = importlib.util.find_spec("triton") is not None
 # TRITON_INTERPRET=1 for this whole process: the child started by test_kernels_under_the_interpreter
 # (or a run where the user set it). Triton fixes interpreted-or-compiled for every @triton.jit function,
@@ -40,7 +42,7 @@ HAS_TRITON = importlib.util.find_spec("triton") is not None
 INTERPRETING = dispatch.interpreting()
 needs_triton = pytest.mark.skipif(not HAS_TRITON, reason="triton is not installed")
 needs_cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA GPU")
-MIN_INTERPRETED = 15  # interpreted tests that must pass in the child (the wired-mixer one may skip)
+MIN_INTERPRETED = 24  # interpreted tests that must pass in the child (the wired-mixer one may skip)
 
 
 def _kernels(interpret: bool) -> types.SimpleNamespace:
@@ -95,6 +97,64 @@ def assert_close(actual, expected, tol, name=""):
 
 
 TOL = {torch.float32: 1e-5, torch.float64: 1e-12}
+
+# ----------------------------------------------------------------------------- op 0: the rest scan
+
+
+def rest_inputs(rows, t, m, dtype, sink, device="cpu", seed=0):
+    """Logits on a grid of 1/8 and a strength that is a power of two, so that every sum the scan makes
+    stays far from a tie between units whatever the summation order (the winners must match exactly)."""
+    gen = torch.Generator().manual_seed(seed)
+    logits = (torch.randint(-40, 40, (rows, t, m), generator=gen) / 8 + torch.arange(m) / (64 * m)).to(dtype)
+    salience = torch.rand(rows, t, generator=gen, dtype=dtype)
+    sink_bid = torch.randn(rows, generator=gen, dtype=dtype) if sink else None
+    return [z.to(device) if z is not None else None for z in (logits, salience, sink_bid)]
+
+
+def check_rest_scan(fn, rows, t, m, dtype, sink, hard, device="cpu"):
+    logits, salience, sink_bid = rest_inputs(rows, t, m, dtype, sink, device)
+    keep = torch.tensor(0.75, dtype=dtype, device=device)
+    got = fn(logits, salience, sink_bid, keep, 4.0, hard)
+    ref = rest_scan_naive(logits, salience, sink_bid, keep, 4.0, hard)
+    assert_close(got[0], ref[0], TOL[dtype], "rest")
+    assert_close(got[2], ref[2], TOL[dtype], "load")
+    if hard:
+        assert torch.equal(got[1], ref[1])
+        assert int((ref[1] == 0).sum()) < ref[1].numel()  # rest moved some messages off unit 0
+    else:
+        assert got[1] is None and ref[1] is None
+
+
+def test_rest_scan_is_the_mixers_recurrent_step_token_by_token():
+    logits, salience, sink_bid = rest_inputs(3, 9, 5, torch.float64, sink=True)
+    rest, winner, load = rest_scan_naive(logits, salience, sink_bid, 0.75, 4.0, True)
+    state = torch.zeros(3, 5, dtype=torch.float64)
+    for i in range(9):
+        r, w, state = rest_step(logits[:, i], salience[:, i], state, sink_bid, 0.75, 4.0, True)
+        assert torch.equal(r, rest[:, i]) and torch.equal(w, winner[:, i])
+    assert torch.equal(state, load)
+    assert int((winner == 5).sum()) > 0  # the sink wins some (those write nowhere)
+
+
+@needs_triton
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sink, hard", [(False, True), (True, True), (False, False), (True, False)])
+def test_rest_scan_triton_interpreted(interpreted, dtype, sink, hard):
+    check_rest_scan(interpreted.rest_scan.rest_scan_triton, 4, 13, 6, dtype, sink, hard)
+
+
+@needs_triton
+def test_rest_scan_triton_is_the_seeking_mixers_scan_interpreted(interpreted, monkeypatch):
+    from workbench.mixers.seeking import SeekingOptions, SeekingUnits
+
+    torch.manual_seed(0)
+    mixer = SeekingUnits(16, SeekingOptions(n_heads=2, n_units=5, chunk_size=4, rest_on_wins=True, sink=True))
+    x = torch.randn(2, 11, 16)
+    monkeypatch.setenv(dispatch.ENV_VAR, "torch")
+    y_ref = mixer(x)
+    monkeypatch.setenv(dispatch.ENV_VAR, "triton")
+    assert_close(mixer(x), y_ref, 1e-5, "y")
+
 
 # ----------------------------------------------------------------------------- op 1: EMA
 
@@ -450,6 +510,13 @@ CUDA_READ_CASES = READ_CASES + [(2, 3, 64, 128, 64, 128, k) for k in (1, 2, 4, 8
 def test_ema_triton_cuda(compiled, shape):
     x, decay = ema_inputs(*shape, torch.float32, device="cuda")
     check_ema(compiled.ema.ema_triton, x, decay, 1e-5)
+
+
+@needs_triton
+@needs_cuda
+@pytest.mark.parametrize("sink, hard", [(False, True), (True, True), (True, False)])
+def test_rest_scan_triton_cuda(compiled, sink, hard):
+    check_rest_scan(compiled.rest_scan.rest_scan_triton, 64, 300, 64, torch.float32, sink, hard, device="cuda")
 
 
 @needs_cuda

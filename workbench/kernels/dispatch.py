@@ -9,6 +9,8 @@ op            naive (tests, clarity)                torch (CPU fast path)       
 ema           ``ema.reference.ema_naive``           ``ema.torch_impl.ema_chunked``         ``ema.triton_impl.ema_triton``
 chunk_read    ``chunk_read.reference.               ``chunk_read.torch_impl.               ``chunk_read.triton_impl.
               chunk_read_naive``                    chunk_read_torch``                     chunk_read_triton``
+rest_scan     ``rest_scan.reference.                the same loop (a non-linear recurrence ``rest_scan.triton_impl.
+              rest_scan_naive``                     of M numbers per row: no chunked form) rest_scan_triton``
 ============  ====================================  =====================================  ======================================
 
 Choice: the ``override`` argument if given, else the environment variable ``WORKBENCH_KERNELS``,
@@ -30,7 +32,7 @@ import torch
 
 ENV_VAR = "WORKBENCH_KERNELS"
 CHOICES = ("auto", "torch", "triton", "naive")
-OPS = ("ema", "chunk_read")
+OPS = ("ema", "chunk_read", "rest_scan")
 
 
 @functools.cache
@@ -82,6 +84,16 @@ def _ema(backend: str) -> Callable:
     return ema_triton
 
 
+def _rest_scan(backend: str) -> Callable:
+    if backend in ("naive", "torch"):
+        from workbench.kernels.rest_scan.reference import rest_scan_naive
+
+        return rest_scan_naive
+    from workbench.kernels.rest_scan.triton_impl import rest_scan_triton
+
+    return rest_scan_triton
+
+
 def _chunk_read(backend: str, strict: bool) -> Callable:
     from workbench.kernels.chunk_read import reference, torch_impl
 
@@ -103,7 +115,7 @@ def _chunk_read(backend: str, strict: bool) -> Callable:
 
 
 def get_impl(op: str, device: torch.device | str, override: str | None = None) -> Callable:
-    """The implementation of ``op`` ("ema" or "chunk_read") for tensors on ``device``.
+    """The implementation of ``op`` ("ema", "chunk_read" or "rest_scan") for tensors on ``device``.
 
     ``override`` (one of ``CHOICES``, or None) wins over ``$WORKBENCH_KERNELS``, which wins over auto.
     """
@@ -113,4 +125,6 @@ def get_impl(op: str, device: torch.device | str, override: str | None = None) -
     backend = resolve(device, override)
     if op == "ema":
         return _ema(backend)
+    if op == "rest_scan":
+        return _rest_scan(backend)
     return _chunk_read(backend, strict=choice == "triton")

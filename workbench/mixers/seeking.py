@@ -89,8 +89,10 @@ from torch import nn
 
 from workbench.config import ConfigError
 from workbench.hooks import HookPoint
+from workbench.kernels.dispatch import get_impl
 from workbench.kernels.ema import ema_chunked
 from workbench.kernels.gla import gla_chunked, gla_step
+from workbench.kernels.rest_scan import rest_step
 from workbench.mixers.base import Mixer
 
 _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
@@ -254,19 +256,11 @@ class SeekingUnits(Mixer):
         """log gain from the load before this token: -beta * M * L_{t-1} (0 for an unused unit)."""
         return -self.o.rest_strength * self.n_units * load_before
 
-    @torch.no_grad()
-    def _rest_on_wins(self, logits: torch.Tensor, salience: torch.Tensor, load: torch.Tensor):
-        """One token of the rest scan on the writes units actually take: logits (..., M) are the bids with
-        every other gain, load (..., M) the load before this token. Returns the rest's log gain, the winner
-        (hard writes; None for soft) and the load after. No gradient: rest steers, the softmax teaches."""
-        rest = self._rest(load)
-        chosen = rest + logits
-        if self.o.sink:
-            chosen = torch.cat([chosen, self.sink_bid.view(-1, *[1] * (chosen.dim() - 2)).expand(*chosen.shape[:-1], 1)], -1)
-        winner = chosen.argmax(-1) if self.o.hard_writes else None
-        taken = F.one_hot(winner, chosen.shape[-1]).to(chosen.dtype) if winner is not None else chosen.softmax(-1)
-        taken = salience[..., None] * (taken[..., :-1] if self.o.sink else taken)
-        return rest, winner, self.keep * load + (1 - self.keep) * taken
+    def _sink_row(self, shape: torch.Size) -> torch.Tensor | None:
+        """The sink's bid broadcast to (B, H[, T]) rows, or None without a sink."""
+        if not self.o.sink:
+            return None
+        return self.sink_bid.detach().view(-1, *[1] * (len(shape) - 2)).expand(shape)
 
     def _held(self, log_free_before: torch.Tensor) -> torch.Tensor:
         """log gain of holding: -gamma * (1 - prod(1 - a0)), the share of the unit already written."""
@@ -304,13 +298,13 @@ class SeekingUnits(Mixer):
             gain = held if gain is None else gain + held
         if self.o.rest_on_wins:  # the rest scan runs token by token: M numbers per head, no matmul
             logits = bids.detach() if gain is None else (bids + gain).detach()
-            load, rests, winners = torch.zeros_like(logits[:, :, 0]), [], []
-            for i in range(t):
-                rest, won, load = self._rest_on_wins(logits[:, :, i], salience[:, :, i].detach(), load)
-                rests.append(rest)
-                winners.append(won)
-            rest = torch.stack(rests, 2)
-            winner = torch.stack(winners, 2) if self.o.hard_writes else None
+            sink = self._sink_row(salience.shape[:2])
+            scan = get_impl("rest_scan", x.device)
+            rest, winner, _ = scan(logits.flatten(0, 1), salience.detach().flatten(0, 1),
+                                   None if sink is None else sink.flatten(), self.keep,
+                                   self.o.rest_strength * self.n_units, self.o.hard_writes)
+            rest = rest.unflatten(0, (b, self.n_heads))
+            winner = None if winner is None else winner.unflatten(0, (b, self.n_heads))
             gain = rest if gain is None else rest + gain
         if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
             self.hook_gain(gain.exp())
@@ -370,7 +364,8 @@ class SeekingUnits(Mixer):
         winner = None
         if self.o.rest_on_wins:
             logits = bids.detach() if gain is None else (bids + gain).detach()
-            rest, winner, load = self._rest_on_wins(logits, salience.detach(), load)
+            rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
+                                           self.o.rest_strength * self.n_units, self.o.hard_writes)
             gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
         if self.o.write_jitter:
