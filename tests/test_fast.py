@@ -62,6 +62,11 @@ def test_fused_seeking_block_with_jittered_hard_writes_equals_the_plain_step():
     check_block("seeking", "compile", QUICK, mixer_options={"hard_writes": True, "write_jitter": True})
 
 
+def test_fused_seeking_block_with_rest_on_wins_equals_the_plain_step():
+    """The rest scan's step (an argmax over the bids and the sink) fuses like the rest of the step."""
+    check_block("seeking", "compile", QUICK, mixer_options={"rest_on_wins": True, "rest_strength": 8.0, "sink": True})
+
+
 @pytest.mark.parametrize("mixer", sorted(MIXERS))
 def test_no_state_entry_is_a_placeholder(mixer):
     """A fused step flattens the state into tensors: an option that is off leaves its entry out, not None."""
