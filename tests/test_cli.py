@@ -51,6 +51,10 @@ def test_a_narrowed_compare_keeps_the_rows_of_earlier_runs_in_the_table(corpus_d
     rows = json.loads((results / "compare-v2-smoke.json").read_text())["rows"]
     assert {row["variant"] for row in rows} == {"transformer", "inverted:n_units=16"}
     assert "merged into the table's 2" in capsys.readouterr().out
+    # The whole experiment tabled again (--aggregate-only) keeps the candidate's row beside its own.
+    assert main(["compare", "--budget", "smoke", "--results", str(results), "--aggregate-only", "--quiet"]) == 0
+    rows = json.loads((results / "compare-v2-smoke.json").read_text())["rows"]
+    assert {row["variant"] for row in rows} == {"transformer", "inverted:n_units=16"}
 
 
 def test_rates_run_one_at_a_time_join_in_one_row_with_the_better_rate(corpus_dir, tmp_path, monkeypatch):

@@ -244,16 +244,17 @@ def cmd_compare(args: argparse.Namespace) -> int:
     narrowed = any((tasks, cells, variants, args.seeds, args.lrs))
     summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
                                       allow_incomplete=args.allow_incomplete or args.aggregate_only,
-                                      train=not args.aggregate_only, write_summary=not narrowed)
+                                      train=not args.aggregate_only, write_summary=False)
     Console(width=160).print(format_summary(summary))
-    if narrowed:
-        from workbench.experiments.aggregate import merge_into_table
+    # Always merged, so that the design candidates run beside the experiment (variants it does not
+    # list) keep their rows when the whole experiment is tabled again.
+    from workbench.experiments.aggregate import merge_into_table
 
-        whole = get_experiment(args.experiment, args.budget, args.results)
-        merged = merge_into_table(summary, experiment, whole, Path(args.results))
-        print(f"wrote {path}: this run's rows above, merged into the table's {len(merged['rows'])}")
-    else:
-        print(f"wrote {path}")
+    whole = get_experiment(args.experiment, args.budget, args.results)
+    merged = merge_into_table(summary, experiment, whole, Path(args.results))
+    kept = len(merged["rows"]) - len(summary["rows"])
+    print(f"wrote {path}: this run's rows above, merged into the table's {len(merged['rows'])}" if narrowed
+          else f"wrote {path}" + (f" ({kept} row(s) of design candidates run beside it kept)" if kept else ""))
     if missing:
         shown = "\n  ".join(missing[:10]) + (f"\n  ... and {len(missing) - 10} more" if len(missing) > 10 else "")
         print(f"workbench: {len(missing)} run(s) still missing (held by a process that is still running, or "
