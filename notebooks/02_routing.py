@@ -949,8 +949,9 @@ if multistream:
 # %% [markdown]
 # ### Live: retrain the seeking model
 #
-# Change the units per head, rest on or off and the step budget; the seeking model re-trains on
-# the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
+# Change the units per head, rest on or off, whether rest counts the writes units actually take
+# (`rest_on_wins`, the candidate of `docs/changelog.md`, best with a stronger rest, e.g. beta 8) and the
+# step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
 # the model trained above.
 
 # %%
@@ -969,9 +970,14 @@ def live_specialization_figure(record: dict, spec, title: str) -> go.Figure:
 
 
 if multistream:
+    from workbench.mixers.seeking import SeekingOptions
+
     ms_knobs = {
         "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=MS_VARIANTS["seeking"][1]["n_units"], description="M (units)"),
         "refractory": widgets.Checkbox(value=True, description="refractory"),
+        "rest_on_wins": widgets.Checkbox(value=False, description="rest on wins"),  # rest from the writes units take
+        "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=16.0, step=0.5,
+                                             description="rest beta"),
         "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),
     }
     ms_button, ms_status = widgets.Button(description="train & redraw", button_style="primary"), widgets.HTML()
@@ -989,7 +995,8 @@ if multistream:
         try:
             values = {k: w.value for k, w in ms_knobs.items()}
             trained, record, seconds = train_multistream(
-                "seeking", {"n_units": values["n_units"], "refractory": values["refractory"]}, values["n_steps"], ms_task)
+                "seeking", {k: values[k] for k in ("n_units", "refractory", "rest_on_wins", "rest_strength")},
+                values["n_steps"], ms_task)
             spec = specialization(trained)[2]
         except ConfigError as exc:
             ms_status.value = f"<span style='color:#b00'>{exc}</span>"
