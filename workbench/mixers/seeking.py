@@ -285,7 +285,8 @@ class SeekingUnits(Mixer):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         b, t, d = x.shape
         q, k, v, bids, salience = self._project(x)
-        writes = self._writes(bids, salience, None)
+        # The writes by content alone feed the demand's rest and hold; rest on wins alone does not need them.
+        writes = None if self.o.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
         gain, winner = None, None
         if self.o.refractory and not self.o.rest_on_wins:
             flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
@@ -353,7 +354,8 @@ class SeekingUnits(Mixer):
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
         q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
-        writes, load, log_free, gain = self._writes(bids, salience, None), state.get("load"), state.get("log_free"), None
+        writes = None if self.o.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
+        load, log_free, gain = state.get("load"), state.get("log_free"), None
         if self.o.refractory and not self.o.rest_on_wins:
             gain = self._rest(load)
             load = self.keep * load + (1 - self.keep) * writes
