@@ -950,7 +950,7 @@ if multistream:
 # ### Live: retrain the seeking model
 #
 # Change the units per head, rest on or off, whether rest counts the writes units actually take
-# (`rest_on_wins`, the candidate of `docs/changelog.md`, best with a stronger rest, e.g. beta 8) and the
+# (`rest_on_wins`; the candidate in `docs/changelog.md` pairs it with a stronger rest, beta 8) and the
 # step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
 # the model trained above.
 
