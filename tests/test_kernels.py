@@ -30,6 +30,7 @@ from workbench.kernels.chunk_read.reference import chunk_candidates, chunk_read_
 from workbench.kernels.chunk_read.torch_impl import chunk_read_torch
 from workbench.kernels.ema.reference import ema_naive
 from workbench.kernels.ema.torch_impl import ema_chunked
+from workbench.kernels.rest_scan.numpy_impl import rest_scan_numpy
 from workbench.kernels.rest_scan.reference import rest_scan_naive, rest_step
 from workbench.mixers.inverted import InvertedMixer, InvertedOptions, ema_scan
 
@@ -134,6 +135,24 @@ def test_rest_scan_is_the_mixers_recurrent_step_token_by_token():
         assert torch.equal(r, rest[:, i]) and torch.equal(w, winner[:, i])
     assert torch.equal(state, load)
     assert int((winner == 5).sum()) > 0  # the sink wins some (those write nowhere)
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+@pytest.mark.parametrize("sink, hard", [(False, True), (True, True), (False, False), (True, False)])
+def test_rest_scan_numpy_is_the_loop(dtype, sink, hard):
+    check_rest_scan(rest_scan_numpy, 5, 17, 7, dtype, sink, hard)
+
+
+def test_rest_scan_numpy_carries_a_load_and_keeps_the_dtype():
+    logits, salience, sink_bid = rest_inputs(3, 8, 4, torch.float32, sink=True)
+    start = torch.rand(3, 4)
+    ref = rest_scan_naive(logits, salience, sink_bid, 0.5, 2.0, True, load=start.clone())
+    got = rest_scan_numpy(logits, salience, sink_bid, 0.5, 2.0, True, load=start)
+    assert torch.equal(got[1], ref[1]) and torch.allclose(got[2], ref[2]) and torch.allclose(got[0], ref[0])
+    low = rest_scan_numpy(logits.bfloat16(), salience.bfloat16(), None, 0.5, 2.0, True)
+    assert low[0].dtype == low[2].dtype == torch.bfloat16 and low[1].shape == (3, 8)
+    assert dispatch.get_impl("rest_scan", "cpu", "torch") is rest_scan_numpy
+    assert dispatch.get_impl("rest_scan", "cpu", "naive") is rest_scan_naive
 
 
 @needs_triton

@@ -9,8 +9,9 @@ op            naive (tests, clarity)                torch (CPU fast path)       
 ema           ``ema.reference.ema_naive``           ``ema.torch_impl.ema_chunked``         ``ema.triton_impl.ema_triton``
 chunk_read    ``chunk_read.reference.               ``chunk_read.torch_impl.               ``chunk_read.triton_impl.
               chunk_read_naive``                    chunk_read_torch``                     chunk_read_triton``
-rest_scan     ``rest_scan.reference.                the same loop (a non-linear recurrence ``rest_scan.triton_impl.
-              rest_scan_naive``                     of M numbers per row: no chunked form) rest_scan_triton``
+rest_scan     ``rest_scan.reference.                ``rest_scan.numpy_impl.                ``rest_scan.triton_impl.
+              rest_scan_naive``                     rest_scan_numpy`` (the same loop in    rest_scan_triton``
+                                                    NumPy: no chunked form exists)
 ============  ====================================  =====================================  ======================================
 
 Choice: the ``override`` argument if given, else the environment variable ``WORKBENCH_KERNELS``,
@@ -84,8 +85,12 @@ def _ema(backend: str) -> Callable:
     return ema_triton
 
 
-def _rest_scan(backend: str) -> Callable:
-    if backend in ("naive", "torch"):
+def _rest_scan(backend: str, device: torch.device) -> Callable:
+    if backend == "torch" and device.type == "cpu":
+        from workbench.kernels.rest_scan.numpy_impl import rest_scan_numpy
+
+        return rest_scan_numpy
+    if backend in ("naive", "torch"):  # "torch" off the CPU (an explicit choice on CUDA): the plain loop
         from workbench.kernels.rest_scan.reference import rest_scan_naive
 
         return rest_scan_naive
@@ -126,5 +131,5 @@ def get_impl(op: str, device: torch.device | str, override: str | None = None) -
     if op == "ema":
         return _ema(backend)
     if op == "rest_scan":
-        return _rest_scan(backend)
+        return _rest_scan(backend, torch.device(device))
     return _chunk_read(backend, strict=choice == "triton")
