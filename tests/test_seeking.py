@@ -31,8 +31,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"hard_writes": True, "write_jitter": True}), (True, {"hard_writes": True, "write_jitter": True, "sink": True}),
     (True, {"rest_on_wins": True}), (True, {"rest_on_wins": True, "hard_writes": False}),
     (True, {"rest_on_wins": True, "hold": 3.0, "sink": True}), (True, {"rest_spread": 8.0}),
-    (True, {"rest_on_wins": True, "rest_spread": 8.0, "sink": True}), (True, {"binary_salience": True}),
-    (True, {"rest_on_wins": True, "binary_salience": True, "hold": 3.0}),
+    (True, {"rest_on_wins": True, "rest_spread": 8.0, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -241,7 +240,6 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"rest_on_wins": True, "refractory": False}, "rest_on_wins needs"),
     ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins needs"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"), ({"rest_spread": 0.5}, "rest_spread"), ({"rest_spread": True}, "rest_spread"),
-    ({"binary_salience": 1}, "true or false"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

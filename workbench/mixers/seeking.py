@@ -63,10 +63,8 @@ runner-up rests too. That recurrence is not linear (the winner depends on the lo
 scan token by token over M numbers per head (no matmul, no gradient: rest steers, the softmax
 teaches); everything else stays chunked. ``rest_spread``: the heads rest unequally, beta_h spaced
 geometrically around ``rest_strength`` (the strongest over the weakest = the spread), so that some heads
-turn their units over quickly and others keep what a rare kind of message left. ``binary_salience``: a
-message is written in full or not at all (s > 1/2 in the forward pass, the sigmoid's gradient in the
-backward), so that a unit never holds a blend of two messages and a message of little salience writes
-nothing instead of wearing every unit down a little (both off by default until measured; docs/changelog.md).
+turn their units over quickly and others keep what a rare kind of message left. Off by default: it helps
+multi-stream recall and costs copy (docs/changelog.md).
 
 The load L is computed from the writes by content alone - the demand each unit faces - which is one
 Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
@@ -124,7 +122,6 @@ class SeekingOptions:
     rest_on_wins: bool = False  # rest from the writes a unit actually took (a sequential scan of M numbers per head)
     match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
-    binary_salience: bool = False  # write a message in full or not at all (s > 1/2; the sigmoid's gradient)
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
@@ -135,12 +132,11 @@ class SeekingUnits(Mixer):
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False,
-                           "rest_spread": 1.0, "binary_salience": False}
+                           "rest_spread": 1.0}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
-                     "binary_salience"):
+        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -227,10 +223,7 @@ class SeekingUnits(Mixer):
         else:
             bids = torch.einsum("bhtk,hmk->bhtm", qk[1], interests)
         bids = self.hook_bids(bids)
-        salience = torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None])
-        if self.o.binary_salience:  # forward: all or nothing, so no unit holds a blend; backward: the sigmoid's
-            salience = (salience > 0.5).to(salience.dtype) + salience - salience.detach()
-        salience = self.hook_salience(salience)
+        salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
         return q, k, v, bids, salience
 
     def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None,
