@@ -182,6 +182,34 @@ def test_model_from_checkpoint_rebuilds_the_trained_model(small_config, tmp_path
     torch.testing.assert_close(model(tokens), result_model.eval()(tokens), rtol=0, atol=0)
 
 
+def test_a_checkpoint_keeps_the_mixer_options_it_was_built_with_when_a_default_moves(small_config, tmp_path):
+    out = tmp_path / "run"
+    config = small_config("copy", "seeking", steps=2)
+    train(config, out_dir=out, progress=False, device="cpu")
+    path = out / "checkpoint.pt"
+    payload = load_checkpoint(path)
+    today = payload["mixer_options_resolved"]
+    assert today["rest_strength"] == config_of_model_options(config)["rest_strength"]
+    # as if the run had been made when rest_strength's default was another number
+    payload["mixer_options_resolved"] = dict(today, rest_strength=today["rest_strength"] + 1.5)
+    torch.save(payload, path)
+    model, rebuilt, _, _ = model_from_checkpoint(path)
+    assert rebuilt.model.mixer_options["rest_strength"] == today["rest_strength"] + 1.5
+    assert model.blocks[0].mixer.o.rest_strength == today["rest_strength"] + 1.5
+    with pytest.raises(CheckpointError, match="a default moved since"):
+        train(config, out_dir=out, resume=True, progress=False, device="cpu")
+    payload["mixer_options_resolved"] = ["rest_strength"]
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="mixer_options_resolved"):
+        model_from_checkpoint(path)
+
+
+def config_of_model_options(config):
+    from workbench.train import resolved_mixer_options
+
+    return resolved_mixer_options(config)
+
+
 # ----------------------------------------------------------------------------- bad checkpoints
 
 
@@ -234,6 +262,7 @@ def test_checkpoint_of_another_model_config(checkpoint):
         model_from_checkpoint(checkpoint)
     assert str(checkpoint) in str(info.value)
     payload["config"]["model"]["d_model"] = 32
+    payload.pop("mixer_options_resolved")  # the options a transformer was built with would not fit the ring
     payload["config"]["model"]["mixer"] = "inverted"
     payload["config"]["model"]["mixer_options"] = {"n_units": 8}
     torch.save(payload, checkpoint)

@@ -130,11 +130,21 @@ def _check_resume_fields(payload: dict[str, Any], path: Path) -> None:
 
 
 def config_of(payload: dict[str, Any], path: str | Path) -> RunConfig:
-    """The run config a checkpoint holds, checked like a user's (``train.check_config``)."""
+    """The run config a checkpoint holds, checked like a user's (``train.check_config``).
+
+    Where the checkpoint records every mixer option it was built with (``mixer_options_resolved``),
+    those replace the config's overrides, so a default that moved since does not change the model.
+    """
     from workbench.train import check_config
 
+    resolved = payload.get("mixer_options_resolved")
+    if resolved is not None and not (isinstance(resolved, dict) and all(isinstance(k, str) for k in resolved)):
+        raise _bad(Path(path), "its mixer_options_resolved is not a mapping of option names")
     try:
-        return check_config(RunConfig.from_dict(payload["config"]))
+        config = RunConfig.from_dict(payload["config"])
+        if resolved is not None:
+            config.model.mixer_options = dict(resolved)
+        return check_config(config)
     except ConfigError as exc:
         raise _bad(Path(path), f"its config is invalid ({exc})") from None
 

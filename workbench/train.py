@@ -258,6 +258,13 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
             raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it "
                                   f"(resume with the config it holds: --config {Path(out_dir) / 'result.json'} "
                                   f"if the run finished, else the same options; or train afresh with --overwrite)")
+        saved = payload.get("mixer_options_resolved")
+        if saved is not None and saved != resolved_mixer_options(config):
+            moved = sorted(k for k in set(saved) | set(resolved_mixer_options(config))
+                           if saved.get(k) != resolved_mixer_options(config).get(k))
+            raise CheckpointError(f"{ckpt_path} was trained with other {config.model.mixer} options "
+                                  f"({', '.join(f'{k}={saved.get(k)!r}' for k in moved)}): a default moved since; "
+                                  f"name those values in the config to resume it, or train afresh with --overwrite")
         task.check_state(payload["task_state"], source=f"checkpoint {ckpt_path}")
         load_weights(model, payload["model"], ckpt_path)
         load_optimizer(optimizer, payload["optimizer"], ckpt_path)
@@ -272,6 +279,7 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
                 {
                     "format": CHECKPOINT_FORMAT,
                     "config": config.to_dict(),
+                    "mixer_options_resolved": resolved_mixer_options(config),  # defaults may move later
                     "task_state": task.state(),
                     "io": dataclasses.asdict(task.io),
                     "model": model.state_dict(),
