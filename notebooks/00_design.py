@@ -1035,7 +1035,7 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 # Кольцо (§ 6.1) выбирает узел по очереди, а не по содержанию. Во втором раунде
 # (`workbench/mixers/seeking.py`) узлы сами «торгуются» за сообщение своими интересами, и
-# всё решение мягкое и дифференцируемое. Обозначения кода: `interests` — интересы u_m,
+# градиент идёт через мягкие доли. Обозначения кода: `interests` — интересы u_m,
 # `keep` — λ = exp(−1 / recovery), `rest_strength` — β, `bid_log_scale` — log τ (температура
 # ставок, своя на голову, обучается и стартует с 8).
 #
@@ -1049,14 +1049,23 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #   ДЛЯ КАЖДОГО t, m ПАРАЛЛЕЛЬНО:
 #       ставка[t, m] ← τ · ⟨u_m, W_k · x[t]⟩ / √d_k // интерес узла m к ключу сообщения
 #   a0 ← s · softmax_по_узлам(ставка)               // кому досталось бы по одному содержанию
-#   ЕСЛИ refractory ТО
-#       L ← ЭКСП_СРЕДНЕЕ(a0, λ)                     // недавняя нагрузка узла (линейный скан)
-#       a ← s · softmax_по_узлам(ставка − β · M · L[t − 1])   // уставший узел ставит меньше
-#   ИНАЧЕ a ← a0
 #   ЕСЛИ hold > 0 ТО                                // опция: узел держит то, что взял
-#       занято[t, m] ← 1 − Π_{s<t} (1 − a0[s, m])   // доля узла, уже записанная (скан)
-#       a ← s · softmax_по_узлам(ставка − β·M·L[t − 1] − γ · занято[t])
-#   ЕСЛИ sink ТО softmax берётся по M узлам и «стоку» с обучаемой ставкой; доля стока не пишется
+#       ставка[t, m] ← ставка[t, m] − γ · (1 − Π_{s<t} (1 − a0[s, m]))   // доля, уже записанная
+#   ЕСЛИ refractory И rest_on_wins ТО               // по умолчанию: усталость от взятых сообщений
+#       L ← 0                                       // скан по токенам: M чисел на голову (rest_scan)
+#       ДЛЯ t ← 1 ДО T:
+#           отдых[t] ← −β · M · L
+#           m* ← argmax_по_узлам(ставка[t] + отдых[t])
+#           L ← λ · L + (1 − λ) · s[t] · onehot(m*)  // узел устаёт от того, что взял сам
+#   ИНАЧЕ ЕСЛИ refractory ТО                        // первый вариант: усталость от спроса
+#       L ← ЭКСП_СРЕДНЕЕ(a0, λ)                     // линейный скан
+#       отдых[t] ← −β · M · L[t − 1]
+#   ИНАЧЕ отдых ← 0
+#   ЕСЛИ sink ТО softmax и argmax берутся по M узлам и «стоку» с обучаемой ставкой; сток не пишется
+#   доли ← softmax_по_узлам(ставка + отдых)
+#   ЕСЛИ hard_writes ТО                             // по умолчанию: сообщение целиком победителю
+#       a ← s · onehot(argmax(ставка + отдых))      // назад: градиент s · доли
+#   ИНАЧЕ a ← s · доли
 #   // Память узлов: узел хранит сообщение, пока не возьмёт другое
 #   K~[t] ← diag(1 − a[t]) · K~[t − 1] + a[t] · k[t]ᵀ        // два прохода GLA по блокам
 #   V~[t] ← diag(1 − a[t]) · V~[t − 1] + a[t] · v[t]ᵀ        // (gla_chunked), без матрицы T × T
@@ -1067,8 +1076,8 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 #
 # ФУНКЦИЯ Шаг(x_t, состояние)                        // SeekingUnits.step; память M·(d_k + d_v + 1)
 #   q, k, v, s, ставка ← как выше, для одного токена
-#   a ← s · softmax(ставка − β · M · состояние.L)
-#   L ← λ · состояние.L + (1 − λ) · s · softmax(ставка)
+#   m* ← argmax(ставка − β · M · состояние.L);   a ← s · onehot(m*)   // по умолчанию
+#   L ← λ · состояние.L + (1 − λ) · a
 #   K~ ← diag(1 − a) · K~ + a · kᵀ;   V~ ← diag(1 − a) · V~ + a · vᵀ
 #   ВЕРНУТЬ (W_o · RMSNorm(swish(V~ᵀ · softmax(K~ · q))), новое состояние)
 # КОНЕЦ ФУНКЦИИ
@@ -1078,8 +1087,12 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # сообщения: узлы соревнуются (нормировка идёт по узлам, как в Slot Attention). Узел, который
 # только что взял сообщения, устаёт: его ставка гасится усилением exp(−β·M·L), которое
 # восстанавливается примерно за `recovery` токенов, и следующее сообщение уходит к другому узлу,
-# поэтому ни один узел не захватывает поток. Узел, не выигравший торг, хранит своё сообщение
-# без изменений. Интересы живут в пространстве ключей, поэтому стоят M·d_k чисел на голову, и
+# поэтому ни один узел не захватывает поток. По умолчанию сообщение целиком достаётся победителю
+# торга, а усталость считается по тем сообщениям, которые узел действительно взял (`rest_on_wins`,
+# β = 8): тогда отдыхает и второй по ставке узел, и узлы берут сообщения по очереди. Этот скан
+# нелинеен (победитель зависит от усталости) и идёт токен за токеном, но он дешёв: M чисел на голову,
+# без умножения матриц; память узлов по-прежнему считается блоками. Узел, не выигравший торг,
+# хранит своё сообщение без изменений. Интересы живут в пространстве ключей, поэтому стоят M·d_k чисел на голову, и
 # у миксера меньше параметров, чем у внимания трансформера. Температура τ стартует острой (8):
 # при τ = 1 ставки свежей модели почти равны, каждое сообщение размазывается по всем узлам, и
 # память сначала — каша, из которой задаче приходится выбираться. Опции `hold` и `sink`
@@ -1090,8 +1103,12 @@ print("adaptive_scale(4096):", adaptive_scale(4096, small.o, 16))
 # **In English.** A message goes to the unit whose interest best matches the message's key: the
 # units compete (the normalization runs over the units, as in Slot Attention). A unit that has just
 # absorbed messages tires: its bid is damped by the gain exp(-beta M L), which recovers over about
-# `recovery` tokens, so the next message goes elsewhere and no unit takes over the stream. A unit
-# that does not win keeps its message unchanged. The interests live in the key space, so they cost
+# `recovery` tokens, so the next message goes elsewhere and no unit takes over the stream. By
+# default the winner takes the message whole and the load counts the messages a unit actually took
+# (`rest_on_wins`, beta 8): the runner-up rests too, and the units take turns. That scan is not
+# linear (the winner depends on the load) and runs token by token, but it is cheap: M numbers per
+# head, no matmul; the units' memory is still computed in chunks. A unit that does not win keeps its
+# message unchanged. The interests live in the key space, so they cost
 # M d_k numbers per head, and the mixer has fewer parameters than the transformer's attention. The
 # bid temperature tau starts sharp (8): at tau = 1 a fresh model's bids are nearly equal, every
 # message is smeared over all units, and the memory starts as a blur the task must learn its way out of.

@@ -59,7 +59,7 @@ def test_fused_seeking_block_equals_the_plain_step():
 
 def test_fused_seeking_block_with_jittered_hard_writes_equals_the_plain_step():
     """The jitter's position counter is an integer state entry: the fused step carries it too."""
-    check_block("seeking", "compile", QUICK, mixer_options={"hard_writes": True, "write_jitter": True})
+    check_block("seeking", "compile", QUICK, mixer_options={"write_jitter": True, "rest_on_wins": False})
 
 
 def test_fused_seeking_block_with_rest_on_wins_equals_the_plain_step():

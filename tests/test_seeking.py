@@ -26,12 +26,13 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"bid_temperature": 0.0}), (True, {"bid_rank": 4, "bid_temperature": 2.0}),
     (True, {"hold": 3.0}), (False, {"sink": True}), (True, {"hold": 3.0, "sink": True}),
     (True, {"hold": 3.0, "hold_heads": 1, "sink": True}), (False, {"hold": 3.0, "hold_learned": True}),
-    (False, {"match": 2.0}), (True, {"match": 2.0, "hold": 3.0, "sink": True}), (True, {"write_cost": 0.1}),
-    (True, {"hard_writes": True}), (False, {"hard_writes": True, "sink": True}),
-    (True, {"hard_writes": True, "write_jitter": True}), (True, {"hard_writes": True, "write_jitter": True, "sink": True}),
-    (True, {"rest_on_wins": True}), (True, {"rest_on_wins": True, "hard_writes": False}),
-    (True, {"rest_on_wins": True, "hold": 3.0, "sink": True}), (True, {"rest_spread": 8.0}),
-    (True, {"rest_on_wins": True, "rest_spread": 8.0, "sink": True}),
+    (False, {"match": 2.0}), (True, {"match": 2.0, "hold": 3.0, "sink": True, "rest_on_wins": False}),
+    (True, {"write_cost": 0.1}), (True, {"hard_writes": False}), (False, {"hard_writes": True, "sink": True}),
+    (True, {"write_jitter": True, "rest_on_wins": False}),
+    (True, {"write_jitter": True, "sink": True, "rest_on_wins": False}),
+    (True, {"rest_on_wins": False}), (True, {"rest_on_wins": False, "hard_writes": False}),
+    (True, {"rest_on_wins": False, "hold": 3.0, "sink": True}), (True, {"rest_on_wins": False, "rest_spread": 8.0}),
+    (True, {"rest_spread": 8.0, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -157,9 +158,9 @@ def test_hard_writes_move_a_rested_favourite_s_messages_to_one_runner_up_unless_
     """Rest is computed from the writes by content alone (parallel form): a hard argmax then sends every
     message the rested favourite loses to the same runner-up, which never rests. With the jitter the
     winner is drawn like the softmax's shares (Gumbel-max, noise fixed by position) and the units take turns."""
-    soft = _repeated_message_busiest_share(hard_writes=False)
-    hard = _repeated_message_busiest_share(hard_writes=True)
-    jittered = _repeated_message_busiest_share(hard_writes=True, write_jitter=True)
+    soft = _repeated_message_busiest_share(hard_writes=False, rest_on_wins=False)
+    hard = _repeated_message_busiest_share(hard_writes=True, rest_on_wins=False)
+    jittered = _repeated_message_busiest_share(hard_writes=True, write_jitter=True, rest_on_wins=False)
     assert soft < 0.5 and jittered < 0.5
     assert hard > 0.6
 
@@ -169,12 +170,12 @@ def test_rest_on_the_writes_units_take_makes_hard_writes_take_turns_without_nois
     rested favourite's message rests too, so the runners-up take turns (the favourite, 6 logits ahead,
     still takes about every other message)."""
     on_wins = _repeated_message_busiest_share(hard_writes=True, rest_on_wins=True)
-    plain = _repeated_message_busiest_share(hard_writes=True)
+    plain = _repeated_message_busiest_share(hard_writes=True, rest_on_wins=False)
     assert on_wins < 0.6 and plain > 0.8
 
 
 def test_write_jitter_is_a_fixed_gumbel_noise_of_position_head_and_unit():
-    mixer = make(hard_writes=True, write_jitter=True)
+    mixer = make(hard_writes=True, write_jitter=True, rest_on_wins=False)
     positions = torch.arange(4096)
     noise = mixer._jitter(positions, 5)  # (H, T, M)
     assert noise.shape == (2, 4096, 5) and torch.isfinite(noise).all()
@@ -237,8 +238,8 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"bid_temperature": -1.0}, "bid_temperature"), ({"hold": -1.0}, "hold"), ({"sink": "yes"}, "true or false"),
     ({"hold_heads": 5}, "more than"), ({"hold_heads": -1}, "hold_heads"),
     ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"),
-    ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"rest_on_wins": True, "refractory": False}, "rest_on_wins needs"),
-    ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins needs"), ({"match": -1.0}, "match"),
+    ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"write_jitter": True}, "rest_on_wins=false"),
+    ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins=false"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"), ({"rest_spread": 0.5}, "rest_spread"), ({"rest_spread": True}, "rest_spread"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])

@@ -12,10 +12,11 @@ Per head h, token t (x_t the mixer's input)::
     s_t = sigmoid(w_s . x_t + b_s)                                   salience (demand)
     b_t[m] = tau_h u_m . (W_k x_t) / sqrt(key_dim)                   unit m's bid: its interest u_m
                                                                      matched against the message's key
-    a0_t = s_t softmax_m(b_t)                                        writes by content alone
-    L_t = lambda L_{t-1} + (1 - lambda) a0_t                         each unit's recent load
-    a_t = s_t softmax_m(b_t - beta M L_{t-1})                        writes with rest (amplification
-                                                                     by the gain, then normalization)
+    a_t = s_t onehot(argmax_m(b_t - beta M L_{t-1}))                 the message goes whole to the unit
+                                                                     that wins it, rest counted (backward:
+                                                                     the gradient of s_t softmax_m(...))
+    L_t = lambda L_{t-1} + (1 - lambda) a_t                          each unit's recent load: the writes
+                                                                     it took
     K~_t = diag(1 - a_t) K~_{t-1} + a_t k_t^T,   V~_t likewise        a unit keeps its message until
                                                                      it absorbs another
     o_t = V~_t^T softmax(K~_t q_t);  y_t = W_o RMSNorm(swish([o_t^1; ...; o_t^H]))
@@ -44,7 +45,7 @@ refuses the newer value of the key it holds, which recall of the latest value ne
 ``hold_heads`` limits hold to the first heads and the others rest and refresh (docs/changelog.md).
 
 Hard writes (``hard_writes``, on by default since protocol v2's full-budget rows: ahead on MQAR and
-multi-stream recall, level on char-LM, behind on copy; docs/changelog.md): a message goes whole to the unit that
+multi-stream recall, level on char-LM; docs/changelog.md): a message goes whole to the unit that
 wins it (salience x one-hot in the forward pass, the softmax's gradient in the backward), because a
 soft write leaves a unit holding a blend of the new message and the old, and recall tracks how much
 of the queried message its best unit still holds. Three more options, off by default until
@@ -55,22 +56,26 @@ instead of evicting another; K1 is the memory the writes before the match make (
 pass, and its key slots as one more piece of state). ``write_cost``: a loss per unit of salience,
 so that writing is never free. ``write_jitter`` (with hard writes): the winner is argmax(logits + g),
 g a Gumbel noise fixed by (position, head, unit) through a hash - so no table and no max_len, the
-same at training and at inference (the recurrent state counts positions). Why: rest is computed
-from the writes by content alone, so under a plain argmax the messages a rested favourite loses
+same at training and at inference (the recurrent state counts positions); it goes with rest from the
+writes by content alone (``rest_on_wins=False``), under which the messages a rested favourite loses
 all go to the same runner-up, which never rests; drawn like the softmax's shares, the units take
-turns again. ``rest_on_wins``: the other cure - rest counts the writes each unit actually took, so the
-runner-up rests too. That recurrence is not linear (the winner depends on the load), so it runs as a
-scan token by token over M numbers per head (no matmul, no gradient: rest steers, the softmax
-teaches); everything else stays chunked. ``rest_spread``: the heads rest unequally, beta_h spaced
+turns again. Rest on wins (``rest_on_wins``, on by default with ``rest_strength`` 8 since session
+2026-12-07 (10): ahead on copy, MQAR and multi-stream recall; docs/changelog.md) is the cure the default
+takes: rest counts the writes each unit actually took, so the runner-up rests too, and a unit that has
+just taken a message steps aside for about a recovery time. That recurrence is not linear (the winner
+depends on the load), so it runs as a scan token by token over M numbers per head (no matmul, no
+gradient: rest steers, the softmax teaches); everything else stays chunked. ``rest_spread``: the heads rest unequally, beta_h spaced
 geometrically around ``rest_strength`` (the strongest over the weakest = the spread), so that some heads
 turn their units over quickly and others keep what a rare kind of message left. Off by default: it helps
 multi-stream recall and costs copy (docs/changelog.md).
 
-The load L is computed from the writes by content alone - the demand each unit faces - which is one
-Jacobi sweep of the refractory recurrence (further sweeps alternate between concentrating and
-spreading the writes rather than converge, so there is one; ``refractory=False`` switches rest off).
-The held share is computed from the same writes. Both forms compute the same quantities exactly
-and the parallel form stays parallel: L and the held share are linear scans, and the slot
+With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
+alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
+refractory recurrence (further sweeps alternate between concentrating and spreading the writes rather
+than converge, so there is one); ``refractory=False`` switches rest off (and rest on wins with it).
+The held share is computed from the writes by content alone. Both forms compute the same quantities
+exactly and the parallel form stays parallel but for the rest scan (M numbers per head per token, no
+matmul): the load by content and the held share are linear scans, and the slot
 memories are gated linear recurrences run as two chunked passes of gated linear attention
 (``workbench.kernels.gla``), as Gated Slot Attention does. The difference from GSA (Zhang et al.
 2024, arXiv 2409.07146): there every slot forgets by its own sigmoid gate at every token, so every
@@ -110,7 +115,7 @@ class SeekingOptions:
     bid_rank: int = 0  # 0: units bid on the message's key; r > 0: on an r-number routing code of x of its own
     bid_temperature: float = 8.0  # tau: a learned per-head bid scale starting here; 0: fixed at 1 (the first design)
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
-    rest_strength: float = 2.0  # beta: how strongly a unit's recent load damps its bids
+    rest_strength: float = 8.0  # beta: how strongly a unit's recent load damps its bids
     rest_spread: float = 1.0  # heads rest unequally: beta_h spaced geometrically, strongest / weakest = this
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
@@ -119,7 +124,7 @@ class SeekingOptions:
     sink: bool = False  # a null unit joins the competition: what it wins is written nowhere
     hard_writes: bool = True  # each message goes whole to its top unit (straight-through gradient of the softmax)
     write_jitter: bool = False  # hard writes pick the winner by Gumbel-max with a fixed noise per (position, head, unit)
-    rest_on_wins: bool = False  # rest from the writes a unit actually took (a sequential scan of M numbers per head)
+    rest_on_wins: bool = True  # rest from the writes a unit actually took (a sequential scan of M numbers per head)
     match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
@@ -146,9 +151,9 @@ class SeekingUnits(Mixer):
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
         if o.write_jitter and not o.hard_writes:
             raise ConfigError("seeking.write_jitter picks the winner of a hard write: it needs seeking.hard_writes=true")
-        if o.rest_on_wins and (not o.refractory or o.match or o.write_jitter):
-            raise ConfigError("seeking.rest_on_wins needs seeking.refractory=true, and goes with neither seeking.match "
-                              "nor seeking.write_jitter")
+        if o.refractory and o.rest_on_wins and (o.match or o.write_jitter):
+            raise ConfigError("seeking.match and seeking.write_jitter go with rest from the demand: give "
+                              "seeking.rest_on_wins=false with them")
         if o.hold_heads > o.n_heads:
             raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
@@ -192,6 +197,7 @@ class SeekingUnits(Mixer):
         if o.match:
             self.match_strength = nn.Parameter(torch.full((o.n_heads, 1, 1), float(o.match)))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
+        self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
         # beta_h M per head: rest_strength is their geometric mean, rest_spread the strongest over the weakest.
         spacing = torch.linspace(-0.5, 0.5, o.n_heads) if o.n_heads > 1 else torch.zeros(1)
         self.register_buffer("rest_scale", o.rest_strength * o.n_units * float(o.rest_spread) ** spacing,
@@ -298,9 +304,9 @@ class SeekingUnits(Mixer):
         b, t, d = x.shape
         q, k, v, bids, salience = self._project(x)
         # The writes by content alone feed the demand's rest and hold; rest on wins alone does not need them.
-        writes = None if self.o.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
+        writes = None if self.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
         gain, winner = None, None
-        if self.o.refractory and not self.o.rest_on_wins:
+        if self.o.refractory and not self.rest_on_wins:
             flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
             load = ema_chunked(flat, self.keep.expand(self.n_units), self.o.chunk_size).unflatten(0, (b, self.n_heads))
             before = F.pad(load, (0, 0, 1, 0))[:, :, :t]  # L_{t-1}, zero before the first token
@@ -309,7 +315,7 @@ class SeekingUnits(Mixer):
             free = torch.log1p(-writes.clamp(max=_MAX_WRITE)).cumsum(2)
             held = self._held(F.pad(free, (0, 0, 1, 0))[:, :, :t])
             gain = held if gain is None else gain + held
-        if self.o.rest_on_wins:  # the rest scan runs token by token: M numbers per head, no matmul
+        if self.rest_on_wins:  # the rest scan runs token by token: M numbers per head, no matmul
             logits = bids.detach() if gain is None else (bids + gain).detach()
             sink = self._sink_row(salience.shape[:2])
             scan = get_impl("rest_scan", x.device)
@@ -366,9 +372,9 @@ class SeekingUnits(Mixer):
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
         b, d = x_t.shape
         q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
-        writes = None if self.o.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
+        writes = None if self.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
         load, log_free, gain = state.get("load"), state.get("log_free"), None
-        if self.o.refractory and not self.o.rest_on_wins:
+        if self.o.refractory and not self.rest_on_wins:
             gain = self._rest(load)
             load = self.keep * load + (1 - self.keep) * writes
         if self.o.hold:
@@ -376,7 +382,7 @@ class SeekingUnits(Mixer):
             gain = held if gain is None else gain + held
             log_free = log_free + torch.log1p(-writes.clamp(max=_MAX_WRITE))
         winner = None
-        if self.o.rest_on_wins:
+        if self.rest_on_wins:
             logits = bids.detach() if gain is None else (bids + gain).detach()
             rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
                                            self.rest_scale.expand(b, -1), self.o.hard_writes)
