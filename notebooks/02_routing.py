@@ -951,8 +951,7 @@ if multistream:
 #
 # Change the units per head, rest on or off, whether rest counts the writes units actually take
 # (`rest_on_wins`, the default; off, rest counts the demand by content alone, the first design), the
-# rest strength, how unequally the heads rest (`rest_spread`: the strongest head's beta over the
-# weakest's) and the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
+# rest strength and the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
 # the model trained above.
 
 # %%
@@ -979,8 +978,6 @@ if multistream:
         "rest_on_wins": widgets.Checkbox(value=SeekingOptions().rest_on_wins, description="rest on wins"),
         "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=16.0, step=0.5,
                                              description="rest beta"),
-        "rest_spread": widgets.FloatLogSlider(value=SeekingOptions().rest_spread, base=2, min=0, max=6, step=1,
-                                              description="rest spread"),
         "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),
     }
     ms_button, ms_status = widgets.Button(description="train & redraw", button_style="primary"), widgets.HTML()
@@ -998,7 +995,7 @@ if multistream:
         try:
             values = {k: w.value for k, w in ms_knobs.items()}
             trained, record, seconds = train_multistream(
-                "seeking", {k: values[k] for k in ("n_units", "refractory", "rest_on_wins", "rest_strength", "rest_spread")},
+                "seeking", {k: values[k] for k in ("n_units", "refractory", "rest_on_wins", "rest_strength")},
                 values["n_steps"], ms_task)
             spec = specialization(trained)[2]
         except ConfigError as exc:

@@ -31,8 +31,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"write_jitter": True, "rest_on_wins": False}),
     (True, {"write_jitter": True, "sink": True, "rest_on_wins": False}),
     (True, {"rest_on_wins": False}), (True, {"rest_on_wins": False, "hard_writes": False}),
-    (True, {"rest_on_wins": False, "hold": 3.0, "sink": True}), (True, {"rest_on_wins": False, "rest_spread": 8.0}),
-    (True, {"rest_spread": 8.0, "sink": True}),
+    (True, {"rest_on_wins": False, "hold": 3.0, "sink": True}), (True, {"sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -240,7 +239,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"),
     ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"write_jitter": True}, "rest_on_wins=false"),
     ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins=false"), ({"match": -1.0}, "match"),
-    ({"write_cost": float("inf")}, "finite"), ({"rest_spread": 0.5}, "rest_spread"), ({"rest_spread": True}, "rest_spread"),
+    ({"write_cost": float("inf")}, "finite"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):
@@ -257,11 +256,3 @@ def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]
 
-
-def test_rest_spread_gives_each_head_its_own_rest_around_the_same_geometric_mean():
-    even, spread = make(rest_strength=2.0), make(rest_strength=2.0, rest_spread=16.0)
-    assert torch.allclose(even.rest_scale, torch.full_like(even.rest_scale, 2.0 * even.n_units))
-    ratios = spread.rest_scale[1:] / spread.rest_scale[:-1]
-    assert torch.allclose(ratios, ratios[0].expand_as(ratios)) and ratios[0] > 1  # geometric, rising
-    assert torch.isclose(spread.rest_scale[-1] / spread.rest_scale[0], torch.tensor(16.0, dtype=torch.float64))
-    assert torch.isclose(spread.rest_scale.log().mean().exp(), torch.tensor(2.0 * spread.n_units, dtype=torch.float64))

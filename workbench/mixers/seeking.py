@@ -64,10 +64,7 @@ turns again. Rest on wins (``rest_on_wins``, on by default with ``rest_strength`
 takes: rest counts the writes each unit actually took, so the runner-up rests too, and a unit that has
 just taken a message steps aside for about a recovery time. That recurrence is not linear (the winner
 depends on the load), so it runs as a scan token by token over M numbers per head (no matmul, no
-gradient: rest steers, the softmax teaches); everything else stays chunked. ``rest_spread``: the heads rest unequally, beta_h spaced
-geometrically around ``rest_strength`` (the strongest over the weakest = the spread), so that some heads
-turn their units over quickly and others keep what a rare kind of message left. Off by default: it helps
-multi-stream recall and costs copy (docs/changelog.md).
+gradient: rest steers, the softmax teaches); everything else stays chunked.
 
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
@@ -116,7 +113,6 @@ class SeekingOptions:
     bid_temperature: float = 8.0  # tau: a learned per-head bid scale starting here; 0: fixed at 1 (the first design)
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 8.0  # beta: how strongly a unit's recent load damps its bids
-    rest_spread: float = 1.0  # heads rest unequally: beta_h spaced geometrically, strongest / weakest = this
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
@@ -136,8 +132,7 @@ class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
-                           "write_jitter": False, "rest_on_wins": False,
-                           "rest_spread": 1.0}
+                           "write_jitter": False, "rest_on_wins": False}
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
@@ -160,9 +155,6 @@ class SeekingUnits(Mixer):
             raise ConfigError(f"seeking.chunk_size must be a power of two, got {o.chunk_size!r}")
         if d_model % o.n_heads:
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
-        if isinstance(o.rest_spread, bool) or not isinstance(o.rest_spread, (int, float)) \
-                or not math.isfinite(o.rest_spread) or o.rest_spread < 1:
-            raise ConfigError(f"seeking.rest_spread must be a number >= 1, got {o.rest_spread!r}")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
                                ("norm_eps", True), ("bid_temperature", False), ("hold", False),
                                ("write_cost", False), ("match", False)):
@@ -198,10 +190,6 @@ class SeekingUnits(Mixer):
             self.match_strength = nn.Parameter(torch.full((o.n_heads, 1, 1), float(o.match)))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
-        # beta_h M per head: rest_strength is their geometric mean, rest_spread the strongest over the weakest.
-        spacing = torch.linspace(-0.5, 0.5, o.n_heads) if o.n_heads > 1 else torch.zeros(1)
-        self.register_buffer("rest_scale", o.rest_strength * o.n_units * float(o.rest_spread) ** spacing,
-                             persistent=False)
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
         self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
         self.hook_salience = HookPoint()  # (B, H, T): s_t
@@ -272,7 +260,7 @@ class SeekingUnits(Mixer):
 
     def _rest(self, load_before: torch.Tensor) -> torch.Tensor:
         """log gain from the load before this token: -beta * M * L_{t-1} (0 for an unused unit)."""
-        return -self.rest_scale.view(-1, *[1] * (load_before.dim() - 2)) * load_before
+        return -self.o.rest_strength * self.n_units * load_before
 
     def _sink_row(self, shape: torch.Size) -> torch.Tensor | None:
         """The sink's bid broadcast to (B, H[, T]) rows, or None without a sink."""
@@ -321,7 +309,7 @@ class SeekingUnits(Mixer):
             scan = get_impl("rest_scan", x.device)
             rest, winner, _ = scan(logits.flatten(0, 1), salience.detach().flatten(0, 1),
                                    None if sink is None else sink.flatten(), self.keep,
-                                   self.rest_scale.repeat(b), self.o.hard_writes)
+                                   self.o.rest_strength * self.n_units, self.o.hard_writes)
             rest = rest.unflatten(0, (b, self.n_heads))
             winner = None if winner is None else winner.unflatten(0, (b, self.n_heads))
             gain = rest if gain is None else rest + gain
@@ -385,7 +373,7 @@ class SeekingUnits(Mixer):
         if self.rest_on_wins:
             logits = bids.detach() if gain is None else (bids + gain).detach()
             rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
-                                           self.rest_scale.expand(b, -1), self.o.hard_writes)
+                                           self.o.rest_strength * self.n_units, self.o.hard_writes)
             gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
         if self.o.write_jitter:

@@ -12,14 +12,13 @@ import triton.language as tl
 
 
 @triton.jit
-def _rest_scan_kernel(logits_ptr, sal_ptr, sink_ptr, strength_ptr, rest_ptr, win_ptr, load_ptr, T, M, keep,
+def _rest_scan_kernel(logits_ptr, sal_ptr, sink_ptr, rest_ptr, win_ptr, load_ptr, T, M, keep, strength,
                       HAS_SINK: tl.constexpr, HARD: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK_M)
     cmask = cols < M
     base = row.to(tl.int64) * T * M
     load = tl.load(load_ptr + row * M + cols, mask=cmask, other=0.0).to(ACC)
-    strength = tl.load(strength_ptr + row).to(ACC)
     sink = 0.0
     if HAS_SINK:
         sink = tl.load(sink_ptr + row).to(ACC)
@@ -51,20 +50,17 @@ def _rest_scan_kernel(logits_ptr, sal_ptr, sink_ptr, strength_ptr, rest_ptr, win
 
 @torch.no_grad()
 def rest_scan_triton(logits: torch.Tensor, salience: torch.Tensor, sink: torch.Tensor | None,
-                     keep: torch.Tensor | float, strength: torch.Tensor | float, hard: bool,
-                     load: torch.Tensor | None = None):
-    """As ``rest_scan_naive``: logits (R, T, M), salience (R, T), sink (R,) or None, strength a number or (R,)."""
+                     keep: torch.Tensor | float, strength: float, hard: bool, load: torch.Tensor | None = None):
+    """As ``rest_scan_naive``: logits (R, T, M), salience (R, T), sink (R,) or None."""
     r, t, m = logits.shape
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logits_c, sal = logits.contiguous(), salience.to(logits.dtype).contiguous()
     sink_c = sink.to(acc).contiguous() if sink is not None else logits_c  # a placeholder pointer
-    strengths = (strength.to(device=logits.device, dtype=acc) if isinstance(strength, torch.Tensor)
-                 else torch.full((r,), float(strength), device=logits.device, dtype=acc)).contiguous()
     rest = torch.empty_like(logits_c)
     winner = torch.zeros(r, t, device=logits.device, dtype=torch.long)
     load = (torch.zeros(r, m, device=logits.device, dtype=acc) if load is None else load.to(acc).clone()).contiguous()
     if r and t:
-        _rest_scan_kernel[(r,)](logits_c, sal, sink_c, strengths, rest, winner, load, t, m, float(keep),
+        _rest_scan_kernel[(r,)](logits_c, sal, sink_c, rest, winner, load, t, m, float(keep), float(strength),
                                 HAS_SINK=sink is not None, HARD=hard,
                                 ACC=tl.float64 if acc == torch.float64 else tl.float32,
                                 BLOCK_M=triton.next_power_of_2(max(m, 1)))
