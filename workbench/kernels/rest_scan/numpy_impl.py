@@ -1,7 +1,7 @@
 """The rest scan on the CPU: the reference loop run by NumPy on the tensors' memory (``reference.py`` states
 the op). Each token costs a handful of NumPy calls on (R, M) arrays instead of a dozen torch ops with
-their dispatch, about 3-4x less time per token on this machine's CPU; the arithmetic and the argmax tie
-rule (the lowest index; the sink only when strictly ahead) are the reference's. No gradient, as the op.
+their dispatch; the arithmetic and the argmax tie rule (the lowest index; the sink only when strictly
+ahead) are the reference's, so the winners are the same. No gradient, as the op.
 """
 
 from __future__ import annotations
