@@ -320,3 +320,8 @@ def test_a_finished_run_with_another_config_is_refused_but_an_option_added_later
     record({**resolved, "key_dim": resolved["key_dim"] + 1})  # a default that moved
     with pytest.raises(ConfigError, match="key_dim"):
         refuse_stale([run])
+    record({**resolved, "rest_spread": 1.0})  # made while an option since taken out was there, at its no-op
+    refuse_stale([run])
+    record({**resolved, "rest_spread": 16.0})  # ... but used: another model
+    with pytest.raises(ConfigError, match="rest_spread"):
+        refuse_stale([run])

@@ -198,6 +198,13 @@ def test_a_checkpoint_keeps_the_mixer_options_it_was_built_with_when_a_default_m
     assert model.blocks[0].mixer.o.rest_strength == today["rest_strength"] + 1.5
     with pytest.raises(CheckpointError, match="a default moved since"):
         train(config, out_dir=out, resume=True, progress=False, device="cpu")
+    payload["mixer_options_resolved"] = dict(today, rest_spread=1.0)  # an option taken out since, at its no-op
+    torch.save(payload, path)
+    assert model_from_checkpoint(path)[1].model.mixer_options == today
+    payload["mixer_options_resolved"] = dict(today, rest_spread=4.0)  # ... used: a model this code cannot build
+    torch.save(payload, path)
+    with pytest.raises(CheckpointError, match="rest_spread"):
+        model_from_checkpoint(path)
     payload["mixer_options_resolved"] = ["rest_strength"]
     torch.save(payload, path)
     with pytest.raises(CheckpointError, match="mixer_options_resolved"):

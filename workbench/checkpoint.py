@@ -22,6 +22,7 @@ import torch
 
 from workbench.config import ConfigError, RunConfig
 from workbench.data import DataError
+from workbench.mixers import MIXERS
 from workbench.model import Model, TaskIO
 from workbench.storage import write_atomic
 from workbench.tasks import Task, build_task
@@ -143,7 +144,9 @@ def config_of(payload: dict[str, Any], path: str | Path) -> RunConfig:
     try:
         config = RunConfig.from_dict(payload["config"])
         if resolved is not None:
-            config.model.mixer_options = dict(resolved)
+            removed = getattr(MIXERS.get(config.model.mixer), "options_removed", {})
+            config.model.mixer_options = {k: v for k, v in resolved.items()  # one taken out since, left at
+                                          if not (k in removed and v == removed[k])}  # its no-op: dropped
         return check_config(config)
     except ConfigError as exc:
         raise _bad(Path(path), f"its config is invalid ({exc})") from None

@@ -94,9 +94,11 @@ def refuse_stale(runs: list[Run]) -> None:
         current = json.loads(json.dumps(run.config.to_dict()))
         changes = _config_changes(record.get("config") or {}, current)
         if "mixer_options_resolved" in record:  # a default that moved is a change too
-            added = getattr(MIXERS.get(run.config.model.mixer), "options_added_later", {})
+            mixer_class = MIXERS.get(run.config.model.mixer)
+            added = getattr(mixer_class, "options_added_later", {})
+            removed = getattr(mixer_class, "options_removed", {})
             changes += _config_changes(record["mixer_options_resolved"], resolved_mixer_options(run.config),
-                                       "mixer_options_resolved.", added)
+                                       "mixer_options_resolved.", added, removed)
         if changes:
             stale.append(f"{run.directory / 'result.json'}: " + "; ".join(changes[:3]))
     if stale:
@@ -106,13 +108,16 @@ def refuse_stale(runs: list[Run]) -> None:
 
 
 def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: str = "",
-                    added: dict[str, Any] | None = None) -> list[str]:
+                    added: dict[str, Any] | None = None, removed: dict[str, Any] | None = None) -> list[str]:
     """What differs; a key ``added`` later (name -> the value that does what the code did before it
-    existed) is no change where the record lacks it and the value now is that one."""
+    existed) is no change where the record lacks it and the value now is that one, and a key
+    ``removed`` since (name -> the value at which it did nothing) is none where the record holds that value."""
     changes = []
     for key in sorted(set(recorded) | set(current)):
         old, new = recorded.get(key), current.get(key)
         if added and key not in recorded and key in added and new == added[key]:
+            continue
+        if removed and key not in current and key in removed and old == removed[key]:
             continue
         if isinstance(old, dict) and isinstance(new, dict):
             changes += _config_changes(old, new, f"{prefix}{key}.")

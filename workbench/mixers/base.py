@@ -43,6 +43,9 @@ class Mixer(nn.Module):
     # Options added after runs were recorded -> the value that does what the code did before them,
     # so those runs are not refused as stale (``workbench.experiments.runner.refuse_stale``).
     options_added_later: ClassVar[dict[str, Any]] = {}
+    # Options taken out again -> the value at which they did nothing: a record (a run, a checkpoint)
+    # that holds one at that value was made with what the code still does.
+    options_removed: ClassVar[dict[str, Any]] = {}
 
     def __init__(self) -> None:
         super().__init__()

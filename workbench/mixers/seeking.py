@@ -133,6 +133,7 @@ class SeekingUnits(Mixer):
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False}
+    options_removed = {"rest_spread": 1.0, "binary_salience": False}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
