@@ -130,6 +130,18 @@ def _check_resume_fields(payload: dict[str, Any], path: Path) -> None:
         raise _bad(path, "its optimizer state is not an optimizer's state_dict")
 
 
+def built_with(payload: dict[str, Any], mixer: str, path: str | Path) -> dict[str, Any] | None:
+    """Every mixer option the checkpoint's model was built with (None for a checkpoint older than that
+    record); an option taken out since and recorded at the value where it did nothing is left out."""
+    resolved = payload.get("mixer_options_resolved")
+    if resolved is None:
+        return None
+    if not (isinstance(resolved, dict) and all(isinstance(k, str) for k in resolved)):
+        raise _bad(Path(path), "its mixer_options_resolved is not a mapping of option names")
+    removed = getattr(MIXERS.get(mixer), "options_removed", {})
+    return {k: v for k, v in resolved.items() if not (k in removed and v == removed[k])}
+
+
 def config_of(payload: dict[str, Any], path: str | Path) -> RunConfig:
     """The run config a checkpoint holds, checked like a user's (``train.check_config``).
 
@@ -138,15 +150,11 @@ def config_of(payload: dict[str, Any], path: str | Path) -> RunConfig:
     """
     from workbench.train import check_config
 
-    resolved = payload.get("mixer_options_resolved")
-    if resolved is not None and not (isinstance(resolved, dict) and all(isinstance(k, str) for k in resolved)):
-        raise _bad(Path(path), "its mixer_options_resolved is not a mapping of option names")
     try:
         config = RunConfig.from_dict(payload["config"])
-        if resolved is not None:
-            removed = getattr(MIXERS.get(config.model.mixer), "options_removed", {})
-            config.model.mixer_options = {k: v for k, v in resolved.items()  # one taken out since, left at
-                                          if not (k in removed and v == removed[k])}  # its no-op: dropped
+        built = built_with(payload, config.model.mixer, path)
+        if built is not None:
+            config.model.mixer_options = built
         return check_config(config)
     except ConfigError as exc:
         raise _bad(Path(path), f"its config is invalid ({exc})") from None

@@ -21,6 +21,7 @@ from tqdm.auto import tqdm
 from workbench.checkpoint import (
     CHECKPOINT_FORMAT,
     CheckpointError,
+    built_with,
     load_checkpoint,
     load_optimizer,
     load_rng,
@@ -258,10 +259,9 @@ def _train(config, out_dir, resume, progress, device, task, extra) -> TrainedRun
             raise CheckpointError(f"{ckpt_path} was written for another config; refusing to resume it "
                                   f"(resume with the config it holds: --config {Path(out_dir) / 'result.json'} "
                                   f"if the run finished, else the same options; or train afresh with --overwrite)")
-        saved = payload.get("mixer_options_resolved")
-        if saved is not None and saved != resolved_mixer_options(config):
-            moved = sorted(k for k in set(saved) | set(resolved_mixer_options(config))
-                           if saved.get(k) != resolved_mixer_options(config).get(k))
+        saved, now = built_with(payload, config.model.mixer, ckpt_path), resolved_mixer_options(config)
+        if saved is not None and saved != now:
+            moved = sorted(k for k in set(saved) | set(now) if saved.get(k) != now.get(k))
             raise CheckpointError(f"{ckpt_path} was trained with other {config.model.mixer} options "
                                   f"({', '.join(f'{k}={saved.get(k)!r}' for k in moved)}): a default moved since; "
                                   f"name those values in the config to resume it, or train afresh with --overwrite")

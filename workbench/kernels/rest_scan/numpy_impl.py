@@ -51,6 +51,5 @@ def rest_scan_numpy(logits: torch.Tensor, salience: torch.Tensor, sink: torch.Te
             e = np.exp(chosen - top[:, None])
             total = e.sum(-1) + (0 if sk is None else np.exp(sk - top))
             ld += fresh * (sal[:, t, None] * (e / total[:, None]))
-    back = {"dtype": out_dtype}
-    return (torch.from_numpy(rest).to(**back), None if winner is None else torch.from_numpy(winner),
-            torch.from_numpy(ld).to(**back))
+    return (torch.from_numpy(rest).to(out_dtype), None if winner is None else torch.from_numpy(winner),
+            torch.from_numpy(ld).to(out_dtype))
