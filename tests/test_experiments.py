@@ -143,6 +143,26 @@ def test_finished_runs_made_with_another_config_are_refused(corpus_dir, tmp_path
         run_experiment(experiment, results, progress=False)
 
 
+def test_kept_models_load_and_score_what_their_run_recorded(corpus_dir, tmp_path):
+    from workbench.checkpoint import model_from_checkpoint
+
+    experiment = small(protocol_v2("smoke"), ["copy"], ["inverted", "transformer"])
+    results = tmp_path / "results"
+    run_experiment(experiment, results, progress=False, keep_models=True)
+    directories = sorted(p.parent for p in (results / "v2" / "smoke").glob("*/result.json"))
+    assert len(directories) == 2
+    for directory in directories:
+        assert not (directory / "checkpoint.pt").exists()
+        model, config, task, payload = model_from_checkpoint(directory / "model.pt")
+        assert "optimizer" not in payload
+        record = json.loads((directory / "result.json").read_text())
+        assert config.model.mixer == record["mixer"] and payload["step"] == record["steps"]
+        assert task.evaluate(model, final=True) == pytest.approx(record["metrics"])
+    other = tmp_path / "other"
+    run_experiment(experiment, other, progress=False)  # by default nothing but result.json stays
+    assert not list(other.rglob("model.pt")) and not list(other.rglob("checkpoint.pt"))
+
+
 def test_aggregate_refuses_partial_rows_unless_told(corpus_dir, tmp_path):
     experiment = small(protocol_v2("smoke"), ["copy"], ["transformer"], seeds=2)
     results = tmp_path / "results"

@@ -30,6 +30,8 @@ from workbench.tasks import Task, build_task
 CHECKPOINT_FORMAT = 1
 # What ``eval`` and ``generate`` need; ``io`` is optional (checkpoints written before it rebuild it from the task).
 REQUIRED_KEYS = ("format", "config", "model", "task_state")
+# What a kept model (``workbench compare --keep-models``) holds: enough to evaluate and look inside, not to resume.
+MODEL_KEYS = (*REQUIRED_KEYS, "io", "mixer_options_resolved", "step", "history")
 # What ``train --resume`` needs on top.
 RESUME_KEYS = ("optimizer", "rng", "step", "history", "train_time", "tokens")
 

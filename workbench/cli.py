@@ -244,7 +244,8 @@ def cmd_compare(args: argparse.Namespace) -> int:
     narrowed = any((tasks, cells, variants, args.seeds, args.lrs))
     summary, missing = run_experiment(experiment, args.results, progress=not args.quiet, wait=not args.no_wait,
                                       allow_incomplete=args.allow_incomplete or args.aggregate_only,
-                                      train=not args.aggregate_only, write_summary=False)
+                                      train=not args.aggregate_only, write_summary=False,
+                                      keep_models=args.keep_models)
     Console(width=160).print(format_summary(summary))
     # Always merged, so that the design candidates run beside the experiment (variants it does not
     # list) keep their rows when the whole experiment is tabled again.
@@ -428,6 +429,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "the table says which grid chose the rate)")
     p.add_argument("--results", default="results")
     p.add_argument("--no-wait", action="store_true", help="do not wait for runs other processes hold")
+    p.add_argument("--keep-models", action="store_true",
+                   help="keep each run's trained model as model.pt in its run directory (weights and config, "
+                        "for `workbench eval --checkpoint` and notebooks; not committed)")
     p.add_argument("--aggregate-only", action="store_true",
                    help="train nothing: aggregate the runs that have finished (implies --allow-incomplete)")
     p.add_argument("--allow-incomplete", action="store_true",

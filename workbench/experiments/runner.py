@@ -126,8 +126,13 @@ def _config_changes(recorded: dict[str, Any], current: dict[str, Any], prefix: s
     return changes
 
 
-def train_run(run: Run, experiment: Experiment, progress: bool, device: str | None) -> None:
-    """Train one run into its directory; a loss that diverges is a result too (recorded as such)."""
+def train_run(run: Run, experiment: Experiment, progress: bool, device: str | None, keep_model: bool = False) -> None:
+    """Train one run into its directory; a loss that diverges is a result too (recorded as such).
+
+    ``keep_model``: the final checkpoint stays beside result.json as ``model.pt``, weights and
+    config only (what ``workbench eval`` and a notebook need; no optimizer, so about a third of the size).
+    """
+    from workbench.checkpoint import MODEL_KEYS, load_checkpoint, save_checkpoint
     from workbench.provenance import git_commit
     from workbench.train import train
 
@@ -139,17 +144,22 @@ def train_run(run: Run, experiment: Experiment, progress: bool, device: str | No
         write_json_atomic(run.directory / "result.json", {
             **extra, "status": "diverged", "error": str(exc), "config": run.config.to_dict(), "metrics": {},
             "seed": run.seed, "git_commit": git_commit()})
-    (run.directory / "checkpoint.pt").unlink(missing_ok=True)  # keep results small; result.json stays
+    checkpoint = run.directory / "checkpoint.pt"
+    if keep_model and checkpoint.is_file() and (run.directory / "result.json").is_file():
+        payload = load_checkpoint(checkpoint)
+        save_checkpoint(run.directory / "model.pt", {key: payload[key] for key in MODEL_KEYS if key in payload})
+    checkpoint.unlink(missing_ok=True)  # keep results small; result.json stays
 
 
 def run_experiment(experiment: Experiment, results: str | Path = "results", progress: bool = True,
                    device: str | None = None, wait: bool = True, poll_s: float = 30.0,
                    allow_incomplete: bool = False, train: bool = True,
-                   write_summary: bool = True) -> tuple[dict[str, Any], list[str]]:
+                   write_summary: bool = True, keep_models: bool = False) -> tuple[dict[str, Any], list[str]]:
     """Train what is missing (waiting for runs other processes hold), then aggregate.
 
     ``train=False`` only aggregates what has finished (the table of a protocol still running);
-    ``write_summary=False`` returns the summary without writing it (the caller merges it).
+    ``write_summary=False`` returns the summary without writing it (the caller merges it);
+    ``keep_models`` keeps each trained model as ``model.pt`` in its run directory (see :func:`train_run`).
     Returns the summary and a list of what is still missing (empty when the experiment is complete).
     """
     results = Path(results)
@@ -179,7 +189,7 @@ def run_experiment(experiment: Experiment, results: str | Path = "results", prog
                 if progress:
                     print(f"[{experiment.name}/{experiment.budget}] {index}/{len(todo)}: {run.cell.label} / "
                           f"{run.variant.label} / lr {run.lr:g} / seed {run.seed}", flush=True)
-                train_run(run, experiment, progress, device)
+                train_run(run, experiment, progress, device, keep_models)
                 trained += 1
         runs, blocked = experiment.runs(results, chosen)
         left = [r for r in runs if finished(r) is None]
