@@ -32,6 +32,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"write_jitter": True, "sink": True, "rest_on_wins": False}),
     (True, {"rest_on_wins": False}), (True, {"rest_on_wins": False, "hard_writes": False}),
     (True, {"rest_on_wins": False, "hold": 3.0, "sink": True}), (True, {"sink": True}),
+    (True, {"occupancy_scale": True}), (False, {"occupancy_scale": True, "hard_writes": False}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -213,6 +214,22 @@ def test_match_lets_a_held_unit_take_the_key_it_holds_again():
     assert float(mass[0.0].max()) < 0.1 < 0.9 < float(mass[8.0].min())
 
 
+def test_occupancy_scale_sharpens_the_read_as_units_fill():
+    mixer = make(occupancy_scale=True, n_units=5)
+    x = torch.randn(1, 40, 16, dtype=torch.float64)
+    with torch.no_grad(), capture(mixer, ["hook_writes"]) as seen:
+        mixer(x)
+    writes = seen["hook_writes"]
+    scale = mixer._read_scale(torch.log1p(-writes).cumsum(2))  # (1, H, T)
+    occupied = 1 - torch.prod(1 - writes, dim=2)  # after the last token, by the definition
+    assert torch.all(scale[..., 1:] >= scale[..., :-1] - 1e-12)  # units only fill
+    s_h = mixer.occupancy_log_scale.detach().exp().squeeze(-1)
+    torch.testing.assert_close(scale[0, :, -1], s_h * torch.log1p(occupied[0].sum(-1)))
+    fresh = SeekingUnits(16, SeekingOptions(n_heads=2, n_units=5, occupancy_scale=True))
+    torch.testing.assert_close(fresh.occupancy_log_scale.exp() * torch.log1p(torch.tensor(5.0)), torch.ones(2, 1))
+    assert make(occupancy_scale=True).state_floats(1) == 2 * 5 * (6 + 8 + 1 + 1)
+
+
 def test_state_is_constant_and_counted():
     assert make(refractory=True).state_floats(1) == 2 * 5 * (6 + 8 + 1)  # keys 3/4 of a head by default
     assert make(refractory=False).state_floats(1) == 2 * 5 * (6 + 8)
@@ -239,7 +256,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"hold_learned": 0}, "true or false"), ({"hard_writes": "no"}, "true or false"),
     ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"write_jitter": True}, "rest_on_wins=false"),
     ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins=false"), ({"match": -1.0}, "match"),
-    ({"write_cost": float("inf")}, "finite"),
+    ({"write_cost": float("inf")}, "finite"), ({"occupancy_scale": 1}, "true or false"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

@@ -66,6 +66,12 @@ just taken a message steps aside for about a recovery time. That recurrence is n
 depends on the load), so it runs as a scan token by token over M numbers per head (no matmul, no
 gradient: rest steers, the softmax teaches); everything else stays chunked.
 
+Occupancy scale (``occupancy_scale``, off until measured): trained on 16 pairs, a head's read meets
+16 occupied units; at 64 pairs it meets 64, and the softmax spreads over four times as many
+rivals. As scalable softmax does for attention (Nakanishi 2025, arXiv 2501.19399), the read's scores
+are multiplied by s_h log(1 + n_t), n_t the units occupied (sum_m 1 - prod_{s<=t}(1 - a_s[m]), M
+more numbers of state per head), so the top score keeps its weight as the memory fills.
+
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
 refractory recurrence (further sweeps alternate between concentrating and spreading the writes rather
@@ -124,6 +130,7 @@ class SeekingOptions:
     match: float = 0.0  # a unit bids more for a message whose key matches what it holds (learned per head; 0: off)
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
+    occupancy_scale: bool = False  # read scores times s_h log(1 + units occupied): sharper as the memory fills
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -132,12 +139,13 @@ class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
-                           "write_jitter": False, "rest_on_wins": False}
+                           "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False}
     options_removed = {"rest_spread": 1.0, "binary_salience": False}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
-        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins"):
+        for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
+                     "occupancy_scale"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -189,6 +197,8 @@ class SeekingUnits(Mixer):
             self.sink_bid = nn.Parameter(torch.zeros(o.n_heads, 1, 1))
         if o.match:
             self.match_strength = nn.Parameter(torch.full((o.n_heads, 1, 1), float(o.match)))
+        if o.occupancy_scale:  # s_h starts at 1 / log(1 + M): scale 1 when every unit holds a message
+            self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
@@ -280,6 +290,17 @@ class SeekingUnits(Mixer):
         strength = self.match_strength.view(-1, *[1] * (match_scores.dim() - 2))
         return strength * match_scores * self.key_dim ** -0.5
 
+    def _read_scale(self, log_empty: torch.Tensor) -> torch.Tensor:
+        """s_h log(1 + n_t), n_t the units occupied (sum over units of 1 - prod(1 - a)): (..., H, T) or (..., H).
+
+        Scalable softmax (Nakanishi 2025, arXiv 2501.19399) scales attention logits by log n so the
+        top score keeps its weight as n grows; here n is what the memory holds, not the context.
+        The count steers, it is not trained through (the writes' gradient goes by the read itself).
+        """
+        occupied = -torch.expm1(log_empty.detach()).sum(-1)
+        scale = self.occupancy_log_scale.exp()
+        return (scale if occupied.dim() == 3 else scale.squeeze(-1)) * torch.log1p(occupied)
+
     def _stats(self, writes: torch.Tensor) -> None:
         """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
         mass = writes.detach().sum(2)  # (B, H, M)
@@ -331,6 +352,8 @@ class SeekingUnits(Mixer):
         log_keep = torch.log1p(-writes)
         chunk = self.o.chunk_size
         scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
+        if self.o.occupancy_scale:
+            scores = scores * self._read_scale(log_keep.cumsum(2))[..., None]
         weights = self.hook_read_weights(scores.softmax(-1))
         read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
         if self.training:
@@ -356,6 +379,8 @@ class SeekingUnits(Mixer):
             state["match_keys"] = zeros(self.key_dim, self.n_units)
         if self.o.write_jitter:  # tokens seen: the jitter is fixed by position
             state["position"] = torch.zeros(batch_size, dtype=torch.long, device=device)
+        if self.o.occupancy_scale:  # log of each unit's share never written (0: empty)
+            state["log_empty"] = zeros(self.n_units)
         return state
 
     def step(self, x_t: torch.Tensor, state: dict[str, Any]) -> tuple[torch.Tensor, dict[str, Any]]:
@@ -392,8 +417,12 @@ class SeekingUnits(Mixer):
         writes = writes.clamp(max=_MAX_WRITE)
         log_keep = torch.log1p(-writes)
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
+        log_empty = state.get("log_empty")
+        if self.o.occupancy_scale:
+            log_empty = log_empty + log_keep
+            scores = scores * self._read_scale(log_empty)[..., None]
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
         new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
-               "match_keys": match_keys, "position": position}
+               "match_keys": match_keys, "position": position, "log_empty": log_empty}
         return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
