@@ -33,6 +33,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"rest_on_wins": False}), (True, {"rest_on_wins": False, "hard_writes": False}),
     (True, {"rest_on_wins": False, "hold": 3.0, "sink": True}), (True, {"sink": True}),
     (True, {"occupancy_scale": True}), (False, {"occupancy_scale": True, "hard_writes": False}),
+    (True, {"signed_keys": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -257,6 +258,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"write_jitter": True}, "rest_on_wins=false"),
     ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins=false"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"), ({"occupancy_scale": 1}, "true or false"),
+    ({"signed_keys": "yes"}, "true or false"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

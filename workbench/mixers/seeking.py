@@ -70,7 +70,9 @@ Occupancy scale (``occupancy_scale``, off until measured): trained on 16 pairs, 
 16 occupied units; at 64 pairs it meets 64, and the softmax spreads over four times as many
 rivals. As scalable softmax does for attention (Nakanishi 2025, arXiv 2501.19399), the read's scores
 are multiplied by s_h log(1 + n_t), n_t the units occupied (sum_m 1 - prod_{s<=t}(1 - a_s[m]), M
-more numbers of state per head), so the top score keeps its weight as the memory fills.
+more numbers of state per head), so the top score keeps its weight as the memory fills. Signed keys
+(``signed_keys``, off until measured): queries and keys skip the swish, so two unrelated keys score
+near 0 rather than near the product of two positive vectors' norms.
 
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
@@ -131,6 +133,7 @@ class SeekingOptions:
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
     occupancy_scale: bool = False  # read scores times s_h log(1 + units occupied): sharper as the memory fills
+    signed_keys: bool = False  # queries and keys without the swish: signed, so unrelated keys score near 0
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -139,13 +142,14 @@ class SeekingUnits(Mixer):
     Options = SeekingOptions
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
-                           "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False}
+                           "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
+                           "signed_keys": False}
     options_removed = {"rest_spread": 1.0, "binary_salience": False}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
-                     "occupancy_scale"):
+                     "occupancy_scale", "signed_keys"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -217,7 +221,7 @@ class SeekingUnits(Mixer):
         h, dk, dv = self.n_heads, self.key_dim, self.value_dim
         qk, v, sal, code = self.proj(x).split([2 * h * dk, h * dv, h, self.o.bid_rank], dim=-1)
         qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
-        q, k = F.silu(qk).unbind(0)
+        q, k = (qk if self.o.signed_keys else F.silu(qk)).unbind(0)
         v = F.silu(v.unflatten(-1, (h, dv)).transpose(-2, -3))
         # The bid scale tau / sqrt(dim) goes on the (H, M, dim) interests, not on the (B, H, T, M) bids.
         interests = self.interests * self.interests.shape[-1] ** -0.5
