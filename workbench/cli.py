@@ -110,6 +110,38 @@ def cmd_eval(args: argparse.Namespace) -> None:
     print(json.dumps(task.evaluate(model, final=args.final), indent=2))
 
 
+def cmd_recall_anatomy(args: argparse.Namespace) -> None:
+    from workbench.checkpoint import model_from_checkpoint
+    from workbench.lab.recall import parse_cells, recall_anatomy
+    from workbench.storage import write_json_atomic
+
+    cells = parse_cells(args.cells)
+    if args.n < 1 or not 0 <= args.seed <= MAX_SEED:
+        raise ConfigError(f"--n must be >= 1 and --seed in [0, {MAX_SEED}], got --n {args.n} --seed {args.seed}")
+    model, config, _, _ = model_from_checkpoint(args.checkpoint, need_task=False)
+    if config.task.name != "mqar":
+        raise ConfigError(f"recall anatomy runs MQAR; {args.checkpoint} is a {config.task.name!r} checkpoint")
+    vocab = model.io.vocab_size
+    if any(pairs >= vocab // 2 for _, pairs in cells):
+        raise ConfigError(f"--cells: this model's vocabulary ({vocab}) has fewer than {max(p for _, p in cells)} keys")
+    rows = [recall_anatomy(model, seq_len, pairs, vocab, n=args.n, seed=args.seed) for seq_len, pairs in cells]
+    for row in rows:
+        mass = row["write_mass_per_token"]
+        print(f"({row['seq_len']}, {row['kv_pairs']}): accuracy {row['accuracy']:.3f} = kept {row['share_kept']:.3f} "
+              f"x {_fmt(row['accuracy_when_kept'])} + lost {1 - row['share_kept']:.3f} x {_fmt(row['accuracy_when_lost'])};"
+              f" read weight on the holder {_fmt(row['read_weight_on_holder_when_kept'])}; write mass per token: "
+              + ", ".join(f"{k} {_fmt(v)}" for k, v in mass.items()))
+    if args.out:
+        write_json_atomic(args.out, {"kind": "recall-anatomy", "checkpoint": str(args.checkpoint),
+                                     "mixer": config.model.mixer, "mixer_options": config.model.mixer_options,
+                                     "rows": rows})
+        print(f"wrote {args.out}")
+
+
+def _fmt(value: float | None) -> str:
+    return "-" if value is None else f"{value:.3f}"
+
+
 def _check_generate_args(args: argparse.Namespace) -> None:
     """Sampling settings checked before the checkpoint is read: one line each, never a crash."""
     if args.n < 0:
@@ -391,6 +423,15 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--data", type=Path, default=None,
                    help="char-LM: the training text, where it is now (it must be the same text, by sha256)")
     p.set_defaults(func=cmd_eval)
+
+    p = sub.add_parser("recall-anatomy", parents=[debug],
+                       help="MQAR at given lengths: is recall lost at the write (pair evicted) or at the read?")
+    p.add_argument("checkpoint", type=Path, help="an MQAR checkpoint.pt or model.pt (compare --keep-models)")
+    p.add_argument("--cells", default="256x16,1024x64,4096x64", help="SEQ_LENxPAIRS list")
+    p.add_argument("--n", type=int, default=32, help="examples per cell")
+    p.add_argument("--seed", type=int, default=0, help="seed of the examples")
+    p.add_argument("--out", type=Path, default=None, help="write the rows to this JSON")
+    p.set_defaults(func=cmd_recall_anatomy)
 
     p = sub.add_parser("generate", parents=[debug], help="sample text from a char-LM checkpoint (recurrent mode)")
     p.add_argument("checkpoint", type=Path, help="checkpoint.pt, or with --runtime onnx an export directory")

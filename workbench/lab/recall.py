@@ -1,0 +1,105 @@
+"""Where associative recall is lost: at the write (the pair was never kept) or at the read.
+
+For a model whose mixer exposes ``hook_writes`` (B, H, T, M) and ``hook_read_weights`` (B, H, T, M)
+- the seeking units - on MQAR examples of a given length, every query is traced back to the value
+token of its pair (the message that carries the answer):
+
+* the unit that took most of that message in each head, and how much of it survives there until the
+  query: prod over the later tokens s of (1 - a_s[m]) (a unit keeps its message until it absorbs
+  another); the pair is *kept* when it survives by at least a half in some head;
+* the read weight the query gives that unit (in the head where it survives best).
+
+So accuracy splits exactly into share kept x accuracy when kept + share lost x accuracy when lost:
+a low first factor is a write problem (eviction: other messages took the unit), a low second one
+a read problem (the message is there, the query does not find it). Write mass per token, by token
+class (key-value section, filler, queries), says what the units spend their writes on.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import numpy as np
+import torch
+
+from workbench.config import ConfigError
+from workbench.hooks import capture
+from workbench.model import IGNORE
+from workbench.tasks.mqar import make_mqar_examples
+
+KEPT = 0.5  # a pair counts as kept when at least half of what its unit took survives to the query
+
+
+def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_size: int, n: int = 32,
+                   seed: int = 0, layer: int = 0) -> dict[str, Any]:
+    """The split of MQAR accuracy at (seq_len, kv_pairs) into write and read, on n examples of ``seed``."""
+    prefix = f"blocks.{layer}.mixer."
+    names = [prefix + "hook_writes", prefix + "hook_read_weights"]
+    batch = make_mqar_examples(n, seq_len, kv_pairs, vocab_size, np.random.default_rng(seed))
+    inputs, targets = batch.inputs, batch.targets
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), capture(model, names) as seen:
+        logits = model(inputs)
+    model.train(was_training)
+    if not all(name in seen for name in names):
+        raise ConfigError(f"recall anatomy reads a mixer's hook_writes and hook_read_weights (the seeking units); "
+                          f"block {layer}'s {type(model.blocks[layer].mixer).__name__} records no such hooks")
+    writes, reads = seen[names[0]].double(), seen[names[1]].double()  # (B, H, T, M)
+    context = 2 * kv_pairs
+    asked = targets != IGNORE
+    correct = logits.argmax(-1) == targets
+    # log of what survives: kept[t] - kept[tw] = sum over tw < s <= t of log(1 - a_s)
+    log_keep = torch.log1p(-writes.clamp(max=1 - 1e-9)).cumsum(2)
+    survivals, read_weights, right = [], [], []
+    for b, t in asked.nonzero().tolist():
+        pair = (inputs[b, :context:2] == inputs[b, t]).nonzero().flatten()
+        if len(pair) == 0:  # a query always asks a key of its example; kept for safety
+            continue
+        value_at = 2 * int(pair[0]) + 1
+        unit = writes[b, :, value_at].argmax(-1)  # (H,): the unit that took most of the message, per head
+        heads = torch.arange(writes.shape[1])
+        survival = (log_keep[b, heads, t, unit] - log_keep[b, heads, value_at, unit]).exp()
+        best = int(survival.argmax())
+        survivals.append(float(survival[best]))
+        read_weights.append(float(reads[b, best, t, unit[best]]))
+        right.append(bool(correct[b, t]))
+    survivals_a, reads_a, right_a = np.array(survivals), np.array(read_weights), np.array(right)
+    kept = survivals_a >= KEPT
+
+    def mean(values: np.ndarray) -> float | None:
+        return float(values.mean()) if values.size else None
+
+    mass = writes.sum(-1).mean(1)  # (B, T): write mass per token, averaged over heads
+    section = torch.zeros_like(asked)
+    section[:, :context] = True
+    key_range = inputs < vocab_size // 2
+    filler = ~section & ~asked
+    classes = {"kv_value": section & ~key_range, "kv_key": section & key_range, "filler": filler,
+               "filler_value_range": filler & ~key_range, "query": asked}
+    return {
+        "seq_len": seq_len, "kv_pairs": kv_pairs, "examples": n, "seed": seed, "queries": int(right_a.size),
+        "accuracy": mean(right_a),
+        "share_kept": mean(kept),
+        "accuracy_when_kept": mean(right_a[kept]),
+        "accuracy_when_lost": mean(right_a[~kept]),
+        "read_weight_on_holder_when_kept": mean(reads_a[kept]),
+        "survival_mean": mean(survivals_a),
+        "write_mass_per_token": {name: float(mass[mask].mean()) if mask.any() else None for name, mask in classes.items()},
+    }
+
+
+def parse_cells(text: str) -> list[tuple[int, int]]:
+    """'256x16,1024x64' -> [(256, 16), (1024, 64)]; anything else is one ConfigError."""
+    cells = []
+    for part in (p for p in text.split(",") if p.strip()):
+        try:
+            seq_len, pairs = (int(x) for x in part.strip().lower().split("x"))
+        except ValueError:
+            raise ConfigError(f"--cells takes SEQ_LENxPAIRS items such as 1024x64, got {part!r}") from None
+        if pairs < 1 or seq_len < 4 * pairs:
+            raise ConfigError(f"--cells {part!r}: needs pairs >= 1 and seq_len >= 4 x pairs (the pairs and their queries)")
+        cells.append((seq_len, pairs))
+    if not cells:
+        raise ConfigError("--cells is empty; give e.g. 256x16,1024x64")
+    return cells
