@@ -38,6 +38,7 @@
 # * `results/compare-pareto-<budget>.json`: the Pareto sweep (MQAR (256, 16) accuracy against
 #   state size), and the companions `v2-2layer`, `v2-noconv`, `ablation` when present;
 # * `results/v1/compare-*.json`: protocol v1 as it ran (transformer vs inverted, no shared conv).
+# * `results/recall-anatomy/*.json`: where a seeking model's MQAR recall is lost at length (write or read).
 #
 # A file that is absent is said to be absent; nothing fails for want of it. With `smoke = True`
 # (what the tests use) a tiny protocol v2 and Pareto sweep run live into a temporary directory
@@ -396,6 +397,43 @@ else:
     fig.show()
 
 # %% [markdown]
+# ### Where a seeking model's recall is lost at length
+#
+# `workbench recall-anatomy MODEL --out results/recall-anatomy/<run>.json` (a model kept by
+# `workbench compare --keep-models`) traces every MQAR query back to the message that carries its
+# answer and splits the accuracy exactly: *share kept* (at least half of what the pair's unit took
+# is still there when it is asked: the write) x *accuracy when kept* (the read), plus what is lost.
+# Read from the repository's `results/recall-anatomy/` in every mode; absent files are said absent.
+
+# %%
+anatomy = {path.stem: json.loads(path.read_text()) for path in sorted((repo_results / "recall-anatomy").glob("*.json"))}
+if not anatomy:
+    print("results/recall-anatomy holds no JSON (absent)")
+else:
+    fig = make_subplots(rows=1, cols=3, subplot_titles=("accuracy", "share of pairs kept until asked (write)",
+                                                        "accuracy when kept (read)"))
+    for name, record in anatomy.items():
+        rows = sorted(record["rows"], key=lambda r: (r["seq_len"], r["kv_pairs"]))
+        xs = [f"{r['seq_len']}x{r['kv_pairs']}" for r in rows]
+        for col, key in enumerate(("accuracy", "share_kept", "accuracy_when_kept"), 1):
+            fig.add_trace(go.Scatter(x=xs, y=[r[key] for r in rows], mode="lines+markers", name=name, legendgroup=name,
+                                     showlegend=col == 1), row=1, col=col)
+    fig.update_yaxes(range=[0, 1.02])
+    fig.update_xaxes(title_text="MQAR (length x pairs); trained at 256x16")
+    fig.update_layout(title="seeking on MQAR at length: the write and the read", height=420, width=1150)
+    save_figure(fig, "04_benchmarks_recall_anatomy")
+    fig.show()
+    lines = ["| model | cell | accuracy | kept | acc. when kept | acc. when lost | read weight on holder |",
+             "|---|---|---|---|---|---|---|"]
+    for name, record in anatomy.items():
+        for r in sorted(record["rows"], key=lambda r: (r["seq_len"], r["kv_pairs"])):
+            cells = [r[k] for k in ("accuracy", "share_kept", "accuracy_when_kept", "accuracy_when_lost",
+                                    "read_weight_on_holder_when_kept")]
+            lines.append(f"| {name} | ({r['seq_len']}, {r['kv_pairs']}) | "
+                         + " | ".join("-" if c is None else f"{c:.3f}" for c in cells) + " |")
+    display(Markdown("\n".join(lines)))
+
+# %% [markdown]
 # ## 5 · Companion experiments
 #
 # Each when its summary exists: `v2-2layer` (MQAR (256, 16) with two blocks), `v2-noconv` (no
@@ -433,7 +471,7 @@ if not v1_found:
 # %% [markdown]
 # ## 7 · Char-LM samples
 #
-# The experiments delete their checkpoints to keep `results/` small, so text samples come from a
+# The experiments delete their checkpoints to keep `results/` small (unless run with `--keep-models`), so text samples come from a
 # checkpoint you point `checkpoint` at, or from a char-LM trained here with protocol v2's model
 # for each mixer in `sample_mixers` (`sample_steps` steps; a handful in smoke mode, where the
 # text is noise). Generation uses `model.generate`, the recurrent form, at temperature 0.8 from
