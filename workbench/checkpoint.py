@@ -134,14 +134,16 @@ def _check_resume_fields(payload: dict[str, Any], path: Path) -> None:
 
 def built_with(payload: dict[str, Any], mixer: str, path: str | Path) -> dict[str, Any] | None:
     """Every mixer option the checkpoint's model was built with (None for a checkpoint older than that
-    record); an option taken out since and recorded at the value where it did nothing is left out."""
+    record); an option taken out since and recorded at the value where it did nothing is left out, and
+    one added since is filled in with the value that does what the code did before it existed."""
     resolved = payload.get("mixer_options_resolved")
     if resolved is None:
         return None
     if not (isinstance(resolved, dict) and all(isinstance(k, str) for k in resolved)):
         raise _bad(Path(path), "its mixer_options_resolved is not a mapping of option names")
-    removed = getattr(MIXERS.get(mixer), "options_removed", {})
-    return {k: v for k, v in resolved.items() if not (k in removed and v == removed[k])}
+    cls = MIXERS.get(mixer)
+    removed, added = getattr(cls, "options_removed", {}), getattr(cls, "options_added_later", {})
+    return {**added, **{k: v for k, v in resolved.items() if not (k in removed and v == removed[k])}}
 
 
 def config_of(payload: dict[str, Any], path: str | Path) -> RunConfig:
