@@ -35,6 +35,9 @@ def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_si
     """The split of MQAR accuracy at (seq_len, kv_pairs) into write and read, on n examples of ``seed``."""
     prefix = f"blocks.{layer}.mixer."
     names = [prefix + "hook_writes", prefix + "hook_read_weights"]
+    if not set(names) <= {name for name, _ in model.named_modules()}:  # checked before a long forward pass
+        raise ConfigError(f"recall anatomy reads a mixer's hook_writes and hook_read_weights (the seeking units); "
+                          f"block {layer}'s {type(model.blocks[layer].mixer).__name__} has no such hooks")
     batch = make_mqar_examples(n, seq_len, kv_pairs, vocab_size, np.random.default_rng(seed))
     inputs, targets = batch.inputs, batch.targets
     was_training = model.training
@@ -42,9 +45,6 @@ def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_si
     with torch.no_grad(), capture(model, names) as seen:
         logits = model(inputs)
     model.train(was_training)
-    if not all(name in seen for name in names):
-        raise ConfigError(f"recall anatomy reads a mixer's hook_writes and hook_read_weights (the seeking units); "
-                          f"block {layer}'s {type(model.blocks[layer].mixer).__name__} records no such hooks")
     writes, reads = seen[names[0]].double(), seen[names[1]].double()  # (B, H, T, M)
     context = 2 * kv_pairs
     asked = targets != IGNORE
@@ -53,10 +53,8 @@ def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_si
     log_keep = torch.log1p(-writes.clamp(max=1 - 1e-9)).cumsum(2)
     survivals, read_weights, right = [], [], []
     for b, t in asked.nonzero().tolist():
-        pair = (inputs[b, :context:2] == inputs[b, t]).nonzero().flatten()
-        if len(pair) == 0:  # a query always asks a key of its example; kept for safety
-            continue
-        value_at = 2 * int(pair[0]) + 1
+        pair = int((inputs[b, :context:2] == inputs[b, t]).nonzero()[0])  # a query asks a key of its example
+        value_at = 2 * pair + 1
         unit = writes[b, :, value_at].argmax(-1)  # (H,): the unit that took most of the message, per head
         heads = torch.arange(writes.shape[1])
         survival = (log_keep[b, heads, t, unit] - log_keep[b, heads, value_at, unit]).exp()
