@@ -112,11 +112,17 @@ def rest_inputs(rows, t, m, dtype, sink, device="cpu", seed=0):
     return [z.to(device) if z is not None else None for z in (logits, salience, sink_bid)]
 
 
-def check_rest_scan(fn, rows, t, m, dtype, sink, hard, device="cpu"):
+def check_rest_scan(fn, rows, t, m, dtype, sink, hard, device="cpu", per_row=False):
     logits, salience, sink_bid = rest_inputs(rows, t, m, dtype, sink, device)
     keep = torch.tensor(0.75, dtype=dtype, device=device)
-    got = fn(logits, salience, sink_bid, keep, 4.0, hard)
-    ref = rest_scan_naive(logits, salience, sink_bid, keep, 4.0, hard)
+    # One strength per row (the seeking mixer's rest_ratio: a strength per head), or one for all.
+    strength = torch.linspace(1.0, 16.0, rows, dtype=dtype, device=device) if per_row else 4.0
+    got = fn(logits, salience, sink_bid, keep, strength, hard)
+    ref = rest_scan_naive(logits, salience, sink_bid, keep, strength, hard)
+    if per_row:  # the last row's scan is the scan of that row alone at its own strength
+        alone = rest_scan_naive(logits[-1:], salience[-1:], None if sink_bid is None else sink_bid[-1:], keep,
+                                16.0, hard)
+        assert_close(ref[0][-1:], alone[0], TOL[dtype], "per-row rest")
     assert_close(got[0], ref[0], TOL[dtype], "rest")
     assert_close(got[2], ref[2], TOL[dtype], "load")
     if hard:
@@ -139,8 +145,9 @@ def test_rest_scan_is_the_mixers_recurrent_step_token_by_token():
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sink, hard", [(False, True), (True, True), (False, False), (True, False)])
-def test_rest_scan_numpy_is_the_loop(dtype, sink, hard):
-    check_rest_scan(rest_scan_numpy, 5, 17, 7, dtype, sink, hard)
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rest_scan_numpy_is_the_loop(dtype, sink, hard, per_row):
+    check_rest_scan(rest_scan_numpy, 5, 17, 7, dtype, sink, hard, per_row=per_row)
 
 
 def test_rest_scan_numpy_carries_a_load_and_keeps_the_dtype():
@@ -158,8 +165,9 @@ def test_rest_scan_numpy_carries_a_load_and_keeps_the_dtype():
 @needs_triton
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 @pytest.mark.parametrize("sink, hard", [(False, True), (True, True), (False, False), (True, False)])
-def test_rest_scan_triton_interpreted(interpreted, dtype, sink, hard):
-    check_rest_scan(interpreted.rest_scan.rest_scan_triton, 4, 13, 6, dtype, sink, hard)
+@pytest.mark.parametrize("per_row", [False, True])
+def test_rest_scan_triton_interpreted(interpreted, dtype, sink, hard, per_row):
+    check_rest_scan(interpreted.rest_scan.rest_scan_triton, 4, 13, 6, dtype, sink, hard, per_row=per_row)
 
 
 @needs_triton

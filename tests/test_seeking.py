@@ -33,7 +33,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"rest_on_wins": False}), (True, {"rest_on_wins": False, "hard_writes": False}),
     (True, {"rest_on_wins": False, "hold": 3.0, "sink": True}), (True, {"sink": True}),
     (True, {"occupancy_scale": True}), (False, {"occupancy_scale": True, "hard_writes": False}),
-    (True, {"signed_keys": True}),
+    (True, {"signed_keys": True}), (True, {"rest_ratio": 4.0}), (True, {"rest_ratio": 3.0, "sink": True}),
+    (True, {"rest_ratio": 4.0, "rest_on_wins": False}), (True, {"rest_ratio": 0.5, "hard_writes": False}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -140,7 +141,7 @@ def test_hard_writes_put_each_message_whole_into_one_unit_and_still_train_the_bi
     assert float(interests_grad.abs().sum()) > 0  # the straight-through softmax still teaches the bids
 
 
-def _repeated_message_busiest_share(**options) -> float:
+def _repeated_message_busiest_share(per_head: bool = False, **options) -> float | list[float]:
     """The same message 40 times, unit 0 favoured by 6 logits: the busiest unit's share of the writes."""
     x = torch.randn(1, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).expand(1, 40, 16)
     mixer = make(recovery=8.0, rest_strength=4.0, **options)
@@ -152,7 +153,8 @@ def _repeated_message_busiest_share(**options) -> float:
     with torch.no_grad(), capture(mixer, ["hook_writes"]) as cache:
         mixer(x)
     writes = cache["hook_writes"]
-    return float((writes.sum(2) / writes.sum((2, 3))[..., None]).max(-1).values.mean())
+    busiest = (writes.sum(2) / writes.sum((2, 3))[..., None]).max(-1).values.mean(0)  # (H,)
+    return busiest.tolist() if per_head else float(busiest.mean())
 
 
 def test_hard_writes_move_a_rested_favourite_s_messages_to_one_runner_up_unless_jittered():
@@ -173,6 +175,15 @@ def test_rest_on_the_writes_units_take_makes_hard_writes_take_turns_without_nois
     on_wins = _repeated_message_busiest_share(hard_writes=True, rest_on_wins=True)
     plain = _repeated_message_busiest_share(hard_writes=True, rest_on_wins=False)
     assert on_wins < 0.6 and plain > 0.8
+
+
+def test_rest_ratio_makes_the_later_heads_rest_more_and_take_turns():
+    """rest_ratio r: head h rests with beta r^h. With r = 8 the second head's rest outweighs the
+    favourite's 6-logit lead, so its units take turns; the first head is the default's."""
+    first, second = _repeated_message_busiest_share(per_head=True, hard_writes=True, rest_ratio=8.0)
+    default = _repeated_message_busiest_share(per_head=True, hard_writes=True)
+    assert first == pytest.approx(default[0]) and second < default[1] - 0.1
+    assert make(rest_ratio=8.0).rest_strengths.tolist() == [8.0 * 5, 8.0 * 5 * 8.0]  # beta_h M
 
 
 def test_write_jitter_is_a_fixed_gumbel_noise_of_position_head_and_unit():
@@ -258,7 +269,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"write_jitter": True, "hard_writes": False}, "needs seeking.hard_writes=true"), ({"write_jitter": True}, "rest_on_wins=false"),
     ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins=false"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"), ({"occupancy_scale": 1}, "true or false"),
-    ({"signed_keys": "yes"}, "true or false"),
+    ({"signed_keys": "yes"}, "true or false"), ({"rest_ratio": 0.0}, "rest_ratio"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

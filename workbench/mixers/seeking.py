@@ -121,6 +121,7 @@ class SeekingOptions:
     bid_temperature: float = 8.0  # tau: a learned per-head bid scale starting here; 0: fixed at 1 (the first design)
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 8.0  # beta: how strongly a unit's recent load damps its bids
+    rest_ratio: float = 1.0  # head h rests with beta * rest_ratio^h: heads from seeking by content to taking turns
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
@@ -143,7 +144,7 @@ class SeekingUnits(Mixer):
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
-                           "signed_keys": False}
+                           "signed_keys": False, "rest_ratio": 1.0}
     options_removed = {"rest_spread": 1.0, "binary_salience": False}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
@@ -170,7 +171,7 @@ class SeekingUnits(Mixer):
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
                                ("norm_eps", True), ("bid_temperature", False), ("hold", False),
-                               ("write_cost", False), ("match", False)):
+                               ("write_cost", False), ("match", False), ("rest_ratio", True)):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
@@ -204,6 +205,10 @@ class SeekingUnits(Mixer):
         if o.occupancy_scale:  # s_h starts at 1 / log(1 + M): scale 1 when every unit holds a message
             self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
+        # beta_h M per head; a plain number when every head rests alike (the scan's arithmetic as before).
+        strengths = o.rest_strength * o.n_units * o.rest_ratio ** torch.arange(o.n_heads, dtype=torch.float64)
+        self.register_buffer("rest_strengths", strengths.float(), persistent=False)
+        self.uniform_rest = o.rest_ratio == 1
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
         self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
@@ -274,8 +279,14 @@ class SeekingUnits(Mixer):
         return self.out(normed)
 
     def _rest(self, load_before: torch.Tensor) -> torch.Tensor:
-        """log gain from the load before this token: -beta * M * L_{t-1} (0 for an unused unit)."""
-        return -self.o.rest_strength * self.n_units * load_before
+        """log gain from the load before this token: -beta_h * M * L_{t-1} (0 for an unused unit)."""
+        return -self._strength(load_before.shape[:2], load_before.dim()) * load_before
+
+    def _strength(self, rows: torch.Size, dim: int) -> float | torch.Tensor:
+        """beta_h M: a number when every head rests alike, else (B, H) broadcast to ``dim`` dims."""
+        if self.uniform_rest:
+            return self.o.rest_strength * self.n_units
+        return self.rest_strengths.expand(rows).reshape(*rows, *[1] * (dim - 2))
 
     def _sink_row(self, shape: torch.Size) -> torch.Tensor | None:
         """The sink's bid broadcast to (B, H[, T]) rows, or None without a sink."""
@@ -333,9 +344,10 @@ class SeekingUnits(Mixer):
             logits = bids.detach() if gain is None else (bids + gain).detach()
             sink = self._sink_row(salience.shape[:2])
             scan = get_impl("rest_scan", x.device)
+            strength = self._strength(salience.shape[:2], 2)
             rest, winner, _ = scan(logits.flatten(0, 1), salience.detach().flatten(0, 1),
                                    None if sink is None else sink.flatten(), self.keep,
-                                   self.o.rest_strength * self.n_units, self.o.hard_writes)
+                                   strength if self.uniform_rest else strength.flatten(), self.o.hard_writes)
             rest = rest.unflatten(0, (b, self.n_heads))
             winner = None if winner is None else winner.unflatten(0, (b, self.n_heads))
             gain = rest if gain is None else rest + gain
@@ -403,7 +415,7 @@ class SeekingUnits(Mixer):
         if self.rest_on_wins:
             logits = bids.detach() if gain is None else (bids + gain).detach()
             rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
-                                           self.o.rest_strength * self.n_units, self.o.hard_writes)
+                                           self._strength(salience.shape, 2), self.o.hard_writes)
             gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
         if self.o.write_jitter:

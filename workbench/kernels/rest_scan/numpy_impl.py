@@ -14,7 +14,8 @@ _NUMPY_DTYPES = (torch.float32, torch.float64)
 
 @torch.no_grad()
 def rest_scan_numpy(logits: torch.Tensor, salience: torch.Tensor, sink: torch.Tensor | None,
-                    keep: torch.Tensor | float, strength: float, hard: bool, load: torch.Tensor | None = None):
+                    keep: torch.Tensor | float, strength: float | torch.Tensor, hard: bool,
+                    load: torch.Tensor | None = None):
     """As ``reference.rest_scan_naive``, for CPU tensors; other dtypes run in float32 and come back cast."""
     if logits.device.type != "cpu":
         raise ValueError(f"rest_scan_numpy runs on CPU tensors (got {logits.device})")
@@ -28,7 +29,10 @@ def rest_scan_numpy(logits: torch.Tensor, salience: torch.Tensor, sink: torch.Te
     sk = None if sink is None else sink.detach().to(work).numpy()
     kp = acc(float(keep))
     fresh = acc(1) - kp
-    neg_strength = acc(-strength)
+    if torch.is_tensor(strength):  # one per row
+        neg_strength = -strength.detach().to(work).reshape(rows, 1).numpy()
+    else:
+        neg_strength = acc(-strength)
     rest = np.empty_like(lg)
     winner = np.empty((rows, steps), np.int64) if hard else None
     index = np.arange(rows)

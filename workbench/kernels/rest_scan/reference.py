@@ -2,7 +2,8 @@
 
 Per row (a batch element and head) and token t, with ``logits`` the bids plus every other gain::
 
-    rest_t   = -strength * load_{t-1}                      (strength = beta M; load_{-1} = 0)
+    rest_t   = -strength * load_{t-1}                      (strength = beta M, one number or one per row;
+                                                            load_{-1} = 0)
     winner_t = argmax([logits_t + rest_t, sink])           (the sink column only when given)
     taken_t  = salience_t * onehot(winner_t)               (hard; soft: the softmax of the same row)
     load_t   = keep * load_{t-1} + (1 - keep) * taken_t    (the sink's column is written nowhere)
@@ -18,9 +19,10 @@ import torch.nn.functional as F
 
 @torch.no_grad()
 def rest_step(logits: torch.Tensor, salience: torch.Tensor, load: torch.Tensor, sink: torch.Tensor | None,
-              keep: torch.Tensor | float, strength: float, hard: bool):
-    """One token: logits (..., M), salience (...), load (..., M) before it, sink (...) or None."""
-    rest = -strength * load
+              keep: torch.Tensor | float, strength: float | torch.Tensor, hard: bool):
+    """One token: logits (..., M), salience (...), load (..., M) before it, sink (...) or None; strength a
+    number or (...), one per row."""
+    rest = -(strength[..., None] if torch.is_tensor(strength) else strength) * load
     chosen = logits + rest
     if sink is not None:
         chosen = torch.cat([chosen, sink[..., None].to(chosen.dtype)], -1)
@@ -32,8 +34,9 @@ def rest_step(logits: torch.Tensor, salience: torch.Tensor, load: torch.Tensor, 
 
 @torch.no_grad()
 def rest_scan_naive(logits: torch.Tensor, salience: torch.Tensor, sink: torch.Tensor | None,
-                    keep: torch.Tensor | float, strength: float, hard: bool, load: torch.Tensor | None = None):
-    """The loop over tokens: logits (R, T, M), salience (R, T), sink (R,) or None."""
+                    keep: torch.Tensor | float, strength: float | torch.Tensor, hard: bool,
+                    load: torch.Tensor | None = None):
+    """The loop over tokens: logits (R, T, M), salience (R, T), sink (R,) or None, strength a number or (R,)."""
     load = torch.zeros_like(logits[:, 0]) if load is None else load
     rests, winners = [], []
     for t in range(logits.shape[1]):

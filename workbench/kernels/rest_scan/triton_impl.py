@@ -12,13 +12,14 @@ import triton.language as tl
 
 
 @triton.jit
-def _rest_scan_kernel(logits_ptr, sal_ptr, sink_ptr, rest_ptr, win_ptr, load_ptr, T, M, keep, strength,
+def _rest_scan_kernel(logits_ptr, sal_ptr, sink_ptr, rest_ptr, win_ptr, load_ptr, strength_ptr, T, M, keep,
                       HAS_SINK: tl.constexpr, HARD: tl.constexpr, ACC: tl.constexpr, BLOCK_M: tl.constexpr):
     row = tl.program_id(0)
     cols = tl.arange(0, BLOCK_M)
     cmask = cols < M
     base = row.to(tl.int64) * T * M
     load = tl.load(load_ptr + row * M + cols, mask=cmask, other=0.0).to(ACC)
+    strength = tl.load(strength_ptr + row).to(ACC)
     sink = 0.0
     if HAS_SINK:
         sink = tl.load(sink_ptr + row).to(ACC)
@@ -50,17 +51,19 @@ def _rest_scan_kernel(logits_ptr, sal_ptr, sink_ptr, rest_ptr, win_ptr, load_ptr
 
 @torch.no_grad()
 def rest_scan_triton(logits: torch.Tensor, salience: torch.Tensor, sink: torch.Tensor | None,
-                     keep: torch.Tensor | float, strength: float, hard: bool, load: torch.Tensor | None = None):
-    """As ``rest_scan_naive``: logits (R, T, M), salience (R, T), sink (R,) or None."""
+                     keep: torch.Tensor | float, strength: float | torch.Tensor, hard: bool,
+                     load: torch.Tensor | None = None):
+    """As ``rest_scan_naive``: logits (R, T, M), salience (R, T), sink (R,) or None, strength a number or (R,)."""
     r, t, m = logits.shape
     acc = torch.float64 if logits.dtype == torch.float64 else torch.float32
     logits_c, sal = logits.contiguous(), salience.to(logits.dtype).contiguous()
     sink_c = sink.to(acc).contiguous() if sink is not None else logits_c  # a placeholder pointer
     rest = torch.empty_like(logits_c)
+    strengths = torch.as_tensor(strength, dtype=acc, device=logits.device).expand(r).contiguous()
     winner = torch.zeros(r, t, device=logits.device, dtype=torch.long)
     load = (torch.zeros(r, m, device=logits.device, dtype=acc) if load is None else load.to(acc).clone()).contiguous()
     if r and t:
-        _rest_scan_kernel[(r,)](logits_c, sal, sink_c, rest, winner, load, t, m, float(keep), float(strength),
+        _rest_scan_kernel[(r,)](logits_c, sal, sink_c, rest, winner, load, strengths, t, m, float(keep),
                                 HAS_SINK=sink is not None, HARD=hard,
                                 ACC=tl.float64 if acc == torch.float64 else tl.float32,
                                 BLOCK_M=triton.next_power_of_2(max(m, 1)))
