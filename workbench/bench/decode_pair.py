@@ -120,7 +120,8 @@ def format_decode_table(result: dict[str, Any]) -> str:
 
 
 def add_decode_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mixers", default="inverted,transformer", help="comma list (the reference among them)")
+    parser.add_argument("--mixers", default="all",
+                        help="comma list with the reference (transformer) among them, or 'all' (every registered mixer)")
     parser.add_argument("--n", type=int, default=256, help="context length of the decoded state")
     parser.add_argument("--rounds", type=int, default=20)
     parser.add_argument("--steps", type=int, default=64, help="timed steps per round and variant")
@@ -134,7 +135,7 @@ def run_decode_cli(args: argparse.Namespace) -> None:
     from workbench.config import ConfigError
     from workbench.mixers import MIXERS
 
-    mixers = tuple(m for m in args.mixers.split(",") if m)
+    mixers = tuple(MIXERS) if args.mixers == "all" else tuple(m for m in args.mixers.split(",") if m)
     unknown = [m for m in mixers if m not in MIXERS]
     if unknown or not mixers:
         raise ConfigError(f"--mixers: unknown mixer(s) {unknown}; choose from {', '.join(sorted(MIXERS))}")
