@@ -72,9 +72,10 @@ bench-scaling: venv  ## every mixer side by side: time, memory, fused decode, ro
 bench-memory: venv  ## where an inverted and a transformer block's peak memory goes (live tensors by op, deterministic), and what the inverted's memory-saving forms cost in time -> results/memory-profile-<device>.json
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench memory --time-rounds 5
 
-bench-decode: venv  ## fused decode, every mixer against the transformer at n = 256, in one process (alternating rounds), batch 1 and 64 -> results/decode-side-by-side-<device>[-batch64].json
+bench-decode: venv  ## fused decode, every mixer against the transformer at n = 256, in one process (alternating rounds), batch 1 and 64, and n = 4096 -> results/decode-side-by-side-<device>[-n4096][-batch64].json
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench decode --n 256 --rounds 20 --steps 64
 	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench decode --n 256 --rounds 10 --steps 32 --batch 64
+	OMP_NUM_THREADS=1 MKL_NUM_THREADS=1 $(PY) -m workbench.cli bench decode --mixers transformer,seeking --n 4096 --rounds 10 --steps 32
 
 # Two small char-LM checkpoints (trained here when missing, one thread, a few minutes each), then
 # the edge benchmark: exported ONNX fp32/int8 vs eager PyTorch per token, and inverted vs

@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from workbench.bench.decode_pair import format_decode_table, run_decode_pair
+from workbench.bench.decode_pair import decode_markdown, format_decode_table, run_decode_pair
 from workbench.bench.memory_profile import live_peak, profile_point
 from workbench.cli import main
 
@@ -69,7 +69,9 @@ def test_decode_side_by_side_times_each_variant_in_rounds(tmp_path):
     ratio = variants["inverted (state copied)"]["ratio_vs_inverted"]
     assert ratio["rounds"] == 2 and ratio["min"] <= ratio["median"] <= ratio["max"]
     assert "state copied" in format_decode_table(result)
-    assert (tmp_path / "decode-side-by-side-cpu-1thread-batch2.json").exists()
+    assert (tmp_path / "decode-side-by-side-cpu-1thread-n8-batch2.json").exists()  # n and batch in the name
+    table = decode_markdown(result).splitlines()  # the report block: a row per variant, the reference named
+    assert len(table) == 2 + 2 + 2 and "| reference |" in "".join(table) and "batch 2" in table[-1]
 
 
 def test_the_price_of_the_memory_saving_forms_is_timed_side_by_side():

@@ -27,7 +27,7 @@ def add_arguments(sub: Any, parents: list | None = None) -> None:
     add_memory_arguments(memory)
     memory.set_defaults(func=cmd_bench_memory)
     decode = bench.add_parser("decode", parents=parents, help="fused decode steps side by side in one process, "
-                              "alternating rounds, ratios per round -> results/decode-side-by-side-<device>.json")
+                              "alternating rounds, ratios per round -> results/decode-side-by-side-<device>[-n<n>][-batch<b>].json")
     add_decode_arguments(decode)
     decode.set_defaults(func=cmd_bench_decode)
     edge = bench.add_parser("edge", parents=parents, help="per-token latency and peak memory: exported (ONNX fp32/int8) "

@@ -1,4 +1,4 @@
-"""Fused decode side by side in one process: ``workbench bench decode`` -> ``results/decode-side-by-side-<device>[-batch<b>].json``.
+"""Fused decode side by side in one process: ``workbench bench decode`` -> ``results/decode-side-by-side-<device>[-n<n>][-batch<b>].json``.
 
 The scaling benchmark times each mixer's fused step in its own process, minutes apart: on a shared
 machine the load moves between them, and a few percent is within that noise. Here the fused steps
@@ -101,7 +101,9 @@ def run_decode_pair(mixers: tuple[str, ...], n: int, rounds: int, steps: int, *,
         "method": __doc__.split("\n\n", 1)[1].strip().replace("\n", " "),
         "variants": records,
     }  # fmt: skip
-    path = out / f"decode-side-by-side-{result['device']}{'' if batch == 1 else f'-batch{batch}'}.json"
+    # n = 256 and batch 1 (make bench-decode's first case) keep the plain name; other cases name themselves.
+    suffix = ("" if n == 256 else f"-n{n}") + ("" if batch == 1 else f"-batch{batch}")
+    path = out / f"decode-side-by-side-{result['device']}{suffix}.json"
     write_json(path, result)
     result["path"] = str(path)
     return result
@@ -116,6 +118,30 @@ def format_decode_table(result: dict[str, Any]) -> str:
         text = "" if ratio is None else (f"   ratio {ratio['median']:.3f} [{ratio['min']:.3f}, {ratio['max']:.3f}], "
                                          f"{ratio['rounds_at_or_below']}/{ratio['rounds']} rounds <= 1")  # fmt: skip
         lines.append(f"{label:26s} {r['median_us']:7.1f} us  [{r['min_round_us']:.1f}, {r['max_round_us']:.1f}]{text}")
+    return "\n".join(lines)
+
+
+def decode_markdown(result: dict[str, Any]) -> str:
+    """The report block ``decode-side-by-side-<device>[-n<n>][-batch<b>]``: one row per variant, fastest first."""
+    settings, ref = result["settings"], result["settings"]["reference"]
+    lines = [f"| mixer | us per step (median of {settings['rounds']} rounds) | spread of round medians | "
+             f"ratio to {ref} (median [min, max]) | rounds at or below {ref} | max abs(fused - plain) |",
+             "|---|---|---|---|---|---|"]
+    for label, r in sorted(result["variants"].items(), key=lambda item: item[1]["median_us"]):
+        ratio = r.get(f"ratio_vs_{ref}")
+        ratio_text = "reference" if label == ref else (
+            "-" if ratio is None else f"{ratio['median']:.2f} [{ratio['min']:.2f}, {ratio['max']:.2f}]")
+        rounds = "-" if ratio is None else f"{ratio['rounds_at_or_below']}/{ratio['rounds']}"
+        lines.append(f"| {label} | {r['median_us']:.1f} | {r['min_round_us']:.1f}-{r['max_round_us']:.1f} | "
+                     f"{ratio_text} | {rounds} | {r['max_abs_diff_vs_plain']:.1e} |")
+    load = result.get("load_average_start")
+    lines.append("")
+    lines.append(f"One block (d_model {settings['d_model']}), fused step ({settings['backend']}), batch "
+                 f"{settings['batch']}, a context of n = {settings['n']} tokens, {settings['steps_per_round']} steps "
+                 f"per round, one thread, on {result['device']} ({result['machine'].get('cpu', '?')}, torch "
+                 f"{result['machine'].get('torch', '?')}); rounds alternate between the mixers, so each "
+                 f"ratio compares steps measured seconds apart under the same load"
+                 + (f" (load average {load[0]:.1f} at the start)." if load else "."))
     return "\n".join(lines)
 
 
