@@ -976,7 +976,7 @@ if multistream:
         "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=MS_VARIANTS["seeking"][1]["n_units"], description="M (units)"),
         "refractory": widgets.Checkbox(value=True, description="refractory"),
         "rest_on_wins": widgets.Checkbox(value=SeekingOptions().rest_on_wins, description="rest on wins"),
-        "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=16.0, step=0.5,
+        "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=64.0, step=1.0,
                                              description="rest beta"),
         "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),
     }
