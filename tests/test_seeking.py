@@ -35,6 +35,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"occupancy_scale": True}), (False, {"occupancy_scale": True, "hard_writes": False}),
     (True, {"signed_keys": True}), (True, {"rest_ratio": 4.0}), (True, {"rest_ratio": 3.0, "sink": True}),
     (True, {"rest_ratio": 4.0, "rest_on_wins": False}), (True, {"rest_ratio": 0.5, "hard_writes": False}),
+    (True, {"rest_learned": True}), (True, {"rest_learned": True, "rest_ratio": 2.0, "sink": True}),
+    (True, {"rest_learned": True, "rest_on_wins": False}), (True, {"rest_learned": True, "hard_writes": False}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -186,6 +188,22 @@ def test_rest_ratio_makes_the_later_heads_rest_more_and_take_turns():
     assert make(rest_ratio=8.0).rest_strengths.tolist() == [8.0 * 5, 8.0 * 5 * 8.0]  # beta_h M
 
 
+def test_a_learned_rest_strength_starts_at_the_fixed_one_and_gets_a_gradient():
+    """rest_learned: the forward pass is the fixed-strength one at initialisation; the rest's gradient
+    reaches log beta_h through the writes' softmax (a straight-through share with hard writes)."""
+    x = torch.randn(2, 23, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(1))
+    learned, fixed = make(rest_learned=True, recovery=3.0), make(recovery=3.0)
+    fixed.load_state_dict({k: v for k, v in learned.state_dict().items() if k != "rest_log_scale"})
+    with torch.no_grad():
+        learned.rest_log_scale.zero_()
+    torch.testing.assert_close(learned(x), fixed(x), rtol=1e-12, atol=1e-12)
+    (learned(x) ** 2).sum().backward()
+    assert learned.rest_log_scale.grad is not None and bool((learned.rest_log_scale.grad.abs() > 0).all())
+    learned.train()
+    learned(x)
+    assert learned.stats["rest_strength_head0"] == pytest.approx(8.0)  # beta_h, reported while training
+
+
 def test_write_jitter_is_a_fixed_gumbel_noise_of_position_head_and_unit():
     mixer = make(hard_writes=True, write_jitter=True, rest_on_wins=False)
     positions = torch.arange(4096)
@@ -270,6 +288,8 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"rest_on_wins": True, "match": 1.0}, "rest_on_wins=false"), ({"match": -1.0}, "match"),
     ({"write_cost": float("inf")}, "finite"), ({"occupancy_scale": 1}, "true or false"),
     ({"signed_keys": "yes"}, "true or false"), ({"rest_ratio": 0.0}, "rest_ratio"),
+    ({"rest_learned": 1}, "true or false"), ({"rest_learned": True, "refractory": False}, "refractory=true"),
+    ({"rest_learned": True, "rest_strength": 0.0}, "rest_strength > 0"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
 ])
 def test_bad_options_are_rejected(options, message):

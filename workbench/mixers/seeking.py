@@ -74,6 +74,14 @@ more numbers of state per head), so the top score keeps its weight as the memory
 (``signed_keys``, off until measured): queries and keys skip the swish, so two unrelated keys score
 near 0 rather than near the product of two positive vectors' norms.
 
+Rest strength per head (``rest_ratio``, ``rest_learned``; off until measured): beta sets where a head
+sits between seeking by content (beta -> 0: the bids alone choose) and taking turns (beta -> inf: the
+least recently loaded unit takes the message, a ring). ``rest_ratio`` r gives head h the strength
+beta r^h; with ``rest_learned`` each head learns its own (log beta_h a parameter). The scan has no
+gradient, but its rest enters the writes' softmax beside the bids, so d rest / d beta_h = rest / beta_h
+carries the loss's preference for a rested or a favoured unit back to beta_h, as the straight-through
+share does for the bids.
+
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
 refractory recurrence (further sweeps alternate between concentrating and spreading the writes rather
@@ -122,6 +130,7 @@ class SeekingOptions:
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 8.0  # beta: how strongly a unit's recent load damps its bids
     rest_ratio: float = 1.0  # head h rests with beta * rest_ratio^h: heads from seeking by content to taking turns
+    rest_learned: bool = False  # beta_h learned per head (from the above), its gradient through the writes' softmax
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
@@ -144,13 +153,13 @@ class SeekingUnits(Mixer):
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
-                           "signed_keys": False, "rest_ratio": 1.0}
+                           "signed_keys": False, "rest_ratio": 1.0, "rest_learned": False}
     options_removed = {"rest_spread": 1.0, "binary_salience": False}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
-                     "occupancy_scale", "signed_keys"):
+                     "occupancy_scale", "signed_keys", "rest_learned"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -163,6 +172,9 @@ class SeekingUnits(Mixer):
         if o.refractory and o.rest_on_wins and (o.match or o.write_jitter):
             raise ConfigError("seeking.match and seeking.write_jitter go with rest from the demand: give "
                               "seeking.rest_on_wins=false with them")
+        if o.rest_learned and not (o.refractory and o.rest_strength > 0):
+            raise ConfigError("seeking.rest_learned learns the rest strength: it needs seeking.refractory=true and "
+                              "seeking.rest_strength > 0")
         if o.hold_heads > o.n_heads:
             raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
@@ -208,7 +220,9 @@ class SeekingUnits(Mixer):
         # beta_h M per head; a plain number when every head rests alike (the scan's arithmetic as before).
         strengths = o.rest_strength * o.n_units * o.rest_ratio ** torch.arange(o.n_heads, dtype=torch.float64)
         self.register_buffer("rest_strengths", strengths.float(), persistent=False)
-        self.uniform_rest = o.rest_ratio == 1
+        self.uniform_rest = o.rest_ratio == 1 and not o.rest_learned
+        if o.rest_learned:  # log of beta_h over its starting value
+            self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
         self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
         self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
@@ -286,7 +300,16 @@ class SeekingUnits(Mixer):
         """beta_h M: a number when every head rests alike, else (B, H) broadcast to ``dim`` dims."""
         if self.uniform_rest:
             return self.o.rest_strength * self.n_units
-        return self.rest_strengths.expand(rows).reshape(*rows, *[1] * (dim - 2))
+        strengths = self.rest_strengths * self.rest_log_scale.exp() if self.o.rest_learned else self.rest_strengths
+        return strengths.expand(rows).reshape(*rows, *[1] * (dim - 2))
+
+    def _rest_grad(self, rest: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
+        """The scan's rest (no gradient), with a learned beta_h's gradient attached: the value is unchanged,
+        d rest / d beta_h = rest / beta_h, so beta_h learns through the writes' softmax like the bids."""
+        if not self.o.rest_learned:
+            return rest
+        scale = strength / strength.detach()
+        return rest * scale.view(*scale.shape, *[1] * (rest.dim() - scale.dim()))
 
     def _sink_row(self, shape: torch.Size) -> torch.Tensor | None:
         """The sink's bid broadcast to (B, H[, T]) rows, or None without a sink."""
@@ -322,6 +345,9 @@ class SeekingUnits(Mixer):
         share = mass / mass.sum(-1, keepdim=True).clamp_min(1e-12)
         entropy = -(share * share.clamp_min(1e-12).log2()).sum(-1).mean()
         self.stats = {"unit_load_entropy_bits": float(entropy), "write_mass": float(writes.detach().sum(-1).mean())}
+        if self.o.rest_learned:  # where each head settled between seeking by content and taking turns
+            for h, beta in enumerate((self.rest_strengths / self.n_units * self.rest_log_scale.detach().exp()).tolist()):
+                self.stats[f"rest_strength_head{h}"] = beta
 
     # ------------------------------------------------------------------ parallel form
 
@@ -347,8 +373,8 @@ class SeekingUnits(Mixer):
             strength = self._strength(salience.shape[:2], 2)
             rest, winner, _ = scan(logits.flatten(0, 1), salience.detach().flatten(0, 1),
                                    None if sink is None else sink.flatten(), self.keep,
-                                   strength if self.uniform_rest else strength.flatten(), self.o.hard_writes)
-            rest = rest.unflatten(0, (b, self.n_heads))
+                                   strength if self.uniform_rest else strength.detach().flatten(), self.o.hard_writes)
+            rest = self._rest_grad(rest.unflatten(0, (b, self.n_heads)), strength)
             winner = None if winner is None else winner.unflatten(0, (b, self.n_heads))
             gain = rest if gain is None else rest + gain
         if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
@@ -414,8 +440,10 @@ class SeekingUnits(Mixer):
         winner = None
         if self.rest_on_wins:
             logits = bids.detach() if gain is None else (bids + gain).detach()
+            strength = self._strength(salience.shape, 2)
             rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
-                                           self._strength(salience.shape, 2), self.o.hard_writes)
+                                           strength if self.uniform_rest else strength.detach(), self.o.hard_writes)
+            rest = self._rest_grad(rest, strength)
             gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
         if self.o.write_jitter:
