@@ -74,10 +74,10 @@ more numbers of state per head), so the top score keeps its weight as the memory
 (``signed_keys``, off until measured): queries and keys skip the swish, so two unrelated keys score
 near 0 rather than near the product of two positive vectors' norms.
 
-Rest strength per head (``rest_ratio``, ``rest_learned``; off until measured): beta sets where a head
-sits between seeking by content (beta -> 0: the bids alone choose) and taking turns (beta -> inf: the
-least recently loaded unit takes the message, a ring). ``rest_ratio`` r gives head h the strength
-beta r^h; with ``rest_learned`` each head learns its own (log beta_h a parameter). The scan has no
+Rest strength per head (``rest_learned``; off until measured): beta sets where a head sits between
+seeking by content (beta -> 0: the bids alone choose) and taking turns (beta -> inf: the least
+recently loaded unit takes the message, a ring). With ``rest_learned`` each head learns its own,
+starting from ``rest_strength`` (log beta_h a parameter). The scan has no
 gradient, but its rest enters the writes' softmax beside the bids, so d rest / d beta_h = rest / beta_h
 carries the loss's preference for a rested or a favoured unit back to beta_h, as the straight-through
 share does for the bids.
@@ -129,8 +129,7 @@ class SeekingOptions:
     bid_temperature: float = 8.0  # tau: a learned per-head bid scale starting here; 0: fixed at 1 (the first design)
     recovery: float = 64.0  # tokens for a unit's load to decay by e (lambda = exp(-1 / recovery))
     rest_strength: float = 8.0  # beta: how strongly a unit's recent load damps its bids
-    rest_ratio: float = 1.0  # head h rests with beta * rest_ratio^h: heads from seeking by content to taking turns
-    rest_learned: bool = False  # beta_h learned per head (from the above), its gradient through the writes' softmax
+    rest_learned: bool = False  # beta_h learned per head (from rest_strength), its gradient through the writes' softmax
     refractory: bool = True  # rest after absorbing (False: bids by content alone, the ablation)
     hold: float = 0.0  # gamma: how strongly a unit that holds a message refuses the next (0: off)
     hold_heads: int = 0  # heads that hold (the first ones; the others rest and refresh); 0: every head
@@ -153,8 +152,8 @@ class SeekingUnits(Mixer):
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
-                           "signed_keys": False, "rest_ratio": 1.0, "rest_learned": False}
-    options_removed = {"rest_spread": 1.0, "binary_salience": False}  # tried, tied or lost: docs/changelog.md
+                           "signed_keys": False, "rest_learned": False}
+    options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
@@ -183,7 +182,7 @@ class SeekingUnits(Mixer):
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
                                ("norm_eps", True), ("bid_temperature", False), ("hold", False),
-                               ("write_cost", False), ("match", False), ("rest_ratio", True)):
+                               ("write_cost", False), ("match", False)):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
@@ -218,9 +217,8 @@ class SeekingUnits(Mixer):
             self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         # beta_h M per head; a plain number when every head rests alike (the scan's arithmetic as before).
-        strengths = o.rest_strength * o.n_units * o.rest_ratio ** torch.arange(o.n_heads, dtype=torch.float64)
-        self.register_buffer("rest_strengths", strengths.float(), persistent=False)
-        self.uniform_rest = o.rest_ratio == 1 and not o.rest_learned
+        self.register_buffer("rest_strengths", torch.full((o.n_heads,), o.rest_strength * o.n_units), persistent=False)
+        self.uniform_rest = not o.rest_learned
         if o.rest_learned:  # log of beta_h over its starting value
             self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
