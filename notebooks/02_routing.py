@@ -951,7 +951,9 @@ if multistream:
 #
 # Change the units per head, rest on or off, whether rest counts the writes units actually take
 # (`rest_on_wins`, the default; off, rest counts the demand by content alone, the first design), the
-# rest strength and the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
+# rest strength beta (small: the bids choose; large: the units take turns, like a ring), whether each
+# head learns its own beta from there (`rest_learned`; the training log reports where it settles) and
+# the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
 # the model trained above.
 
 # %%
@@ -978,14 +980,18 @@ if multistream:
         "rest_on_wins": widgets.Checkbox(value=SeekingOptions().rest_on_wins, description="rest on wins"),
         "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=64.0, step=1.0,
                                              description="rest beta"),
+        "rest_learned": widgets.Checkbox(value=SeekingOptions().rest_learned, description="learn beta per head"),
         "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),
     }
     ms_button, ms_status = widgets.Button(description="train & redraw", button_style="primary"), widgets.HTML()
 
     def ms_title(record: dict, spec, values: dict) -> str:
         knob_text = ", ".join(f"{k}={v}" for k, v in values.items())
+        stats = record["history"][-1].get("mixer_stats", {}) if record.get("history") else {}
+        betas = [f"{v:.1f}" for k, v in stats.items() if "rest_strength_head" in k]  # with rest_learned
         return (f"live seeking on multistream: {knob_text}<br><sup>accuracy {record['metrics']['accuracy']:.2f}; "
-                f"head 0 MI {spec.mi_bits[0]:.3f} bits vs null 95th percentile {spec.null_p95_bits[0]:.3f}</sup>")
+                f"head 0 MI {spec.mi_bits[0]:.3f} bits vs null 95th percentile {spec.null_p95_bits[0]:.3f}"
+                + (f"; learned beta per head {', '.join(betas)}" if betas else "") + "</sup>")
 
     ms_widget = go.FigureWidget(live_specialization_figure(ms_records["seeking"], ms_spec["seeking"], ms_title(
         ms_records["seeking"], ms_spec["seeking"], {k: w.value for k, w in ms_knobs.items()})))
@@ -995,7 +1001,7 @@ if multistream:
         try:
             values = {k: w.value for k, w in ms_knobs.items()}
             trained, record, seconds = train_multistream(
-                "seeking", {k: values[k] for k in ("n_units", "refractory", "rest_on_wins", "rest_strength")},
+                "seeking", {k: values[k] for k in ("n_units", "refractory", "rest_on_wins", "rest_strength", "rest_learned")},
                 values["n_steps"], ms_task)
             spec = specialization(trained)[2]
         except ConfigError as exc:
