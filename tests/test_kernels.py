@@ -115,7 +115,7 @@ def rest_inputs(rows, t, m, dtype, sink, device="cpu", seed=0):
 def check_rest_scan(fn, rows, t, m, dtype, sink, hard, device="cpu", per_row=False):
     logits, salience, sink_bid = rest_inputs(rows, t, m, dtype, sink, device)
     keep = torch.tensor(0.75, dtype=dtype, device=device)
-    # One strength per row (the seeking mixer's rest_ratio: a strength per head), or one for all.
+    # One strength per row (the seeking mixer's rest_learned: a strength per head), or one for all.
     strength = torch.linspace(1.0, 16.0, rows, dtype=dtype, device=device) if per_row else 4.0
     got = fn(logits, salience, sink_bid, keep, strength, hard)
     ref = rest_scan_naive(logits, salience, sink_bid, keep, strength, hard)

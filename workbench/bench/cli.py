@@ -19,21 +19,20 @@ def add_arguments(sub: Any, parents: list | None = None) -> None:
     parents = parents or []
     p = sub.add_parser("bench", parents=parents, help="performance benchmarks")
     bench = p.add_subparsers(dest="bench_command", required=True)
-    scaling = bench.add_parser("scaling", parents=parents, help="time, memory and ESTIMATED energy vs sequence length, one block per mixer")
-    add_scaling_arguments(scaling)
-    scaling.set_defaults(func=cmd_bench)
-    memory = bench.add_parser("memory", parents=parents, help="where a block's peak memory goes: live tensors at the "
-                              "peak of a training step and a prefill, by op -> results/memory-profile-<device>.json")
-    add_memory_arguments(memory)
-    memory.set_defaults(func=cmd_bench_memory)
-    decode = bench.add_parser("decode", parents=parents, help="fused decode steps side by side in one process, "
-                              "alternating rounds, ratios per round -> results/decode-side-by-side-<device>[-n<n>][-batch<b>].json")
-    add_decode_arguments(decode)
-    decode.set_defaults(func=cmd_bench_decode)
-    edge = bench.add_parser("edge", parents=parents, help="per-token latency and peak memory: exported (ONNX fp32/int8) "
-                                                           "vs eager, inverted vs transformer by context -> results/edge-<device>.json")
-    add_edge_arguments(edge)
-    edge.set_defaults(func=cmd_bench_edge)
+    commands = (  # name, help, its arguments, what runs it
+        ("scaling", "time, memory and ESTIMATED energy vs sequence length, one block per mixer", add_scaling_arguments,
+         cmd_bench),
+        ("memory", "where a block's peak memory goes: live tensors at the peak of a training step and a prefill, "
+         "by op -> results/memory-profile-<device>.json", add_memory_arguments, cmd_bench_memory),
+        ("decode", "fused decode steps side by side in one process, alternating rounds, ratios per round -> "
+         "results/decode-side-by-side-<device>[-n<n>][-batch<b>].json", add_decode_arguments, cmd_bench_decode),
+        ("edge", "per-token latency and peak memory: exported (ONNX fp32/int8) vs eager, inverted vs transformer by "
+         "context -> results/edge-<device>.json", add_edge_arguments, cmd_bench_edge),
+    )
+    for name, text, add, run in commands:
+        command = bench.add_parser(name, parents=parents, help=text)
+        add(command)
+        command.set_defaults(func=run)
 
 
 def cmd_bench(args: argparse.Namespace) -> None:

@@ -216,9 +216,6 @@ class SeekingUnits(Mixer):
         if o.occupancy_scale:  # s_h starts at 1 / log(1 + M): scale 1 when every unit holds a message
             self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
-        # beta_h M per head; a plain number when every head rests alike (the scan's arithmetic as before).
-        self.register_buffer("rest_strengths", torch.full((o.n_heads,), o.rest_strength * o.n_units), persistent=False)
-        self.uniform_rest = not o.rest_learned
         if o.rest_learned:  # log of beta_h over its starting value
             self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
@@ -295,10 +292,11 @@ class SeekingUnits(Mixer):
         return -self._strength(load_before.shape[:2], load_before.dim()) * load_before
 
     def _strength(self, rows: torch.Size, dim: int) -> float | torch.Tensor:
-        """beta_h M: a number when every head rests alike, else (B, H) broadcast to ``dim`` dims."""
-        if self.uniform_rest:
+        """beta_h M: a number (every head alike, the scan's arithmetic as before rest_learned), or with
+        rest_learned (B, H) broadcast to ``dim`` dims."""
+        if not self.o.rest_learned:
             return self.o.rest_strength * self.n_units
-        strengths = self.rest_strengths * self.rest_log_scale.exp() if self.o.rest_learned else self.rest_strengths
+        strengths = self.o.rest_strength * self.n_units * self.rest_log_scale.exp()
         return strengths.expand(rows).reshape(*rows, *[1] * (dim - 2))
 
     def _rest_grad(self, rest: torch.Tensor, strength: float | torch.Tensor) -> torch.Tensor:
@@ -344,7 +342,7 @@ class SeekingUnits(Mixer):
         entropy = -(share * share.clamp_min(1e-12).log2()).sum(-1).mean()
         self.stats = {"unit_load_entropy_bits": float(entropy), "write_mass": float(writes.detach().sum(-1).mean())}
         if self.o.rest_learned:  # where each head settled between seeking by content and taking turns
-            for h, beta in enumerate((self.rest_strengths / self.n_units * self.rest_log_scale.detach().exp()).tolist()):
+            for h, beta in enumerate((self.o.rest_strength * self.rest_log_scale.detach().exp()).tolist()):
                 self.stats[f"rest_strength_head{h}"] = beta
 
     # ------------------------------------------------------------------ parallel form
@@ -371,7 +369,7 @@ class SeekingUnits(Mixer):
             strength = self._strength(salience.shape[:2], 2)
             rest, winner, _ = scan(logits.flatten(0, 1), salience.detach().flatten(0, 1),
                                    None if sink is None else sink.flatten(), self.keep,
-                                   strength if self.uniform_rest else strength.detach().flatten(), self.o.hard_writes)
+                                   strength.detach().flatten() if self.o.rest_learned else strength, self.o.hard_writes)
             rest = self._rest_grad(rest.unflatten(0, (b, self.n_heads)), strength)
             winner = None if winner is None else winner.unflatten(0, (b, self.n_heads))
             gain = rest if gain is None else rest + gain
@@ -440,7 +438,7 @@ class SeekingUnits(Mixer):
             logits = bids.detach() if gain is None else (bids + gain).detach()
             strength = self._strength(salience.shape, 2)
             rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
-                                           strength if self.uniform_rest else strength.detach(), self.o.hard_writes)
+                                           strength.detach() if self.o.rest_learned else strength, self.o.hard_writes)
             rest = self._rest_grad(rest, strength)
             gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
