@@ -87,6 +87,11 @@ def test_a_merged_row_is_complete_only_by_the_whole_experiments_seeds_and_grid()
     assert [r["variant"] for r in merged["rows"]] == ["x", "y"] and merged["seeds"] == 3
     assert merged["rows"][1]["complete"] is False and merged["rows"][1]["lr_provisional"] is True
     assert merged["incomplete"] == [{"label": "a", "variant": "y", "seeds": 1, "grid_done": 1, "grid": 2}]
+    # A design candidate with no run at all (its runs relabelled to a variant) is not listed as missing;
+    # one of the experiment's own variants with none is.
+    none = [{"label": "a", "variant": v, "seeds": 0, "grid_done": 0, "grid": 2} for v in ("x", "x:hold=1")]
+    merged = merge_tables(earlier, {"rows": [], "incomplete": none, "seeds": 1}, {("a", "x"), ("a", "x:hold=1")}, whole)
+    assert [i["variant"] for i in merged["incomplete"]] == ["x"]
 
 
 def test_compare_runs_system2_tasks_as_one_command(tmp_path, capsys):

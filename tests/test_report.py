@@ -167,3 +167,28 @@ def test_readme_is_short_and_starts_with_the_two_commands():
     assert len(text.encode()) <= 10 * 1024, f"README.md is {len(text.encode())} bytes"
     first_block = text.split("```")[1]
     assert [line.split("#")[0].strip() for line in first_block.strip().splitlines()[1:]] == ["make demo", "make test"]
+
+
+def test_stability_rows_show_the_worst_seeds_fall_and_write_share_in_the_full_table_only(tmp_path: Path):
+    import json
+
+    from workbench.experiments.aggregate import stability
+
+    def record(values, shares):
+        history = [{"metrics": {"exact_match": v}, "mixer_stats": {"block0.write_mass": w, "block1.write_mass": 1.0}}
+                   for v, w in zip(values, shares)]
+        return {"metric": "exact_match", "history": history}
+
+    # Seed 0 falls by 0.3 once (0.8 -> 0.5); seed 1 only rises; a shut gate on seed 1 ends at 0.05.
+    stab = stability([record([0.2, 0.8, 0.5, 0.9], [1.0, 0.9, 0.9, 0.8]), record([0.1, 0.4, 0.7, 0.9], [1.0, 0.5, 0.1, 0.05])])
+    assert stab["largest_fall"]["worst"] == pytest.approx(0.3) and stab["largest_fall"]["mean"] == pytest.approx(0.15)
+    assert stab["final_write_share"]["worst"] == pytest.approx(0.05)  # the lowest block of the lowest seed
+    assert stability([{"metric": "exact_match", "history": [{"metrics": {"exact_match": 0.5}}]}]) == {}
+    row = _row("copy", "seeking", 0.9) | {"stability": stab}
+    (tmp_path / "compare-v2-full.json").write_text(json.dumps(
+        {"experiment": "v2", "budget": "full", "seeds": 3, "rows": [row, _row("copy", "transformer", 0.99)],
+         "incomplete": []}))
+    blocks = render_blocks(tmp_path)
+    assert "| copy | largest fall between evals (worst seed) | 0.300 | - |" in blocks["compare-v2-full"]
+    assert "| copy | write share at the end (lowest seed) | 0.050 | - |" in blocks["compare-v2-full"]
+    assert "largest fall" not in blocks["compare-v2-full-brief"]

@@ -68,6 +68,13 @@ def compare_table(summary: dict[str, Any], brief: bool = False) -> str:
                          f"{row['lr']:g}{'*' if row.get('lr_provisional') else ''} / {row['steps']['mean']:.0f}"
                          + (f", {row['diverged']} diverged" if row.get("diverged") else ""))
         lines.append(f"| {label} | lr / steps | " + " | ".join(cells) + " |")
+        if not brief:
+            for name, text in (("largest_fall", "largest fall between evals (worst seed)"),
+                               ("final_write_share", "write share at the end (lowest seed)")):
+                stab = [by_key.get((label, v), {}).get("stability", {}).get(name) for v in variants]
+                if any(stab):
+                    lines.append(f"| {label} | {text} | " + " | ".join(
+                        "-" if s is None else f"{s['worst']:.3f}" for s in stab) + " |")
     params, state, speed = [], [], []
     for variant in variants:
         rows = [r for r in summary["rows"] if r["variant"] == variant and "parameters" in r]

@@ -92,7 +92,44 @@ def _row(cell, variant, lr, grid, records, expected, complete) -> dict[str, Any]
         row["parameters"] = trained[0]["parameters"]
         row["state_floats"] = trained[0].get("state_floats")
         row["device"] = trained[0]["device"]
+        row["stability"] = stability(trained)
     return row
+
+
+# Write-share statistics a mixer reports per block (``mixer_stats``): seeking's write mass per token, the
+# ring's write fraction. Their last value tells whether a write gate shut during training.
+WRITE_STATS = ("write_mass", "write_fraction")
+
+
+def largest_fall(record: dict[str, Any]) -> float | None:
+    """The largest fall of the primary metric (higher is better) between two consecutive evaluations;
+    0 when it never fell, None with fewer than two evaluations."""
+    name = record.get("metric", "")
+    values = [e["metrics"][name] for e in record.get("history", []) if name in e.get("metrics", {})]
+    if len(values) < 2:
+        return None
+    return max(0.0, *(before - after for before, after in zip(values, values[1:])))
+
+
+def final_write_share(record: dict[str, Any]) -> float | None:
+    """The smallest write share any block reported at the last evaluation (None: the mixer has none)."""
+    for entry in reversed(record.get("history", [])):
+        shares = [v for k, v in entry.get("mixer_stats", {}).items() if k.rsplit(".", 1)[-1] in WRITE_STATS]
+        if shares:
+            return min(shares)
+    return None
+
+
+def stability(records: list[dict[str, Any]]) -> dict[str, Any]:
+    """Issue 18's goal 4 per row: the largest fall of the held-out metric between evaluations and the
+    write share at the end (a shut gate), each as mean ± std over seeds plus the worst seed."""
+    out: dict[str, Any] = {}
+    for name, values, worst in (("largest_fall", [largest_fall(r) for r in records], max),
+                                ("final_write_share", [final_write_share(r) for r in records], min)):
+        values = [v for v in values if v is not None]
+        if values:
+            out[name] = stats(values) | {"worst": worst(values)}
+    return out
 
 
 def _score_or_none(record: dict[str, Any]) -> float | None:
@@ -145,8 +182,9 @@ def merge_tables(earlier: dict, summary: dict, scope: set[tuple[str, str]], whol
         return order.index(name) if name in order else len(order)
     rows.sort(key=lambda r: (place(r["label"], cells), place(r["variant"], variants)))  # others: in the order met
     incomplete = [i for i in earlier.get("incomplete", []) if (i.get("label"), i.get("variant")) not in scope]
+    # A design candidate (not one of the experiment's variants) with no run at all is not missing from it.
     incomplete += [i for i in summary["incomplete"] if (i["label"], i["variant"]) not in {
-        (r["label"], r["variant"]) for r in fresh}]
+        (r["label"], r["variant"]) for r in fresh} and (i["variant"] in variants or i["seeds"] or i["grid_done"])]
     incomplete += [{"label": r["label"], "variant": r["variant"], "seeds": r["seeds"],
                     "grid_done": sum(v is not None for v in r.get("lr_grid", {}).values()),
                     "grid": len(whole.lr_grid or ())} for r in fresh if not r["complete"]]
