@@ -70,8 +70,10 @@ seek_task_options = {"seq_len": 128, "key_range": 64, "n_values": 32, "n_queries
 seek_points = 12  # evaluations over training at which the load is measured
 seek_probe_examples = 64  # held-out sequences the load is measured on
 seek_numbers_json = ""  # a path (e.g. results/notebooks/03_seeking_load.json): write the section's numbers there
+results_dir = "results"  # where `workbench compare` wrote its run folders (the learned-rest section reads them)
 
 # %%
+import json
 import math
 import time
 from pathlib import Path
@@ -642,6 +644,58 @@ if seek_numbers_json:
                                                  for h in r["history"]]}
                    for name, r in seek_records.items()}})
     print(f"numbers written to {seek_numbers_json}")
+
+# %% [markdown]
+# ## Where a learned rest settles, task by task
+#
+# The rest strength beta is one axis: beta -> 0 lets the bids alone choose a message's unit (seeking
+# by content), beta -> inf gives it to the least recently loaded unit (taking turns, a ring). With
+# `seeking:rest_learned=true` each head learns its own beta_h (log beta_h a parameter, starting at
+# `rest_strength` = 8; its gradient reaches it through the writes' softmax). The training log of
+# every full-budget run records beta_h at each evaluation (`mixer_stats`); here they are read from
+# the run folders under `results_dir` (`workbench compare ... --mixers seeking:rest_learned=true`),
+# one panel per task, one line per head and seed. Nothing is trained here.
+
+# %%
+def learned_rest_runs(root: Path) -> dict[str, list[tuple[int, list[dict]]]]:
+    """{cell: [(seed, history), ...]} of the finished runs of a rest_learned variant under root."""
+    runs: dict[str, list[tuple[int, list[dict]]]] = {}
+    for path in sorted(root.glob("*/full/*rest_learned_true*/result.json")):
+        record = json.loads(path.read_text())
+        history = [h for h in record.get("history", []) if any("rest_strength_head" in k for k in h.get("mixer_stats", {}))]
+        if history:
+            runs.setdefault(record.get("label", path.parent.name.split("--")[0]), []).append((record["seed"], history))
+    return runs
+
+
+rest_runs = learned_rest_runs(Path(results_dir))
+if not rest_runs:
+    print(f"no finished rest_learned runs under {Path(results_dir).resolve()}: run e.g. `workbench compare "
+          "--experiment v2 --budget full --cells charlm --mixers seeking:rest_learned=true --seeds 3 --lrs 0.003`")
+else:
+    cells = sorted(rest_runs)
+    fig = make_subplots(rows=1, cols=len(cells), subplot_titles=cells, horizontal_spacing=0.06)
+    settled = {}
+    for col, cell in enumerate(cells, start=1):
+        for seed_i, history in sorted(rest_runs[cell]):
+            heads = sorted({k for h in history for k in h["mixer_stats"] if "rest_strength_head" in k})
+            for key in heads:
+                fig.add_trace(go.Scatter(x=[h["step"] for h in history], y=[h["mixer_stats"][key] for h in history],
+                                         mode="lines", name=f"seed {seed_i}", legendgroup=f"seed {seed_i}",
+                                         showlegend=col == 1 and key == heads[0],
+                                         line=dict(color=mixer_colour("seeking"), dash=("solid", "dash", "dot")[seed_i % 3]),
+                                         hovertext=key.split(".")[-1]), row=1, col=col)
+            settled.setdefault(cell, []).extend(history[-1]["mixer_stats"][k] for k in heads)
+    fig.add_hline(y=8.0, line_dash="dot", line_color="grey", annotation_text="start (8)")
+    fig.update_xaxes(title_text="training step")
+    fig.update_yaxes(type="log", title_text="beta_h", col=1)
+    fig.update_layout(title="learned rest strength per head: seeking by content (low) or taking turns (high)",
+                      height=380, width=max(500, 330 * len(cells)))
+    save_figure(fig, "03_refractory_learned_rest")
+    fig.show()
+    display(Markdown("\n".join(
+        f"- **{cell}** ({len(rest_runs[cell])} seed(s)): beta_h at the end {min(v):.1f}-{max(v):.1f}"
+        for cell, v in settled.items())))
 
 # %% [markdown]
 # ## Findings
