@@ -307,3 +307,21 @@ def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape
     offenders = [(op, shape) for op, shape in recorder.shapes if sum(d >= t for d in shape) >= 2]
     assert recorder.shapes and not offenders, offenders[:5]
 
+
+
+def test_hard_share_is_the_one_hot_forward_and_the_softmax_gradient_backward():
+    """The written-out straight-through share against its definition, onehot + softmax - softmax.detach()."""
+    from workbench.mixers.seeking import _HardShare
+
+    torch.manual_seed(0)
+    logits = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
+    grad = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+    winner = torch.randint(0, 7, (2, 3, 5))  # any winner: the rest scan's, not always the argmax
+    hard = _HardShare.apply(logits, winner)
+    (mine,) = torch.autograd.grad(hard, logits, grad)
+    share = logits.softmax(-1)
+    reference = torch.nn.functional.one_hot(winner, 7).to(share.dtype) + share - share.detach()
+    (theirs,) = torch.autograd.grad(reference, logits, grad)
+    # (the definition rounds: 1 + s - s is 1 only to the last bit; the written-out form is exactly one-hot)
+    assert torch.allclose(hard, reference.detach(), atol=1e-12) and torch.allclose(mine, theirs, atol=1e-12)
+    assert set(hard.unique().tolist()) == {0.0, 1.0}

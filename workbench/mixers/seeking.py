@@ -119,6 +119,26 @@ from workbench.mixers.base import Mixer
 _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
 
 
+class _HardShare(torch.autograd.Function):
+    """onehot(winner) forward, the gradient of softmax(logits) backward: straight-through, written out.
+
+    The same numbers as ``onehot + softmax - softmax.detach()``, without the softmax in the forward (it
+    is recomputed from the saved logits in the backward; under no_grad it is never computed) and
+    without an int64 one-hot: (B, H, T, M) arrays fewer in a training step and in a prefill.
+    """
+
+    @staticmethod
+    def forward(ctx, logits: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
+        ctx.save_for_backward(logits)
+        return torch.zeros_like(logits).scatter_(-1, winner[..., None], 1.0)
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor):
+        (logits,) = ctx.saved_tensors
+        share = logits.softmax(-1)
+        return share * (grad - (grad * share).sum(-1, keepdim=True)), None
+
+
 @dataclass
 class SeekingOptions:
     n_units: int = 64  # M units per head (the state knob); state = heads * M * (key_dim + d_head + 1)
@@ -256,12 +276,12 @@ class SeekingUnits(Mixer):
         if self.o.sink:
             sink = self.sink_bid.view(-1, *[1] * (logits.dim() - 2)).expand(*logits.shape[:-1], 1)
             logits = torch.cat([logits, sink], -1)
-        share = logits.softmax(-1)
         if hard:  # forward: the whole message to the top unit; backward: the softmax's gradient
             if winner is None:
-                winner = (share if noise is None else logits.detach() + noise.to(logits.dtype)).argmax(-1)
-            top = F.one_hot(winner, share.shape[-1]).to(share.dtype)
-            share = top + share - share.detach()
+                winner = (logits.detach() if noise is None else logits.detach() + noise.to(logits.dtype)).argmax(-1)
+            share = _HardShare.apply(logits, winner)
+        else:
+            share = logits.softmax(-1)
         return salience[..., None] * (share[..., :-1] if self.o.sink else share)
 
     def _jitter(self, positions: torch.Tensor, n: int) -> torch.Tensor:
