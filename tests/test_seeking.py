@@ -309,19 +309,33 @@ def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape
 
 
 
-def test_hard_share_is_the_one_hot_forward_and_the_softmax_gradient_backward():
-    """The written-out straight-through share against its definition, onehot + softmax - softmax.detach()."""
-    from workbench.mixers.seeking import _HardShare
+def test_hard_write_is_the_one_hot_forward_and_the_softmax_gradient_backward():
+    """The written-out straight-through write against its definition, s * (onehot + softmax - softmax.detach()),
+    with and without the sink's column (a message the sink wins is written nowhere)."""
+    from workbench.mixers.seeking import _HardWrite
 
     torch.manual_seed(0)
-    logits = torch.randn(2, 3, 5, 7, dtype=torch.float64, requires_grad=True)
-    grad = torch.randn(2, 3, 5, 7, dtype=torch.float64)
-    winner = torch.randint(0, 7, (2, 3, 5))  # any winner: the rest scan's, not always the argmax
-    hard = _HardShare.apply(logits, winner)
-    (mine,) = torch.autograd.grad(hard, logits, grad)
-    share = logits.softmax(-1)
-    reference = torch.nn.functional.one_hot(winner, 7).to(share.dtype) + share - share.detach()
-    (theirs,) = torch.autograd.grad(reference, logits, grad)
-    # (the definition rounds: 1 + s - s is 1 only to the last bit; the written-out form is exactly one-hot)
-    assert torch.allclose(hard, reference.detach(), atol=1e-12) and torch.allclose(mine, theirs, atol=1e-12)
-    assert set(hard.unique().tolist()) == {0.0, 1.0}
+    for sink in (False, True):
+        logits = torch.randn(2, 3, 5, 7 + sink, dtype=torch.float64, requires_grad=True)
+        salience = torch.rand(2, 3, 5, dtype=torch.float64, requires_grad=True)
+        grad = torch.randn(2, 3, 5, 7, dtype=torch.float64)
+        winner = torch.randint(0, 7 + sink, (2, 3, 5))  # any winner: the rest scan's, not always the argmax
+        winner[0, 0, :] = 7 if sink else 0  # with the sink: a row it wins
+        hard = _HardWrite.apply(logits, salience, winner, sink)
+        mine = torch.autograd.grad(hard, (logits, salience), grad)
+        share = logits.softmax(-1)
+        full = salience[..., None] * (torch.nn.functional.one_hot(winner, 7 + sink).to(share.dtype) + share - share.detach())
+        reference = full[..., :7]
+        theirs = torch.autograd.grad(reference, (logits, salience), grad)
+        # (the definition rounds: 1 + s - s is 1 only to the last bit; the written-out form is exact)
+        assert torch.allclose(hard, reference.detach(), atol=1e-12)
+        assert all(torch.allclose(a, b, atol=1e-12) for a, b in zip(mine, theirs))
+        assert ((hard > 0).sum(-1) <= 1).all() and (hard.sum(-1) == salience.detach() * (winner < 7)).all()
+
+
+def test_log_keep_matches_log1p_in_value_and_gradient():
+    from workbench.mixers.seeking import _LogKeep
+
+    writes = torch.rand(3, 4, 5, dtype=torch.float64).mul(0.999).requires_grad_()
+    assert torch.autograd.gradcheck(_LogKeep.apply, (writes,))
+    assert torch.allclose(_LogKeep.apply(writes), torch.log1p(-writes))

@@ -202,18 +202,19 @@ def _key_forward(q, k, v, g, start):
     # Now q_right = q * exp(G), k_left = k * exp(G_end - G), total = exp(G_end) (L, n, 1, K).
     update = k_left.transpose(-1, -2) @ v
     if start is None and q.shape[1] == 1:  # one chunk from a zero state: nothing enters it
-        return w @ v, update[:, 0], (decay, w, None)
+        return w @ v, update[:, 0], (g, w, None)
     if start is None:
         start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
     entering, final = _carry_forward(start, update, total.transpose(-1, -2))
-    return w @ v + q_right @ entering, final, (decay, w, entering)
+    return w @ v + q_right @ entering, final, (g, w, entering)
 
 
 def _key_backward(q, k, v, out, saved, grad, grad_final):
     """Gradients of :func:`_key_forward`: dW = tril(do v^T) gives dq, dk on the same tree, dv = W^T do,
     the states' gradients run backwards over the chunks, and dG = q * dq - k * dk (plus the chunk-end
     terms); dg is its reverse cumulative sum."""
-    decay, w, entering = saved
+    g, w, entering = saved
+    decay = g.exp()  # recomputed: g is the saved input (one array for both passes of a mixer), decay is not kept
     chunk = q.shape[-2]
     dw = (grad @ v.transpose(-1, -2)).tril_()
     dv = w.transpose(-1, -2) @ grad
@@ -261,19 +262,20 @@ def _value_forward(q, k, v, g, start):
     # Now right = exp(G), v_left = v * exp(G_end - G), total = exp(G_end) (L, n, 1, V).
     update = k.transpose(-1, -2) @ v_left
     if start is None and q.shape[1] == 1:  # one chunk from a zero state: nothing enters it
-        return out, update[:, 0], (decay, a, None)
+        return out, update[:, 0], (g, a, None)
     if start is None:
         start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
     entering, final = _carry_forward(start, update, total)
     out.addcmul_(q @ entering, right)
-    return out, final, (decay, a, entering)
+    return out, final, (g, a, entering)
 
 
 def _value_backward(q, k, v, out, saved, grad, grad_final):
     """Gradients of :func:`_value_forward`: dA[t, i] = sum_b do_t[b] v_i[b] exp(G_t[b] - G_i[b]) (the
     key form's scores with do and v), dv = the adjoint mix of do, dq = dA k, dk = dA^T q, and
     dG = do * o - v * dv (plus the chunk-end terms); dg is its reverse cumulative sum."""
-    decay, a, entering = saved
+    g, a, entering = saved
+    decay = g.exp()
     chunk = q.shape[-2]
     da = q.new_zeros(*q.shape[:-1], chunk)
     da.diagonal(dim1=-2, dim2=-1).copy_((grad * v).sum(-1))
@@ -326,15 +328,25 @@ class _Chunked(torch.autograd.Function):
         forward = _PASSES[gate][0]
         ctx.gate, ctx.has_start = gate, start is not None
         ctx.slices = _slices(q.shape[0], q[0].numel() * max(q.shape[-1], v.shape[-1], q.shape[-2]) // q.shape[-1])
-        outs, finals, saved = [], [], []
+        # Without a backward to come (a prefill under no_grad) nothing is kept: the trees' arrays go
+        # slice by slice, and each slice's output goes straight into its place in one array.
+        keep = any(ctx.needs_input_grad)
+        out = final = None
+        saved = []
         for sl in ctx.slices:
-            out, final, kept = forward(q[sl], k[sl], v[sl], g[sl], None if start is None else start[sl])
-            outs.append(out)
-            finals.append(final)
-            saved.extend(kept)
-        out = torch.cat(outs) if len(outs) > 1 else outs[0]
-        ctx.save_for_backward(q, k, v, out, *saved)  # freed after backward, like any saved tensor
-        return out, (torch.cat(finals) if len(finals) > 1 else finals[0])
+            part, part_final, kept = forward(q[sl], k[sl], v[sl], g[sl], None if start is None else start[sl])
+            if len(ctx.slices) == 1:
+                out, final = part, part_final
+            else:
+                if out is None:
+                    out = part.new_empty(q.shape[0], *part.shape[1:])
+                    final = part_final.new_empty(q.shape[0], *part_final.shape[1:])
+                out[sl], final[sl] = part, part_final
+            if keep:
+                saved.extend(kept)
+        if keep:
+            ctx.save_for_backward(q, k, v, out, *saved)  # freed after backward, like any saved tensor
+        return out, final
 
     @staticmethod
     def backward(ctx, grad, grad_final):

@@ -119,24 +119,50 @@ from workbench.mixers.base import Mixer
 _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
 
 
-class _HardShare(torch.autograd.Function):
-    """onehot(winner) forward, the gradient of softmax(logits) backward: straight-through, written out.
+class _HardWrite(torch.autograd.Function):
+    """salience x onehot(winner) forward, the gradient of salience x softmax(logits) backward.
 
-    The same numbers as ``onehot + softmax - softmax.detach()``, without the softmax in the forward (it
-    is recomputed from the saved logits in the backward; under no_grad it is never computed) and
-    without an int64 one-hot: (B, H, T, M) arrays fewer in a training step and in a prefill.
+    The straight-through hard write written out: the same numbers as salience * (onehot + softmax -
+    softmax.detach()), but the softmax is not computed in the forward (the backward recomputes it from
+    the saved logits; under no_grad it never runs) and neither the one-hot nor the share is kept: a
+    training step holds (B, H, T, M) arrays fewer, a prefill too. ``logits`` (..., N) may end with the
+    sink's column (N = M + 1, ``sink``): a message the sink wins is written nowhere.
     """
 
     @staticmethod
-    def forward(ctx, logits: torch.Tensor, winner: torch.Tensor) -> torch.Tensor:
-        ctx.save_for_backward(logits)
-        return torch.zeros_like(logits).scatter_(-1, winner[..., None], 1.0)
+    def forward(ctx, logits: torch.Tensor, salience: torch.Tensor, winner: torch.Tensor, sink: bool) -> torch.Tensor:
+        units = logits.shape[-1] - sink
+        taken = (winner < units).to(salience.dtype)  # 0 where the sink won
+        index = winner.clamp(max=units - 1)[..., None]
+        ctx.save_for_backward(logits, salience, index, taken)
+        ctx.sink = sink
+        return logits.new_zeros(*logits.shape[:-1], units).scatter_(-1, index, (salience * taken)[..., None])
 
     @staticmethod
     def backward(ctx, grad: torch.Tensor):
-        (logits,) = ctx.saved_tensors
+        logits, salience, index, taken = ctx.saved_tensors
+        d_salience = grad.gather(-1, index).squeeze(-1) * taken
+        d_share = grad * salience[..., None]
+        if ctx.sink:  # the sink's column is written nowhere: no gradient arrives at its share
+            d_share = F.pad(d_share, (0, 1))
         share = logits.softmax(-1)
-        return share * (grad - (grad * share).sum(-1, keepdim=True)), None
+        return share * (d_share - (d_share * share).sum(-1, keepdim=True)), d_salience, None, None
+
+
+class _LogKeep(torch.autograd.Function):
+    """log(1 - a) keeping only its output: d/da = -exp(-log(1 - a)). ``torch.log1p(-a)`` keeps -a as well,
+    a (B, H, T, M) array more at the peak of a training step; the output is kept by the chunked passes anyway."""
+
+    @staticmethod
+    def forward(ctx, writes: torch.Tensor) -> torch.Tensor:
+        log_keep = torch.log1p(-writes)
+        ctx.save_for_backward(log_keep)
+        return log_keep
+
+    @staticmethod
+    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
+        (log_keep,) = ctx.saved_tensors
+        return -grad * torch.exp(-log_keep)
 
 
 @dataclass
@@ -266,7 +292,10 @@ class SeekingUnits(Mixer):
         else:
             bids = torch.einsum("bhtk,hmk->bhtm", qk[1], interests)
         bids = self.hook_bids(bids)
-        salience = self.hook_salience(torch.sigmoid(sal.transpose(-1, -2) + self.salience_bias[:, None]))
+        # Contiguous (B, H, T): the writes it scales take its layout, and the chunked passes want (B, H, T, M) in order.
+        salience = torch.sigmoid(sal.transpose(-1, -2).contiguous() + self.salience_bias[:, None])
+        # At most _MAX_WRITE, so no write (salience times a share <= 1) needs a clamp of its own.
+        salience = self.hook_salience(salience.clamp(max=_MAX_WRITE))
         return q, k, v, bids, salience
 
     def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None,
@@ -279,9 +308,8 @@ class SeekingUnits(Mixer):
         if hard:  # forward: the whole message to the top unit; backward: the softmax's gradient
             if winner is None:
                 winner = (logits.detach() if noise is None else logits.detach() + noise.to(logits.dtype)).argmax(-1)
-            share = _HardShare.apply(logits, winner)
-        else:
-            share = logits.softmax(-1)
+            return _HardWrite.apply(logits, salience, winner, self.o.sink)
+        share = logits.softmax(-1)
         return salience[..., None] * (share[..., :-1] if self.o.sink else share)
 
     def _jitter(self, positions: torch.Tensor, n: int) -> torch.Tensor:
@@ -393,6 +421,7 @@ class SeekingUnits(Mixer):
             rest = self._rest_grad(rest.unflatten(0, (b, self.n_heads)), strength)
             winner = None if winner is None else winner.unflatten(0, (b, self.n_heads))
             gain = rest if gain is None else rest + gain
+            del logits, rest
         if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
             self.hook_gain(gain.exp())
         noise = self._jitter(torch.arange(t, device=x.device), bids.shape[-1] + self.o.sink) if self.o.write_jitter \
@@ -406,16 +435,19 @@ class SeekingUnits(Mixer):
             matched = self._match(F.pad(ahead, (0, 0, 1, 0))[:, :, :t])
             writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
                                   noise)
-        writes = self.hook_writes(writes.clamp(max=_MAX_WRITE))
-        log_keep = torch.log1p(-writes)
+        writes = self.hook_writes(writes)
+        del bids, gain  # (B, H, T, M) each: a prefill's peak memory is the arrays still referenced here
+        log_keep = _LogKeep.apply(writes)
         chunk = self.o.chunk_size
         scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
         if self.o.occupancy_scale:
             scores = scores * self._read_scale(log_keep.cumsum(2))[..., None]
         weights = self.hook_read_weights(scores.softmax(-1))
+        del scores, q, k
         read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
         if self.training:
             self._stats(writes)
+        del writes, log_keep, weights
         self.aux_loss = self.o.write_cost * salience.mean() if self.o.write_cost and self.training else None
         return self._finish(read.transpose(1, 2).reshape(b, t, -1))
 
@@ -474,7 +506,6 @@ class SeekingUnits(Mixer):
             _, match_keys = gla_step(k, k, first, torch.log1p(-first), match_keys, gate="value")
             writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
                                   noise)
-        writes = writes.clamp(max=_MAX_WRITE)
         log_keep = torch.log1p(-writes)
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
         log_empty = state.get("log_empty")
