@@ -192,3 +192,17 @@ def test_stability_rows_show_the_worst_seeds_fall_and_write_share_in_the_full_ta
     assert "| copy | largest fall between evals (worst seed) | 0.300 | - |" in blocks["compare-v2-full"]
     assert "| copy | write share at the end (lowest seed) | 0.050 | - |" in blocks["compare-v2-full"]
     assert "largest fall" not in blocks["compare-v2-full-brief"]
+
+
+def test_memory_profile_block_shows_each_mixers_peak_and_its_ratio_to_the_transformer(tmp_path: Path):
+    import json
+
+    points = [{"mixer": m, "variant": "default", "n": 1024, "phase": ph, "peak_live_mib": mib}
+              for m, ph, mib in (("seeking", "train", 1400.0), ("seeking", "prefill", 430.0),
+                                 ("transformer", "train", 800.0), ("transformer", "prefill", 416.0))]
+    (tmp_path / "memory-profile-cpu-1thread.json").write_text(json.dumps(
+        {"points": points, "settings": {"d_model": 128, "tokens_per_batch": 65536, "dtype": "float32"},
+         "method": "profiler", "git_commit": "abc", "device": "cpu-1thread"}))
+    table = render_blocks(tmp_path)["memory-profile-cpu-1thread"]
+    assert "| mixer | train n=1024 | prefill n=1024 |" in table
+    assert "| seeking | 1,400 (1.75x) | 430 (1.03x) |" in table and "| transformer | 800 | 416 |" in table

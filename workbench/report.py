@@ -334,6 +334,10 @@ def render_blocks(results: Path) -> dict[str, str]:
         blocks[path.stem] = scaling_markdown(json.loads(path.read_text()))
     for path in sorted(results.glob("long-context-*.json")):  # long-context-<device>[-bf16]
         blocks[path.stem] = long_context_markdown(json.loads(path.read_text()))
+    from workbench.bench.memory_profile import memory_markdown
+
+    for path in sorted(results.glob("memory-profile-*.json")):  # memory-profile-<device>: peak live MiB by op
+        blocks[path.stem] = memory_markdown(json.loads(path.read_text()))
     from workbench.bench.decode_pair import decode_markdown
 
     for path in sorted(results.glob("decode-side-by-side-*.json")):  # decode-side-by-side-<device>[-n<n>][-batch<b>]

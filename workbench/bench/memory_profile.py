@@ -198,8 +198,35 @@ def format_memory_table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def memory_markdown(result: dict[str, Any]) -> str:
+    """Peak live MiB per mixer and (phase, n), with the ratio to the transformer's at the same point (README, paper)."""
+    columns = list(dict.fromkeys(f"{p['phase']} n={p['n']}" for p in result["points"]))
+    rows: dict[str, dict[str, float]] = defaultdict(dict)
+    for p in result["points"]:
+        rows[p["mixer"] + ("" if p["variant"] == "default" else f" ({p['variant']})")][f"{p['phase']} n={p['n']}"] = \
+            p["peak_live_mib"]
+    base = rows.get("transformer", {})
+    lines = ["| mixer | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
+    for name, values in rows.items():
+        cells = []
+        for column in columns:
+            value = values.get(column)
+            ratio = f" ({value / base[column]:.2f}x)" if value is not None and base.get(column) and name != "transformer" \
+                else ""
+            cells.append("-" if value is None else f"{value:,.0f}{ratio}")
+        lines.append(f"| {name} | " + " | ".join(cells) + " |")
+    settings = result["settings"]
+    lines += ["", f"Peak live tensor MiB above the step's start (ratio to the transformer's), one block, d_model "
+              f"{settings['d_model']}, {settings['tokens_per_batch']:,} tokens per batch, {settings['dtype']}; "
+              f"{result.get('method', '')}. Commit {(result.get('git_commit') or 'not recorded')[:12]}, "
+              f"{result.get('device')}."]
+    if result.get("note"):
+        lines.append(f"Note: {result['note']}")
+    return "\n".join(lines)
+
+
 def add_memory_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("--mixers", default="inverted,transformer", help="comma list, or 'all'")
+    parser.add_argument("--mixers", default="inverted,seeking,transformer", help="comma list, or 'all'")
     parser.add_argument("--lengths", default="256,1024,4096", help="comma list of sequence lengths")
     parser.add_argument("--phases", default="train,prefill", help="comma list of train, prefill")
     parser.add_argument("--d-model", type=int, default=128)

@@ -262,20 +262,21 @@ def _value_forward(q, k, v, g, start):
     # Now right = exp(G), v_left = v * exp(G_end - G), total = exp(G_end) (L, n, 1, V).
     update = k.transpose(-1, -2) @ v_left
     if start is None and q.shape[1] == 1:  # one chunk from a zero state: nothing enters it
-        return out, update[:, 0], (g, a, None)
+        return out, update[:, 0], (g, None, None)
     if start is None:
         start = q.new_zeros(q.shape[0], q.shape[-1], v.shape[-1])
     entering, final = _carry_forward(start, update, total)
     out.addcmul_(q @ entering, right)
-    return out, final, (g, a, entering)
+    return out, final, (g, None, entering)  # A is one matmul: recomputed in backward, not kept
 
 
 def _value_backward(q, k, v, out, saved, grad, grad_final):
     """Gradients of :func:`_value_forward`: dA[t, i] = sum_b do_t[b] v_i[b] exp(G_t[b] - G_i[b]) (the
     key form's scores with do and v), dv = the adjoint mix of do, dq = dA k, dk = dA^T q, and
     dG = do * o - v * dv (plus the chunk-end terms); dg is its reverse cumulative sum."""
-    g, a, entering = saved
+    g, _, entering = saved
     decay = g.exp()
+    a = (q @ k.transpose(-1, -2)).tril_()
     chunk = q.shape[-2]
     da = q.new_zeros(*q.shape[:-1], chunk)
     da.diagonal(dim1=-2, dim2=-1).copy_((grad * v).sum(-1))
