@@ -162,7 +162,7 @@ class _LogKeep(torch.autograd.Function):
     @staticmethod
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (log_keep,) = ctx.saved_tensors
-        return -grad * torch.exp(-log_keep)
+        return torch.neg(log_keep).exp_().mul_(grad).neg_()  # one array, not four
 
 
 @dataclass
