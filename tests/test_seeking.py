@@ -35,6 +35,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"occupancy_scale": True}), (False, {"occupancy_scale": True, "hard_writes": False}),
     (True, {"signed_keys": True}), (True, {"rest_learned": True}), (True, {"rest_learned": True, "sink": True}),
     (True, {"rest_learned": True, "rest_on_wins": False}), (True, {"rest_learned": True, "hard_writes": False}),
+    (True, {"qk_norm": True}), (True, {"qk_norm": True, "signed_keys": True, "read_temperature": 3.0}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -339,3 +340,22 @@ def test_log_keep_matches_log1p_in_value_and_gradient():
     writes = torch.rand(3, 4, 5, dtype=torch.float64).mul(0.999).requires_grad_()
     assert torch.autograd.gradcheck(_LogKeep.apply, (writes,))
     assert torch.allclose(_LogKeep.apply(writes), torch.log1p(-writes))
+
+
+def test_qk_norm_reads_by_cosine_with_a_learned_temperature_per_head():
+    """With qk_norm the read's query has the head's temperature as its length and the keys unit length,
+    whatever the projection's scale; the temperature starts at read_temperature and gets a gradient."""
+    torch.manual_seed(0)
+    mixer = SeekingUnits(16, SeekingOptions(n_heads=2, n_units=5, chunk_size=4, qk_norm=True, signed_keys=True,
+                                            read_temperature=5.0)).double()
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    q, k, *_ = mixer._project(x)
+    torch.testing.assert_close(q.norm(dim=-1), torch.full_like(q[..., 0], 5.0))
+    torch.testing.assert_close(k.norm(dim=-1), torch.ones_like(k[..., 0]))
+    with torch.no_grad():
+        mixer.proj.weight.mul_(10.0)  # the projection's scale no longer reaches the scores
+    q10, k10, *_ = mixer._project(x)
+    torch.testing.assert_close(q10, q)
+    torch.testing.assert_close(k10, k)
+    mixer(x).square().sum().backward()
+    assert mixer.read_log_scale.grad is not None and mixer.read_log_scale.grad.abs().sum() > 0

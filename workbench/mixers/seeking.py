@@ -74,6 +74,12 @@ more numbers of state per head), so the top score keeps its weight as the memory
 (``signed_keys``, off until measured): queries and keys skip the swish, so two unrelated keys score
 near 0 rather than near the product of two positive vectors' norms.
 
+QK-norm (``qk_norm``, off until measured; Henry et al. 2020, arXiv 2010.04245): queries and keys are
+scaled to unit length and the read's scores multiplied by a learned temperature per head (starting at
+``read_temperature``), so a query scores its own key's unit near the temperature and an unrelated unit
+near 0 (with ``signed_keys``) however many units hold a message; a raw dot product of two positive
+vectors leaves every rival a sizeable score, and trained on 16 pairs the read meets 64 at (1024, 64).
+
 Rest strength per head (``rest_learned``; off until measured): beta sets where a head sits between
 seeking by content (beta -> 0: the bids alone choose) and taking turns (beta -> inf: the least
 recently loaded unit takes the message, a ring). With ``rest_learned`` each head learns its own,
@@ -189,6 +195,8 @@ class SeekingOptions:
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
     occupancy_scale: bool = False  # read scores times s_h log(1 + units occupied): sharper as the memory fills
     signed_keys: bool = False  # queries and keys without the swish: signed, so unrelated keys score near 0
+    qk_norm: bool = False  # queries and keys of unit length, the read's scores times a learned temperature per head
+    read_temperature: float = 8.0  # with qk_norm: where that temperature starts
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -198,13 +206,14 @@ class SeekingUnits(Mixer):
     options_added_later = {"bid_rank": 0, "bid_temperature": 0.0, "hold": 0.0, "hold_heads": 0, "hold_learned": False,
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
-                           "signed_keys": False, "rest_learned": False}
+                           "signed_keys": False, "rest_learned": False, "qk_norm": False,
+                           "read_temperature": 8.0}
     options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
-                     "occupancy_scale", "signed_keys", "rest_learned"):
+                     "occupancy_scale", "signed_keys", "rest_learned", "qk_norm"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -228,7 +237,7 @@ class SeekingUnits(Mixer):
             raise ConfigError(f"d_model={d_model} must split into seeking.n_heads={o.n_heads} equal heads")
         for name, positive in (("recovery", True), ("rest_strength", False), ("salience_bias", None),
                                ("norm_eps", True), ("bid_temperature", False), ("hold", False),
-                               ("write_cost", False), ("match", False)):
+                               ("write_cost", False), ("match", False), ("read_temperature", True)):
             value = getattr(o, name)
             if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value):
                 raise ConfigError(f"seeking.{name} must be a finite number, got {value!r}")
@@ -262,6 +271,8 @@ class SeekingUnits(Mixer):
         if o.occupancy_scale:  # s_h starts at 1 / log(1 + M): scale 1 when every unit holds a message
             self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
+        if o.qk_norm:  # log of the read's temperature per head
+            self.read_log_scale = nn.Parameter(torch.full((o.n_heads, 1, 1), math.log(o.read_temperature)))
         if o.rest_learned:  # log of beta_h over its starting value
             self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
@@ -282,6 +293,9 @@ class SeekingUnits(Mixer):
         qk, v, sal, code = self.proj(x).split([2 * h * dk, h * dv, h, self.o.bid_rank], dim=-1)
         qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
         q, k = (qk if self.o.signed_keys else F.silu(qk)).unbind(0)
+        if self.o.qk_norm:  # a cosine read: how many units hold a message no longer sets how sharp it is
+            q = F.normalize(q, dim=-1) * self.read_log_scale.exp()
+            k = F.normalize(k, dim=-1)
         v = F.silu(v.unflatten(-1, (h, dv)).transpose(-2, -3))
         # The bid scale tau / sqrt(dim) goes on the (H, M, dim) interests, not on the (B, H, T, M) bids.
         interests = self.interests * self.interests.shape[-1] ** -0.5
