@@ -80,6 +80,12 @@ scaled to unit length and the read's scores multiplied by a learned temperature 
 near 0 (with ``signed_keys``) however many units hold a message; a raw dot product of two positive
 vectors leaves every rival a sizeable score, and trained on 16 pairs the read meets 64 at (1024, 64).
 
+Read before write (``read_before_write``, off until measured): token t reads the slots as they were
+after token t - 1, so no token reads its own message back. With the read after the write a token can
+pass itself through the memory (its own key matches the unit it has just written), which rewards
+writing at queries and filler - and every such write wears a unit that holds an older message; the
+token's own content still reaches the output through the block's residual and short convolution.
+
 Rest strength per head (``rest_learned``; off until measured): beta sets where a head sits between
 seeking by content (beta -> 0: the bids alone choose) and taking turns (beta -> inf: the least
 recently loaded unit takes the message, a ring). With ``rest_learned`` each head learns its own,
@@ -123,6 +129,16 @@ from workbench.kernels.rest_scan import rest_step
 from workbench.mixers.base import Mixer
 
 _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
+
+
+def _ahead(x: torch.Tensor) -> torch.Tensor:
+    """(..., T, D) -> x_{t+1} at t (zero at the end)."""
+    return F.pad(x[..., 1:, :], (0, 0, 0, 1))
+
+
+def _behind(x: torch.Tensor) -> torch.Tensor:
+    """(..., T, D) -> x_{t-1} at t (zero at the start): with :func:`_ahead`, a read of the state before t."""
+    return F.pad(x[..., :-1, :], (0, 0, 1, 0))
 
 
 class _HardWrite(torch.autograd.Function):
@@ -197,6 +213,7 @@ class SeekingOptions:
     signed_keys: bool = False  # queries and keys without the swish: signed, so unrelated keys score near 0
     qk_norm: bool = False  # queries and keys of unit length, the read's scores times a learned temperature per head
     read_temperature: float = 8.0  # with qk_norm: where that temperature starts
+    read_before_write: bool = False  # a token reads the units as they were before it wrote: its own message is not read back
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -207,13 +224,13 @@ class SeekingUnits(Mixer):
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
                            "signed_keys": False, "rest_learned": False, "qk_norm": False,
-                           "read_temperature": 8.0}
+                           "read_temperature": 8.0, "read_before_write": False}
     options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
-                     "occupancy_scale", "signed_keys", "rest_learned", "qk_norm"):
+                     "occupancy_scale", "signed_keys", "rest_learned", "qk_norm", "read_before_write"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -229,6 +246,9 @@ class SeekingUnits(Mixer):
         if o.rest_learned and not (o.refractory and o.rest_strength > 0):
             raise ConfigError("seeking.rest_learned learns the rest strength: it needs seeking.refractory=true and "
                               "seeking.rest_strength > 0")
+        if o.read_before_write and (o.match or o.occupancy_scale):
+            raise ConfigError("seeking.read_before_write does not go with seeking.match or seeking.occupancy_scale "
+                              "(both count the token's own write)")
         if o.hold_heads > o.n_heads:
             raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
@@ -453,12 +473,20 @@ class SeekingUnits(Mixer):
         del bids, gain  # (B, H, T, M) each: a prefill's peak memory is the arrays still referenced here
         log_keep = _LogKeep.apply(writes)
         chunk = self.o.chunk_size
-        scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
+        if self.o.read_before_write:  # token t reads S_{t-1}: the query of t + 1 against S_t, moved one on
+            scores, _ = gla_chunked(_ahead(q), k, writes, log_keep, gate="value", chunk_size=chunk)
+            scores = _behind(scores)
+        else:
+            scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
         if self.o.occupancy_scale:
             scores = scores * self._read_scale(log_keep.cumsum(2))[..., None]
         weights = self.hook_read_weights(scores.softmax(-1))
         del scores, q, k
-        read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
+        if self.o.read_before_write:
+            read, _ = gla_chunked(_ahead(weights), writes, v, log_keep, gate="key", chunk_size=chunk)
+            read = _behind(read)
+        else:
+            read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
         if self.training:
             self._stats(writes)
         del writes, log_keep, weights
@@ -522,12 +550,16 @@ class SeekingUnits(Mixer):
                                   noise)
         log_keep = torch.log1p(-writes)
         scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
+        if self.o.read_before_write:  # the slots as they were before this token's write
+            scores = (q[..., None, :] @ state["key_slots"]).squeeze(-2)
         log_empty = state.get("log_empty")
         if self.o.occupancy_scale:
             log_empty = log_empty + log_keep
             scores = scores * self._read_scale(log_empty)[..., None]
         weights = self.hook_read_weights(scores.softmax(-1))
         read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
+        if self.o.read_before_write:
+            read = (weights[..., None, :] @ state["value_slots"]).squeeze(-2)
         new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
                "match_keys": match_keys, "position": position, "log_empty": log_empty}
         return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
