@@ -952,8 +952,9 @@ if multistream:
 # Change the units per head, rest on or off, whether rest counts the writes units actually take
 # (`rest_on_wins`, the default; off, rest counts the demand by content alone, the first design), the
 # rest strength beta (small: the bids choose; large: the units take turns, like a ring), whether each
-# head learns its own beta from there (`rest_learned`; the training log reports where it settles) and
-# the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
+# head learns its own beta from there (`rest_learned`; the training log reports where it settles),
+# a cosine read with a learned temperature (`qk_norm`), whether a token reads the units as they were
+# before its own write (`read_before_write`), and the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
 # the model trained above.
 
 # %%
@@ -981,6 +982,8 @@ if multistream:
         "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=64.0, step=1.0,
                                              description="rest beta"),
         "rest_learned": widgets.Checkbox(value=SeekingOptions().rest_learned, description="learn beta per head"),
+        "qk_norm": widgets.Checkbox(value=SeekingOptions().qk_norm, description="cosine read (qk_norm)"),
+        "read_before_write": widgets.Checkbox(value=SeekingOptions().read_before_write, description="read before write"),
         "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),
     }
     ms_button, ms_status = widgets.Button(description="train & redraw", button_style="primary"), widgets.HTML()
@@ -1001,7 +1004,7 @@ if multistream:
         try:
             values = {k: w.value for k, w in ms_knobs.items()}
             trained, record, seconds = train_multistream(
-                "seeking", {k: values[k] for k in ("n_units", "refractory", "rest_on_wins", "rest_strength", "rest_learned")},
+                "seeking", {k: v for k, v in values.items() if k != "n_steps"},
                 values["n_steps"], ms_task)
             spec = specialization(trained)[2]
         except ConfigError as exc:
