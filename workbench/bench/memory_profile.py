@@ -182,8 +182,8 @@ def run_memory_profile(mixers: tuple[str, ...], lengths: tuple[int, ...], phases
     return result
 
 
-def format_memory_table(result: dict[str, Any]) -> str:
-    """Peak live MiB per (mixer, variant) row and (phase, n) column."""
+def _peaks(result: dict[str, Any]) -> tuple[list[str], dict[str, dict[str, float]]]:
+    """(columns "phase n=N" in order met, {row "mixer[ (variant)]": {column: peak live MiB}})."""
     rows: dict[str, dict[str, float]] = defaultdict(dict)
     columns: list[str] = []
     for p in result["points"]:
@@ -191,6 +191,12 @@ def format_memory_table(result: dict[str, Any]) -> str:
         if column not in columns:
             columns.append(column)
         rows[p["mixer"] + ("" if p["variant"] == "default" else f" ({p['variant']})")][column] = p["peak_live_mib"]
+    return columns, rows
+
+
+def format_memory_table(result: dict[str, Any]) -> str:
+    """Peak live MiB per (mixer, variant) row and (phase, n) column."""
+    columns, rows = _peaks(result)
     width = max(len(r) for r in rows) + 2
     lines = ["peak live tensor MiB above the step's start", "".ljust(width) + "".join(c.rjust(16) for c in columns)]
     for name, values in rows.items():
@@ -200,11 +206,7 @@ def format_memory_table(result: dict[str, Any]) -> str:
 
 def memory_markdown(result: dict[str, Any]) -> str:
     """Peak live MiB per mixer and (phase, n), with the ratio to the transformer's at the same point (README, paper)."""
-    columns = list(dict.fromkeys(f"{p['phase']} n={p['n']}" for p in result["points"]))
-    rows: dict[str, dict[str, float]] = defaultdict(dict)
-    for p in result["points"]:
-        rows[p["mixer"] + ("" if p["variant"] == "default" else f" ({p['variant']})")][f"{p['phase']} n={p['n']}"] = \
-            p["peak_live_mib"]
+    columns, rows = _peaks(result)
     base = rows.get("transformer", {})
     lines = ["| mixer | " + " | ".join(columns) + " |", "|---|" + "---|" * len(columns)]
     for name, values in rows.items():
