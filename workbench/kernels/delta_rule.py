@@ -156,11 +156,15 @@ def gated_delta_rule_chunked(
 
     state = _initial(initial_state, k, v)
     outputs = []
-    for i in range(n):
-        u = u0[:, :, i] - w[:, :, i] @ state  # the chunk's pseudo-values, given its starting state
-        outputs.append(q_decayed[:, :, i] @ state + p[:, :, i] @ u)
-        decayed = state if carry is None else carry[:, :, i] * state
-        state = decayed + k_end[:, :, i].transpose(-1, -2) @ u
+    # unbind, not x[:, :, i] per chunk: the backward of an index allocates a zero array the size of
+    # x for every chunk (n of them per input), that of unbind stacks the n gradients once.
+    carries = [None] * n if carry is None else carry.unbind(2)
+    for u0_i, w_i, q_i, p_i, k_i, carry_i in zip(u0.unbind(2), w.unbind(2), q_decayed.unbind(2), p.unbind(2),
+                                                   k_end.unbind(2), carries):
+        u = u0_i - w_i @ state  # the chunk's pseudo-values, given its starting state
+        outputs.append(q_i @ state + p_i @ u)
+        decayed = state if carry_i is None else carry_i * state
+        state = decayed + k_i.transpose(-1, -2) @ u
     out = torch.stack(outputs, dim=2)
     out = out.reshape(b, h, n * c, d_v)
     return (out[:, :, :t] if pad else out), state
