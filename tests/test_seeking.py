@@ -38,6 +38,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"qk_norm": True}), (True, {"qk_norm": True, "signed_keys": True, "read_temperature": 3.0}),
     (True, {"read_before_write": True}), (False, {"read_before_write": True, "hard_writes": False, "sink": True}),
     (True, {"read_before_write": True, "rest_on_wins": False, "hold": 3.0}),
+    (True, {"n_units": 6, "n_pools": 3}), (True, {"n_units": 6, "n_pools": 2, "sink": True}),
+    (False, {"n_units": 6, "n_pools": 2}), (True, {"n_units": 6, "n_pools": 2, "rest_on_wins": False, "hold": 3.0}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -297,6 +299,9 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"rest_learned": 1}, "true or false"), ({"rest_learned": True, "refractory": False}, "refractory=true"),
     ({"rest_learned": True, "rest_strength": 0.0}, "rest_strength > 0"),
     ({"salience_bias": float("nan")}, "finite"), ({"n_units": True}, "n_units"),
+    ({"n_pools": 0}, "n_pools"), ({"n_units": 6, "n_pools": 4}, "divide"),
+    ({"n_units": 6, "n_pools": 2, "hard_writes": False}, "hard_writes=true"),
+    ({"n_units": 6, "n_pools": 2, "write_jitter": True, "rest_on_wins": False}, "n_pools"),
 ])
 def test_bad_options_are_rejected(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -386,3 +391,22 @@ def test_read_before_write_reads_the_slots_as_they_were_before_the_tokens_own_wr
         assert not torch.allclose(y[:, 5:], y_dropped[:, 5:])
     with pytest.raises(ConfigError, match="read_before_write"):
         SeekingUnits.check_options(SeekingOptions(read_before_write=True, occupancy_scale=True), 128)
+
+
+def test_pools_send_a_message_to_the_pool_its_content_chose_and_rest_only_turns_units_inside_it():
+    """n_pools: the pool is argmax_p logsumexp of its units' bids (content alone); the unit inside it is the
+    best after rest. The same message over and over: without pools rest spreads it over every unit, with
+    pools only over the chosen pool's units, which take turns."""
+    mixer = make(n_units=6, n_pools=3, recovery=50.0, rest_strength=8.0)
+    x = torch.randn(1, 1, 16, dtype=torch.float64, generator=torch.Generator().manual_seed(3)).expand(1, 40, 16)
+    with capture(mixer, ["hook_bids", "hook_writes"]) as seen:
+        mixer(x)
+    bids, writes = seen["hook_bids"][0, :, 0], seen["hook_writes"][0]  # (H, M), (H, T, M)
+    for head in range(2):
+        pool = int(bids[head].view(3, 2).logsumexp(-1).argmax())
+        took = writes[head].sum(0) > 0
+        assert took[2 * pool: 2 * pool + 2].all() and took.sum() == 2  # both units of the pool, no other
+    free = make(n_units=6, recovery=50.0, rest_strength=8.0)
+    with capture(free, ["hook_writes"]) as seen:
+        free(x)
+    assert ((seen["hook_writes"][0].sum(1) > 0).sum(-1) > 2).all()  # one pool: rest spreads it wider

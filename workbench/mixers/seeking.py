@@ -94,6 +94,13 @@ gradient, but its rest enters the writes' softmax beside the bids, so d rest / d
 carries the loss's preference for a rested or a favoured unit back to beta_h, as the straight-through
 share does for the bids.
 
+Pools (``n_pools`` P > 1; off until measured): one rest for all M units lets a frequent kind of
+message, whose units are all resting, spill into the units of a rare kind, evicting what they hold.
+With pools the content alone chooses a pool of M / P units (argmax_p of logsumexp of its units'
+bids) and rest picks the unit inside it, so units take turns among their own kind (a FIFO per kind),
+and a kind's messages never displace another's. The writes' softmax still runs over every unit (the
+straight-through gradient), so the bids learn which pool a message belongs to.
+
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
 refractory recurrence (further sweeps alternate between concentrating and spreading the writes rather
@@ -129,6 +136,7 @@ from workbench.kernels.rest_scan import rest_step
 from workbench.mixers.base import Mixer
 
 _MAX_WRITE = 1.0 - 1e-6  # a unit never forgets entirely in one step: log(1 - a) stays finite
+_OUT_OF_REACH = -1e9  # the logit of a unit outside the chosen pool: finite, so rest added to it stays finite
 
 
 def _ahead(x: torch.Tensor) -> torch.Tensor:
@@ -214,6 +222,7 @@ class SeekingOptions:
     qk_norm: bool = False  # queries and keys of unit length, the read's scores times a learned temperature per head
     read_temperature: float = 8.0  # with qk_norm: where that temperature starts
     read_before_write: bool = False  # a token reads the units as they were before it wrote: its own message is not read back
+    n_pools: int = 1  # P > 1: the bids by content choose a pool of M / P units, rest picks the unit inside it
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -224,7 +233,7 @@ class SeekingUnits(Mixer):
                            "sink": False, "hard_writes": False, "match": 0.0, "write_cost": 0.0,
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
                            "signed_keys": False, "rest_learned": False, "qk_norm": False,
-                           "read_temperature": 8.0, "read_before_write": False}
+                           "read_temperature": 8.0, "read_before_write": False, "n_pools": 1}
     options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
@@ -234,7 +243,7 @@ class SeekingUnits(Mixer):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
-                               ("value_dim", 0), ("bid_rank", 0), ("hold_heads", 0)):
+                               ("value_dim", 0), ("bid_rank", 0), ("hold_heads", 0), ("n_pools", 1)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
@@ -249,6 +258,11 @@ class SeekingUnits(Mixer):
         if o.read_before_write and (o.match or o.occupancy_scale):
             raise ConfigError("seeking.read_before_write does not go with seeking.match or seeking.occupancy_scale "
                               "(both count the token's own write)")
+        if o.n_pools > 1 and o.n_units % o.n_pools:
+            raise ConfigError(f"seeking.n_pools={o.n_pools} must divide seeking.n_units={o.n_units}")
+        if o.n_pools > 1 and (not o.hard_writes or o.match or o.write_jitter):
+            raise ConfigError("seeking.n_pools > 1 chooses a pool, then a unit in it: it needs seeking.hard_writes=true "
+                              "and goes without seeking.match and seeking.write_jitter")
         if o.hold_heads > o.n_heads:
             raise ConfigError(f"seeking.hold_heads={o.hold_heads} is more than seeking.n_heads={o.n_heads}")
         if o.chunk_size & (o.chunk_size - 1):
@@ -333,18 +347,34 @@ class SeekingUnits(Mixer):
         return q, k, v, bids, salience
 
     def _writes(self, bids: torch.Tensor, salience: torch.Tensor, log_gain: torch.Tensor | None,
-                hard: bool = False, noise: torch.Tensor | None = None, winner: torch.Tensor | None = None
-                ) -> torch.Tensor:
+                hard: bool = False, noise: torch.Tensor | None = None, winner: torch.Tensor | None = None,
+                closed: torch.Tensor | None = None) -> torch.Tensor:
         logits = bids if log_gain is None else bids + log_gain
         if self.o.sink:
             sink = self.sink_bid.view(-1, *[1] * (logits.dim() - 2)).expand(*logits.shape[:-1], 1)
             logits = torch.cat([logits, sink], -1)
         if hard:  # forward: the whole message to the top unit; backward: the softmax's gradient
+            if winner is None and closed is not None:  # the best unit of the pool the content chose
+                winner = self._in_pool(logits.detach(), closed).argmax(-1)
             if winner is None:
                 winner = (logits.detach() if noise is None else logits.detach() + noise.to(logits.dtype)).argmax(-1)
             return _HardWrite.apply(logits, salience, winner, self.o.sink)
         share = logits.softmax(-1)
         return salience[..., None] * (share[..., :-1] if self.o.sink else share)
+
+    def _closed_pools(self, bids: torch.Tensor) -> torch.Tensor | None:
+        """(..., P) True for every pool but the one the content chose, argmax_p logsumexp of the pool's bids;
+        None with one pool. No gradient: the writes' softmax over every unit teaches the bids."""
+        if self.o.n_pools == 1:
+            return None
+        pooled = bids.detach().unflatten(-1, (self.o.n_pools, -1)).logsumexp(-1)
+        return torch.arange(self.o.n_pools, device=bids.device) != pooled.argmax(-1, keepdim=True)
+
+    def _in_pool(self, logits: torch.Tensor, closed: torch.Tensor) -> torch.Tensor:
+        """logits (..., M) with the closed pools' units out of reach (a copy; a sink column, if any, stays)."""
+        m = self.n_units
+        units = logits[..., :m].unflatten(-1, (self.o.n_pools, -1)).masked_fill(closed[..., None], _OUT_OF_REACH)
+        return torch.cat([units.flatten(-2), logits[..., m:]], -1) if logits.shape[-1] > m else units.flatten(-2)
 
     def _jitter(self, positions: torch.Tensor, n: int) -> torch.Tensor:
         """Gumbel noise g[..., h, t, m] fixed by (position, head, unit): a hash, so no table and no max_len.
@@ -435,6 +465,7 @@ class SeekingUnits(Mixer):
         # The writes by content alone feed the demand's rest and hold; rest on wins alone does not need them.
         writes = None if self.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
         gain, winner = None, None
+        closed = self._closed_pools(bids)
         if self.o.refractory and not self.rest_on_wins:
             flat = writes.flatten(0, 1)  # (B H, T, M): the scan runs along dim 1
             load = ema_chunked(flat, self.keep.expand(self.n_units), self.o.chunk_size).unflatten(0, (b, self.n_heads))
@@ -446,6 +477,8 @@ class SeekingUnits(Mixer):
             gain = held if gain is None else gain + held
         if self.rest_on_wins:  # the rest scan runs token by token: M numbers per head, no matmul
             logits = bids.detach() if gain is None else (bids + gain).detach()
+            if closed is not None:
+                logits = self._in_pool(logits, closed)
             sink = self._sink_row(salience.shape[:2])
             scan = get_impl("rest_scan", x.device)
             strength = self._strength(salience.shape[:2], 2)
@@ -461,7 +494,7 @@ class SeekingUnits(Mixer):
         noise = self._jitter(torch.arange(t, device=x.device), bids.shape[-1] + self.o.sink) if self.o.write_jitter \
             else None
         if gain is not None or self.o.hard_writes:
-            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner)
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner, closed)
         if self.o.match:  # K1_{t-1}^T k_t: read the memory these writes make with the *next* token's key
             first = writes.clamp(max=_MAX_WRITE)
             k_next = F.pad(k[:, :, 1:], (0, 0, 0, 1))
@@ -520,6 +553,7 @@ class SeekingUnits(Mixer):
         q, k, v, bids, salience = (z.squeeze(2) for z in self._project(x_t[:, None]))
         writes = None if self.rest_on_wins and not self.o.hold else self._writes(bids, salience, None)
         load, log_free, gain = state.get("load"), state.get("log_free"), None
+        closed = self._closed_pools(bids)
         if self.o.refractory and not self.rest_on_wins:
             gain = self._rest(load)
             load = self.keep * load + (1 - self.keep) * writes
@@ -530,6 +564,8 @@ class SeekingUnits(Mixer):
         winner = None
         if self.rest_on_wins:
             logits = bids.detach() if gain is None else (bids + gain).detach()
+            if closed is not None:
+                logits = self._in_pool(logits, closed)
             strength = self._strength(salience.shape, 2)
             rest, winner, load = rest_step(logits, salience.detach(), load, self._sink_row(salience.shape), self.keep,
                                            strength.detach() if self.o.rest_learned else strength, self.o.hard_writes)
@@ -540,7 +576,7 @@ class SeekingUnits(Mixer):
             noise = self._jitter(position[:, None], bids.shape[-1] + self.o.sink).squeeze(-2)
             position = position + 1
         if gain is not None or self.o.hard_writes:
-            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner)
+            writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner, closed)
         match_keys = state.get("match_keys")
         if self.o.match:
             first = writes.clamp(max=_MAX_WRITE)
