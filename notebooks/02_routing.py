@@ -949,7 +949,8 @@ if multistream:
 # %% [markdown]
 # ### Live: retrain the seeking model
 #
-# Change the units per head, rest on or off, whether rest counts the writes units actually take
+# Change the units per head, the pools they form (`n_pools`: the content chooses a pool, rest the
+# unit inside it, so units take turns only among their own kind), rest on or off, whether rest counts the writes units actually take
 # (`rest_on_wins`, the default; off, rest counts the demand by content alone, the first design), the
 # rest strength beta (small: the bids choose; large: the units take turns, like a ring), whether each
 # head learns its own beta from there (`rest_learned`; the training log reports where it settles),
@@ -977,6 +978,7 @@ if multistream:
 
     ms_knobs = {
         "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=MS_VARIANTS["seeking"][1]["n_units"], description="M (units)"),
+        "n_pools": widgets.Dropdown(options=[1, 2, 4, 8], value=SeekingOptions().n_pools, description="pools"),
         "refractory": widgets.Checkbox(value=True, description="refractory"),
         "rest_on_wins": widgets.Checkbox(value=SeekingOptions().rest_on_wins, description="rest on wins"),
         "rest_strength": widgets.FloatSlider(value=SeekingOptions().rest_strength, min=0.0, max=64.0, step=1.0,
