@@ -115,12 +115,18 @@ def cmd_recall_anatomy(args: argparse.Namespace) -> None:
     from workbench.lab.recall import parse_cells, recall_anatomy
     from workbench.storage import write_json_atomic
 
-    cells = parse_cells(args.cells)
-    if args.n < 1 or not 0 <= args.seed <= MAX_SEED:
+    if args.n < 1 or (args.seed is not None and not 0 <= args.seed <= MAX_SEED):
         raise ConfigError(f"--n must be >= 1 and --seed in [0, {MAX_SEED}], got --n {args.n} --seed {args.seed}")
     model, config, _, _ = model_from_checkpoint(args.checkpoint, need_task=False)
+    if config.task.name == "multistream":
+        if args.cells is not None:
+            raise ConfigError("--cells sets MQAR lengths; a multistream model is traced on its own task's examples")
+        _multistream_anatomy(args, model, config)
+        return
     if config.task.name != "mqar":
-        raise ConfigError(f"recall anatomy runs MQAR; {args.checkpoint} is a {config.task.name!r} checkpoint")
+        raise ConfigError(f"recall anatomy runs MQAR or multistream; {args.checkpoint} is a {config.task.name!r} checkpoint")
+    cells = parse_cells(args.cells or "256x16,1024x64,4096x64")
+    args.seed = 0 if args.seed is None else args.seed
     vocab = model.io.vocab_size
     if any(pairs >= vocab // 2 for _, pairs in cells):
         raise ConfigError(f"--cells: this model's vocabulary ({vocab}) has fewer than {max(p for _, p in cells)} keys")
@@ -135,6 +141,27 @@ def cmd_recall_anatomy(args: argparse.Namespace) -> None:
         write_json_atomic(args.out, {"kind": "recall-anatomy", "checkpoint": str(args.checkpoint),
                                      "mixer": config.model.mixer, "mixer_options": config.model.mixer_options,
                                      "rows": rows})
+        print(f"wrote {args.out}")
+
+
+def _multistream_anatomy(args: argparse.Namespace, model, config) -> None:
+    from workbench.lab.recall import multistream_anatomy
+    from workbench.storage import write_json_atomic
+    from workbench.tasks.multistream import MultiStreamTask
+
+    task = MultiStreamTask(**config.task.options)
+    seed = task.eval_seed if args.seed is None else args.seed
+    row = multistream_anatomy(model, task.options, task.seq_len, n=args.n, seed=seed)
+    for name, part in {"all": row["all"], **row["streams"]}.items():
+        evicted = ", ".join(f"{k} {v:.2f}" for k, v in part["evicted_by"].items())
+        print(f"{name}: accuracy {part['accuracy']:.3f} = kept {part['share_kept']:.3f} x {_fmt(part['accuracy_when_kept'])}"
+              f" + lost {1 - part['share_kept']:.3f} x {_fmt(part['accuracy_when_lost'])}; lost messages evicted by: "
+              f"{evicted or '-'}")
+    print("write mass per token: " + ", ".join(f"{k} {_fmt(v)}" for k, v in row["write_mass_per_token"].items()))
+    if args.out:
+        write_json_atomic(args.out, {"kind": "recall-anatomy-multistream", "checkpoint": str(args.checkpoint),
+                                     "mixer": config.model.mixer, "mixer_options": config.model.mixer_options,
+                                     "task_options": config.task.options, **row})
         print(f"wrote {args.out}")
 
 
@@ -370,11 +397,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_eval)
 
     p = sub.add_parser("recall-anatomy", parents=[debug],
-                       help="MQAR at given lengths: is recall lost at the write (pair evicted) or at the read?")
-    p.add_argument("checkpoint", type=Path, help="an MQAR checkpoint.pt or model.pt (compare --keep-models)")
-    p.add_argument("--cells", default="256x16,1024x64,4096x64", help="SEQ_LENxPAIRS list")
+                       help="MQAR at given lengths, or multi-stream recall by stream: is recall lost at the write "
+                            "(evicted, and by what) or at the read?")
+    p.add_argument("checkpoint", type=Path, help="an MQAR or multistream checkpoint.pt or model.pt (compare --keep-models)")
+    p.add_argument("--cells", default=None, help="MQAR: SEQ_LENxPAIRS list (default 256x16,1024x64,4096x64)")
     p.add_argument("--n", type=int, default=32, help="examples per cell")
-    p.add_argument("--seed", type=int, default=0, help="seed of the examples")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the examples (default: MQAR 0, multistream the task's held-out set)")
     p.add_argument("--out", type=Path, default=None, help="write the rows to this JSON")
     p.set_defaults(func=cmd_recall_anatomy)
 

@@ -101,3 +101,87 @@ def parse_cells(text: str) -> list[tuple[int, int]]:
     if not cells:
         raise ConfigError("--cells is empty; give e.g. 256x16,1024x64")
     return cells
+
+
+def multistream_anatomy(model: torch.nn.Module, task_options: dict[str, Any], seq_len: int, n: int = 200,
+                        seed: int = 4242, layer: int = 0) -> dict[str, Any]:
+    """Multi-stream recall split by stream into write and read, and each lost query's evictor.
+
+    As :func:`recall_anatomy`, on ``make_multistream_examples(n, seq_len, **task_options)``: every
+    query is traced back to the value token of its event (the message that carries the answer), in
+    the head where that message survives best. For a query whose message was not kept, the *evictor*
+    is the later token that took the most of its unit before the query: an event of some stream (its
+    key or value token) or a token of the queries (which post ``key value`` too, so a query's value
+    writes like an event's). The default seed is the task's held-out set.
+    """
+    from workbench.tasks.multistream import make_multistream_examples
+
+    prefix = f"blocks.{layer}.mixer."
+    names = [prefix + "hook_writes", prefix + "hook_read_weights"]
+    if not set(names) <= {name for name, _ in model.named_modules()}:
+        raise ConfigError(f"recall anatomy reads a mixer's hook_writes and hook_read_weights (the seeking units); "
+                          f"block {layer}'s {type(model.blocks[layer].mixer).__name__} has no such hooks")
+    batch, query_streams = make_multistream_examples(n, seq_len, rng=np.random.default_rng([seed, seq_len]),
+                                                     **task_options)
+    inputs, targets = batch.inputs, batch.targets
+    was_training = model.training
+    model.eval()
+    with torch.no_grad(), capture(model, names) as seen:
+        logits = model(inputs)
+    model.train(was_training)
+    writes, reads = seen[names[0]].double(), seen[names[1]].double()  # (B, H, T, M)
+    n_streams, key_range = task_options["n_streams"], task_options["key_range"]
+    asked = targets != IGNORE
+    queries_from = int(asked[0].nonzero()[0])  # every example has its events first, then its queries
+    correct = logits.argmax(-1) == targets
+    log_keep = torch.log1p(-writes.clamp(max=1 - 1e-9)).cumsum(2)
+    events = inputs[:, :queries_from:2]  # the events' keys
+    stream_of_key = (events - 1) // key_range  # (B, events)
+
+    def source(b: int, position: int) -> str:
+        if position >= queries_from:
+            return "queries"
+        return f"stream{int(stream_of_key[b, position // 2])}"
+
+    sources = [f"stream{s}" for s in range(n_streams)] + ["queries"]
+    rows: list[tuple[int, bool, float, float, str | None]] = []  # stream, right, survival, read weight, evictor
+    heads = torch.arange(writes.shape[1])
+    for b in range(inputs.shape[0]):
+        for q, t in enumerate(asked[b].nonzero().flatten().tolist()):
+            value_at = 2 * int((events[b] == inputs[b, t]).nonzero()[0]) + 1
+            unit = writes[b, :, value_at].argmax(-1)
+            survival = (log_keep[b, heads, t, unit] - log_keep[b, heads, value_at, unit]).exp()
+            best = int(survival.argmax())
+            evictor = None
+            if survival[best] < KEPT:
+                later = writes[b, best, value_at + 1:t, unit[best]]
+                evictor = source(b, value_at + 1 + int(later.argmax()))
+            rows.append((int(query_streams[b, q]), bool(correct[b, t]), float(survival[best]),
+                         float(reads[b, best, t, unit[best]]), evictor))
+
+    def split(chosen: list[tuple]) -> dict[str, Any]:
+        right = np.array([r[1] for r in chosen])
+        kept = np.array([r[2] >= KEPT for r in chosen])
+        lost = [r[4] for r in chosen if r[2] < KEPT]
+        return {"queries": len(chosen), "accuracy": float(right.mean()), "share_kept": float(kept.mean()),
+                "accuracy_when_kept": float(right[kept].mean()) if kept.any() else None,
+                "accuracy_when_lost": float(right[~kept].mean()) if (~kept).any() else None,
+                "read_weight_on_holder_when_kept": float(np.mean([r[3] for r in chosen if r[2] >= KEPT]))
+                if kept.any() else None,
+                "evicted_by": {name: lost.count(name) / len(lost) for name in sources} if lost else {}}
+
+    mass = writes.sum(-1).mean(1)  # (B, T): write mass per token, averaged over heads
+    key_stream = torch.where((inputs >= 1) & (inputs <= n_streams * key_range), (inputs - 1) // key_range, -1)
+    in_events = torch.arange(inputs.shape[1]) < queries_from
+    mass_by_source = {}
+    for s in range(n_streams):
+        is_key = in_events & (key_stream == s) & (torch.arange(inputs.shape[1]) % 2 == 0)
+        is_value = torch.zeros_like(is_key)
+        is_value[:, 1:] = is_key[:, :-1]
+        mass_by_source[f"stream{s}_key"] = float(mass[is_key].mean()) if is_key.any() else None
+        mass_by_source[f"stream{s}_value"] = float(mass[is_value].mean()) if is_value.any() else None
+    mass_by_source["query_key"] = float(mass[:, queries_from::2].mean())
+    mass_by_source["query_value"] = float(mass[:, queries_from + 1::2].mean())
+    return {"seq_len": seq_len, "examples": n, "seed": seed, "all": split(rows),
+            "streams": {f"stream{s}": split([r for r in rows if r[0] == s]) for s in range(n_streams)},
+            "write_mass_per_token": mass_by_source}
