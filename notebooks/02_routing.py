@@ -947,6 +947,47 @@ if multistream:
         print(f"numbers written to {ms_numbers_json}")
 
 # %% [markdown]
+# ### Where a stream's recall is lost
+#
+# Every query traced back to the message that answers it (`workbench.lab.recall.multistream_anatomy`,
+# also `workbench recall-anatomy MODEL` on a multistream checkpoint): was the message still held when
+# the query came (*kept*: at least half of what its unit took survives), did the query find it, and if
+# it was lost, whose write took its unit - another stream's event, or a query's own `key value`, which
+# writes like an event.
+
+# %%
+def anatomy_figure(row: dict, title: str) -> go.Figure:
+    names = list(row["streams"])
+    parts = {"kept, found": [], "kept, not found": []}
+    evictors = [k for k in next((p["evicted_by"] for p in row["streams"].values() if p["evicted_by"]), {})]
+    parts |= {f"evicted by {e}": [] for e in evictors}
+    for part in row["streams"].values():
+        kept, found = part["share_kept"], part["accuracy_when_kept"] or 0.0
+        parts["kept, found"].append(kept * found)
+        parts["kept, not found"].append(kept * (1 - found))
+        for e in evictors:
+            parts[f"evicted by {e}"].append((1 - kept) * part["evicted_by"].get(e, 0.0))
+    fig = go.Figure([go.Bar(x=names, y=values, name=label) for label, values in parts.items()])
+    fig.update_layout(title=title, barmode="stack", height=420, width=850, margin=dict(t=90))
+    fig.update_yaxes(title_text="share of the stream's queries", range=[0, 1.02])
+    return fig
+
+
+if multistream:
+    from workbench.lab.recall import multistream_anatomy
+
+    ms_anatomy = multistream_anatomy(ms_models["seeking"], ms_task.options, ms_task.seq_len,
+                                     n=min(ms_examples, ms_task.n_eval), seed=ms_task.eval_seed)
+    for name, part in ms_anatomy["streams"].items():
+        print(f"{name}: accuracy {part['accuracy']:.3f} = kept {part['share_kept']:.3f} x found "
+              f"{part['accuracy_when_kept'] or 0.0:.3f} (+ lost x {part['accuracy_when_lost'] or 0.0:.3f}); lost to "
+              + (", ".join(f"{k} {v:.2f}" for k, v in part["evicted_by"].items()) or "nothing"))
+    fig = anatomy_figure(ms_anatomy, "seeking on multi-stream recall: each query's message kept and found, or whose "
+                                     "write evicted it<br><sup>held-out sequences; stream 0 the most frequent</sup>")
+    save_figure(fig, "02_routing_multistream_anatomy")
+    fig.show()
+
+# %% [markdown]
 # ### Live: retrain the seeking model
 #
 # Change the units per head, the pools they form (`n_pools`: the content chooses a pool, rest the
