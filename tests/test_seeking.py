@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import zlib
+
 import pytest
 import torch
 
@@ -15,8 +17,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     torch.manual_seed(seed)
     mixer = SeekingUnits(16, SeekingOptions(**{"n_heads": 2, "n_units": 5, "chunk_size": 4, **options})).double()
     with torch.no_grad():
-        for p in mixer.parameters():
-            p.normal_(0, 0.4)
+        for name, p in mixer.named_parameters():  # each from its own stream: an option's new parameter moves no other
+            p.normal_(0, 0.4, generator=torch.Generator().manual_seed(seed * 7919 + zlib.crc32(name.encode())))
         mixer.salience_bias.fill_(1.0)
     return mixer
 
@@ -230,7 +232,8 @@ def test_match_lets_a_held_unit_take_the_key_it_holds_again():
     sends the first key's return into the sink - unless the unit that holds that key matches it."""
     mass = {}
     for match in (0.0, 8.0):
-        mixer = make(refractory=False, hold=30.0, sink=True, match=match)
+        # raw keys (no unit length): the test sets each key's size to 5 so that a match of 8 per unit outbids hold
+        mixer = make(refractory=False, hold=30.0, sink=True, match=match, qk_norm=False, signed_keys=False)
         h, dk = mixer.n_heads, mixer.key_dim
         with torch.no_grad():
             mixer.proj.weight[h * dk: 2 * h * dk].zero_()
