@@ -8,7 +8,7 @@ one unit. A unit that has just absorbed messages rests: its bid is damped by a r
 recovers over about ``recovery`` tokens, so the next message goes elsewhere and no unit dominates.
 Per head h, token t (x_t the mixer's input)::
 
-    q_t, k_t = swish(W_q x_t), swish(W_k x_t)  (key_dim numbers);  v_t = swish(W_v x_t)  (value_dim)
+    q_t, k_t = W_q x_t / |W_q x_t|, W_k x_t / |W_k x_t|  (key_dim numbers, unit length);  v_t = swish(W_v x_t)
     s_t = sigmoid(w_s . x_t + b_s)                                   salience (demand)
     b_t[m] = tau_h u_m . (W_k x_t) / sqrt(key_dim)                   unit m's bid: its interest u_m
                                                                      matched against the message's key
@@ -19,7 +19,9 @@ Per head h, token t (x_t the mixer's input)::
                                                                      it took
     K~_t = diag(1 - a_t) K~_{t-1} + a_t k_t^T,   V~_t likewise        a unit keeps its message until
                                                                      it absorbs another
-    o_t = V~_t^T softmax(K~_t q_t);  y_t = W_o RMSNorm(swish([o_t^1; ...; o_t^H]))
+    o_t = V~_t^T softmax(rho_h K~_t^T q_t);  y_t = W_o RMSNorm(swish([o_t^1; ...; o_t^H]))
+                                                                     a cosine read, rho_h a learned read
+                                                                     temperature per head (from 8)
 
 A unit's interest u_m lives in the key space, so what a unit seeks is written in the same terms as
 what a message offers, and the units' interests cost M key_dim numbers per head (a bid projection
@@ -71,10 +73,13 @@ Occupancy scale (``occupancy_scale``, off until measured): trained on 16 pairs, 
 rivals. As scalable softmax does for attention (Nakanishi 2025, arXiv 2501.19399), the read's scores
 are multiplied by s_h log(1 + n_t), n_t the units occupied (sum_m 1 - prod_{s<=t}(1 - a_s[m]), M
 more numbers of state per head), so the top score keeps its weight as the memory fills. Signed keys
-(``signed_keys``, off until measured): queries and keys skip the swish, so two unrelated keys score
-near 0 rather than near the product of two positive vectors' norms.
+(``signed_keys``, on by default with ``qk_norm`` since session 2026-12-07 (14); docs/changelog.md):
+queries and keys skip the swish, so two unrelated keys score near 0 rather than near the product of
+two positive vectors' norms.
 
-QK-norm (``qk_norm``, off until measured; Henry et al. 2020, arXiv 2010.04245): queries and keys are
+QK-norm (``qk_norm``, on by default since session 2026-12-07 (14): ahead on copy and on MQAR beyond
+the trained length, level on char-LM and the multi-stream cell, behind on its rarest stream;
+docs/changelog.md; Henry et al. 2020, arXiv 2010.04245): queries and keys are
 scaled to unit length and the read's scores multiplied by a learned temperature per head (starting at
 ``read_temperature``), so a query scores its own key's unit near the temperature and an unrelated unit
 near 0 (with ``signed_keys``) however many units hold a message; a raw dot product of two positive
@@ -218,8 +223,8 @@ class SeekingOptions:
     salience_bias: float = 2.0  # initial salience logit: start by writing, let the task teach restraint
     write_cost: float = 0.0  # loss per unit of salience, every token: writing is never free (0: off)
     occupancy_scale: bool = False  # read scores times s_h log(1 + units occupied): sharper as the memory fills
-    signed_keys: bool = False  # queries and keys without the swish: signed, so unrelated keys score near 0
-    qk_norm: bool = False  # queries and keys of unit length, the read's scores times a learned temperature per head
+    signed_keys: bool = True  # queries and keys without the swish: signed, so unrelated keys score near 0
+    qk_norm: bool = True  # queries and keys of unit length, the read's scores times a learned temperature per head
     read_temperature: float = 8.0  # with qk_norm: where that temperature starts
     read_before_write: bool = False  # a token reads the units as they were before it wrote: its own message is not read back
     n_pools: int = 1  # P > 1: the bids by content choose a pool of M / P units, rest picks the unit inside it
