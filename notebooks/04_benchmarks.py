@@ -406,7 +406,8 @@ else:
 # Read from the repository's `results/recall-anatomy/` in every mode; absent files are said absent.
 
 # %%
-anatomy = {path.stem: json.loads(path.read_text()) for path in sorted((repo_results / "recall-anatomy").glob("*.json"))}
+anatomy = {path.stem: data for path in sorted((repo_results / "recall-anatomy").glob("*.json"))
+           if (data := json.loads(path.read_text())).get("kind") == "recall-anatomy"}  # MQAR; multi-stream: notebook 02
 if not anatomy:
     print("results/recall-anatomy holds no JSON (absent)")
 else:
