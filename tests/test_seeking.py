@@ -325,7 +325,7 @@ def test_no_tensor_with_two_sequence_sized_dimensions_forward_and_backward(shape
 def test_hard_write_is_the_one_hot_forward_and_the_softmax_gradient_backward():
     """The written-out straight-through write against its definition, s * (onehot + softmax - softmax.detach()),
     with and without the sink's column (a message the sink wins is written nowhere)."""
-    from workbench.mixers.seeking import _HardWrite
+    from workbench.kernels.hard_write import HardWrite
 
     torch.manual_seed(0)
     for sink in (False, True):
@@ -334,7 +334,7 @@ def test_hard_write_is_the_one_hot_forward_and_the_softmax_gradient_backward():
         grad = torch.randn(2, 3, 5, 7, dtype=torch.float64)
         winner = torch.randint(0, 7 + sink, (2, 3, 5))  # any winner: the rest scan's, not always the argmax
         winner[0, 0, :] = 7 if sink else 0  # with the sink: a row it wins
-        hard = _HardWrite.apply(logits, salience, winner, sink)
+        hard = HardWrite.apply(logits, salience, winner, sink)
         mine = torch.autograd.grad(hard, (logits, salience), grad)
         share = logits.softmax(-1)
         full = salience[..., None] * (torch.nn.functional.one_hot(winner, 7 + sink).to(share.dtype) + share - share.detach())
@@ -347,11 +347,11 @@ def test_hard_write_is_the_one_hot_forward_and_the_softmax_gradient_backward():
 
 
 def test_log_keep_matches_log1p_in_value_and_gradient():
-    from workbench.mixers.seeking import _LogKeep
+    from workbench.kernels.hard_write import LogKeep
 
     writes = torch.rand(3, 4, 5, dtype=torch.float64).mul(0.999).requires_grad_()
-    assert torch.autograd.gradcheck(_LogKeep.apply, (writes,))
-    assert torch.allclose(_LogKeep.apply(writes), torch.log1p(-writes))
+    assert torch.autograd.gradcheck(LogKeep.apply, (writes,))
+    assert torch.allclose(LogKeep.apply(writes), torch.log1p(-writes))
 
 
 def test_qk_norm_reads_by_cosine_with_a_learned_temperature_per_head():

@@ -30,22 +30,33 @@ from workbench.tasks.mqar import make_mqar_examples
 KEPT = 0.5  # a pair counts as kept when at least half of what its unit took survives to the query
 
 
-def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_size: int, n: int = 32,
-                   seed: int = 0, layer: int = 0) -> dict[str, Any]:
-    """The split of MQAR accuracy at (seq_len, kv_pairs) into write and read, on n examples of ``seed``."""
+def _hook_names(model: torch.nn.Module, layer: int) -> list[str]:
+    """The block's write and read hook names; refused in one line (before a long forward pass) where absent."""
     prefix = f"blocks.{layer}.mixer."
     names = [prefix + "hook_writes", prefix + "hook_read_weights"]
-    if not set(names) <= {name for name, _ in model.named_modules()}:  # checked before a long forward pass
+    if not set(names) <= {name for name, _ in model.named_modules()}:
         raise ConfigError(f"recall anatomy reads a mixer's hook_writes and hook_read_weights (the seeking units); "
                           f"block {layer}'s {type(model.blocks[layer].mixer).__name__} has no such hooks")
-    batch = make_mqar_examples(n, seq_len, kv_pairs, vocab_size, np.random.default_rng(seed))
-    inputs, targets = batch.inputs, batch.targets
+    return names
+
+
+def _trace(model: torch.nn.Module, names: list[str], inputs: torch.Tensor):
+    """logits and the hooks' writes and read weights (B, H, T, M, in float64) of an eval-mode pass."""
     was_training = model.training
     model.eval()
     with torch.no_grad(), capture(model, names) as seen:
         logits = model(inputs)
     model.train(was_training)
-    writes, reads = seen[names[0]].double(), seen[names[1]].double()  # (B, H, T, M)
+    return logits, seen[names[0]].double(), seen[names[1]].double()
+
+
+def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_size: int, n: int = 32,
+                   seed: int = 0, layer: int = 0) -> dict[str, Any]:
+    """The split of MQAR accuracy at (seq_len, kv_pairs) into write and read, on n examples of ``seed``."""
+    names = _hook_names(model, layer)
+    batch = make_mqar_examples(n, seq_len, kv_pairs, vocab_size, np.random.default_rng(seed))
+    inputs, targets = batch.inputs, batch.targets
+    logits, writes, reads = _trace(model, names, inputs)
     context = 2 * kv_pairs
     asked = targets != IGNORE
     correct = logits.argmax(-1) == targets
@@ -116,20 +127,11 @@ def multistream_anatomy(model: torch.nn.Module, task_options: dict[str, Any], se
     """
     from workbench.tasks.multistream import make_multistream_examples
 
-    prefix = f"blocks.{layer}.mixer."
-    names = [prefix + "hook_writes", prefix + "hook_read_weights"]
-    if not set(names) <= {name for name, _ in model.named_modules()}:
-        raise ConfigError(f"recall anatomy reads a mixer's hook_writes and hook_read_weights (the seeking units); "
-                          f"block {layer}'s {type(model.blocks[layer].mixer).__name__} has no such hooks")
+    names = _hook_names(model, layer)
     batch, query_streams = make_multistream_examples(n, seq_len, rng=np.random.default_rng([seed, seq_len]),
                                                      **task_options)
     inputs, targets = batch.inputs, batch.targets
-    was_training = model.training
-    model.eval()
-    with torch.no_grad(), capture(model, names) as seen:
-        logits = model(inputs)
-    model.train(was_training)
-    writes, reads = seen[names[0]].double(), seen[names[1]].double()  # (B, H, T, M)
+    logits, writes, reads = _trace(model, names, inputs)
     n_streams, key_range = task_options["n_streams"], task_options["key_range"]
     asked = targets != IGNORE
     queries_from = int(asked[0].nonzero()[0])  # every example has its events first, then its queries

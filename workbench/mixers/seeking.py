@@ -137,6 +137,7 @@ from workbench.hooks import HookPoint
 from workbench.kernels.dispatch import get_impl
 from workbench.kernels.ema import ema_chunked
 from workbench.kernels.gla import gla_chunked, gla_step
+from workbench.kernels.hard_write import HardWrite, LogKeep
 from workbench.kernels.rest_scan import rest_step
 from workbench.mixers.base import Mixer
 
@@ -152,52 +153,6 @@ def _ahead(x: torch.Tensor) -> torch.Tensor:
 def _behind(x: torch.Tensor) -> torch.Tensor:
     """(..., T, D) -> x_{t-1} at t (zero at the start): with :func:`_ahead`, a read of the state before t."""
     return F.pad(x[..., :-1, :], (0, 0, 1, 0))
-
-
-class _HardWrite(torch.autograd.Function):
-    """salience x onehot(winner) forward, the gradient of salience x softmax(logits) backward.
-
-    The straight-through hard write written out: the same numbers as salience * (onehot + softmax -
-    softmax.detach()), but the softmax is not computed in the forward (the backward recomputes it from
-    the saved logits; under no_grad it never runs) and neither the one-hot nor the share is kept: a
-    training step holds (B, H, T, M) arrays fewer, a prefill too. ``logits`` (..., N) may end with the
-    sink's column (N = M + 1, ``sink``): a message the sink wins is written nowhere.
-    """
-
-    @staticmethod
-    def forward(ctx, logits: torch.Tensor, salience: torch.Tensor, winner: torch.Tensor, sink: bool) -> torch.Tensor:
-        units = logits.shape[-1] - sink
-        taken = (winner < units).to(salience.dtype)  # 0 where the sink won
-        index = winner.clamp(max=units - 1)[..., None]
-        ctx.save_for_backward(logits, salience, index, taken)
-        ctx.sink = sink
-        return logits.new_zeros(*logits.shape[:-1], units).scatter_(-1, index, (salience * taken)[..., None])
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor):
-        logits, salience, index, taken = ctx.saved_tensors
-        d_salience = grad.gather(-1, index).squeeze(-1) * taken
-        d_share = grad * salience[..., None]
-        if ctx.sink:  # the sink's column is written nowhere: no gradient arrives at its share
-            d_share = F.pad(d_share, (0, 1))
-        share = logits.softmax(-1)
-        return share * (d_share - (d_share * share).sum(-1, keepdim=True)), d_salience, None, None
-
-
-class _LogKeep(torch.autograd.Function):
-    """log(1 - a) keeping only its output: d/da = -exp(-log(1 - a)). ``torch.log1p(-a)`` keeps -a as well,
-    a (B, H, T, M) array more at the peak of a training step; the output is kept by the chunked passes anyway."""
-
-    @staticmethod
-    def forward(ctx, writes: torch.Tensor) -> torch.Tensor:
-        log_keep = torch.log1p(-writes)
-        ctx.save_for_backward(log_keep)
-        return log_keep
-
-    @staticmethod
-    def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
-        (log_keep,) = ctx.saved_tensors
-        return torch.neg(log_keep).exp_().mul_(grad).neg_()  # one array, not four
 
 
 @dataclass
@@ -363,7 +318,7 @@ class SeekingUnits(Mixer):
                 winner = self._in_pool(logits.detach(), closed).argmax(-1)
             if winner is None:
                 winner = (logits.detach() if noise is None else logits.detach() + noise.to(logits.dtype)).argmax(-1)
-            return _HardWrite.apply(logits, salience, winner, self.o.sink)
+            return HardWrite.apply(logits, salience, winner, self.o.sink)
         share = logits.softmax(-1)
         return salience[..., None] * (share[..., :-1] if self.o.sink else share)
 
@@ -509,7 +464,7 @@ class SeekingUnits(Mixer):
                                   noise)
         writes = self.hook_writes(writes)
         del bids, gain  # (B, H, T, M) each: a prefill's peak memory is the arrays still referenced here
-        log_keep = _LogKeep.apply(writes)
+        log_keep = LogKeep.apply(writes)
         chunk = self.o.chunk_size
         if self.o.read_before_write:  # token t reads S_{t-1}: the query of t + 1 against S_t, moved one on
             scores, _ = gla_chunked(_ahead(q), k, writes, log_keep, gate="value", chunk_size=chunk)
