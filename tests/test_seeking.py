@@ -42,6 +42,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (True, {"read_before_write": True, "rest_on_wins": False, "hold": 3.0}),
     (True, {"n_units": 6, "n_pools": 3}), (True, {"n_units": 6, "n_pools": 2, "sink": True}),
     (False, {"n_units": 6, "n_pools": 2}), (True, {"n_units": 6, "n_pools": 2, "rest_on_wins": False, "hold": 3.0}),
+    (True, {"read_topk": 2}), (True, {"read_topk": 3, "occupancy_scale": True}),
+    (False, {"read_topk": 1, "hard_writes": False}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -305,6 +307,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"n_pools": 0}, "n_pools"), ({"n_units": 6, "n_pools": 4}, "divide"),
     ({"n_units": 6, "n_pools": 2, "hard_writes": False}, "hard_writes=true"),
     ({"n_units": 6, "n_pools": 2, "write_jitter": True, "rest_on_wins": False}, "n_pools"),
+    ({"read_topk": -1}, "read_topk"), ({"read_topk": 2.0}, "read_topk"), ({"n_units": 4, "read_topk": 5}, "more than"),
 ])
 def test_bad_options_are_rejected(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -413,3 +416,19 @@ def test_pools_send_a_message_to_the_pool_its_content_chose_and_rest_only_turns_
     with capture(free, ["hook_writes"]) as seen:
         free(x)
     assert ((seen["hook_writes"][0].sum(1) > 0).sum(-1) > 2).all()  # one pool: rest spreads it wider
+
+
+def test_read_topk_reads_only_each_query_s_k_best_units():
+    """read_topk = k: a query's read weights are zero outside its k best-scoring units and are the softmax of
+    those k scores inside; k = M is the full read."""
+    x = torch.randn(2, 11, 16, dtype=torch.float64)
+    full, top2 = make(n_units=5), make(n_units=5, read_topk=2)
+    with capture(full, ["hook_read_weights"]) as seen_full, capture(top2, ["hook_read_weights"]) as seen_top:
+        y_full, y_top = full(x), top2(x)
+    dense, sparse = seen_full["hook_read_weights"], seen_top["hook_read_weights"]  # (B, H, T, M), same model
+    kth = dense.topk(2, dim=-1).values[..., -1:]
+    best = dense >= kth  # the two best units (more only where scores tie, as empty units' zeros do)
+    assert torch.equal(sparse > 0, best) and (best.sum(-1) == 2).float().mean() > 0.5
+    torch.testing.assert_close(sparse, torch.where(best, dense, 0.0) / torch.where(best, dense, 0.0).sum(-1, keepdim=True))
+    assert not torch.allclose(y_full, y_top)
+    torch.testing.assert_close(make(n_units=5, read_topk=5)(x), y_full)
