@@ -990,7 +990,9 @@ if multistream:
 # %% [markdown]
 # ### Live: retrain the seeking model
 #
-# Change the units per head, the pools they form (`n_pools`: the content chooses a pool, rest the
+# Change the heads and the units per head (at the four-head widths of a key and a value, so heads x units
+# is the state: fewer heads with more units hold more distinct messages, since every head keeps its own copy
+# of what it takes), the pools they form (`n_pools`: the content chooses a pool, rest the
 # unit inside it, so units take turns only among their own kind), rest on or off, whether rest counts the writes units actually take
 # (`rest_on_wins`, the default; off, rest counts the demand by content alone, the first design), the
 # rest strength beta (small: the bids choose; large: the units take turns, like a ring), whether each
@@ -1018,7 +1020,8 @@ if multistream:
     from workbench.mixers.seeking import SeekingOptions
 
     ms_knobs = {
-        "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64], value=MS_VARIANTS["seeking"][1]["n_units"], description="M (units)"),
+        "n_heads": widgets.Dropdown(options=[1, 2, 4], value=SeekingOptions().n_heads, description="heads"),
+        "n_units": widgets.Dropdown(options=[4, 8, 16, 32, 64, 128], value=MS_VARIANTS["seeking"][1]["n_units"], description="M (units)"),
         "n_pools": widgets.Dropdown(options=[1, 2, 4, 8], value=SeekingOptions().n_pools, description="pools"),
         "refractory": widgets.Checkbox(value=True, description="refractory"),
         "rest_on_wins": widgets.Checkbox(value=SeekingOptions().rest_on_wins, description="rest on wins"),
@@ -1035,7 +1038,8 @@ if multistream:
         knob_text = ", ".join(f"{k}={v}" for k, v in values.items())
         stats = record["history"][-1].get("mixer_stats", {}) if record.get("history") else {}
         betas = [f"{v:.1f}" for k, v in stats.items() if "rest_strength_head" in k]  # with rest_learned
-        return (f"live seeking on multistream: {knob_text}<br><sup>accuracy {record['metrics']['accuracy']:.2f}; "
+        return (f"live seeking on multistream: {knob_text}<br><sup>accuracy {record['metrics']['accuracy']:.2f}, "
+                f"{record['state_floats']['floats']:,} state floats; "
                 f"head 0 MI {spec.mi_bits[0]:.3f} bits vs null 95th percentile {spec.null_p95_bits[0]:.3f}"
                 + (f"; learned beta per head {', '.join(betas)}" if betas else "") + "</sup>")
 
@@ -1046,8 +1050,9 @@ if multistream:
         ms_button.disabled, ms_status.value = True, "training ..."
         try:
             values = {k: w.value for k, w in ms_knobs.items()}
+            widths = {"key_dim": 3 * ms_d_model // 16, "value_dim": ms_d_model // 4}  # a four-head model's
             trained, record, seconds = train_multistream(
-                "seeking", {k: v for k, v in values.items() if k != "n_steps"},
+                "seeking", {**{k: v for k, v in values.items() if k != "n_steps"}, **widths},
                 values["n_steps"], ms_task)
             spec = specialization(trained)[2]
         except ConfigError as exc:
