@@ -1,7 +1,8 @@
 """Autograd pieces of the seeking units' writes, each keeping less for the backward than autograd would.
 
 * :class:`HardWrite`: salience x onehot(winner) forward, the softmax's gradient backward (straight-through);
-* :class:`LogKeep`: log(1 - a), keeping only its output.
+* :class:`LogKeep`: log(1 - a), keeping only its output;
+* :func:`position_gumbel`: the write jitter's noise, fixed by (position, head, unit).
 
 Tested against their definitions (values and gradients) in ``tests/test_seeking.py``.
 """
@@ -56,3 +57,22 @@ class LogKeep(torch.autograd.Function):
     def backward(ctx, grad: torch.Tensor) -> torch.Tensor:
         (log_keep,) = ctx.saved_tensors
         return torch.neg(log_keep).exp_().mul_(grad).neg_()  # one array, not four
+
+
+def position_gumbel(positions: torch.Tensor, n_heads: int, n: int) -> torch.Tensor:
+    """Gumbel noise g[..., h, t, m] fixed by (position, head, unit): a hash, so no table and no max_len.
+
+    With it a hard write's winner is argmax(logits + g): over many positions each unit wins as often
+    as its softmax share, so when rest lowers the favourite's bid the runners-up take turns instead of
+    the first of them taking every message; the same positions give the same noise at training and
+    at inference. ``positions`` (..., T) int64 -> (..., n_heads, T, n).
+    """
+    heads = torch.arange(n_heads, device=positions.device)[:, None, None]
+    units = torch.arange(n, device=positions.device)
+    key = positions[..., None, :, None] * 0x9E3779B1 + heads * 0x85EBCA77 + units * 0xC2B2AE3D
+    key = key & 0xFFFFFFFF
+    for multiplier in (0x7FEB352D, 0x846CA68B):  # a 32-bit integer mix (xorshift-multiply rounds)
+        key = ((key ^ (key >> 15)) * multiplier) & 0xFFFFFFFF
+    key = key ^ (key >> 16)
+    uniform = ((key >> 8).to(torch.float64) + 0.5) / float(1 << 24)  # in (0, 1), never 0 or 1
+    return -torch.log(-torch.log(uniform))

@@ -111,6 +111,13 @@ units only, so it meets k - 1 rivals whatever the memory holds - trained on 16 p
 the full softmax meets four times as many rivals and the holder's weight falls (the recall anatomy
 of MQAR (1024, 64): found 0.805 of the messages kept). The gradient reaches the k read units.
 
+Grouped reads (``read_heads`` R > 1; off until measured): R queries per token read each head's units,
+as grouped-query attention shares keys among queries (Ainslie et al. 2023, arXiv 2305.13245). Heads
+copy messages - every head of the default writes every message - so the state a recall task wants spent
+on more units per head is spent on fewer heads, and language modelling, which wants several ways to
+read, loses them; with R reads a head keeps its read patterns without a copy of the memory. The reads
+cost R times the read passes and R queries' parameters; the state is unchanged.
+
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
 refractory recurrence (further sweeps alternate between concentrating and spreading the writes rather
@@ -142,7 +149,7 @@ from workbench.hooks import HookPoint
 from workbench.kernels.dispatch import get_impl
 from workbench.kernels.ema import ema_chunked
 from workbench.kernels.gla import gla_chunked, gla_step
-from workbench.kernels.hard_write import HardWrite, LogKeep
+from workbench.kernels.hard_write import HardWrite, LogKeep, position_gumbel
 from workbench.kernels.rest_scan import rest_step
 from workbench.mixers.base import Mixer
 
@@ -189,6 +196,7 @@ class SeekingOptions:
     read_before_write: bool = False  # a token reads the units as they were before it wrote: its own message is not read back
     n_pools: int = 1  # P > 1: the bids by content choose a pool of M / P units, rest picks the unit inside it
     read_topk: int = 0  # k > 0: a query's softmax runs over its k best-scoring units only (0: over all M)
+    read_heads: int = 1  # R > 1: R queries read each head's units (grouped, as GQA): R x the read, the same state
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -200,7 +208,7 @@ class SeekingUnits(Mixer):
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
                            "signed_keys": False, "rest_learned": False, "qk_norm": False,
                            "read_temperature": 8.0, "read_before_write": False, "n_pools": 1,
-                           "read_topk": 0}
+                           "read_topk": 0, "read_heads": 1}
     options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
@@ -211,7 +219,7 @@ class SeekingUnits(Mixer):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
                                ("value_dim", 0), ("bid_rank", 0), ("hold_heads", 0), ("n_pools", 1),
-                               ("read_topk", 0)):
+                               ("read_topk", 0), ("read_heads", 1)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
@@ -231,6 +239,8 @@ class SeekingUnits(Mixer):
         if o.n_pools > 1 and (not o.hard_writes or o.match or o.write_jitter):
             raise ConfigError("seeking.n_pools > 1 chooses a pool, then a unit in it: it needs seeking.hard_writes=true "
                               "and goes without seeking.match and seeking.write_jitter")
+        if o.read_heads > 1 and o.occupancy_scale:
+            raise ConfigError("seeking.occupancy_scale scales one read per head: it goes without seeking.read_heads > 1")
         if o.read_topk > o.n_units:
             raise ConfigError(f"seeking.read_topk={o.read_topk} is more than seeking.n_units={o.n_units}")
         if o.hold_heads > o.n_heads:
@@ -256,8 +266,10 @@ class SeekingUnits(Mixer):
         self.n_heads, self.n_units, self.d_head = o.n_heads, o.n_units, d_model // o.n_heads
         self.key_dim = o.key_dim or max(1, 3 * self.d_head // 4)
         self.value_dim = o.value_dim or self.d_head
-        # One matmul: q, k (H key_dim each), v (H value_dim), the salience (H) and the routing code (bid_rank).
-        self.proj = nn.Linear(d_model, o.n_heads * (2 * self.key_dim + self.value_dim + 1) + o.bid_rank, bias=False)
+        self.n_reads = o.n_heads * o.read_heads  # queries per token, R per head, head by head
+        # One matmul: q (H R key_dim), k (H key_dim), v (H value_dim), the salience (H) and the routing code.
+        width = (self.n_reads + o.n_heads) * self.key_dim + o.n_heads * (self.value_dim + 1) + o.bid_rank
+        self.proj = nn.Linear(d_model, width, bias=False)
         # What each unit seeks, in the key space (or the routing code's): a bid is the interest's match.
         self.interests = nn.Parameter(torch.randn(o.n_heads, o.n_units, o.bid_rank or self.key_dim))
         if o.bid_temperature:
@@ -276,27 +288,28 @@ class SeekingUnits(Mixer):
             self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         if o.qk_norm:  # log of the read's temperature per head
-            self.read_log_scale = nn.Parameter(torch.full((o.n_heads, 1, 1), math.log(o.read_temperature)))
+            self.read_log_scale = nn.Parameter(torch.full((self.n_reads, 1, 1), math.log(o.read_temperature)))
         if o.rest_learned:  # log of beta_h over its starting value
             self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
-        self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
-        self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
+        self.norm_weight = nn.Parameter(torch.ones(self.n_reads * self.value_dim))
+        self.out = nn.Linear(self.n_reads * self.value_dim, d_model, bias=False)
         self.hook_salience = HookPoint()  # (B, H, T): s_t
         self.hook_bids = HookPoint()  # (B, H, T, M): the units' bids, before rest
         self.hook_gain = HookPoint()  # (B, H, T, M): the refractory gain exp(-beta M L_{t-1}) in (0, 1]
         self.hook_writes = HookPoint()  # (B, H, T, M): a_t, how much of message t each unit absorbs
-        self.hook_read_weights = HookPoint()  # (B, H, T, M): softmax over the units
+        self.hook_read_weights = HookPoint()  # (B, H R, T, M): softmax over the units, R reads per head
         self.hook_read = HookPoint()  # (B, T, d_model)
 
     # ------------------------------------------------------------------ shared pieces
 
     def _project(self, x: torch.Tensor):
-        """x (B, T, d) -> q, k (B, H, T, key_dim), v (B, H, T, value_dim), bids (B, H, T, M), salience (B, H, T)."""
+        """x (B, T, d) -> q (B, H R, T, key_dim), k (B, H, T, key_dim), v (B, H, T, value_dim), bids (B, H, T, M),
+        salience (B, H, T)."""
         h, dk, dv = self.n_heads, self.key_dim, self.value_dim
-        qk, v, sal, code = self.proj(x).split([2 * h * dk, h * dv, h, self.o.bid_rank], dim=-1)
-        qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
-        q, k = (qk if self.o.signed_keys else F.silu(qk)).unbind(0)
+        q, raw_k, v, sal, code = self.proj(x).split([self.n_reads * dk, h * dk, h * dv, h, self.o.bid_rank], dim=-1)
+        q, raw_k = q.unflatten(-1, (self.n_reads, dk)).transpose(-2, -3), raw_k.unflatten(-1, (h, dk)).transpose(-2, -3)
+        q, k = (q, raw_k) if self.o.signed_keys else (F.silu(q), F.silu(raw_k))
         if self.o.qk_norm:  # a cosine read: how many units hold a message no longer sets how sharp it is
             q = F.normalize(q, dim=-1) * self.read_log_scale.exp()
             k = F.normalize(k, dim=-1)
@@ -308,7 +321,7 @@ class SeekingUnits(Mixer):
         if self.o.bid_rank:
             bids = torch.einsum("btr,hmr->bhtm", code, interests)
         else:
-            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], interests)
+            bids = torch.einsum("bhtk,hmk->bhtm", raw_k, interests)
         bids = self.hook_bids(bids)
         # Contiguous (B, H, T): the writes it scales take its layout, and the chunked passes want (B, H, T, M) in order.
         salience = torch.sigmoid(sal.transpose(-1, -2).contiguous() + self.salience_bias[:, None])
@@ -345,24 +358,6 @@ class SeekingUnits(Mixer):
         m = self.n_units
         units = logits[..., :m].unflatten(-1, (self.o.n_pools, -1)).masked_fill(closed[..., None], _OUT_OF_REACH)
         return torch.cat([units.flatten(-2), logits[..., m:]], -1) if logits.shape[-1] > m else units.flatten(-2)
-
-    def _jitter(self, positions: torch.Tensor, n: int) -> torch.Tensor:
-        """Gumbel noise g[..., h, t, m] fixed by (position, head, unit): a hash, so no table and no max_len.
-
-        With it the hard winner is argmax(logits + g): over many positions each unit wins as often as
-        its softmax share, so when rest lowers the favourite's bid the runners-up take turns instead
-        of the first of them taking every message; the same positions give the same noise at
-        training and at inference. ``positions`` (..., T) int64 -> (..., H, T, n).
-        """
-        heads = torch.arange(self.n_heads, device=positions.device)[:, None, None]
-        units = torch.arange(n, device=positions.device)
-        key = positions[..., None, :, None] * 0x9E3779B1 + heads * 0x85EBCA77 + units * 0xC2B2AE3D
-        key = key & 0xFFFFFFFF
-        for multiplier in (0x7FEB352D, 0x846CA68B):  # a 32-bit integer mix (xorshift-multiply rounds)
-            key = ((key ^ (key >> 15)) * multiplier) & 0xFFFFFFFF
-        key = key ^ (key >> 16)
-        uniform = ((key >> 8).to(torch.float64) + 0.5) / float(1 << 24)  # in (0, 1), never 0 or 1
-        return -torch.log(-torch.log(uniform))
 
     def _finish(self, read: torch.Tensor) -> torch.Tensor:
         read = self.hook_read(read)
@@ -424,6 +419,10 @@ class SeekingUnits(Mixer):
         kth = scores.topk(self.o.read_topk, dim=-1).values[..., -1:]
         return scores.masked_fill(scores < kth, float("-inf"))
 
+    def _per_read(self, z: torch.Tensor) -> torch.Tensor:
+        """(B, H, ...) -> (B, H R, ...): a head's keys, writes or values for each of its R reads."""
+        return z if self.o.read_heads == 1 else z.repeat_interleave(self.o.read_heads, dim=1)
+
     def _stats(self, writes: torch.Tensor) -> None:
         """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
         mass = writes.detach().sum(2)  # (B, H, M)
@@ -468,7 +467,7 @@ class SeekingUnits(Mixer):
             del logits, rest
         if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
             self.hook_gain(gain.exp())
-        noise = self._jitter(torch.arange(t, device=x.device), bids.shape[-1] + self.o.sink) if self.o.write_jitter \
+        noise = position_gumbel(torch.arange(t, device=x.device), self.n_heads, bids.shape[-1] + self.o.sink) if self.o.write_jitter \
             else None
         if gain is not None or self.o.hard_writes:
             writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner, closed)
@@ -482,24 +481,26 @@ class SeekingUnits(Mixer):
         writes = self.hook_writes(writes)
         del bids, gain  # (B, H, T, M) each: a prefill's peak memory is the arrays still referenced here
         log_keep = LogKeep.apply(writes)
-        chunk = self.o.chunk_size
+        chunk, k = self.o.chunk_size, self._per_read(k)
+        read_writes, read_keep = self._per_read(writes), self._per_read(log_keep)  # one memory, R reads of it
         if self.o.read_before_write:  # token t reads S_{t-1}: the query of t + 1 against S_t, moved one on
-            scores, _ = gla_chunked(_ahead(q), k, writes, log_keep, gate="value", chunk_size=chunk)
+            scores, _ = gla_chunked(_ahead(q), k, read_writes, read_keep, gate="value", chunk_size=chunk)
             scores = _behind(scores)
         else:
-            scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
+            scores, _ = gla_chunked(q, k, read_writes, read_keep, gate="value", chunk_size=chunk)
         if self.o.occupancy_scale:
             scores = scores * self._read_scale(log_keep.cumsum(2))[..., None]
         weights = self.hook_read_weights(self._top_k(scores).softmax(-1))
         del scores, q, k
+        v = self._per_read(v)
         if self.o.read_before_write:
-            read, _ = gla_chunked(_ahead(weights), writes, v, log_keep, gate="key", chunk_size=chunk)
+            read, _ = gla_chunked(_ahead(weights), read_writes, v, read_keep, gate="key", chunk_size=chunk)
             read = _behind(read)
         else:
-            read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
+            read, _ = gla_chunked(weights, read_writes, v, read_keep, gate="key", chunk_size=chunk)
         if self.training:
             self._stats(writes)
-        del writes, log_keep, weights
+        del writes, log_keep, weights, read_writes, read_keep
         self.aux_loss = self.o.write_cost * salience.mean() if self.o.write_cost and self.training else None
         return self._finish(read.transpose(1, 2).reshape(b, t, -1))
 
@@ -550,7 +551,7 @@ class SeekingUnits(Mixer):
             gain = rest if gain is None else rest + gain
         position, noise = state.get("position"), None
         if self.o.write_jitter:
-            noise = self._jitter(position[:, None], bids.shape[-1] + self.o.sink).squeeze(-2)
+            noise = position_gumbel(position[:, None], self.n_heads, bids.shape[-1] + self.o.sink).squeeze(-2)
             position = position + 1
         if gain is not None or self.o.hard_writes:
             writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner, closed)
@@ -562,17 +563,18 @@ class SeekingUnits(Mixer):
             writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
                                   noise)
         log_keep = torch.log1p(-writes)
-        scores, key_slots = gla_step(q, k, writes, log_keep, state["key_slots"], gate="value")
-        if self.o.read_before_write:  # the slots as they were before this token's write
-            scores = (q[..., None, :] @ state["key_slots"]).squeeze(-2)
+        _, key_slots = gla_step(k, k, writes, log_keep, state["key_slots"], gate="value")
+        grouped = q.unflatten(1, (self.n_heads, self.o.read_heads))  # (B, H, R, key_dim)
+        # Without read_before_write a query reads the slots after this token's write, else as they were before.
+        scores = (grouped @ (state["key_slots"] if self.o.read_before_write else key_slots)).flatten(1, 2)
         log_empty = state.get("log_empty")
         if self.o.occupancy_scale:
             log_empty = log_empty + log_keep
             scores = scores * self._read_scale(log_empty)[..., None]
         weights = self.hook_read_weights(self._top_k(scores).softmax(-1))
-        read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
-        if self.o.read_before_write:
-            read = (weights[..., None, :] @ state["value_slots"]).squeeze(-2)
+        _, value_slots = gla_step(writes, writes, v, log_keep, state["value_slots"], gate="key")
+        slots = state["value_slots"] if self.o.read_before_write else value_slots
+        read = (weights.unflatten(1, (self.n_heads, self.o.read_heads)) @ slots).flatten(1, 2)
         new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
                "match_keys": match_keys, "position": position, "log_empty": log_empty}
         return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
