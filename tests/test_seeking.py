@@ -47,6 +47,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (False, {"read_topk": 1, "hard_writes": False}),
     (True, {"read_heads": 3}), (True, {"read_heads": 2, "read_before_write": True, "read_topk": 2}),
     (False, {"read_heads": 2, "hard_writes": False, "key_dim": 3, "value_dim": 5, "sink": True}),
+    (True, {"recency_reads": 2}), (True, {"recency_reads": 1, "read_heads": 2, "write_jitter": True, "rest_on_wins": False}),
+    (False, {"recency_reads": 3, "read_heads": 2, "read_before_write": True, "hard_writes": False}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -310,6 +312,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"n_units": 6, "n_pools": 2, "hard_writes": False}, "hard_writes=true"),
     ({"n_units": 6, "n_pools": 2, "write_jitter": True, "rest_on_wins": False}, "n_pools"),
     ({"read_topk": -1}, "read_topk"), ({"read_topk": 2.0}, "read_topk"), ({"n_units": 4, "read_topk": 5}, "more than"),
+    ({"recency_reads": -1}, "recency_reads"), ({"recency_reads": 5}, "more than the reads"),
     ({"read_heads": 0}, "read_heads"), ({"read_heads": 2, "occupancy_scale": True}, "read_heads > 1"),
 ])
 def test_bad_options_are_rejected(options, message):
@@ -455,3 +458,23 @@ def test_read_heads_read_one_memory_so_two_equal_reads_are_one_read():
         torch.testing.assert_close(two(x), one(x))
         torch.testing.assert_close(two.forward_recurrent(x), one(x))
     assert {k: v.shape for k, v in two.init_state(2).items()} == {k: v.shape for k, v in one.init_state(2).items()}
+
+
+def test_a_recency_read_prefers_the_latest_of_equal_messages_and_a_content_read_does_not():
+    """The same message four times goes to four units (rest); the recency read (head 0) weighs each later
+    copy exp(slope x salience) times the one before (the slot holds salience x position), head 1 alike."""
+    mixer = make(recency_reads=1, recovery=50.0)
+    with torch.no_grad():
+        mixer.recency_log_slope.fill_(0.0)  # slope 1
+        mixer.interests.zero_()  # equal bids: rest alone picks the unit
+    x = torch.randn(1, 1, 16, dtype=torch.float64).expand(1, 4, 16)
+    with torch.no_grad(), capture(mixer, ["hook_writes", "hook_read_weights", "hook_salience"]) as seen:
+        mixer(x)
+    writes, reads, salience = seen["hook_writes"][0], seen["hook_read_weights"][0], seen["hook_salience"][0]
+    for head in (0, 1):
+        units = writes[head].argmax(-1)
+        assert len(set(units.tolist())) == 4  # rest sent each copy to a unit of its own
+        last = reads[head, 3, units]  # the last token's read over the units, in the order they were written
+        ratio = last[1:] / last[:-1]
+        expected = torch.full_like(ratio, float(torch.exp(salience[head, 0]))) if head == 0 else torch.ones_like(ratio)
+        torch.testing.assert_close(ratio, expected)

@@ -1,4 +1,5 @@
-"""Seeking units: M units per head bid for each message, rest after they absorb one, keep it until rewritten.
+"""Seeking units: M units per head bid for each message, rest after they absorb one, keep it until
+rewritten.
 
 The inverted-attention mechanism written without hard decisions. A token posts a message (key
 k_t, value v_t) with a salience s_t in (0, 1) (how much it has to say); the M units of a head bid
@@ -30,11 +31,9 @@ with the interests the mixer has fewer parameters than softmax attention's four 
 matrices (64,136 against 65,536 at d_model 128 with 64 units; narrower keys cost accuracy, narrower
 values far more: docs/changelog.md).
 
-The bid temperature tau_h is learned per head and starts sharp (8). At 1/sqrt(key_dim) alone the
-bids of a fresh model are nearly equal, so every message is smeared over all M units and
-the memory starts as a blur the task must first learn its way out of (MQAR (64, 4) at the demo
-budget: 0.25 against 0.84 with tau starting at 8; docs/changelog.md). Starting sharp, a message lands
-mostly in one unit from the first step, and the units' interests can specialize from there.
+The bid temperature tau_h is learned per head and starts sharp (8): at 1/sqrt(key_dim) alone a fresh
+model's bids are nearly equal and every message is smeared over all M units, a blur the task must first
+learn its way out of; starting sharp, a message lands mostly in one unit from the first step.
 
 Hold and sink (``hold`` > 0, ``sink``; off by default until measured at the full budget): rest
 recovers within ``recovery`` tokens, so on a sequence far longer than those trained on, every
@@ -46,41 +45,36 @@ every unit holds one, a message must outbid the sink to displace anything. A hel
 refuses the newer value of the key it holds, which recall of the latest value needs, so
 ``hold_heads`` limits hold to the first heads and the others rest and refresh (docs/changelog.md).
 
-Hard writes (``hard_writes``, on by default since protocol v2's full-budget rows: ahead on MQAR and
-multi-stream recall, level on char-LM; docs/changelog.md): a message goes whole to the unit that
-wins it (salience x one-hot in the forward pass, the softmax's gradient in the backward), because a
-soft write leaves a unit holding a blend of the new message and the old, and recall tracks how much
-of the queried message its best unit still holds. Three more options, off by default until
-measured (docs/changelog.md). ``match``: a unit
-bids more for a message whose key matches the key it holds, +gamma_h k_t . K1_{t-1}[:, m] /
-sqrt(key_dim), so a key seen again (a query, a new value of a key) goes to the unit that holds it
-instead of evicting another; K1 is the memory the writes before the match make (one more chunked
-pass, and its key slots as one more piece of state). ``write_cost``: a loss per unit of salience,
-so that writing is never free. ``write_jitter`` (with hard writes): the winner is argmax(logits + g),
-g a Gumbel noise fixed by (position, head, unit) through a hash - so no table and no max_len, the
-same at training and at inference (the recurrent state counts positions); it goes with rest from the
-writes by content alone (``rest_on_wins=False``), under which the messages a rested favourite loses
-all go to the same runner-up, which never rests; drawn like the softmax's shares, the units take
-turns again. Rest on wins (``rest_on_wins``, on by default with ``rest_strength`` 8 since session
-2026-12-07 (10): ahead on copy, MQAR and multi-stream recall; docs/changelog.md) is the cure the default
-takes: rest counts the writes each unit actually took, so the runner-up rests too, and a unit that has
-just taken a message steps aside for about a recovery time. That recurrence is not linear (the winner
-depends on the load), so it runs as a scan token by token over M numbers per head (no matmul, no
-gradient: rest steers, the softmax teaches); everything else stays chunked.
+Hard writes (``hard_writes``, on by default; every default's measurements: docs/changelog.md): a message
+goes whole to the unit that wins it (salience x one-hot in the forward pass, the softmax's gradient in
+the backward), because a soft write leaves a unit holding a blend of the new message and the old, and
+recall tracks how much of the queried message its best unit still holds. Three more options, off by
+default until measured (docs/changelog.md). ``match``: a unit bids more for a message whose key matches
+the key it holds, +gamma_h k_t . K1_{t-1}[:, m] / sqrt(key_dim), so a key seen again (a query, a new
+value of a key) goes to the unit that holds it instead of evicting another; K1 is the memory the writes
+before the match make (one more chunked pass, and its key slots as one more piece of state).
+``write_cost``: a loss per unit of salience, so that writing is never free. ``write_jitter`` (with hard
+writes): the winner is argmax(logits + g), g a Gumbel noise fixed by (position, head, unit) through a
+hash - so no table and no max_len, the same at training and at inference (the recurrent state counts
+positions); it goes with rest from the writes by content alone (``rest_on_wins=False``), under which the
+messages a rested favourite loses all go to the same runner-up, which never rests; drawn like the
+softmax's shares, the units take turns again. Rest on wins (``rest_on_wins``, on by default with
+``rest_strength`` 8) is the cure the default takes: rest counts the writes each unit actually took, so
+the runner-up rests too, and a unit that has just taken a message steps aside for about a recovery time.
+That recurrence is not linear (the winner depends on the load), so it runs as a scan token by token over
+M numbers per head (no matmul, no gradient: rest steers, the softmax teaches); everything else stays
+chunked.
 
-Occupancy scale (``occupancy_scale``, off until measured): trained on 16 pairs, a head's read meets
-16 occupied units; at 64 pairs it meets 64, and the softmax spreads over four times as many
-rivals. As scalable softmax does for attention (Nakanishi 2025, arXiv 2501.19399), the read's scores
-are multiplied by s_h log(1 + n_t), n_t the units occupied (sum_m 1 - prod_{s<=t}(1 - a_s[m]), M
-more numbers of state per head), so the top score keeps its weight as the memory fills. Signed keys
-(``signed_keys``, on by default with ``qk_norm`` since session 2026-12-07 (14); docs/changelog.md):
-queries and keys skip the swish, so two unrelated keys score near 0 rather than near the product of
-two positive vectors' norms.
+Occupancy scale (``occupancy_scale``, off until measured): trained on 16 pairs, a head's read meets 16
+occupied units; at 64 pairs it meets 64, and the softmax spreads over four times as many rivals. As
+scalable softmax does for attention (Nakanishi 2025, arXiv 2501.19399), the read's scores are multiplied
+by s_h log(1 + n_t), n_t the units occupied (sum_m 1 - prod_{s<=t}(1 - a_s[m]), M more numbers of state
+per head), so the top score keeps its weight as the memory fills. Signed keys (``signed_keys``, on by
+default with ``qk_norm``): queries and keys skip the swish, so two unrelated keys score near 0 rather
+than near the product of two positive vectors' norms.
 
-QK-norm (``qk_norm``, on by default since session 2026-12-07 (14): ahead on copy and on MQAR beyond
-the trained length, level on char-LM and the multi-stream cell, behind on its rarest stream;
-docs/changelog.md; Henry et al. 2020, arXiv 2010.04245): queries and keys are
-scaled to unit length and the read's scores multiplied by a learned temperature per head (starting at
+QK-norm (``qk_norm``, on by default; Henry et al. 2020, arXiv 2010.04245): queries and keys are scaled
+to unit length and the read's scores multiplied by a learned temperature per head (starting at
 ``read_temperature``), so a query scores its own key's unit near the temperature and an unrelated unit
 near 0 (with ``signed_keys``) however many units hold a message; a raw dot product of two positive
 vectors leaves every rival a sizeable score, and trained on 16 pairs the read meets 64 at (1024, 64).
@@ -107,9 +101,16 @@ and a kind's messages never displace another's. The writes' softmax still runs o
 straight-through gradient), so the bids learn which pool a message belongs to.
 
 Top-k read (``read_topk`` k > 0; off until measured): a query's softmax runs over its k best-scoring
-units only, so it meets k - 1 rivals whatever the memory holds - trained on 16 pairs and read at 64,
-the full softmax meets four times as many rivals and the holder's weight falls (the recall anatomy
-of MQAR (1024, 64): found 0.805 of the messages kept). The gradient reaches the k read units.
+units only, so it meets k - 1 rivals whatever the memory holds (trained on 16 pairs and read at 64, the
+full softmax meets four times as many). The gradient reaches the k read units.
+
+Recency reads (``recency_reads`` n > 0; off until measured): a unit's message carries no position, so a
+read cannot prefer the latest of several matching messages, or the last few tokens, as a language model
+reads. The first n reads add -slope x (the age of each unit's message) to its score, ALiBi over units
+(Press et al. 2022, arXiv 2108.12409), with learned slopes starting at ALiBi's geometric ones; the
+others read by content alone, since a slope would cost recall far beyond the trained length. The age is
+one more key number: the message's position, which a slope in the query turns into the bias (the
+softmax ignores the shift by the query's own position); the state gains M numbers per head.
 
 Grouped reads (``read_heads`` R > 1; off until measured): R queries per token read each head's units,
 as grouped-query attention shares keys among queries (Ainslie et al. 2023, arXiv 2305.13245). Heads
@@ -197,6 +198,7 @@ class SeekingOptions:
     n_pools: int = 1  # P > 1: the bids by content choose a pool of M / P units, rest picks the unit inside it
     read_topk: int = 0  # k > 0: a query's softmax runs over its k best-scoring units only (0: over all M)
     read_heads: int = 1  # R > 1: R queries read each head's units (grouped, as GQA): R x the read, the same state
+    recency_reads: int = 0  # n > 0: the first n reads score a unit down by a learned slope x its message's age
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -208,7 +210,7 @@ class SeekingUnits(Mixer):
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
                            "signed_keys": False, "rest_learned": False, "qk_norm": False,
                            "read_temperature": 8.0, "read_before_write": False, "n_pools": 1,
-                           "read_topk": 0, "read_heads": 1}
+                           "read_topk": 0, "read_heads": 1, "recency_reads": 0}
     options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
@@ -219,7 +221,7 @@ class SeekingUnits(Mixer):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
                                ("value_dim", 0), ("bid_rank", 0), ("hold_heads", 0), ("n_pools", 1),
-                               ("read_topk", 0), ("read_heads", 1)):
+                               ("read_topk", 0), ("read_heads", 1), ("recency_reads", 0)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
@@ -241,6 +243,9 @@ class SeekingUnits(Mixer):
                               "and goes without seeking.match and seeking.write_jitter")
         if o.read_heads > 1 and o.occupancy_scale:
             raise ConfigError("seeking.occupancy_scale scales one read per head: it goes without seeking.read_heads > 1")
+        if o.recency_reads > o.n_heads * o.read_heads:
+            raise ConfigError(f"seeking.recency_reads={o.recency_reads} is more than the reads, seeking.n_heads x "
+                              f"seeking.read_heads = {o.n_heads * o.read_heads}")
         if o.read_topk > o.n_units:
             raise ConfigError(f"seeking.read_topk={o.read_topk} is more than seeking.n_units={o.n_units}")
         if o.hold_heads > o.n_heads:
@@ -289,6 +294,9 @@ class SeekingUnits(Mixer):
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         if o.qk_norm:  # log of the read's temperature per head
             self.read_log_scale = nn.Parameter(torch.full((self.n_reads, 1, 1), math.log(o.read_temperature)))
+        if o.recency_reads:  # log of each recency read's slope, ALiBi's geometric start (Press et al. 2022)
+            starts = [-8.0 * (i + 1) / o.recency_reads * math.log(2) for i in range(o.recency_reads)]
+            self.recency_log_slope = nn.Parameter(torch.tensor(starts))
         if o.rest_learned:  # log of beta_h over its starting value
             self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
@@ -419,6 +427,16 @@ class SeekingUnits(Mixer):
         kth = scores.topk(self.o.read_topk, dim=-1).values[..., -1:]
         return scores.masked_fill(scores < kth, float("-inf"))
 
+    def _with_age(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
+        """q (B, H R, T, dk) and k (B, H R, T, dk) with one more number each: the read's slope and the message's
+        position, so a unit's score gains slope x the position of what it holds - up to a shift the softmax
+        ignores, -slope x its age. ``positions`` (B or 1, T)."""
+        if not self.o.recency_reads:
+            return q, k
+        slopes = F.pad(self.recency_log_slope.exp(), (0, self.n_reads - self.o.recency_reads))
+        ages = positions.to(k.dtype)[:, None, :, None].expand(*k.shape[:-1], 1)
+        return torch.cat([q, slopes.view(-1, 1, 1).expand(*q.shape[:-1], 1)], -1), torch.cat([k, ages], -1)
+
     def _per_read(self, z: torch.Tensor) -> torch.Tensor:
         """(B, H, ...) -> (B, H R, ...): a head's keys, writes or values for each of its R reads."""
         return z if self.o.read_heads == 1 else z.repeat_interleave(self.o.read_heads, dim=1)
@@ -481,7 +499,8 @@ class SeekingUnits(Mixer):
         writes = self.hook_writes(writes)
         del bids, gain  # (B, H, T, M) each: a prefill's peak memory is the arrays still referenced here
         log_keep = LogKeep.apply(writes)
-        chunk, k = self.o.chunk_size, self._per_read(k)
+        chunk = self.o.chunk_size
+        q, k = self._with_age(q, self._per_read(k), torch.arange(t, device=x.device)[None])
         read_writes, read_keep = self._per_read(writes), self._per_read(log_keep)  # one memory, R reads of it
         if self.o.read_before_write:  # token t reads S_{t-1}: the query of t + 1 against S_t, moved one on
             scores, _ = gla_chunked(_ahead(q), k, read_writes, read_keep, gate="value", chunk_size=chunk)
@@ -512,7 +531,8 @@ class SeekingUnits(Mixer):
         def zeros(*tail: int) -> torch.Tensor:
             return torch.zeros(*shape, *tail, device=device, dtype=dtype)
 
-        state = {"key_slots": zeros(self.key_dim, self.n_units), "value_slots": zeros(self.n_units, self.value_dim)}
+        ages = 1 if self.o.recency_reads else 0  # the key slots' last row: the position of what each unit holds
+        state = {"key_slots": zeros(self.key_dim + ages, self.n_units), "value_slots": zeros(self.n_units, self.value_dim)}
         # Entries only where their option is on (a fused step needs tensors, not placeholders):
         if self.o.refractory:  # each unit's recent load from the writes by content alone
             state["load"] = zeros(self.n_units)
@@ -520,7 +540,7 @@ class SeekingUnits(Mixer):
             state["log_free"] = zeros(self.n_units)
         if self.o.match:  # the keys as written before the match, which a message's key is matched against
             state["match_keys"] = zeros(self.key_dim, self.n_units)
-        if self.o.write_jitter:  # tokens seen: the jitter is fixed by position
+        if self.o.write_jitter or self.o.recency_reads:  # tokens seen: the jitter and the ages go by position
             state["position"] = torch.zeros(batch_size, dtype=torch.long, device=device)
         if self.o.occupancy_scale:  # log of each unit's share never written (0: empty)
             state["log_empty"] = zeros(self.n_units)
@@ -552,6 +572,10 @@ class SeekingUnits(Mixer):
         position, noise = state.get("position"), None
         if self.o.write_jitter:
             noise = position_gumbel(position[:, None], self.n_heads, bids.shape[-1] + self.o.sink).squeeze(-2)
+        slot_keys = k  # with recency reads, the keys and the position they carry into the key slots
+        if self.o.recency_reads:
+            q, slot_keys = (z.squeeze(-2) for z in self._with_age(q[..., None, :], k[..., None, :], position[:, None]))
+        if position is not None:
             position = position + 1
         if gain is not None or self.o.hard_writes:
             writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner, closed)
@@ -563,7 +587,7 @@ class SeekingUnits(Mixer):
             writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
                                   noise)
         log_keep = torch.log1p(-writes)
-        _, key_slots = gla_step(k, k, writes, log_keep, state["key_slots"], gate="value")
+        _, key_slots = gla_step(slot_keys, slot_keys, writes, log_keep, state["key_slots"], gate="value")
         grouped = q.unflatten(1, (self.n_heads, self.o.read_heads))  # (B, H, R, key_dim)
         # Without read_before_write a query reads the slots after this token's write, else as they were before.
         scores = (grouped @ (state["key_slots"] if self.o.read_before_write else key_slots)).flatten(1, 2)
