@@ -49,6 +49,7 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (False, {"read_heads": 2, "hard_writes": False, "key_dim": 3, "value_dim": 5, "sink": True}),
     (True, {"recency_reads": 2}), (True, {"recency_reads": 1, "read_heads": 2, "write_jitter": True, "rest_on_wins": False}),
     (False, {"recency_reads": 3, "read_heads": 2, "read_before_write": True, "hard_writes": False}),
+    (True, {"head_share": True}), (False, {"head_share": True, "hard_writes": False, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
 def test_parallel_equals_recurrent_values_and_gradients(refractory, widths, length):
@@ -312,7 +313,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"n_units": 6, "n_pools": 2, "hard_writes": False}, "hard_writes=true"),
     ({"n_units": 6, "n_pools": 2, "write_jitter": True, "rest_on_wins": False}, "n_pools"),
     ({"read_topk": -1}, "read_topk"), ({"read_topk": 2.0}, "read_topk"), ({"n_units": 4, "read_topk": 5}, "more than"),
-    ({"recency_reads": -1}, "recency_reads"), ({"recency_reads": 5}, "more than the reads"),
+    ({"head_share": 1}, "true or false"), ({"recency_reads": -1}, "recency_reads"), ({"recency_reads": 5}, "more than the reads"),
     ({"read_heads": 0}, "read_heads"), ({"read_heads": 2, "occupancy_scale": True}, "read_heads > 1"),
 ])
 def test_bad_options_are_rejected(options, message):
@@ -478,3 +479,14 @@ def test_a_recency_read_prefers_the_latest_of_equal_messages_and_a_content_read_
         ratio = last[1:] / last[:-1]
         expected = torch.full_like(ratio, float(torch.exp(salience[head, 0]))) if head == 0 else torch.ones_like(ratio)
         torch.testing.assert_close(ratio, expected)
+
+
+def test_with_a_shared_salience_the_heads_split_a_message_and_never_write_more_than_all_of_it():
+    x = torch.randn(2, 9, 16, dtype=torch.float64)
+    alone, shared = make(), make(head_share=True)
+    with torch.no_grad(), capture(alone, ["hook_salience"]) as a, capture(shared, ["hook_salience"]) as b:
+        alone(x), shared(x)
+    own, split = a["hook_salience"], b["hook_salience"]  # (B, H, T), the same weights
+    assert float(own.sum(1).max()) > 1.0  # alone, the two heads write more than one message's worth
+    torch.testing.assert_close(split, own / own.sum(1, keepdim=True).clamp_min(1.0))
+    assert float(split.sum(1).max()) <= 1.0 + 1e-12

@@ -112,6 +112,12 @@ others read by content alone, since a slope would cost recall far beyond the tra
 one more key number: the message's position, which a slope in the query turns into the bias (the
 softmax ignores the shift by the query's own position); the state gains M numbers per head.
 
+Shared salience (``head_share``; off until measured): each head decides alone how much of a message to
+write, and every head of the default writes nearly every message, so H heads of M units hold M distinct
+messages H times over. With the share a message's saliences are divided by their sum over the heads
+where it exceeds 1, so the heads compete for it as the units of a head do, and H M units can hold H M
+distinct messages while each head keeps its own projections for reading.
+
 Grouped reads (``read_heads`` R > 1; off until measured): R queries per token read each head's units,
 as grouped-query attention shares keys among queries (Ainslie et al. 2023, arXiv 2305.13245). Heads
 copy messages - every head of the default writes every message - so the state a recall task wants spent
@@ -199,6 +205,7 @@ class SeekingOptions:
     read_topk: int = 0  # k > 0: a query's softmax runs over its k best-scoring units only (0: over all M)
     read_heads: int = 1  # R > 1: R queries read each head's units (grouped, as GQA): R x the read, the same state
     recency_reads: int = 0  # n > 0: the first n reads score a unit down by a learned slope x its message's age
+    head_share: bool = False  # a message's saliences over the heads sum to at most 1: heads compete, not copy
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
 
@@ -210,13 +217,13 @@ class SeekingUnits(Mixer):
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
                            "signed_keys": False, "rest_learned": False, "qk_norm": False,
                            "read_temperature": 8.0, "read_before_write": False, "n_pools": 1,
-                           "read_topk": 0, "read_heads": 1, "recency_reads": 0}
+                           "read_topk": 0, "read_heads": 1, "recency_reads": 0, "head_share": False}
     options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
         for name in ("refractory", "sink", "hold_learned", "hard_writes", "write_jitter", "rest_on_wins",
-                     "occupancy_scale", "signed_keys", "rest_learned", "qk_norm", "read_before_write"):
+                     "occupancy_scale", "signed_keys", "rest_learned", "qk_norm", "read_before_write", "head_share"):
             if not isinstance(getattr(o, name), bool):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
@@ -333,6 +340,8 @@ class SeekingUnits(Mixer):
         bids = self.hook_bids(bids)
         # Contiguous (B, H, T): the writes it scales take its layout, and the chunked passes want (B, H, T, M) in order.
         salience = torch.sigmoid(sal.transpose(-1, -2).contiguous() + self.salience_bias[:, None])
+        if self.o.head_share:  # the heads share one message: what one head takes, the others cannot
+            salience = salience / salience.sum(-2, keepdim=True).clamp_min(1.0)
         # At most _MAX_WRITE, so no write (salience times a share <= 1) needs a clamp of its own.
         salience = self.hook_salience(salience.clamp(max=_MAX_WRITE))
         return q, k, v, bids, salience
