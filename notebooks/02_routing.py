@@ -998,8 +998,7 @@ if multistream:
 # rest strength beta (small: the bids choose; large: the units take turns, like a ring), whether each
 # head learns its own beta from there (`rest_learned`; the training log reports where it settles),
 # a cosine read with a learned temperature (`qk_norm`), whether a token reads the units as they were
-# before its own write (`read_before_write`), how many queries read each head's units (`read_heads`: several
-# ways to read one memory, no copy of it), how many of the reads prefer recent messages (`recency_reads`: a
+# before its own write (`read_before_write`), how many heads' reads prefer recent messages (`recency_reads`: a
 # learned slope times a message's age, so the latest value of a key wins), and the step budget; the seeking model re-trains on the same task and the accuracy by stream and P(unit | stream) redraw. Headless, the panel shows
 # the model trained above.
 
@@ -1032,7 +1031,6 @@ if multistream:
         "rest_learned": widgets.Checkbox(value=SeekingOptions().rest_learned, description="learn beta per head"),
         "qk_norm": widgets.Checkbox(value=SeekingOptions().qk_norm, description="cosine read (qk_norm)"),
         "read_before_write": widgets.Checkbox(value=SeekingOptions().read_before_write, description="read before write"),
-        "read_heads": widgets.Dropdown(options=[1, 2, 4], value=SeekingOptions().read_heads, description="reads / head"),
         "recency_reads": widgets.Dropdown(options=[0, 1, 2, 4], value=SeekingOptions().recency_reads,
                                           description="recency reads"),
         "n_steps": widgets.IntSlider(value=ms_steps, min=10, max=3000, step=10, description="steps"),

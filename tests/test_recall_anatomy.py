@@ -7,8 +7,7 @@ import torch
 
 from workbench.cli import main
 from workbench.config import ConfigError, ModelConfig
-from workbench.hooks import capture
-from workbench.lab.recall import _hook_names, _trace, parse_cells, recall_anatomy
+from workbench.lab.recall import parse_cells, recall_anatomy
 from workbench.model import Model, TaskIO
 
 VOCAB = 64
@@ -30,20 +29,6 @@ def test_accuracy_splits_exactly_into_kept_and_lost():
         assert row["accuracy"] == pytest.approx(split)
         assert 0.0 <= row["survival_mean"] <= 1.0
         assert set(row["write_mass_per_token"]) == {"kv_value", "kv_key", "filler", "filler_value_range", "query"}
-
-
-def test_with_several_reads_per_head_a_head_finds_the_holder_by_its_best_read():
-    """read_heads = 3: the read weight on the holder is, per head, the largest of the head's three reads."""
-    model = seeking(read_heads=3)
-    row = recall_anatomy(model, 32, 4, VOCAB, n=6, seed=1)
-    assert row["queries"] == 24 and 0.0 <= row["read_weight_on_holder_when_kept"] <= 1.0
-    inputs = torch.randint(0, VOCAB, (2, 20))
-    _, writes, reads = _trace(model, _hook_names(model, 0), inputs)
-    assert writes.shape == reads.shape == (2, 2, 20, 6)
-    with torch.no_grad(), capture(model, ["blocks.0.mixer.hook_read_weights"]) as seen:
-        model(inputs)
-    every = seen["blocks.0.mixer.hook_read_weights"].double().unflatten(1, (2, 3))
-    torch.testing.assert_close(reads, every.amax(2))
 
 
 def test_a_memory_that_never_writes_keeps_everything_and_one_that_overwrites_keeps_nothing():

@@ -45,10 +45,8 @@ def make(seed: int = 0, **options) -> SeekingUnits:
     (False, {"n_units": 6, "n_pools": 2}), (True, {"n_units": 6, "n_pools": 2, "rest_on_wins": False, "hold": 3.0}),
     (True, {"read_topk": 2}), (True, {"read_topk": 3, "occupancy_scale": True}),
     (False, {"read_topk": 1, "hard_writes": False}),
-    (True, {"read_heads": 3}), (True, {"read_heads": 2, "read_before_write": True, "read_topk": 2}),
-    (False, {"read_heads": 2, "hard_writes": False, "key_dim": 3, "value_dim": 5, "sink": True}),
-    (True, {"recency_reads": 2}), (True, {"recency_reads": 1, "read_heads": 2, "write_jitter": True, "rest_on_wins": False}),
-    (False, {"recency_reads": 3, "read_heads": 2, "read_before_write": True, "hard_writes": False}),
+    (True, {"recency_reads": 2}), (True, {"recency_reads": 1, "write_jitter": True, "rest_on_wins": False}),
+    (False, {"recency_reads": 2, "read_before_write": True, "hard_writes": False, "key_dim": 3, "value_dim": 5}),
     (True, {"head_share": True}), (False, {"head_share": True, "hard_writes": False, "sink": True}),
 ])
 @pytest.mark.parametrize("length", [1, 4, 9, 23])
@@ -313,8 +311,7 @@ def test_fewer_parameters_than_softmax_attention_at_the_protocol_width():
     ({"n_units": 6, "n_pools": 2, "hard_writes": False}, "hard_writes=true"),
     ({"n_units": 6, "n_pools": 2, "write_jitter": True, "rest_on_wins": False}, "n_pools"),
     ({"read_topk": -1}, "read_topk"), ({"read_topk": 2.0}, "read_topk"), ({"n_units": 4, "read_topk": 5}, "more than"),
-    ({"head_share": 1}, "true or false"), ({"recency_reads": -1}, "recency_reads"), ({"recency_reads": 5}, "more than the reads"),
-    ({"read_heads": 0}, "read_heads"), ({"read_heads": 2, "occupancy_scale": True}, "read_heads > 1"),
+    ({"head_share": 1}, "true or false"), ({"recency_reads": -1}, "recency_reads"), ({"recency_reads": 5}, "more than seeking.n_heads"),
 ])
 def test_bad_options_are_rejected(options, message):
     with pytest.raises(ConfigError, match=message):
@@ -439,26 +436,6 @@ def test_read_topk_reads_only_each_query_s_k_best_units():
     torch.testing.assert_close(sparse, torch.where(best, dense, 0.0) / torch.where(best, dense, 0.0).sum(-1, keepdim=True))
     assert not torch.allclose(y_full, y_top)
     torch.testing.assert_close(make(n_units=5, read_topk=5)(x), y_full)
-
-
-def test_read_heads_read_one_memory_so_two_equal_reads_are_one_read():
-    """read_heads = R: R queries read each head's units, which are written once. Two reads with the same
-    query, their outputs' weights halved, give the single read's output (parallel and recurrent), and the
-    state is the single read's."""
-    one, two = make(), make(read_heads=2)
-    h, dk, dv = one.n_heads, one.key_dim, one.value_dim
-    queries, rest = one.proj.weight.split([h * dk, one.proj.weight.shape[0] - h * dk])
-    state = dict(one.state_dict())
-    state["proj.weight"] = torch.cat([queries.view(h, 1, dk, 16).expand(h, 2, dk, 16).reshape(-1, 16), rest])
-    state["read_log_scale"] = one.read_log_scale.repeat_interleave(2, 0)
-    state["norm_weight"] = one.norm_weight.view(h, 1, dv).expand(h, 2, dv).reshape(-1)
-    state["out.weight"] = (one.out.weight.view(16, h, 1, dv).expand(16, h, 2, dv) / 2).reshape(16, -1)
-    two.load_state_dict(state)
-    x = torch.randn(2, 13, 16, dtype=torch.float64)
-    with torch.no_grad():
-        torch.testing.assert_close(two(x), one(x))
-        torch.testing.assert_close(two.forward_recurrent(x), one(x))
-    assert {k: v.shape for k, v in two.init_state(2).items()} == {k: v.shape for k, v in one.init_state(2).items()}
 
 
 def test_a_recency_read_prefers_the_latest_of_equal_messages_and_a_content_read_does_not():

@@ -1,6 +1,6 @@
 """Where associative recall is lost: at the write (the pair was never kept) or at the read.
 
-For a model whose mixer exposes ``hook_writes`` (B, H, T, M) and ``hook_read_weights`` (B, H R, T, M)
+For a model whose mixer exposes ``hook_writes`` (B, H, T, M) and ``hook_read_weights`` (B, H, T, M)
 - the seeking units - on MQAR examples of a given length, every query is traced back to the value
 token of its pair (the message that carries the answer):
 
@@ -41,19 +41,13 @@ def _hook_names(model: torch.nn.Module, layer: int) -> list[str]:
 
 
 def _trace(model: torch.nn.Module, names: list[str], inputs: torch.Tensor):
-    """logits and the hooks' writes and read weights (B, H, T, M, in float64) of an eval-mode pass.
-
-    With R reads per head (``read_heads``) a head's read weight on a unit is the largest its R reads give.
-    """
+    """logits and the hooks' writes and read weights (B, H, T, M, in float64) of an eval-mode pass."""
     was_training = model.training
     model.eval()
     with torch.no_grad(), capture(model, names) as seen:
         logits = model(inputs)
     model.train(was_training)
-    writes, reads = seen[names[0]].double(), seen[names[1]].double()
-    if reads.shape[1] != writes.shape[1]:
-        reads = reads.unflatten(1, (writes.shape[1], -1)).amax(2)
-    return logits, writes, reads
+    return logits, seen[names[0]].double(), seen[names[1]].double()
 
 
 def recall_anatomy(model: torch.nn.Module, seq_len: int, kv_pairs: int, vocab_size: int, n: int = 32,

@@ -106,7 +106,7 @@ full softmax meets four times as many). The gradient reaches the k read units.
 
 Recency reads (``recency_reads`` n > 0; off until measured): a unit's message carries no position, so a
 read cannot prefer the latest of several matching messages, or the last few tokens, as a language model
-reads. The first n reads add -slope x (the age of each unit's message) to its score, ALiBi over units
+reads. The reads of the first n heads add -slope x (the age of each unit's message) to its score, ALiBi over units
 (Press et al. 2022, arXiv 2108.12409), with learned slopes starting at ALiBi's geometric ones; the
 others read by content alone, since a slope would cost recall far beyond the trained length. The age is
 one more key number: the message's position, which a slope in the query turns into the bias (the
@@ -117,13 +117,6 @@ write, and every head of the default writes nearly every message, so H heads of 
 messages H times over. With the share a message's saliences are divided by their sum over the heads
 where it exceeds 1, so the heads compete for it as the units of a head do, and H M units can hold H M
 distinct messages while each head keeps its own projections for reading.
-
-Grouped reads (``read_heads`` R > 1; off until measured): R queries per token read each head's units,
-as grouped-query attention shares keys among queries (Ainslie et al. 2023, arXiv 2305.13245). Heads
-copy messages - every head of the default writes every message - so the state a recall task wants spent
-on more units per head is spent on fewer heads, and language modelling, which wants several ways to
-read, loses them; with R reads a head keeps its read patterns without a copy of the memory. The reads
-cost R times the read passes and R queries' parameters; the state is unchanged.
 
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
@@ -203,8 +196,7 @@ class SeekingOptions:
     read_before_write: bool = False  # a token reads the units as they were before it wrote: its own message is not read back
     n_pools: int = 1  # P > 1: the bids by content choose a pool of M / P units, rest picks the unit inside it
     read_topk: int = 0  # k > 0: a query's softmax runs over its k best-scoring units only (0: over all M)
-    read_heads: int = 1  # R > 1: R queries read each head's units (grouped, as GQA): R x the read, the same state
-    recency_reads: int = 0  # n > 0: the first n reads score a unit down by a learned slope x its message's age
+    recency_reads: int = 0  # n > 0: the first n heads' reads score a unit down by a learned slope x its message's age
     head_share: bool = False  # a message's saliences over the heads sum to at most 1: heads compete, not copy
     norm_eps: float = 1e-5
     chunk_size: int = 64  # tokens per chunk of the chunked passes (a power of two; speed only)
@@ -217,8 +209,9 @@ class SeekingUnits(Mixer):
                            "write_jitter": False, "rest_on_wins": False, "occupancy_scale": False,
                            "signed_keys": False, "rest_learned": False, "qk_norm": False,
                            "read_temperature": 8.0, "read_before_write": False, "n_pools": 1,
-                           "read_topk": 0, "read_heads": 1, "recency_reads": 0, "head_share": False}
-    options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0}  # tried, tied or lost: docs/changelog.md
+                           "read_topk": 0, "recency_reads": 0, "head_share": False}
+    options_removed = {"rest_spread": 1.0, "binary_salience": False, "rest_ratio": 1.0,  # tried, tied or lost:
+                       "read_heads": 1}  # docs/changelog.md
 
     @classmethod
     def check_options(cls, o: SeekingOptions, d_model: int) -> None:
@@ -228,7 +221,7 @@ class SeekingUnits(Mixer):
                 raise ConfigError(f"seeking.{name} must be true or false, got {getattr(o, name)!r}")
         for name, minimum in (("n_units", 1), ("n_heads", 1), ("chunk_size", 1), ("key_dim", 0),
                                ("value_dim", 0), ("bid_rank", 0), ("hold_heads", 0), ("n_pools", 1),
-                               ("read_topk", 0), ("read_heads", 1), ("recency_reads", 0)):
+                               ("read_topk", 0), ("recency_reads", 0)):
             value = getattr(o, name)
             if not isinstance(value, int) or isinstance(value, bool) or value < minimum:
                 raise ConfigError(f"seeking.{name} must be an integer >= {minimum}, got {value!r}")
@@ -248,11 +241,8 @@ class SeekingUnits(Mixer):
         if o.n_pools > 1 and (not o.hard_writes or o.match or o.write_jitter):
             raise ConfigError("seeking.n_pools > 1 chooses a pool, then a unit in it: it needs seeking.hard_writes=true "
                               "and goes without seeking.match and seeking.write_jitter")
-        if o.read_heads > 1 and o.occupancy_scale:
-            raise ConfigError("seeking.occupancy_scale scales one read per head: it goes without seeking.read_heads > 1")
-        if o.recency_reads > o.n_heads * o.read_heads:
-            raise ConfigError(f"seeking.recency_reads={o.recency_reads} is more than the reads, seeking.n_heads x "
-                              f"seeking.read_heads = {o.n_heads * o.read_heads}")
+        if o.recency_reads > o.n_heads:
+            raise ConfigError(f"seeking.recency_reads={o.recency_reads} is more than seeking.n_heads={o.n_heads}")
         if o.read_topk > o.n_units:
             raise ConfigError(f"seeking.read_topk={o.read_topk} is more than seeking.n_units={o.n_units}")
         if o.hold_heads > o.n_heads:
@@ -278,10 +268,8 @@ class SeekingUnits(Mixer):
         self.n_heads, self.n_units, self.d_head = o.n_heads, o.n_units, d_model // o.n_heads
         self.key_dim = o.key_dim or max(1, 3 * self.d_head // 4)
         self.value_dim = o.value_dim or self.d_head
-        self.n_reads = o.n_heads * o.read_heads  # queries per token, R per head, head by head
-        # One matmul: q (H R key_dim), k (H key_dim), v (H value_dim), the salience (H) and the routing code.
-        width = (self.n_reads + o.n_heads) * self.key_dim + o.n_heads * (self.value_dim + 1) + o.bid_rank
-        self.proj = nn.Linear(d_model, width, bias=False)
+        # One matmul: q, k (H key_dim each), v (H value_dim), the salience (H) and the routing code (bid_rank).
+        self.proj = nn.Linear(d_model, o.n_heads * (2 * self.key_dim + self.value_dim + 1) + o.bid_rank, bias=False)
         # What each unit seeks, in the key space (or the routing code's): a bid is the interest's match.
         self.interests = nn.Parameter(torch.randn(o.n_heads, o.n_units, o.bid_rank or self.key_dim))
         if o.bid_temperature:
@@ -300,30 +288,29 @@ class SeekingUnits(Mixer):
             self.occupancy_log_scale = nn.Parameter(torch.full((o.n_heads, 1), -math.log(math.log1p(o.n_units))))
         self.register_buffer("keep", torch.tensor(math.exp(-1.0 / o.recovery)), persistent=False)
         if o.qk_norm:  # log of the read's temperature per head
-            self.read_log_scale = nn.Parameter(torch.full((self.n_reads, 1, 1), math.log(o.read_temperature)))
+            self.read_log_scale = nn.Parameter(torch.full((o.n_heads, 1, 1), math.log(o.read_temperature)))
         if o.recency_reads:  # log of each recency read's slope, ALiBi's geometric start (Press et al. 2022)
             starts = [-8.0 * (i + 1) / o.recency_reads * math.log(2) for i in range(o.recency_reads)]
             self.recency_log_slope = nn.Parameter(torch.tensor(starts))
         if o.rest_learned:  # log of beta_h over its starting value
             self.rest_log_scale = nn.Parameter(torch.zeros(o.n_heads))
         self.rest_on_wins = o.refractory and o.rest_on_wins  # no rest (the ablation): nothing to count wins for
-        self.norm_weight = nn.Parameter(torch.ones(self.n_reads * self.value_dim))
-        self.out = nn.Linear(self.n_reads * self.value_dim, d_model, bias=False)
+        self.norm_weight = nn.Parameter(torch.ones(o.n_heads * self.value_dim))
+        self.out = nn.Linear(o.n_heads * self.value_dim, d_model, bias=False)
         self.hook_salience = HookPoint()  # (B, H, T): s_t
         self.hook_bids = HookPoint()  # (B, H, T, M): the units' bids, before rest
         self.hook_gain = HookPoint()  # (B, H, T, M): the refractory gain exp(-beta M L_{t-1}) in (0, 1]
         self.hook_writes = HookPoint()  # (B, H, T, M): a_t, how much of message t each unit absorbs
-        self.hook_read_weights = HookPoint()  # (B, H R, T, M): softmax over the units, R reads per head
+        self.hook_read_weights = HookPoint()  # (B, H, T, M): softmax over the units
         self.hook_read = HookPoint()  # (B, T, d_model)
 
     # ------------------------------------------------------------------ shared pieces
 
     def _project(self, x: torch.Tensor):
-        """x (B, T, d) -> q (B, H R, T, key_dim), k (B, H, T, key_dim), v (B, H, T, value_dim), bids (B, H, T, M),
-        salience (B, H, T)."""
+        """x (B, T, d) -> q, k (B, H, T, key_dim), v (B, H, T, value_dim), bids (B, H, T, M), salience (B, H, T)."""
         h, dk, dv = self.n_heads, self.key_dim, self.value_dim
-        q, raw_k, v, sal, code = self.proj(x).split([self.n_reads * dk, h * dk, h * dv, h, self.o.bid_rank], dim=-1)
-        q, raw_k = q.unflatten(-1, (self.n_reads, dk)).transpose(-2, -3), raw_k.unflatten(-1, (h, dk)).transpose(-2, -3)
+        q, raw_k, v, sal, code = self.proj(x).split([h * dk, h * dk, h * dv, h, self.o.bid_rank], dim=-1)
+        q, raw_k = (z.unflatten(-1, (h, dk)).transpose(-2, -3) for z in (q, raw_k))
         q, k = (q, raw_k) if self.o.signed_keys else (F.silu(q), F.silu(raw_k))
         if self.o.qk_norm:  # a cosine read: how many units hold a message no longer sets how sharp it is
             q = F.normalize(q, dim=-1) * self.read_log_scale.exp()
@@ -437,18 +424,14 @@ class SeekingUnits(Mixer):
         return scores.masked_fill(scores < kth, float("-inf"))
 
     def _with_age(self, q: torch.Tensor, k: torch.Tensor, positions: torch.Tensor):
-        """q (B, H R, T, dk) and k (B, H R, T, dk) with one more number each: the read's slope and the message's
+        """q and k (B, H, T, dk) with one more number each: the head's recency slope and the message's
         position, so a unit's score gains slope x the position of what it holds - up to a shift the softmax
         ignores, -slope x its age. ``positions`` (B or 1, T)."""
         if not self.o.recency_reads:
             return q, k
-        slopes = F.pad(self.recency_log_slope.exp(), (0, self.n_reads - self.o.recency_reads))
+        slopes = F.pad(self.recency_log_slope.exp(), (0, self.n_heads - self.o.recency_reads))
         ages = positions.to(k.dtype)[:, None, :, None].expand(*k.shape[:-1], 1)
         return torch.cat([q, slopes.view(-1, 1, 1).expand(*q.shape[:-1], 1)], -1), torch.cat([k, ages], -1)
-
-    def _per_read(self, z: torch.Tensor) -> torch.Tensor:
-        """(B, H, ...) -> (B, H R, ...): a head's keys, writes or values for each of its R reads."""
-        return z if self.o.read_heads == 1 else z.repeat_interleave(self.o.read_heads, dim=1)
 
     def _stats(self, writes: torch.Tensor) -> None:
         """How evenly the units share the writes: entropy of each head's total write mass, in bits."""
@@ -509,26 +492,24 @@ class SeekingUnits(Mixer):
         del bids, gain  # (B, H, T, M) each: a prefill's peak memory is the arrays still referenced here
         log_keep = LogKeep.apply(writes)
         chunk = self.o.chunk_size
-        q, k = self._with_age(q, self._per_read(k), torch.arange(t, device=x.device)[None])
-        read_writes, read_keep = self._per_read(writes), self._per_read(log_keep)  # one memory, R reads of it
+        q, k = self._with_age(q, k, torch.arange(t, device=x.device)[None])
         if self.o.read_before_write:  # token t reads S_{t-1}: the query of t + 1 against S_t, moved one on
-            scores, _ = gla_chunked(_ahead(q), k, read_writes, read_keep, gate="value", chunk_size=chunk)
+            scores, _ = gla_chunked(_ahead(q), k, writes, log_keep, gate="value", chunk_size=chunk)
             scores = _behind(scores)
         else:
-            scores, _ = gla_chunked(q, k, read_writes, read_keep, gate="value", chunk_size=chunk)
+            scores, _ = gla_chunked(q, k, writes, log_keep, gate="value", chunk_size=chunk)
         if self.o.occupancy_scale:
             scores = scores * self._read_scale(log_keep.cumsum(2))[..., None]
         weights = self.hook_read_weights(self._top_k(scores).softmax(-1))
         del scores, q, k
-        v = self._per_read(v)
         if self.o.read_before_write:
-            read, _ = gla_chunked(_ahead(weights), read_writes, v, read_keep, gate="key", chunk_size=chunk)
+            read, _ = gla_chunked(_ahead(weights), writes, v, log_keep, gate="key", chunk_size=chunk)
             read = _behind(read)
         else:
-            read, _ = gla_chunked(weights, read_writes, v, read_keep, gate="key", chunk_size=chunk)
+            read, _ = gla_chunked(weights, writes, v, log_keep, gate="key", chunk_size=chunk)
         if self.training:
             self._stats(writes)
-        del writes, log_keep, weights, read_writes, read_keep
+        del writes, log_keep, weights
         self.aux_loss = self.o.write_cost * salience.mean() if self.o.write_cost and self.training else None
         return self._finish(read.transpose(1, 2).reshape(b, t, -1))
 
@@ -597,9 +578,8 @@ class SeekingUnits(Mixer):
                                   noise)
         log_keep = torch.log1p(-writes)
         _, key_slots = gla_step(slot_keys, slot_keys, writes, log_keep, state["key_slots"], gate="value")
-        grouped = q.unflatten(1, (self.n_heads, self.o.read_heads))  # (B, H, R, key_dim)
         # Without read_before_write a query reads the slots after this token's write, else as they were before.
-        scores = (grouped @ (state["key_slots"] if self.o.read_before_write else key_slots)).flatten(1, 2)
+        scores = (q[..., None, :] @ (state["key_slots"] if self.o.read_before_write else key_slots)).squeeze(-2)
         log_empty = state.get("log_empty")
         if self.o.occupancy_scale:
             log_empty = log_empty + log_keep
@@ -607,7 +587,7 @@ class SeekingUnits(Mixer):
         weights = self.hook_read_weights(self._top_k(scores).softmax(-1))
         _, value_slots = gla_step(writes, writes, v, log_keep, state["value_slots"], gate="key")
         slots = state["value_slots"] if self.o.read_before_write else value_slots
-        read = (weights.unflatten(1, (self.n_heads, self.o.read_heads)) @ slots).flatten(1, 2)
+        read = (weights[..., None, :] @ slots).squeeze(-2)
         new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
                "match_keys": match_keys, "position": position, "log_empty": log_empty}
         return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
