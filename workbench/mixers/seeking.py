@@ -1,5 +1,4 @@
-"""Seeking units: M units per head bid for each message, rest after they absorb one, keep it until
-rewritten.
+"""Seeking units: M units per head bid for each message, rest after they absorb one, keep it until rewritten.
 
 The inverted-attention mechanism written without hard decisions. A token posts a message (key
 k_t, value v_t) with a salience s_t in (0, 1) (how much it has to say); the M units of a head bid
@@ -106,17 +105,18 @@ full softmax meets four times as many). The gradient reaches the k read units.
 
 Recency reads (``recency_reads`` n > 0; off until measured): a unit's message carries no position, so a
 read cannot prefer the latest of several matching messages, or the last few tokens, as a language model
-reads. The reads of the first n heads add -slope x (the age of each unit's message) to its score, ALiBi over units
-(Press et al. 2022, arXiv 2108.12409), with learned slopes starting at ALiBi's geometric ones; the
-others read by content alone, since a slope would cost recall far beyond the trained length. The age is
+reads. The reads of the first n heads add -slope x (the age of each unit's message) to its score,
+ALiBi over units (Press et al. 2022, arXiv 2108.12409), with learned slopes starting at ALiBi's geometric
+ones; the others read by content alone, since a slope would cost recall far beyond the trained length. The age is
 one more key number: the message's position, which a slope in the query turns into the bias (the
 softmax ignores the shift by the query's own position); the state gains M numbers per head.
 
 Shared salience (``head_share``; off until measured): each head decides alone how much of a message to
 write, and every head of the default writes nearly every message, so H heads of M units hold M distinct
 messages H times over. With the share a message's saliences are divided by their sum over the heads
-where it exceeds 1, so the heads compete for it as the units of a head do, and H M units can hold H M
-distinct messages while each head keeps its own projections for reading.
+where it exceeds 1, meant to make the heads compete for it as the units of a head do. Trained on MQAR
+(one seed) every salience saturated instead and every head wrote every token at 1 / H: a slow,
+unselective write, not a competition (docs/changelog.md).
 
 With ``rest_on_wins=False`` (the first design) the load is computed from the writes by content
 alone, a0_t = s_t softmax_m(b_t) - the demand each unit faces - which is one Jacobi sweep of the
@@ -309,9 +309,9 @@ class SeekingUnits(Mixer):
     def _project(self, x: torch.Tensor):
         """x (B, T, d) -> q, k (B, H, T, key_dim), v (B, H, T, value_dim), bids (B, H, T, M), salience (B, H, T)."""
         h, dk, dv = self.n_heads, self.key_dim, self.value_dim
-        q, raw_k, v, sal, code = self.proj(x).split([h * dk, h * dk, h * dv, h, self.o.bid_rank], dim=-1)
-        q, raw_k = (z.unflatten(-1, (h, dk)).transpose(-2, -3) for z in (q, raw_k))
-        q, k = (q, raw_k) if self.o.signed_keys else (F.silu(q), F.silu(raw_k))
+        qk, v, sal, code = self.proj(x).split([2 * h * dk, h * dv, h, self.o.bid_rank], dim=-1)
+        qk = qk.unflatten(-1, (2, h, dk)).movedim(-3, 0).transpose(-2, -3)  # (2, B, H, T, dk)
+        q, k = (qk if self.o.signed_keys else F.silu(qk)).unbind(0)
         if self.o.qk_norm:  # a cosine read: how many units hold a message no longer sets how sharp it is
             q = F.normalize(q, dim=-1) * self.read_log_scale.exp()
             k = F.normalize(k, dim=-1)
@@ -323,7 +323,7 @@ class SeekingUnits(Mixer):
         if self.o.bid_rank:
             bids = torch.einsum("btr,hmr->bhtm", code, interests)
         else:
-            bids = torch.einsum("bhtk,hmk->bhtm", raw_k, interests)
+            bids = torch.einsum("bhtk,hmk->bhtm", qk[1], interests)
         bids = self.hook_bids(bids)
         # Contiguous (B, H, T): the writes it scales take its layout, and the chunked passes want (B, H, T, M) in order.
         salience = torch.sigmoid(sal.transpose(-1, -2).contiguous() + self.salience_bias[:, None])
@@ -477,8 +477,8 @@ class SeekingUnits(Mixer):
             del logits, rest
         if gain is not None and self.hook_gain.active:  # an exp over (B, H, T, M) only when someone looks
             self.hook_gain(gain.exp())
-        noise = position_gumbel(torch.arange(t, device=x.device), self.n_heads, bids.shape[-1] + self.o.sink) if self.o.write_jitter \
-            else None
+        noise = None if not self.o.write_jitter else \
+            position_gumbel(torch.arange(t, device=x.device), self.n_heads, bids.shape[-1] + self.o.sink)
         if gain is not None or self.o.hard_writes:
             writes = self._writes(bids, salience, gain, self.o.hard_writes and not self.o.match, noise, winner, closed)
         if self.o.match:  # K1_{t-1}^T k_t: read the memory these writes make with the *next* token's key
@@ -577,17 +577,17 @@ class SeekingUnits(Mixer):
             writes = self._writes(bids, salience, matched if gain is None else gain + matched, self.o.hard_writes,
                                   noise)
         log_keep = torch.log1p(-writes)
-        _, key_slots = gla_step(slot_keys, slot_keys, writes, log_keep, state["key_slots"], gate="value")
-        # Without read_before_write a query reads the slots after this token's write, else as they were before.
-        scores = (q[..., None, :] @ (state["key_slots"] if self.o.read_before_write else key_slots)).squeeze(-2)
+        scores, key_slots = gla_step(q, slot_keys, writes, log_keep, state["key_slots"], gate="value")
+        if self.o.read_before_write:  # the slots as they were before this token's write
+            scores = (q[..., None, :] @ state["key_slots"]).squeeze(-2)
         log_empty = state.get("log_empty")
         if self.o.occupancy_scale:
             log_empty = log_empty + log_keep
             scores = scores * self._read_scale(log_empty)[..., None]
         weights = self.hook_read_weights(self._top_k(scores).softmax(-1))
-        _, value_slots = gla_step(writes, writes, v, log_keep, state["value_slots"], gate="key")
-        slots = state["value_slots"] if self.o.read_before_write else value_slots
-        read = (weights[..., None, :] @ slots).squeeze(-2)
+        read, value_slots = gla_step(weights, writes, v, log_keep, state["value_slots"], gate="key")
+        if self.o.read_before_write:
+            read = (weights[..., None, :] @ state["value_slots"]).squeeze(-2)
         new = {"key_slots": key_slots, "value_slots": value_slots, "load": load, "log_free": log_free,
                "match_keys": match_keys, "position": position, "log_empty": log_empty}
         return self._finish(read.reshape(b, -1)), {name: new[name] for name in state}
